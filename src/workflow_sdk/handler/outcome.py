@@ -1,0 +1,107 @@
+"""Runs one handler call and turns whatever happened into an ``Outcome``.
+
+Shared by the threaded Runner and the supervisor's worker processes so that
+both apply exactly the same rules:
+
+- a ``dict`` or ``None`` completes the job;
+- ``NonRetryableError`` fails it without retries;
+- any other exception fails it retryable with ``"<Type>: <message>"``;
+- a result that is not a dict/None, or not JSON-serialisable, fails it
+  without retries (running it again would return the same thing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from workflow_sdk.errors import NonRetryableError
+from workflow_sdk.handler.registry import Handler
+
+log = logging.getLogger("workflow_sdk.handler")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one job: the variables to complete it with, or an error."""
+
+    job_id: str
+    job_type: str
+    succeeded: bool
+    variables: dict[str, Any] = field(default_factory=dict)
+    error_message: str = ""
+    retryable: bool = True
+    duration: float = 0.0
+
+    @classmethod
+    def failure(
+        cls, job_id: str, job_type: str, message: str, *, retryable: bool, duration: float = 0.0
+    ) -> Outcome:
+        return cls(job_id, job_type, False, {}, message, retryable, duration)
+
+
+def describe_exception(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def check_result(result: object) -> tuple[dict[str, Any] | None, str]:
+    """Validate a handler's return value.
+
+    Returns ``(variables, "")`` when it can be sent to the engine, else
+    ``(None, reason)``.
+    """
+    if result is None:
+        return {}, ""
+    if not isinstance(result, dict):
+        return None, (
+            f"handler returned {type(result).__name__} {_short_repr(result)}; "
+            "it must return a dict of variables or None"
+        )
+    try:
+        # allow_nan=False: the engine's JSON decoder rejects NaN and Infinity.
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return None, f"handler returned variables that are not JSON-serialisable: {exc}"
+    return result, ""
+
+
+def _short_repr(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not break reporting
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def run_handler(handler: Handler, context: dict[str, Any]) -> Outcome:
+    """Call ``handler(context)`` and classify the result. Never raises ``Exception``."""
+    job_id = context["id"]
+    job_type = context["jobType"]
+    started = time.perf_counter()
+    try:
+        result = handler(context)
+    except NonRetryableError as exc:
+        duration = time.perf_counter() - started
+        log.warning("job %s (%s) failed for good: %s", job_id, job_type, exc)
+        # The user chose this message for failureReason: keep it as written.
+        message = str(exc) or type(exc).__name__
+        return Outcome.failure(job_id, job_type, message, retryable=False, duration=duration)
+    except Exception as exc:
+        duration = time.perf_counter() - started
+        log.warning("job %s (%s) failed: %s", job_id, job_type, exc, exc_info=True)
+        return Outcome.failure(
+            job_id, job_type, describe_exception(exc), retryable=True, duration=duration
+        )
+    duration = time.perf_counter() - started
+    variables, problem = check_result(result)
+    if variables is None:
+        log.error("job %s (%s): %s", job_id, job_type, problem)
+        return Outcome.failure(job_id, job_type, problem, retryable=False, duration=duration)
+    return Outcome(job_id, job_type, True, variables, "", True, duration)
+
+
+__all__ = ["Outcome", "check_result", "describe_exception", "run_handler"]

@@ -1,0 +1,1 @@
+"""Threaded job runner for light, I/O-bound handlers."""

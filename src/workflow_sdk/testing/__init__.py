@@ -1,0 +1,1 @@
+"""Test helpers: an in-memory engine served over real HTTP."""

@@ -1,0 +1,1 @@
+"""pytest plugin shipped with the SDK (fixtures for users' tests)."""
