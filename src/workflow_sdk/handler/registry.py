@@ -83,5 +83,15 @@ class HandlerRegistry:
     def __repr__(self) -> str:
         return f"HandlerRegistry({self.job_types()!r})"
 
+    # A registry is sent to the supervisor's worker processes by pickling;
+    # handlers travel by reference (module and name), the lock is rebuilt.
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            return {"handlers": dict(self._handlers)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._handlers = dict(state["handlers"])
+        self._lock = threading.Lock()
+
 
 __all__ = ["Handler", "HandlerRegistry"]

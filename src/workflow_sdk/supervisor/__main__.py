@@ -1,0 +1,3 @@
+from workflow_sdk.supervisor.cli import entry_point
+
+entry_point()

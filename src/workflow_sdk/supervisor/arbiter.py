@@ -1,0 +1,637 @@
+"""The supervisor: owns the worker processes and is the only place that starts them.
+
+One main loop (``_tick``) waits on every worker's channel and process
+sentinel, a wake-up pipe and a timer, then acts: dispatch claimed jobs to
+idle workers, collect outcomes, notice deaths and timeouts, respawn, poll.
+Signal handlers only record the signal; the loop acts on it.
+
+Workers come from a fork server (``multiprocessing`` "forkserver" context):
+each one is forked from a small single-threaded server process, never from
+this process, which is therefore free to run threads for HTTP (a poller and
+a few reporters) without the fork-while-threaded deadlocks, and every
+replacement starts lean instead of inheriting a bloated parent or sibling.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Iterable
+from multiprocessing.connection import wait
+from types import FrameType
+from typing import Any
+
+import psutil
+
+from workflow_sdk.client.interface import WorkerEngineClient
+from workflow_sdk.client.rest import RestEngineClient
+from workflow_sdk.errors import EngineClientError
+from workflow_sdk.handler.context import build_context
+from workflow_sdk.handler.outcome import Outcome
+from workflow_sdk.handler.registry import HandlerRegistry
+from workflow_sdk.lease import lease_deadline
+from workflow_sdk.reporting import ReportStatus
+from workflow_sdk.retry.backoff import Backoff
+from workflow_sdk.supervisor import proctitle
+from workflow_sdk.supervisor.config import SupervisorConfig
+from workflow_sdk.supervisor.poller import Poller, PollResult
+from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
+from workflow_sdk.supervisor.reporter import Reporter
+from workflow_sdk.supervisor.slots import RunningJob, SlotState, WorkerSlot, describe_exit
+from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.worker import WorkerSpec, worker_main
+
+log = logging.getLogger("workflow_sdk.supervisor")
+
+# Exit statuses of ``Supervisor.run`` (and of the CLI).
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_BOOT_FAILED = 3
+
+#: Seconds between SIGTERM and SIGKILL when a worker must go.
+KILL_GRACE = 3.0
+#: Replacements that fail to boot in a row before the supervisor gives up.
+MAX_BOOT_FAILURES = 5
+#: Seconds between RSS samples of busy workers.
+RSS_SAMPLE_INTERVAL = 1.0
+#: Environment variables that belong to this process only.
+PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Supervisor:
+    """Run a pool of worker processes for the job types of ``config``'s handlers.
+
+    ``registry`` adds handlers built in code; its handler functions must be
+    importable by name (module-level functions), since workers receive the
+    registry by pickling. ``client`` replaces the REST client built from
+    ``config.engine``; it is used from this process's poller and reporter
+    threads only, never from the workers.
+    """
+
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        registry: HandlerRegistry | None = None,
+        client: WorkerEngineClient | None = None,
+    ) -> None:
+        if not config.supervisor.handlers and registry is None:
+            raise ValueError("no handlers: set [supervisor] handlers or pass registry=")
+        self.config = config
+        self.registry = registry
+        self.stats = SupervisorStats()
+        self._client = client
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._slots: dict[int, WorkerSlot] = {}
+        self._signals: list[int] = []
+        self._wake_r = -1
+        self._wake_w = -1
+        self._poller: Poller | None = None
+        self._reporter: Reporter | None = None
+        self._poll_backoff = Backoff()
+        self._next_poll_at = 0.0
+        self._next_rss_sample = 0.0
+        self._draining = False
+        self._drain_deadline = 0.0
+        self._done = False
+        self._exit_code = EXIT_OK
+        self._ever_booted = False
+        self._boot_failures = 0
+        self._title = ""
+        #: Why the supervisor stopped on its own (a worker boot error), if it did.
+        self.fatal_error = ""
+
+    # -- public ----------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped by a signal (or ``request_stop``); returns an exit status."""
+        self._setup()
+        try:
+            while not self._done:
+                self._tick()
+        finally:
+            self._teardown()
+        return self._exit_code
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop, as SIGTERM does (safe from any thread)."""
+        self._record_signal(signal.SIGTERM, None)
+
+    # -- set-up and tear-down --------------------------------------------------
+
+    def _make_client(self) -> WorkerEngineClient:
+        if self._client is not None:
+            return self._client
+        engine = self.config.engine
+        verify: bool | str = engine.ca_bundle or engine.verify_tls
+        return RestEngineClient(engine.url, engine.timeout, token=engine.token, verify=verify)
+
+    def _setup(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        for signum in _HANDLED_SIGNALS:
+            signal.signal(signum, self._record_signal)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        # The fork server imports these once; every worker forked from it
+        # starts with them loaded.
+        self._ctx.set_forkserver_preload(["workflow_sdk.supervisor.worker"])
+        worker_id = self.config.supervisor.worker_id
+        self._poller = Poller(self._make_client(), worker_id, self._wake)
+        self._reporter = Reporter(
+            self._make_client(),
+            worker_id,
+            deadline=self.config.supervisor.report_deadline,
+            on_status=self._on_report_status,
+            on_retry=self._on_report_retry,
+        )
+        log.info(
+            "supervisor starting: %d workers, engine %s, worker id %s",
+            self.config.supervisor.workers,
+            self.config.engine.url,
+            worker_id,
+        )
+        for slot in range(1, self.config.supervisor.workers + 1):
+            self._spawn(slot)
+        self._update_title()
+
+    def _teardown(self) -> None:
+        now = time.monotonic()
+        for slot in list(self._slots.values()):
+            if slot.process.is_alive():
+                slot.terminate(now, KILL_GRACE)
+        for slot in list(self._slots.values()):
+            slot.process.join(KILL_GRACE)
+            if slot.process.is_alive():
+                slot.send_signal(signal.SIGKILL)
+                slot.process.join(5.0)
+            slot.conn.close()
+        self._slots.clear()
+        if self._poller is not None:
+            self._poller.close()
+        if self._reporter is not None:
+            self._reporter.stop(give_up=True)
+        signal.set_wakeup_fd(-1)
+        for signum in _HANDLED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        log.info("supervisor stopped (%s)", self.stats.summary())
+
+    # -- signals and wake-ups --------------------------------------------------
+
+    def _record_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only record: the main loop acts. set_wakeup_fd wakes the loop for
+        # real signals; request_stop() from a thread needs the explicit wake.
+        self._signals.append(signum)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake-up is pending anyway) or closed
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                if self._draining:
+                    self._stop_now(signal.Signals(signum).name)
+                else:
+                    self._begin_drain(signal.Signals(signum).name)
+
+    # -- processes ---------------------------------------------------------------
+
+    def _spawn(self, slot_no: int) -> None:
+        parent_end, child_end = self._ctx.Pipe(duplex=True)
+        spec = WorkerSpec(
+            slot=slot_no,
+            handlers=tuple(self.config.supervisor.handlers),
+            registry=self.registry,
+            log_level=self.config.logging.level,
+            log_format=self.config.logging.format,
+            scrub_env=PRIVATE_ENV,
+        )
+        process = self._ctx.Process(
+            target=worker_main, args=(spec, child_end), name=f"worker-{slot_no}"
+        )
+        process.start()
+        child_end.close()
+        now = time.monotonic()
+        slot = WorkerSlot(
+            slot=slot_no,
+            process=process,
+            conn=parent_end,
+            spawned_at=now,
+            boot_deadline=now + self.config.supervisor.boot_timeout,
+            pid=process.pid or 0,
+        )
+        try:
+            slot.ps = psutil.Process(slot.pid)
+        except psutil.Error:
+            slot.ps = None
+        self._slots[slot_no] = slot
+        log.debug("worker-%d started, pid %d", slot_no, slot.pid)
+
+    def _on_message(self, slot: WorkerSlot, message: object) -> None:
+        if isinstance(message, JobDone):
+            self._on_job_done(slot, message)
+        elif isinstance(message, Ready):
+            slot.state = SlotState.IDLE if slot.state is SlotState.BOOTING else slot.state
+            slot.job_types = frozenset(message.job_types)
+            self._ever_booted = True
+            self._boot_failures = 0
+            log.info(
+                "worker-%d ready, pid %d, job types: %s",
+                slot.slot,
+                message.pid,
+                ", ".join(message.job_types),
+            )
+        elif isinstance(message, BootFailed):
+            slot.boot_error = message.error
+        else:
+            log.error("worker-%d sent an unexpected message: %r", slot.slot, message)
+
+    def _read_messages(self, slot: WorkerSlot) -> None:
+        """Take everything the worker has sent (before judging its death)."""
+        try:
+            while not slot.conn.closed and slot.conn.poll():
+                self._on_message(slot, slot.conn.recv())
+        except (EOFError, OSError):
+            pass  # the worker is gone; its sentinel tells the rest
+
+    def _on_job_done(self, slot: WorkerSlot, done: JobDone) -> None:
+        slot.rss_bytes = done.rss_bytes
+        job = slot.job
+        outcome = done.outcome
+        if job is None or job.job_id != outcome.job_id:
+            # Already decided (timed out, or abandoned at shutdown): the job
+            # was failed or left to lease expiry, so this result is dropped.
+            log.warning("worker-%d: late result for job %s ignored", slot.slot, outcome.job_id)
+            return
+        slot.job = None
+        slot.jobs_done += 1
+        if slot.state is SlotState.BUSY:
+            slot.state = SlotState.IDLE
+        now = time.monotonic()
+        if now > job.lease_deadline:
+            log.warning(
+                "job %s (%s) finished %.1f s after its lease ran out; reporting it anyway",
+                job.job_id,
+                job.job_type,
+                now - job.lease_deadline,
+            )
+        self._report(outcome, job)
+
+    def _report(self, outcome: Outcome, job: RunningJob) -> None:
+        self.stats.record_outcome(outcome, job.context.get("retriesRemaining", 0))
+        log.info(
+            "job %s (%s) %s in %.3f s%s",
+            outcome.job_id,
+            outcome.job_type,
+            "succeeded" if outcome.succeeded else "failed",
+            outcome.duration,
+            "" if outcome.succeeded else f": {outcome.error_message}",
+        )
+        assert self._reporter is not None
+        self._reporter.submit(outcome)
+
+    def _on_death(self, slot: WorkerSlot) -> None:
+        self._read_messages(slot)
+        slot.process.join(0.5)
+        how, signum = describe_exit(slot.process.exitcode)
+        del self._slots[slot.slot]
+        slot.conn.close()
+        now = time.monotonic()
+        booting = slot.state is SlotState.BOOTING
+        if slot.job is not None:
+            job = slot.job
+            message = (
+                f"worker pid {slot.pid} (worker-{slot.slot}) {how} after "
+                f"{now - job.started_at:.1f} s running this job; "
+                f"last RSS {slot.rss_bytes / 2**20:.0f} MiB"
+            )
+            if signum == signal.SIGKILL and signal.SIGKILL not in slot.signals_sent:
+                message += "; likely killed by the OOM killer"
+            log.error("job %s (%s): %s", job.job_id, job.job_type, message)
+            self._report(
+                Outcome.failure(
+                    job.job_id, job.job_type, message, retryable=True, duration=now - job.started_at
+                ),
+                job,
+            )
+            slot.exit_reason = slot.exit_reason or "crash"
+        elif booting:
+            self._on_boot_failure(slot, how)
+            if self._done:
+                return
+        elif not self._draining and not slot.exit_reason:
+            log.warning("worker-%d (pid %d) %s while idle", slot.slot, slot.pid, how)
+            slot.exit_reason = "crash"
+        if slot.exit_reason:
+            self.stats.record_restart(slot.exit_reason)
+        if not self._draining:
+            self._spawn(slot.slot)
+
+    def _on_boot_failure(self, slot: WorkerSlot, how: str) -> None:
+        self._boot_failures += 1
+        error = slot.boot_error or f"worker {how} before it was ready"
+        log.error("worker-%d could not start: %s", slot.slot, error)
+        if not self._ever_booted or self._boot_failures >= MAX_BOOT_FAILURES:
+            log.critical("workers cannot start; stopping the supervisor")
+            self.fatal_error = error
+            self._exit_code = EXIT_BOOT_FAILED
+            self._stop_now("boot failure")
+            self._done = True
+
+    # -- the main loop -------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        ready = self._wait(self._next_deadline(now) - now)
+        self._drain_wake_pipe()
+        self._handle_signals()
+        sentinels: dict[int, WorkerSlot] = {}
+        for slot in list(self._slots.values()):
+            sentinels[slot.sentinel()] = slot
+            if not slot.conn.closed and slot.conn in ready:
+                self._read_messages(slot)
+        assert self._poller is not None
+        result = self._poller.take()
+        if result is not None:
+            self._on_poll_result(result)
+        for fd, slot in sentinels.items():
+            if fd in ready and slot.slot in self._slots:
+                self._on_death(slot)
+                if self._done:
+                    return
+        now = time.monotonic()
+        self._enforce_deadlines(now)
+        if self._draining:
+            self._continue_drain(now)
+        else:
+            self._maybe_poll(now)
+        if now >= self._next_rss_sample:
+            self._sample_rss()
+            self._next_rss_sample = now + RSS_SAMPLE_INTERVAL
+        self._update_title()
+
+    def _wait(self, timeout: float) -> list[Any]:
+        waitables: list[Any] = [self._wake_r]
+        for slot in self._slots.values():
+            if not slot.conn.closed:
+                waitables.append(slot.conn)
+            waitables.append(slot.sentinel())
+        try:
+            return wait(waitables, max(0.0, timeout))
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            return []
+
+    def _next_deadline(self, now: float) -> float:
+        deadline = now + 1.0
+        if not self._draining and self._idle_slots() and self._poller and not self._poller.busy:
+            deadline = min(deadline, self._next_poll_at)
+        for slot in self._slots.values():
+            if slot.job is not None:
+                if slot.job.timeout_at is not None:
+                    deadline = min(deadline, slot.job.timeout_at)
+                deadline = min(deadline, slot.job.lease_deadline)
+            if slot.kill_at is not None:
+                deadline = min(deadline, slot.kill_at)
+            if slot.state is SlotState.BOOTING:
+                deadline = min(deadline, slot.boot_deadline)
+        if self._draining:
+            deadline = min(deadline, self._drain_deadline)
+        return deadline
+
+    def _enforce_deadlines(self, now: float) -> None:
+        for slot in list(self._slots.values()):
+            job = slot.job
+            if slot.kill_at is not None and now >= slot.kill_at:
+                log.warning(
+                    "worker-%d (pid %d) ignored SIGTERM; sending SIGKILL", slot.slot, slot.pid
+                )
+                slot.send_signal(signal.SIGKILL)
+                slot.kill_at = None
+            if slot.state is SlotState.BOOTING and now >= slot.boot_deadline:
+                slot.boot_error = (
+                    f"not ready after {self.config.supervisor.boot_timeout:g} s "
+                    "(boot_timeout); handler import hangs?"
+                )
+                slot.terminate(now, KILL_GRACE)
+                slot.state = SlotState.BOOTING  # judged as a boot failure when it dies
+            if job is None:
+                continue
+            if job.timeout_at is not None and now >= job.timeout_at:
+                self._read_messages(slot)  # it may have just finished
+                if slot.job is job:
+                    self._time_out(slot, job, now)
+                continue
+            if now >= job.lease_deadline and not job.overrun_logged:
+                job.overrun_logged = True
+                self.stats.lease_overruns += 1
+                log.warning(
+                    "job %s (%s) has run %.1f s, past its lease: the engine may hand it "
+                    "to another worker (set a [job_types] timeout below the lease)",
+                    job.job_id,
+                    job.job_type,
+                    now - job.started_at,
+                )
+
+    def _time_out(self, slot: WorkerSlot, job: RunningJob, now: float) -> None:
+        message = f"timed out after {job.timeout:g} s (worker pid {slot.pid} killed)"
+        log.error("job %s (%s) %s", job.job_id, job.job_type, message)
+        slot.job = None
+        slot.exit_reason = "timeout"
+        slot.terminate(now, KILL_GRACE)
+        self._report(
+            Outcome.failure(
+                job.job_id, job.job_type, message, retryable=True, duration=now - job.started_at
+            ),
+            job,
+        )
+
+    # -- claiming and dispatch -----------------------------------------------------
+
+    def _idle_slots(self) -> list[WorkerSlot]:
+        return [s for s in self._slots.values() if s.state is SlotState.IDLE]
+
+    def _job_types(self, slots: Iterable[WorkerSlot]) -> list[str]:
+        types: set[str] = set()
+        for slot in slots:
+            types |= slot.job_types
+        return sorted(types)
+
+    def _maybe_poll(self, now: float) -> None:
+        assert self._poller is not None
+        idle = self._idle_slots()
+        if not idle or self._poller.busy or now < self._next_poll_at:
+            return
+        self._poller.request(len(idle), self._job_types(idle))
+
+    def _on_poll_result(self, result: PollResult) -> None:
+        now = time.monotonic()
+        self.stats.record_poll(result.latency, len(result.jobs), result.error is not None)
+        if result.error is not None:
+            wait = self._poll_backoff.next_delay()
+            self._next_poll_at = now + wait
+            failures = self._poll_backoff.failures
+            level = logging.WARNING if failures == 1 or failures % 20 == 0 else logging.DEBUG
+            log.log(
+                level,
+                "poll failed (%d in a row), next try in %.1f s: %s",
+                failures,
+                wait,
+                result.error,
+            )
+            return
+        if self._poll_backoff.failures:
+            log.info("engine reachable again after %d failed polls", self._poll_backoff.failures)
+        self._poll_backoff.reset()
+        self._next_poll_at = now if result.jobs else now + self.config.supervisor.poll_interval
+        for job in result.jobs:
+            self._dispatch(job, result.sent_at)
+
+    def _dispatch(self, raw_job: dict[str, Any], poll_sent_at: float) -> None:
+        context = build_context(raw_job)
+        job_id, job_type = context["id"], context["jobType"]
+        now = time.monotonic()
+        deadline = lease_deadline(raw_job, poll_sent_at)
+        if now >= deadline:
+            self.stats.skipped_expired += 1
+            log.warning(
+                "job %s (%s) not started: its lease had already passed (another worker "
+                "may have it)",
+                job_id,
+                job_type,
+            )
+            return
+        for slot in self._idle_slots():
+            if job_type not in slot.job_types:
+                continue
+            try:
+                slot.conn.send(RunJob(context))
+            except OSError:
+                continue  # that worker just died; its sentinel will tell
+            timeout = self.config.job_timeout(job_type)
+            slot.state = SlotState.BUSY
+            slot.job = RunningJob(
+                context=context,
+                started_at=now,
+                lease_deadline=deadline,
+                timeout_at=now + timeout if timeout > 0 else None,
+                timeout=timeout,
+            )
+            self.stats.jobs_dispatched += 1
+            log.debug("job %s (%s) sent to worker-%d", job_id, job_type, slot.slot)
+            return
+        # Cannot happen while we claim no more than our idle workers; if it
+        # does, the engine redelivers the job when its lease passes.
+        self.stats.unplaced += 1
+        log.error("job %s (%s): no idle worker for it; left to lease expiry", job_id, job_type)
+
+    # -- monitoring ----------------------------------------------------------------
+
+    def _sample_rss(self) -> None:
+        for slot in self._slots.values():
+            if slot.ps is None or slot.state is not SlotState.BUSY:
+                continue
+            try:
+                slot.rss_bytes = slot.ps.memory_info().rss
+            except psutil.Error:
+                pass
+
+    def _update_title(self) -> None:
+        busy = sum(1 for s in self._slots.values() if s.state is SlotState.BUSY)
+        state = "draining" if self._draining else ""
+        title = proctitle.master_title(
+            os.path.basename(self.config.source), len(self._slots), busy, state
+        )
+        if title != self._title:
+            proctitle.set_title(title)
+            self._title = title
+
+    def _on_report_status(self, outcome: Outcome, status: ReportStatus) -> None:
+        self.stats.record_report(status)
+
+    def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
+        self.stats.record_report_retry()
+
+    # -- stopping ------------------------------------------------------------------
+
+    def _begin_drain(self, why: str) -> None:
+        self._draining = True
+        self._drain_deadline = time.monotonic() + self.config.supervisor.graceful_timeout
+        busy = [s for s in self._slots.values() if s.job is not None]
+        log.info(
+            "%s: stopping; waiting up to %g s for %d running jobs",
+            why,
+            self.config.supervisor.graceful_timeout,
+            len(busy),
+        )
+
+    def _continue_drain(self, now: float) -> None:
+        assert self._poller is not None and self._reporter is not None
+        poll_in_flight = self._poller.busy
+        for slot in list(self._slots.values()):
+            job = slot.job
+            if slot.state is SlotState.IDLE and not poll_in_flight:
+                slot.close_channel()
+            elif slot.state is SlotState.BOOTING:
+                slot.terminate(now, KILL_GRACE)
+                slot.state = SlotState.STOPPING
+            elif job is not None and now >= min(self._drain_deadline, job.lease_deadline):
+                self._abandon(slot, job, now)
+        if self._slots:
+            return
+        # Every worker is gone: give the reports what is left of the drain time.
+        remaining = max(0.0, self._drain_deadline - now)
+        if not self._reporter.wait_idle(remaining):
+            log.error(
+                "%d reports still undelivered at the end of graceful_timeout; giving up",
+                self._reporter.pending(),
+            )
+        self._done = True
+
+    def _abandon(self, slot: WorkerSlot, job: RunningJob, now: float) -> None:
+        """Stop a job we may not finish; the engine redelivers it after its lease.
+
+        Failing it instead would burn one of its retries (or fail the instance)
+        for what is only a restart of this worker.
+        """
+        log.warning(
+            "job %s (%s) still running at shutdown; killing worker-%d and leaving the "
+            "job to the engine's lease expiry",
+            job.job_id,
+            job.job_type,
+            slot.slot,
+        )
+        slot.job = None
+        self.stats.abandoned += 1
+        slot.terminate(now, 1.0)
+
+    def _stop_now(self, why: str) -> None:
+        log.warning("%s: stopping now; running jobs are left to the engine's lease expiry", why)
+        self._draining = True
+        now = time.monotonic()
+        for slot in list(self._slots.values()):
+            if slot.job is not None:
+                self.stats.abandoned += 1
+                slot.job = None
+            slot.terminate(now, 1.0)
+        self._done = True
+
+
+__all__ = ["EXIT_BOOT_FAILED", "EXIT_CONFIG", "EXIT_ERROR", "EXIT_OK", "Supervisor"]

@@ -1,0 +1,309 @@
+"""The supervisor's configuration: a TOML file parsed once into frozen dataclasses.
+
+Every problem is reported as ``<file>: <dotted.key>: <what is wrong>``, all of
+them at once, so an operator fixes a file in one go. To add a key: add a field
+to the dataclass, a ``_Spec`` line to the section's table below, a line to
+``supervisor.toml.example``, and a test in ``tests/unit/test_config.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from workflow_sdk.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+#: Environment variables that override the file (secrets stay out of files).
+ENV_ENGINE_URL = "ROCHALLOR_ENGINE_URL"
+ENV_ENGINE_TOKEN = "ROCHALLOR_ENGINE_TOKEN"
+
+#: The engine's lease is fixed at 30 s; a job timeout below it lets us kill a
+#: hung handler before the engine hands its job to someone else.
+DEFAULT_JOB_TIMEOUT = 25.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+
+
+def default_worker_count() -> int:
+    """CPUs this process may run on (respects affinity masks and cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    url: str = "http://127.0.0.1:8080"
+    timeout: float = 10.0
+    token: str | None = None
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """The ``[supervisor]`` section."""
+
+    handlers: tuple[str, ...] = ()
+    workers: int = field(default_factory=default_worker_count)
+    worker_id: str = field(default_factory=default_worker_id)
+    poll_interval: float = 1.0
+    graceful_timeout: float = 25.0
+    job_timeout: float = DEFAULT_JOB_TIMEOUT
+    report_deadline: float = 600.0
+    boot_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class JobTypeConfig:
+    timeout: float = DEFAULT_JOB_TIMEOUT
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    supervisor: PoolConfig = field(default_factory=PoolConfig)
+    job_types: Mapping[str, JobTypeConfig] = field(default_factory=lambda: MappingProxyType({}))
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    #: Where this configuration came from (a path, or ``<dict>``).
+    source: str = "<code>"
+
+    def job_timeout(self, job_type: str) -> float:
+        """Seconds a job of ``job_type`` may run; 0 means no limit."""
+        section = self.job_types.get(job_type)
+        return section.timeout if section is not None else self.supervisor.job_timeout
+
+
+# -- parsing -----------------------------------------------------------------
+
+Check = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    kind: str  # "str", "float", "int", "bool", "str-list"
+    check: Check | None = None
+
+
+def _at_least(minimum: float) -> Check:
+    return lambda v: None if v >= minimum else f"must be >= {minimum:g}, got {v!r}"
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else f"must be > 0, got {v!r}"
+
+
+def _one_of(choices: tuple[str, ...]) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in choices else f"must be one of {', '.join(choices)}; got {v!r}"
+
+    return check
+
+
+def _http_url(v: Any) -> str | None:
+    ok = isinstance(v, str) and v.startswith(("http://", "https://")) and len(v) > 8
+    return None if ok else f"must be an http:// or https:// URL, got {v!r}"
+
+
+def _handler_specs(v: Any) -> str | None:
+    for spec in v:
+        module = spec.partition(":")[0]
+        if not module or not all(part.isidentifier() for part in module.split(".")):
+            return f"{spec!r} is not an import string like 'myapp.handlers:registry'"
+    return None
+
+
+_ENGINE: dict[str, _Spec] = {
+    "url": _Spec("str", _http_url),
+    "timeout": _Spec("float", _positive),
+    "token": _Spec("str"),
+    "token_env": _Spec("str"),
+    "verify_tls": _Spec("bool"),
+    "ca_bundle": _Spec("str"),
+}
+_POOL: dict[str, _Spec] = {
+    "handlers": _Spec("str-list", _handler_specs),
+    "workers": _Spec("int", _at_least(1)),
+    "worker_id": _Spec("str", lambda v: None if v.strip() else "must not be empty"),
+    "poll_interval": _Spec("float", _positive),
+    "graceful_timeout": _Spec("float", _at_least(0)),
+    "job_timeout": _Spec("float", _at_least(0)),
+    "report_deadline": _Spec("float", _positive),
+    "boot_timeout": _Spec("float", _positive),
+}
+_JOB_TYPE: dict[str, _Spec] = {"timeout": _Spec("float", _at_least(0))}
+_LOGGING: dict[str, _Spec] = {
+    "level": _Spec("str", _one_of(LOG_LEVELS)),
+    "format": _Spec("str", _one_of(LOG_FORMATS)),
+}
+_TYPE_NAMES = {
+    "str": "a string",
+    "float": "a number",
+    "int": "an integer",
+    "bool": "true or false",
+    "str-list": "a list of strings",
+}
+
+
+def _coerce(kind: str, value: Any) -> tuple[Any, bool]:
+    """Return (value, ok); ints are accepted where numbers are, bools are not."""
+    if kind == "str":
+        return value, isinstance(value, str)
+    if kind == "bool":
+        return value, isinstance(value, bool)
+    if kind == "int":
+        return value, isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return (float(value), ok and math.isfinite(value)) if ok else (value, False)
+    if kind == "str-list":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return (tuple(value), True) if ok else (value, False)
+    raise AssertionError(kind)
+
+
+class _Reader:
+    """Collects every problem of one file before raising."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, key: str, text: str) -> None:
+        self.problems.append(f"{self.source}: {key}: {text}")
+
+    def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, Mapping):
+            self.problem(key, "must be a table")
+            return {}
+        return value
+
+    def section(
+        self, table: Mapping[str, Any], prefix: str, specs: Mapping[str, _Spec]
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in table.items():
+            dotted = f"{prefix}.{key}"
+            spec = specs.get(key)
+            if spec is None:
+                self.problem(dotted, f"unknown key (known: {', '.join(sorted(specs))})")
+                continue
+            coerced, ok = _coerce(spec.kind, value)
+            if not ok:
+                self.problem(dotted, f"must be {_TYPE_NAMES[spec.kind]}, got {value!r}")
+                continue
+            error = spec.check(coerced) if spec.check else None
+            if error:
+                self.problem(dotted, error)
+                continue
+            out[key] = coerced
+        return out
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    source: str = "<dict>",
+    environ: Mapping[str, str] | None = None,
+) -> SupervisorConfig:
+    """Build a ``SupervisorConfig`` from parsed TOML (or any nested mapping).
+
+    ``environ`` (default ``os.environ``) supplies ``ROCHALLOR_ENGINE_URL`` and
+    ``ROCHALLOR_ENGINE_TOKEN``, which win over the file.
+    """
+    env = os.environ if environ is None else environ
+    reader = _Reader(source)
+    known = ("engine", "supervisor", "job_types", "logging")
+    for key in data:
+        if key not in known:
+            reader.problem(key, f"unknown section (known: {', '.join(known)})")
+
+    engine = reader.section(reader.table(data, "engine"), "engine", _ENGINE)
+    token_env = engine.pop("token_env", None)
+    if token_env and env.get(token_env):
+        engine["token"] = env[token_env]
+    elif token_env:
+        reader.problem("engine.token_env", f"environment variable {token_env} is not set")
+    if env.get(ENV_ENGINE_URL):
+        url = env[ENV_ENGINE_URL]
+        error = _http_url(url)
+        if error:
+            reader.problem(f"${ENV_ENGINE_URL}", error)
+        else:
+            engine["url"] = url
+    if env.get(ENV_ENGINE_TOKEN):
+        engine["token"] = env[ENV_ENGINE_TOKEN]
+
+    pool = reader.section(reader.table(data, "supervisor"), "supervisor", _POOL)
+    logging_ = reader.section(reader.table(data, "logging"), "logging", _LOGGING)
+
+    job_types: dict[str, JobTypeConfig] = {}
+    for name, table in reader.table(data, "job_types").items():
+        prefix = f'job_types."{name}"'
+        if not isinstance(table, Mapping):
+            reader.problem(prefix, "must be a table")
+            continue
+        job_types[name] = JobTypeConfig(**reader.section(table, prefix, _JOB_TYPE))
+
+    if reader.problems:
+        raise ConfigError("\n".join(reader.problems))
+    return SupervisorConfig(
+        engine=EngineConfig(**engine),
+        supervisor=PoolConfig(**pool),
+        job_types=MappingProxyType(job_types),
+        logging=LoggingConfig(**logging_),
+        source=source,
+    )
+
+
+def load_config(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> SupervisorConfig:
+    """Read and validate a TOML file. Raises ``ConfigError`` naming the file."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: invalid TOML: {exc}") from None
+    return parse_config(data, source=name, environ=environ)
+
+
+__all__ = [
+    "DEFAULT_JOB_TIMEOUT",
+    "ENV_ENGINE_TOKEN",
+    "ENV_ENGINE_URL",
+    "EngineConfig",
+    "JobTypeConfig",
+    "LoggingConfig",
+    "PoolConfig",
+    "SupervisorConfig",
+    "load_config",
+    "parse_config",
+]

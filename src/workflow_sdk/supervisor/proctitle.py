@@ -1,0 +1,38 @@
+"""Process titles, so ``ps``/``top`` show what each process is doing.
+
+``/proc/PID/comm`` keeps only 15 bytes, so the distinguishing word comes first
+("worker-3", "supervisor").
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("workflow_sdk.supervisor")
+
+try:
+    import setproctitle as _spt
+
+    # Read it once early: setproctitle sets itself up on first use, and doing
+    # that after a fork has crashed children on some platforms.
+    _spt.getproctitle()
+    _AVAILABLE = True
+except Exception:  # pragma: no cover - the dependency is declared
+    _AVAILABLE = False
+
+
+def set_title(title: str) -> None:
+    if _AVAILABLE:
+        _spt.setproctitle(title)
+
+
+def master_title(source: str, workers: int, busy: int, state: str = "") -> str:
+    suffix = f" {state}" if state else ""
+    return f"supervisor [rochallor] {source} workers={workers} busy={busy}{suffix}"
+
+
+def worker_title(slot: int, state: str) -> str:
+    return f"worker-{slot} [rochallor] {state}"
+
+
+__all__ = ["master_title", "set_title", "worker_title"]

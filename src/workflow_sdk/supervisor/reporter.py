@@ -1,0 +1,102 @@
+"""Reports outcomes to the engine from a few threads of the supervisor.
+
+The main loop hands an outcome over and moves on: a slow or failing report
+never delays the dispatch of other jobs. Delivery rules (retry a completion,
+never resend a fail that may have arrived) are ``workflow_sdk.reporting``'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from workflow_sdk.client.interface import WorkerEngineClient
+from workflow_sdk.errors import EngineClientError
+from workflow_sdk.handler.outcome import Outcome
+from workflow_sdk.reporting import ReportStatus, deliver
+
+log = logging.getLogger("workflow_sdk.supervisor")
+
+
+class Reporter:
+    def __init__(
+        self,
+        client: WorkerEngineClient,
+        worker_id: str,
+        *,
+        deadline: float,
+        threads: int = 4,
+        on_status: Callable[[Outcome, ReportStatus], None] | None = None,
+        on_retry: Callable[[Outcome, EngineClientError], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._worker_id = worker_id
+        self._deadline = deadline
+        self._on_status = on_status
+        self._on_retry = on_retry
+        self._queue: queue.Queue[Outcome | None] = queue.Queue()
+        self._give_up = threading.Event()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"reporter-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, outcome: Outcome) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put(outcome)
+
+    def pending(self) -> int:
+        """Outcomes queued or being delivered."""
+        with self._idle:
+            return self._pending
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every submitted outcome is delivered or given up."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def stop(self, give_up: bool) -> None:
+        """Stop the threads; with ``give_up``, abandon retries still waiting."""
+        if give_up:
+            self._give_up.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=self._client_timeout_bound())
+
+    def _client_timeout_bound(self) -> float:
+        return float(getattr(self._client, "timeout", 30.0)) + 1.0
+
+    def _serve(self) -> None:
+        while True:
+            outcome = self._queue.get()
+            if outcome is None:
+                return
+            try:
+                status = deliver(
+                    self._client,
+                    self._worker_id,
+                    outcome,
+                    deadline=self._deadline,
+                    give_up=self._give_up,
+                    on_retry=self._on_retry,
+                )
+                if self._on_status is not None:
+                    self._on_status(outcome, status)
+            except Exception:  # a bug here must not silently stop reporting
+                log.exception("reporter: unexpected error while reporting %r", outcome)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.notify_all()
+
+
+__all__ = ["Reporter"]

@@ -1,0 +1,104 @@
+"""The supervisor's record of one worker process and the job it runs."""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import psutil
+
+
+class SlotState(enum.Enum):
+    BOOTING = "booting"  # started, handlers not yet imported
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"  # told to exit (channel closed or signal sent)
+
+
+@dataclass
+class RunningJob:
+    context: dict[str, Any]
+    started_at: float
+    #: monotonic time after which the engine may hand the job to another worker
+    lease_deadline: float
+    #: monotonic time at which the handler is killed; None = no limit
+    timeout_at: float | None
+    timeout: float
+    overrun_logged: bool = False
+
+    @property
+    def job_id(self) -> str:
+        return str(self.context["id"])
+
+    @property
+    def job_type(self) -> str:
+        return str(self.context["jobType"])
+
+
+@dataclass
+class WorkerSlot:
+    slot: int
+    process: BaseProcess
+    conn: Connection
+    spawned_at: float
+    boot_deadline: float
+    state: SlotState = SlotState.BOOTING
+    pid: int = 0
+    job_types: frozenset[str] = frozenset()
+    job: RunningJob | None = None
+    jobs_done: int = 0
+    rss_bytes: int = 0
+    ps: psutil.Process | None = None
+    boot_error: str = ""
+    #: monotonic time at which SIGKILL follows the SIGTERM we sent
+    kill_at: float | None = None
+    #: signals the supervisor itself sent (to tell an OOM kill from ours)
+    signals_sent: set[int] = field(default_factory=set)
+    #: why the slot is being replaced (timeout, crash...), for logs and metrics
+    exit_reason: str = ""
+
+    def sentinel(self) -> int:
+        return self.process.sentinel
+
+    def send_signal(self, signum: int) -> None:
+        self.signals_sent.add(signum)
+        try:
+            if self.process.pid is not None:
+                os.kill(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def terminate(self, now: float, grace: float) -> None:
+        """SIGTERM now, SIGKILL after ``grace`` seconds if still alive."""
+        self.state = SlotState.STOPPING
+        self.send_signal(signal.SIGTERM)
+        self.kill_at = now + grace
+
+    def close_channel(self) -> None:
+        """Ask an idle worker to exit: it reads EOF and returns."""
+        self.state = SlotState.STOPPING
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+def describe_exit(exitcode: int | None) -> tuple[str, int | None]:
+    """("killed by SIGKILL", 9) or ("exited with status 3", None)."""
+    if exitcode is None:
+        return "vanished", None
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"killed by {name}", -exitcode
+    return f"exited with status {exitcode}", None
+
+
+__all__ = ["RunningJob", "SlotState", "WorkerSlot", "describe_exit"]

@@ -1,0 +1,68 @@
+"""Counters the supervisor keeps about itself (for logs, tests and metrics)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from workflow_sdk.handler.outcome import Outcome
+from workflow_sdk.reporting import ReportStatus
+
+
+@dataclass
+class SupervisorStats:
+    jobs_dispatched: int = 0
+    jobs_succeeded: int = 0
+    jobs_failed: int = 0
+    #: failures reported retryable with retries left (the engine redelivers)
+    retries: int = 0
+    polls: int = 0
+    poll_errors: int = 0
+    jobs_claimed: int = 0
+    skipped_expired: int = 0
+    unplaced: int = 0
+    lease_overruns: int = 0
+    abandoned: int = 0
+    report_retries: int = 0
+    reports: Counter[str] = field(default_factory=Counter)
+    restarts: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record_poll(self, latency: float, jobs: int, failed: bool) -> None:
+        self.polls += 1
+        self.jobs_claimed += jobs
+        if failed:
+            self.poll_errors += 1
+
+    def record_outcome(self, outcome: Outcome, retries_remaining: int) -> None:
+        if outcome.succeeded:
+            self.jobs_succeeded += 1
+        else:
+            self.jobs_failed += 1
+            if outcome.retryable and retries_remaining > 0:
+                self.retries += 1
+
+    def record_restart(self, reason: str) -> None:
+        self.restarts[reason] += 1
+
+    # Called from reporter threads.
+    def record_report(self, status: ReportStatus) -> None:
+        with self._lock:
+            self.reports[status.value] += 1
+
+    def record_report_retry(self) -> None:
+        with self._lock:
+            self.report_retries += 1
+
+    def summary(self) -> str:
+        with self._lock:
+            reports = dict(self.reports)
+        return (
+            f"jobs: {self.jobs_succeeded} succeeded, {self.jobs_failed} failed, "
+            f"{self.skipped_expired} skipped (lease passed), {self.abandoned} abandoned; "
+            f"reports: {reports}; restarts: {dict(self.restarts)}"
+        )
+
+
+__all__ = ["SupervisorStats"]

@@ -1,0 +1,140 @@
+"""The worker process: imports the handlers, then runs one job at a time.
+
+A ``WorkerSpec`` is built by the supervisor before the process starts and
+pickled to it; ``Worker`` initialises itself in the child. The worker never
+talks to the engine: it only receives jobs and sends outcomes on its own
+channel, so all reporting rules live in one place (the parent).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any
+
+from workflow_sdk.errors import WorkerShutdown
+from workflow_sdk.handler.outcome import Outcome, run_handler
+from workflow_sdk.handler.registry import HandlerRegistry
+from workflow_sdk.supervisor import proctitle
+from workflow_sdk.supervisor.handlers import load_registry
+from workflow_sdk.supervisor.logs import configure_logging
+from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
+
+log = logging.getLogger("workflow_sdk.worker")
+
+#: Exit status of a worker whose handlers could not be loaded.
+EXIT_BOOT_FAILED = 3
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    slot: int
+    handlers: tuple[str, ...]
+    registry: HandlerRegistry | None
+    log_level: str
+    log_format: str
+    #: Environment variables a worker must not see (systemd's, for example).
+    scrub_env: tuple[str, ...] = ()
+
+
+def current_rss() -> int:
+    """This process's resident set size in bytes (one read of /proc, ~10 us)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return 0
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, conn: Connection) -> None:
+        self.spec = spec
+        self.conn = conn
+        self.busy = False
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        # Unwind the handler so its finally blocks run; the supervisor sends
+        # SIGKILL if that takes too long.
+        raise WorkerShutdown(signum)
+
+    def _init_process(self) -> None:
+        for name in self.spec.scrub_env:
+            os.environ.pop(name, None)
+        # Ctrl-C in a terminal reaches the whole process group; only the
+        # supervisor decides what happens to running jobs.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        configure_logging(self.spec.log_level, self.spec.log_format)
+        proctitle.set_title(proctitle.worker_title(self.spec.slot, "booting"))
+
+    def run(self) -> None:
+        try:
+            self._init_process()
+            try:
+                registry = load_registry(self.spec.handlers, self.spec.registry)
+                if not registry.job_types():
+                    raise RuntimeError("no handlers registered (check [supervisor] handlers)")
+            except Exception:
+                error = traceback.format_exc(limit=20).rstrip()
+                self.conn.send(BootFailed(os.getpid(), error))
+                sys.exit(EXIT_BOOT_FAILED)
+            self.conn.send(Ready(os.getpid(), tuple(registry.job_types())))
+            self._loop(registry)
+        except WorkerShutdown:
+            # Die of the signal, so the supervisor sees how we ended.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            pass  # the supervisor closed the channel or is gone: exit quietly
+
+    def _loop(self, registry: HandlerRegistry) -> None:
+        idle = proctitle.worker_title(self.spec.slot, "idle")
+        proctitle.set_title(idle)
+        while True:
+            message = self.conn.recv()
+            if not isinstance(message, RunJob):
+                log.error("unexpected message from the supervisor: %r", message)
+                continue
+            context = message.context
+            self._set_busy_title(context)
+            outcome = self._run(registry, context)
+            self.conn.send(JobDone(outcome, current_rss()))
+            proctitle.set_title(idle)
+
+    def _set_busy_title(self, context: dict[str, Any]) -> None:
+        started = time.strftime("%H:%M:%S")
+        state = f"busy {context['jobType']} job={context['id']} since {started}"
+        proctitle.set_title(proctitle.worker_title(self.spec.slot, state))
+
+    def _run(self, registry: HandlerRegistry, context: dict[str, Any]) -> Outcome:
+        handler = registry.get(context["jobType"])
+        if handler is None:
+            message = f"no handler for job type {context['jobType']!r} in this worker"
+            return Outcome.failure(context["id"], context["jobType"], message, retryable=True)
+        outcome = run_handler(handler, context)
+        if outcome.succeeded and outcome.variables:
+            # Send plain JSON data: the supervisor never imports handler code,
+            # so it could not unpickle a handler's own dict or str subclasses.
+            plain = json.loads(json.dumps(outcome.variables))
+            outcome = Outcome(
+                outcome.job_id, outcome.job_type, True, plain, "", True, outcome.duration
+            )
+        return outcome
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """Entry point of a worker process (the ``target`` of its Process)."""
+    Worker(spec, conn).run()
+
+
+__all__ = ["EXIT_BOOT_FAILED", "WorkerSpec", "current_rss", "worker_main"]
