@@ -1,0 +1,175 @@
+"""Process-tier fixtures: a real LocalEngine and real supervisor processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from workflow_sdk.client.rest import RestEngineClient
+from workflow_sdk.testing import LocalEngine
+
+HERE = Path(__file__).resolve().parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something truthy (deadline-bound)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class SupervisorProcess:
+    """A ``rochallor-supervisor run`` child process, in its own process group."""
+
+    def __init__(self, config_path: Path, cwd: Path, env: dict[str, str]) -> None:
+        self.config_path = config_path
+        self.log_path = cwd / "supervisor.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workflow_sdk.supervisor", "run", "-c", str(config_path)],
+            cwd=cwd,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def workers(self) -> list[psutil.Process]:
+        """Live worker processes (their titles start with ``worker-``)."""
+        found = []
+        try:
+            children = psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        for child in children:
+            try:
+                if child.cmdline()[:1] and child.cmdline()[0].startswith("worker-"):
+                    found.append(child)
+            except psutil.Error:
+                continue
+        return found
+
+    def wait_for_workers(self, count: int, timeout: float = 20.0) -> list[psutil.Process]:
+        def exactly() -> list[psutil.Process] | None:
+            found = self.workers()
+            return found if len(found) == count else None
+
+        return wait_for(exactly, timeout, f"{count} worker processes")
+
+    def wait_for_log(self, text: str, timeout: float = 20.0) -> None:
+        wait_for(lambda: text in self.log(), timeout, f"{text!r} in the supervisor log")
+
+    def reap(self) -> None:
+        """Kill whatever is left of the process group and wait for it."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        self._log.close()
+
+        def group_gone() -> bool:
+            for p in psutil.process_iter(["pid"]):
+                try:
+                    if os.getpgid(p.info["pid"]) == self.pid and p.status() != "zombie":
+                        return False
+                except (ProcessLookupError, psutil.Error):
+                    continue
+            return True
+
+        if not group_gone():
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_for(group_gone, 10, "the supervisor's process group to exit")
+
+
+@pytest.fixture
+def engine() -> Iterator[LocalEngine]:
+    with LocalEngine() as local:
+        yield local
+
+
+@pytest.fixture
+def client(engine: LocalEngine) -> Iterator[RestEngineClient]:
+    with RestEngineClient(engine.url, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+def start_supervisor(
+    tmp_path: Path, engine: LocalEngine
+) -> Iterator[Callable[..., SupervisorProcess]]:
+    started: list[SupervisorProcess] = []
+
+    def start(extra: str = "", workers: int = 2, **env_extra: str) -> SupervisorProcess:
+        config = tmp_path / "supervisor.toml"
+        config.write_text(
+            f'[engine]\nurl = "{engine.url}"\ntimeout = 5\n'
+            f'[supervisor]\nhandlers = ["sv_handlers:registry"]\nworkers = {workers}\n'
+            "poll_interval = 0.1\ngraceful_timeout = 10\n"
+            f"{extra}\n"
+        )
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+        env.pop("ROCHALLOR_ENGINE_URL", None)
+        env.update(env_extra)
+        process = SupervisorProcess(config, tmp_path, env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.reap()
+
+
+def upload_single_step(client: RestEngineClient, def_id: str, job_type: str, retries: int) -> None:
+    client.upload_definition(
+        {
+            "id": def_id,
+            "name": def_id,
+            "steps": [
+                {
+                    "id": "work",
+                    "name": "Work",
+                    "type": "SERVICE_TASK",
+                    "jobType": job_type,
+                    "retryCount": retries,
+                    "nextStep": "end",
+                },
+                {"id": "end", "name": "End", "type": "END"},
+            ],
+        }
+    )
+
+
+def start_instances(
+    client: RestEngineClient, def_id: str, count: int, variables: dict[str, Any]
+) -> list[str]:
+    return [client.start_instance(def_id, dict(variables))["id"] for _ in range(count)]

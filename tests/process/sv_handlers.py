@@ -1,0 +1,56 @@
+"""Handlers the supervisor's process tests run (imported by worker processes).
+
+``script`` does what the instance's variables say, on the first attempt
+(``first``) and on later ones (``then``): ``ok``, ``block`` (write the pid to
+``<piddir>/<instanceId>.pid`` and sleep), ``sleep`` (``seconds``),
+``unserialisable``, ``nonretryable``, ``raise``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from workflow_sdk import HandlerRegistry, NonRetryableError
+
+registry = HandlerRegistry()
+
+
+def burn_cpu(milliseconds: float) -> int:
+    """Spin in pure Python for ``milliseconds`` of this thread's CPU time."""
+    end = time.thread_time() + milliseconds / 1000.0
+    n = 0
+    while time.thread_time() < end:
+        for i in range(1000):
+            n += i * i
+    return n
+
+
+@registry.register("cpu")
+def cpu(job: dict[str, Any]) -> dict[str, Any]:
+    burn_cpu(float(job["variables"].get("ms", 20)))
+    return {"pid": os.getpid()}
+
+
+@registry.register("script")
+def script(job: dict[str, Any]) -> dict[str, Any] | None:
+    variables = job["variables"]
+    first = job["retriesRemaining"] == variables.get("retries", 0)
+    action = variables.get("first" if first else "then", "ok")
+    if action in ("block", "sleep"):
+        piddir = variables.get("piddir")
+        if piddir:
+            path = Path(piddir) / f"{job['instanceId']}.pid"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(str(os.getpid()))
+            tmp.rename(path)  # atomic: the test never reads half a pid
+        time.sleep(60 if action == "block" else float(variables.get("seconds", 1)))
+    elif action == "unserialisable":
+        return {"when": object()}
+    elif action == "nonretryable":
+        raise NonRetryableError("card declined")
+    elif action == "raise":
+        raise ValueError("boom")
+    return {"handledBy": os.getpid(), "attempt": "first" if first else "later"}

@@ -1,0 +1,201 @@
+"""The supervisor as users run it: a real process, real workers, real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from workflow_sdk.client.rest import RestEngineClient
+from workflow_sdk.testing import LocalEngine
+
+from .conftest import SupervisorProcess, start_instances, upload_single_step, wait_for
+
+pytestmark = pytest.mark.slow
+
+Start = Callable[..., SupervisorProcess]
+
+
+def read_pid(piddir: Path, instance_id: str, timeout: float = 20.0) -> int:
+    path = piddir / f"{instance_id}.pid"
+    return int(wait_for(lambda: path.exists() and path.read_text(), timeout, f"{path}"))
+
+
+def test_cpu_bound_instances_all_complete_on_every_worker(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start
+) -> None:
+    upload_single_step(client, "cpu-flow", "cpu", retries=0)
+    ids = start_instances(client, "cpu-flow", 40, {"ms": 30})
+    sv = start_supervisor(workers=2)
+    done = engine.wait_for_instances(ids, "COMPLETED", timeout=60)
+    pids = {summary["variables"]["pid"] for summary in done}
+    worker_pids = {w.pid for w in sv.wait_for_workers(2)}
+    assert pids == worker_pids, "every worker process took part"
+    # Exactly one completion per job, and no fail was ever sent.
+    jobs = engine.jobs(job_type="cpu")
+    assert len(jobs) == 40
+    assert all(job["completeCalls"] == 1 and job["failCalls"] == 0 for job in jobs)
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(15) == 0
+
+
+def test_sigkill_of_a_busy_worker_retries_its_job_and_restores_the_pool(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, tmp_path: Path
+) -> None:
+    upload_single_step(client, "kill-flow", "script", retries=1)
+    piddir = tmp_path / "pids"
+    piddir.mkdir()
+    (iid,) = start_instances(
+        client, "kill-flow", 1, {"retries": 1, "first": "block", "piddir": str(piddir)}
+    )
+    sv = start_supervisor(workers=2)
+    victim = read_pid(piddir, iid)
+    os.kill(victim, signal.SIGKILL)
+    summary = engine.wait_for_instance(iid, "COMPLETED", timeout=30)
+    assert summary["variables"]["attempt"] == "later"
+    assert summary["variables"]["handledBy"] != victim
+    (job,) = engine.jobs(instance_id=iid)
+    assert job["failCalls"] == 1 and job["completeCalls"] == 1
+    sv.wait_for_log(f"worker pid {victim}")
+    log = sv.log()
+    assert "killed by SIGKILL" in log
+    assert "likely killed by the OOM killer" in log
+    assert "last RSS" in log
+    workers = sv.wait_for_workers(2)
+    assert victim not in {w.pid for w in workers}
+
+
+def test_hung_handler_is_killed_at_its_timeout_and_retried(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start
+) -> None:
+    upload_single_step(client, "hang-flow", "script", retries=1)
+    (iid,) = start_instances(client, "hang-flow", 1, {"retries": 1, "first": "block"})
+    sv = start_supervisor(workers=1, extra='[job_types."script"]\ntimeout = 1\n')
+    summary = engine.wait_for_instance(iid, "COMPLETED", timeout=30)
+    assert summary["variables"]["attempt"] == "later"
+    assert "timed out after 1 s" in sv.log()
+    (job,) = engine.jobs(instance_id=iid)
+    assert job["failCalls"] == 1
+    sv.wait_for_workers(1)
+
+
+def test_handler_import_error_exits_non_zero_with_the_error(
+    start_supervisor: Start, tmp_path: Path
+) -> None:
+    (tmp_path / "broken_handlers.py").write_text("import no_such_module_for_the_test\n")
+    sv = start_supervisor(
+        workers=2,
+        PYTHONPATH=str(tmp_path),
+    )
+    # The config names sv_handlers; point it at the broken module instead.
+    sv.reap()
+    text = sv.config_path.read_text().replace("sv_handlers:registry", "broken_handlers")
+    sv.config_path.write_text(text)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    broken = SupervisorProcess(sv.config_path, tmp_path, env)
+    try:
+        assert broken.wait(30) == 3
+        log = broken.log()
+        assert "No module named 'no_such_module_for_the_test'" in log
+        assert "workers cannot start" in log
+    finally:
+        broken.reap()
+
+
+def test_sigterm_under_load_reports_every_running_job_and_exits_zero(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, tmp_path: Path
+) -> None:
+    upload_single_step(client, "drain-flow", "script", retries=0)
+    piddir = tmp_path / "pids"
+    piddir.mkdir()
+    ids = start_instances(
+        client, "drain-flow", 2, {"first": "sleep", "seconds": 1.5, "piddir": str(piddir)}
+    )
+    sv = start_supervisor(workers=2)
+    for iid in ids:
+        read_pid(piddir, iid)  # both jobs are running in workers
+    started = time.monotonic()
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(15) == 0
+    assert time.monotonic() - started < 10  # graceful_timeout
+    for iid in ids:
+        assert engine.instance(iid)["status"] == "COMPLETED"
+    assert all(job["failCalls"] == 0 for job in engine.jobs())
+    assert sv.workers() == []
+
+
+def test_second_sigterm_stops_at_once_and_fails_nothing(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, tmp_path: Path
+) -> None:
+    upload_single_step(client, "stuck-flow", "script", retries=2)
+    piddir = tmp_path / "pids"
+    piddir.mkdir()
+    (iid,) = start_instances(
+        client, "stuck-flow", 1, {"retries": 2, "first": "block", "piddir": str(piddir)}
+    )
+    sv = start_supervisor(workers=1)
+    read_pid(piddir, iid)
+    sv.signal(signal.SIGTERM)
+    sv.wait_for_log("stopping; waiting up to")
+    started = time.monotonic()
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(10) == 0
+    assert time.monotonic() - started < 5  # well under graceful_timeout (10 s)
+    (job,) = engine.jobs(instance_id=iid)
+    assert job["status"] == "LOCKED", "left to the engine's lease expiry"
+    assert job["failCalls"] == 0 and job["retriesRemaining"] == 2
+    assert engine.instance(iid)["status"] == "ACTIVE"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("workers = 0", "supervisor.workers: must be >= 1, got 0"),
+        ("colour = 'blue'", "supervisor.colour: unknown key"),
+    ],
+)
+def test_bad_config_exits_2_naming_file_and_key(
+    start_supervisor: Start, extra: str, expected: str
+) -> None:
+    sv = start_supervisor(workers=1, extra="")
+    sv.reap()
+    text = sv.config_path.read_text().replace("workers = 1", extra)
+    sv.config_path.write_text(text)
+    bad = SupervisorProcess(sv.config_path, sv.config_path.parent, dict(os.environ))
+    try:
+        assert bad.wait(20) == 2
+        assert f"{sv.config_path}: {expected}" in bad.log()
+    finally:
+        bad.reap()
+
+
+def test_unserialisable_result_fails_the_job_without_retries(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start
+) -> None:
+    upload_single_step(client, "bad-result", "script", retries=3)
+    (iid,) = start_instances(client, "bad-result", 1, {"retries": 3, "first": "unserialisable"})
+    start_supervisor(workers=1)
+    summary = engine.wait_for_instance(iid, "FAILED", timeout=30)
+    assert "not JSON-serialisable" in summary["failureReason"]
+    (job,) = engine.jobs(instance_id=iid)
+    assert job["failCalls"] == 1, "non-retryable: not retried"
+
+
+def test_engine_restart_mid_run_loses_nothing(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start
+) -> None:
+    upload_single_step(client, "outage-flow", "cpu", retries=0)
+    ids = start_instances(client, "outage-flow", 30, {"ms": 50})
+    sv = start_supervisor(workers=2)
+    engine.wait_until(lambda: engine.counters.get("jobs_completed", 0) >= 5, timeout=30)
+    engine.stop()
+    sv.wait_for_log("failed", timeout=20)  # a poll or a report failed meanwhile
+    engine.start()
+    engine.wait_for_instances(ids, "COMPLETED", timeout=60)
+    assert all(job["failCalls"] == 0 for job in engine.jobs())
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(15) == 0

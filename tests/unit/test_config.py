@@ -1,0 +1,133 @@
+"""The supervisor's configuration file: defaults, validation messages, overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from workflow_sdk.errors import ConfigError
+from workflow_sdk.supervisor.config import (
+    DEFAULT_JOB_TIMEOUT,
+    SupervisorConfig,
+    default_worker_count,
+    load_config,
+    parse_config,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "supervisor.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_file_is_valid_and_matches_defaults() -> None:
+    config = load_config(REPO / "supervisor.toml.example", environ={})
+    defaults = SupervisorConfig()
+    assert config.engine == defaults.engine
+    assert config.logging == defaults.logging
+    assert config.supervisor.handlers == ("myapp.handlers:registry",)
+    for name in ("poll_interval", "graceful_timeout", "job_timeout", "report_deadline"):
+        assert getattr(config.supervisor, name) == getattr(defaults.supervisor, name), name
+
+
+def test_every_key_of_the_dataclasses_is_documented_in_the_example() -> None:
+    text = (REPO / "supervisor.toml.example").read_text()
+    for section in (SupervisorConfig().engine, SupervisorConfig().supervisor):
+        for f in dataclasses.fields(section):
+            assert f"{f.name} =" in text or f"# {f.name} =" in text, f.name
+
+
+def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[supervisor]\nhandlers = ["a.b"]\n'), environ={})
+    assert config.supervisor.workers == default_worker_count()
+    assert config.supervisor.worker_id
+    assert config.job_timeout("anything") == DEFAULT_JOB_TIMEOUT
+    assert config.source.endswith("supervisor.toml")
+
+
+def test_job_type_sections(tmp_path: Path) -> None:
+    text = (
+        '[supervisor]\nhandlers = ["a"]\njob_timeout = 5\n[job_types."render-pdf"]\ntimeout = 0\n'
+    )
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.job_timeout("render-pdf") == 0.0
+    assert config.job_timeout("other") == 5.0
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[supervisor]\nhandlers = ["a"]\n'), environ={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.supervisor.workers = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.job_types["x"] = None  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[supervisor]\nworkers = 0\n", "supervisor.toml: supervisor.workers: must be >= 1, got 0"),
+        ('[supervisor]\nworkers = "4"\n', "supervisor.workers: must be an integer, got '4'"),
+        ("[supervisor]\nworkers = true\n", "supervisor.workers: must be an integer, got True"),
+        ("[supervisor]\npoll_interval = 0\n", "supervisor.poll_interval: must be > 0"),
+        ("[supervisor]\nwokers = 2\n", "supervisor.wokers: unknown key"),
+        ("[engine]\nurl = 'ftp://x'\n", "engine.url: must be an http:// or https:// URL"),
+        ("[engine]\ntimeout = -1\n", "engine.timeout: must be > 0, got -1.0"),
+        ("[logging]\nlevel = 'LOUD'\n", "logging.level: must be one of DEBUG"),
+        ("[supervisor]\nhandlers = 'a.b'\n", "supervisor.handlers: must be a list of strings"),
+        ("[supervisor]\nhandlers = ['not a module']\n", "supervisor.handlers: 'not a module'"),
+        ('[job_types."x"]\ntimeout = -2\n', 'job_types."x".timeout: must be >= 0'),
+        ('[job_types."x"]\ntimout = 2\n', 'job_types."x".timout: unknown key'),
+        ("[metrix]\n", "supervisor.toml: metrix: unknown section"),
+        ("engine = 3\n", "supervisor.toml: engine: must be a table"),
+        ("[engine]\ntoken_env = 'NOPE_NOT_SET'\n", "engine.token_env: environment variable"),
+    ],
+)
+def test_bad_values_name_the_file_and_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert expected in str(info.value)
+    assert str(info.value).startswith(str(tmp_path / "supervisor.toml"))
+
+
+def test_all_problems_reported_at_once(tmp_path: Path) -> None:
+    text = "[supervisor]\nworkers = 0\npoll_interval = -1\n[engine]\nurl = 'x'\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(str(tmp_path)) for line in lines)
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"supervisor\.toml: invalid TOML"):
+        load_config(write(tmp_path, "[supervisor\n"), environ={})
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.toml", environ={})
+
+
+def test_environment_overrides_url_and_token(tmp_path: Path) -> None:
+    path = write(tmp_path, '[engine]\nurl = "http://file:1"\ntoken = "from-file"\n')
+    env = {"ROCHALLOR_ENGINE_URL": "http://env:2", "ROCHALLOR_ENGINE_TOKEN": "secret"}
+    config = load_config(path, environ=env)
+    assert config.engine.url == "http://env:2"
+    assert config.engine.token == "secret"
+    with pytest.raises(ConfigError, match=r"\$ROCHALLOR_ENGINE_URL"):
+        load_config(path, environ={"ROCHALLOR_ENGINE_URL": "nope"})
+
+
+def test_token_env_names_a_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, '[engine]\ntoken_env = "MY_TOKEN"\n')
+    assert load_config(path, environ={"MY_TOKEN": "t0k"}).engine.token == "t0k"
+
+
+def test_parse_config_from_code() -> None:
+    config = parse_config({"supervisor": {"workers": 2, "handlers": ["x"]}}, environ={})
+    assert config.supervisor.workers == 2
+    assert config.source == "<dict>"
+    with pytest.raises(ConfigError, match=r"<dict>: supervisor\.workers"):
+        parse_config({"supervisor": {"workers": -1}}, environ={})
