@@ -165,6 +165,10 @@ class RestEngineClient:
                 method=method,
                 url=url,
             ) from exc
+        except requests.exceptions.InvalidJSONError as exc:
+            # NaN or Infinity in the body: requests refuses it before sending.
+            # Caught here so it is not reported as a retryable connection error.
+            raise ValueError(f"request body is not valid JSON: {exc}") from exc
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             raise EngineClientError(
                 0, f"invalid engine URL: {exc}", method=method, url=url
@@ -316,6 +320,9 @@ class RestEngineClient:
         """
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1, got {max_jobs}")
+        if isinstance(job_types, str):
+            # list("score") would poll for the job types "s", "c", "o", ...
+            raise TypeError(f"job_types must be a list of strings, got the string {job_types!r}")
         if not job_types:
             raise ValueError("job_types must not be empty")
         payload = {"workerId": worker_id, "jobTypes": list(job_types), "maxJobs": max_jobs}

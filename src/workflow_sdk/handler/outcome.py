@@ -43,8 +43,15 @@ class Outcome:
         return cls(job_id, job_type, False, {}, message, retryable, duration)
 
 
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not escape run_handler
+        return ""
+
+
 def describe_exception(exc: BaseException) -> str:
-    text = str(exc)
+    text = _safe_str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -64,7 +71,8 @@ def check_result(result: object) -> tuple[dict[str, Any] | None, str]:
     try:
         # allow_nan=False: the engine's JSON decoder rejects NaN and Infinity.
         json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
+        # RecursionError: nesting too deep for the encoder (run_handler must not raise).
         return None, f"handler returned variables that are not JSON-serialisable: {exc}"
     return result, ""
 
@@ -86,16 +94,15 @@ def run_handler(handler: Handler, context: dict[str, Any]) -> Outcome:
         result = handler(context)
     except NonRetryableError as exc:
         duration = time.perf_counter() - started
-        log.warning("job %s (%s) failed for good: %s", job_id, job_type, exc)
         # The user chose this message for failureReason: keep it as written.
-        message = str(exc) or type(exc).__name__
+        message = _safe_str(exc) or type(exc).__name__
+        log.warning("job %s (%s) failed for good: %s", job_id, job_type, message)
         return Outcome.failure(job_id, job_type, message, retryable=False, duration=duration)
     except Exception as exc:
         duration = time.perf_counter() - started
-        log.warning("job %s (%s) failed: %s", job_id, job_type, exc, exc_info=True)
-        return Outcome.failure(
-            job_id, job_type, describe_exception(exc), retryable=True, duration=duration
-        )
+        message = describe_exception(exc)
+        log.warning("job %s (%s) failed: %s", job_id, job_type, message, exc_info=True)
+        return Outcome.failure(job_id, job_type, message, retryable=True, duration=duration)
     duration = time.perf_counter() - started
     variables, problem = check_result(result)
     if variables is None:

@@ -1,0 +1,140 @@
+"""The five shared Prometheus metrics, on a fresh registry per test."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from workflow_sdk.metrics import metrics as metrics_mod
+from workflow_sdk.metrics.metrics import Metrics
+
+
+@pytest.fixture
+def reg() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def _families(reg: CollectorRegistry) -> dict[str, tuple[str, set[str]]]:
+    """Family name -> (type, label names other than ``le``)."""
+    out: dict[str, tuple[str, set[str]]] = {}
+    for family in reg.collect():
+        labels: set[str] = set()
+        for sample in family.samples:
+            labels.update(k for k in sample.labels if k != "le")
+        out[family.name] = (family.type, labels)
+    return out
+
+
+def test_names_match_the_contract() -> None:
+    assert metrics_mod.POLL_LATENCY == "workflow_sdk_poll_latency_seconds"
+    assert metrics_mod.LOCK_CONFLICTS == "workflow_sdk_lock_conflicts_total"
+    assert metrics_mod.HANDLER_LATENCY == "workflow_sdk_handler_latency_seconds"
+    assert metrics_mod.RETRIES == "workflow_sdk_retries_total"
+    assert metrics_mod.JOBS_COMPLETED == "workflow_sdk_jobs_completed_total"
+
+
+def test_types_and_labels(reg: CollectorRegistry) -> None:
+    m = Metrics(reg)
+    m.observe_poll(0.01, 0)
+    m.observe_handler("score", 0.2)
+    m.retry("score")
+    m.job_finished("score", "success")
+    families = _families(reg)
+    # prometheus_client names a counter's family without its "_total" suffix.
+    assert families["workflow_sdk_poll_latency_seconds"] == ("histogram", set())
+    assert families["workflow_sdk_lock_conflicts"] == ("counter", set())
+    assert families["workflow_sdk_handler_latency_seconds"] == ("histogram", {"job_type"})
+    assert families["workflow_sdk_retries"] == ("counter", {"job_type"})
+    assert families["workflow_sdk_jobs_completed"] == ("counter", {"job_type", "outcome"})
+    assert len(families) == 5
+
+
+def test_poll_latency_and_lock_conflicts(reg: CollectorRegistry) -> None:
+    m = Metrics(reg)
+    assert reg.get_sample_value("workflow_sdk_lock_conflicts_total") == 0.0
+    m.observe_poll(0.05, 0)
+    m.observe_poll(0.25, 3)
+    m.observe_poll(0.5, 0)
+    assert reg.get_sample_value("workflow_sdk_poll_latency_seconds_count") == 3.0
+    assert reg.get_sample_value("workflow_sdk_poll_latency_seconds_sum") == pytest.approx(0.8)
+    # Only the polls that returned no job count as lock conflicts.
+    assert reg.get_sample_value("workflow_sdk_lock_conflicts_total") == 2.0
+
+
+def test_handler_latency_by_job_type(reg: CollectorRegistry) -> None:
+    m = Metrics(reg)
+    m.observe_handler("score", 0.2)
+    m.observe_handler("score", 3.0)
+    m.observe_handler("ship", 0.001)
+    name = "workflow_sdk_handler_latency_seconds"
+    assert reg.get_sample_value(f"{name}_count", {"job_type": "score"}) == 2.0
+    assert reg.get_sample_value(f"{name}_sum", {"job_type": "score"}) == pytest.approx(3.2)
+    assert reg.get_sample_value(f"{name}_bucket", {"job_type": "score", "le": "0.25"}) == 1.0
+    assert reg.get_sample_value(f"{name}_bucket", {"job_type": "score", "le": "0.1"}) == 0.0
+    assert reg.get_sample_value(f"{name}_bucket", {"job_type": "score", "le": "+Inf"}) == 2.0
+    assert reg.get_sample_value(f"{name}_count", {"job_type": "ship"}) == 1.0
+    # Buckets reach the 30 s lease.
+    assert reg.get_sample_value(f"{name}_bucket", {"job_type": "ship", "le": "30.0"}) == 1.0
+
+
+def test_retries_by_job_type(reg: CollectorRegistry) -> None:
+    m = Metrics(reg)
+    m.retry("score")
+    m.retry("score")
+    m.retry("ship")
+    assert reg.get_sample_value("workflow_sdk_retries_total", {"job_type": "score"}) == 2.0
+    assert reg.get_sample_value("workflow_sdk_retries_total", {"job_type": "ship"}) == 1.0
+    assert reg.get_sample_value("workflow_sdk_retries_total", {"job_type": "bill"}) is None
+
+
+def test_jobs_completed_by_job_type_and_outcome(reg: CollectorRegistry) -> None:
+    m = Metrics(reg)
+    m.job_finished("score", "success")
+    m.job_finished("score", "failure")
+    m.job_finished("score", "failure")
+    m.job_finished("ship", "success")
+    name = "workflow_sdk_jobs_completed_total"
+    assert reg.get_sample_value(name, {"job_type": "score", "outcome": "success"}) == 1.0
+    assert reg.get_sample_value(name, {"job_type": "score", "outcome": "failure"}) == 2.0
+    assert reg.get_sample_value(name, {"job_type": "ship", "outcome": "success"}) == 1.0
+    assert reg.get_sample_value(name, {"job_type": "ship", "outcome": "failure"}) is None
+
+
+def test_twice_on_one_registry_reuses_the_collectors(reg: CollectorRegistry) -> None:
+    first = Metrics(reg)
+    second = Metrics(reg)
+    assert second is first
+    assert second.poll_latency is first.poll_latency
+    assert second.lock_conflicts is first.lock_conflicts
+    assert second.handler_latency is first.handler_latency
+    assert second.retries is first.retries
+    assert second.jobs_completed is first.jobs_completed
+    first.retry("score")
+    second.retry("score")
+    assert reg.get_sample_value("workflow_sdk_retries_total", {"job_type": "score"}) == 2.0
+
+
+def test_separate_registries_are_independent() -> None:
+    reg_a, reg_b = CollectorRegistry(), CollectorRegistry()
+    a, b = Metrics(reg_a), Metrics(reg_b)
+    assert a is not b
+    a.job_finished("t", "success")
+    assert (
+        reg_a.get_sample_value(
+            "workflow_sdk_jobs_completed_total", {"job_type": "t", "outcome": "success"}
+        )
+        == 1.0
+    )
+    assert (
+        reg_b.get_sample_value(
+            "workflow_sdk_jobs_completed_total", {"job_type": "t", "outcome": "success"}
+        )
+        is None
+    )
+
+
+def test_default_registry_is_prometheus_default() -> None:
+    m = Metrics()
+    assert m is Metrics(REGISTRY)
+    assert m is Metrics(None)
+    assert REGISTRY.get_sample_value("workflow_sdk_lock_conflicts_total") is not None
