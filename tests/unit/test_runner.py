@@ -1,0 +1,780 @@
+"""Unit tests of the threaded Runner against a scripted, in-memory engine client."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from workflow_sdk.errors import (
+    EngineClientError,
+    EngineConnectionError,
+    EngineTimeoutError,
+    NonRetryableError,
+)
+from workflow_sdk.handler.registry import HandlerRegistry
+from workflow_sdk.metrics.metrics import Metrics
+from workflow_sdk.runner import Runner
+
+WAIT = 5.0  # generous upper bound for anything that should happen "soon"
+
+
+# -- the fake engine -------------------------------------------------------------
+
+
+def make_job(
+    job_id: str,
+    job_type: str = "work",
+    *,
+    retries: int = 3,
+    variables: dict[str, Any] | None = None,
+    lease: float = 30.0,
+) -> dict[str, Any]:
+    locked = datetime.now(timezone.utc)
+    return {
+        "id": job_id,
+        "instanceId": f"inst-{job_id}",
+        "stepExecutionId": f"se-{job_id}",
+        "jobType": job_type,
+        "status": "LOCKED",
+        "workerId": "w",
+        "lockedAt": locked.isoformat(),
+        "lockExpiresAt": (locked + timedelta(seconds=lease)).isoformat(),
+        "retriesRemaining": retries,
+        "variables": variables or {},
+        "createdAt": locked.isoformat(),
+    }
+
+
+class FakeClient:
+    """A thread-safe ``WorkerEngineClient`` that records calls and can be scripted.
+
+    ``poll_errors`` / ``complete_errors[job_id]`` / ``fail_errors[job_id]`` are
+    queues of exceptions raised by the next calls; ``outage`` makes every poll
+    raise ``EngineConnectionError(request_sent=False)`` while set.
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.available: deque[dict[str, Any]] = deque()
+        self.polls: list[dict[str, Any]] = []
+        self.poll_attempts = 0
+        self.completes: list[tuple[str, dict[str, Any]]] = []
+        self.complete_attempts: list[str] = []
+        self.fails: list[tuple[str, str, bool]] = []
+        self.fail_attempts: list[str] = []
+        self.poll_errors: deque[Exception] = deque()
+        self.complete_errors: dict[str, deque[Exception]] = {}
+        self.fail_errors: dict[str, deque[Exception]] = {}
+        self.outage = False
+        self.per_poll_limit: int | None = None
+        self.extra_jobs_per_poll = 0  # misbehave: hand out more than asked
+        self.poll_delay = 0.0
+        #: called (without the lock) at each poll, returns facts recorded with it
+        self.probe: Callable[[], dict[str, Any]] | None = None
+
+    def add(self, *jobs: dict[str, Any]) -> None:
+        with self.cond:
+            self.available.extend(jobs)
+            self.cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+        with self.cond:
+            return self.cond.wait_for(predicate, timeout)
+
+    # WorkerEngineClient -------------------------------------------------------
+
+    def poll_jobs(
+        self, worker_id: str, job_types: list[str], max_jobs: int = 1
+    ) -> list[dict[str, Any]]:
+        facts = self.probe() if self.probe is not None else {}
+        if self.poll_delay:
+            time.sleep(self.poll_delay)  # simulates a slow engine, not synchronisation
+        with self.cond:
+            self.poll_attempts += 1
+            self.cond.notify_all()
+            if self.outage:
+                raise EngineConnectionError("connection refused", request_sent=False)
+            if self.poll_errors:
+                raise self.poll_errors.popleft()
+            assert worker_id
+            assert job_types
+            limit = max_jobs + self.extra_jobs_per_poll
+            if self.per_poll_limit is not None:
+                limit = min(limit, self.per_poll_limit)
+            out = []
+            for job in list(self.available):
+                if len(out) >= limit:
+                    break
+                if job["jobType"] in job_types:
+                    self.available.remove(job)
+                    out.append(dict(job))
+            self.polls.append({"max_jobs": max_jobs, "returned": len(out), **facts})
+            return out
+
+    def complete_job(
+        self, job_id: str, worker_id: str, variables: dict[str, Any] | None = None
+    ) -> None:
+        with self.cond:
+            self.complete_attempts.append(job_id)
+            self.cond.notify_all()
+            errors = self.complete_errors.get(job_id)
+            if errors:
+                raise errors.popleft()
+            self.completes.append((job_id, dict(variables or {})))
+
+    def fail_job(
+        self, job_id: str, worker_id: str, error_message: str, retryable: bool = True
+    ) -> None:
+        with self.cond:
+            self.fail_attempts.append(job_id)
+            self.cond.notify_all()
+            errors = self.fail_errors.get(job_id)
+            if errors:
+                raise errors.popleft()
+            self.fails.append((job_id, error_message, retryable))
+
+    # helpers ------------------------------------------------------------------
+
+    def reported(self) -> int:
+        return len(self.completes) + len(self.fails)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics._registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def make_runner(
+    client: FakeClient,
+    handlers: dict[str, Callable[[dict[str, Any]], Any]],
+    metrics: Metrics,
+    **kwargs: Any,
+) -> Runner:
+    registry = HandlerRegistry()
+    for job_type, handler in handlers.items():
+        registry.register(job_type, handler)
+    kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("drain_timeout", 2.0)
+    return Runner(client, registry, "test-worker", metrics=metrics, **kwargs)
+
+
+@contextmanager
+def running(
+    runner: Runner, stop_event: threading.Event | None = None
+) -> Iterator[threading.Thread]:
+    """Run ``runner`` in a thread; on exit stop it and join every thread."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            runner.run(stop_event)
+        except BaseException as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="runner-under-test")
+    thread.start()
+    try:
+        yield thread
+    finally:
+        runner.stop()
+        thread.join(WAIT + runner.drain_timeout)
+        assert not thread.is_alive(), "run() did not return"
+        assert runner.join_workers(WAIT), "worker threads did not end"
+    assert not errors, errors
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+    """For conditions not tied to the fake client's condition (runner stats)."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        pause.wait(0.005)
+    return True
+
+
+# -- outcomes --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [({"score": 7, "nested": {"a": [1, 2]}}, {"score": 7, "nested": {"a": [1, 2]}}), (None, {})],
+)
+def test_dict_or_none_completes(metrics: Metrics, result: Any, expected: dict[str, Any]) -> None:
+    client = FakeClient()
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": lambda job: result}, metrics)
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    assert client.completes == [("j1", expected)]
+    assert client.fails == []
+    stats = runner.stats
+    assert (stats.jobs_claimed, stats.jobs_started, stats.completed) == (1, 1, 1)
+    assert sample(metrics, "workflow_sdk_jobs_completed_total", job_type="work", outcome="success")
+    assert sample(metrics, "workflow_sdk_handler_latency_seconds_count", job_type="work") == 1
+
+
+def test_handler_receives_the_job_context(metrics: Metrics) -> None:
+    client = FakeClient()
+    client.add(make_job("j1", retries=2, variables={"x": 1}))
+    seen: list[dict[str, Any]] = []
+    runner = make_runner(client, {"work": seen.append}, metrics)
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    (ctx,) = seen
+    assert ctx["id"] == "j1"
+    assert ctx["jobType"] == "work"
+    assert ctx["instanceId"] == "inst-j1"
+    assert ctx["stepExecutionId"] == "se-j1"
+    assert ctx["stepId"] == ""
+    assert ctx["retriesRemaining"] == 2
+    assert ctx["variables"] == {"x": 1}
+    assert ctx["lockExpiresAt"]
+
+
+def test_non_retryable_error_fails_without_retry(metrics: Metrics) -> None:
+    def handler(job: dict[str, Any]) -> None:
+        raise NonRetryableError("card declined")
+
+    client = FakeClient()
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": handler}, metrics)
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    assert client.fails == [("j1", "card declined", False)]
+    assert client.completes == []
+    assert runner.stats.failed == 1
+    assert sample(metrics, "workflow_sdk_retries_total", job_type="work") == 0
+    assert sample(metrics, "workflow_sdk_jobs_completed_total", job_type="work", outcome="failure")
+
+
+def test_other_exception_fails_retryable_and_counts_a_retry(metrics: Metrics) -> None:
+    def handler(job: dict[str, Any]) -> None:
+        raise ValueError("boom")
+
+    client = FakeClient()
+    client.add(make_job("j1", retries=2), make_job("j2", retries=0))
+    runner = make_runner(client, {"work": handler}, metrics)
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 2)
+    assert sorted(client.fails) == [
+        ("j1", "ValueError: boom", True),
+        ("j2", "ValueError: boom", True),
+    ]
+    # Only the job with retries left goes back to the queue.
+    assert sample(metrics, "workflow_sdk_retries_total", job_type="work") == 1
+
+
+@pytest.mark.parametrize(
+    ("result", "words"),
+    [
+        ([1, 2], ["list", "[1, 2]", "must return a dict"]),
+        ("ok", ["str", "'ok'"]),
+        ({"when": object()}, ["not JSON-serialisable"]),
+        ({"x": math.nan}, ["not JSON-serialisable"]),
+        ({"x": math.inf}, ["not JSON-serialisable"]),
+    ],
+)
+def test_bad_results_fail_for_good(metrics: Metrics, result: Any, words: list[str]) -> None:
+    client = FakeClient()
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": lambda job: result}, metrics)
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    ((job_id, message, retryable),) = client.fails
+    assert job_id == "j1"
+    assert retryable is False
+    for word in words:
+        assert word in message
+    assert client.completes == []
+
+
+def test_system_exit_in_handler_fails_retryable_and_runner_goes_on(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    def handler(job: dict[str, Any]) -> dict[str, Any]:
+        if job["id"] == "bad":
+            raise SystemExit(3)
+        return {"ok": True}
+
+    client = FakeClient()
+    client.add(make_job("bad"))
+    runner = make_runner(client, {"work": handler}, metrics, parallelism=1)
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+        client.add(make_job("good"))
+        assert client.wait_for(lambda: client.reported() == 2)
+    assert client.fails == [("bad", "SystemExit: 3", True)]
+    assert client.completes == [("good", {"ok": True})]
+    assert runner.stats.handler_crashes == 1
+    assert any("SystemExit" in r.getMessage() for r in caplog.records)
+
+
+def test_unregistered_job_type_fails_retryable(metrics: Metrics) -> None:
+    client = FakeClient()
+    client.add(make_job("j1", "other"))
+    registry = HandlerRegistry()
+    registry.register("work", lambda job: None)
+    runner = Runner(
+        client, registry, "w1", metrics=metrics, job_types=["work", "other"], poll_interval=0.05
+    )
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    ((job_id, message, retryable),) = client.fails
+    assert (job_id, retryable) == ("j1", True)
+    assert "no handler registered for job type 'other'" in message
+
+
+# -- capacity-aware claiming -----------------------------------------------------
+
+
+def test_claims_never_exceed_idle_slots(metrics: Metrics) -> None:
+    parallelism = 2
+    client = FakeClient()
+    lock = threading.Lock()
+    entered = 0
+    active = 0
+    max_active = 0
+    release = threading.Semaphore(0)
+
+    def handler(job: dict[str, Any]) -> None:
+        nonlocal entered, active, max_active
+        with lock:
+            entered += 1
+            active += 1
+            max_active = max(max_active, active)
+        with client.cond:
+            client.cond.notify_all()
+        assert release.acquire(timeout=WAIT)
+        with lock:
+            active -= 1
+
+    def probe() -> dict[str, Any]:
+        # ``active`` lags the runner's busy slots (a handler enters after its
+        # slot is taken and leaves before it is freed), so it is a lower bound.
+        with lock:
+            facts = {"active": active}
+        stats = runner.stats
+        facts["started"] = stats.jobs_started + stats.skipped_expired
+        with client.cond:
+            facts["claimed"] = sum(p["returned"] for p in client.polls)
+        return facts
+
+    client.probe = probe
+    client.add(*(make_job(f"j{i}") for i in range(10)))
+    runner = make_runner(client, {"work": handler}, metrics, parallelism=parallelism)
+    with running(runner):
+        for done in range(10):
+            # wait until every slot is taken (or the queue ran dry), then free one
+            target = min(10, done + parallelism)
+            assert client.wait_for(lambda target=target: entered >= target)
+            release.release()
+        assert client.wait_for(lambda: client.reported() == 10)
+    assert len(client.completes) == 10
+    assert max_active == parallelism
+    for poll in client.polls:
+        # never more than the idle slots; no claimed job waiting at poll time
+        assert poll["max_jobs"] <= parallelism - poll["active"], poll
+        assert poll["claimed"] - poll["started"] == 0, poll
+    assert runner.stats.skipped_expired == 0
+
+
+def test_no_poll_while_all_slots_are_busy(metrics: Metrics) -> None:
+    client = FakeClient()
+    started = threading.Event()
+    release = threading.Event()
+
+    def handler(job: dict[str, Any]) -> None:
+        started.set()
+        assert release.wait(WAIT)
+
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": handler}, metrics, parallelism=1, poll_interval=0.01)
+    with running(runner):
+        assert started.wait(WAIT)
+        polls_before = client.poll_attempts
+        threading.Event().wait(0.3)  # observation window: no poll may happen in it
+        assert client.poll_attempts == polls_before
+        release.set()
+        assert client.wait_for(lambda: client.poll_attempts > polls_before)
+    assert all(p["max_jobs"] == 1 for p in client.polls)
+
+
+def test_polls_again_promptly_when_slots_remain(metrics: Metrics) -> None:
+    """A poll that filled some slots is followed at once by another, not after poll_interval."""
+    client = FakeClient()
+    client.per_poll_limit = 1
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def handler(job: dict[str, Any]) -> None:
+        entered.release()
+        assert release.wait(WAIT)
+
+    client.add(make_job("a"), make_job("b"), make_job("c"))
+    runner = make_runner(client, {"work": handler}, metrics, parallelism=4, poll_interval=30.0)
+    t0 = time.monotonic()
+    with running(runner):
+        for _ in range(3):
+            assert entered.acquire(timeout=WAIT)
+        assert time.monotonic() - t0 < 5.0  # far below the 30 s poll interval
+        # the 4th poll found nothing: the runner now waits 30 s, but a stop cuts it
+        assert client.wait_for(lambda: len(client.polls) == 4)
+        assert [p["max_jobs"] for p in client.polls] == [4, 3, 2, 1]
+        release.set()
+        assert client.wait_for(lambda: client.reported() == 3)
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_empty_polls_wait_poll_interval(metrics: Metrics) -> None:
+    client = FakeClient()
+    runner = make_runner(client, {"work": lambda job: None}, metrics, poll_interval=0.2)
+    with running(runner):
+        assert client.wait_for(lambda: client.poll_attempts >= 1)
+        threading.Event().wait(0.5)  # observation window
+        polls = client.poll_attempts
+    assert 1 <= polls <= 5  # about one per 0.2 s, never a hot loop
+    assert sample(metrics, "workflow_sdk_lock_conflicts_total") >= 1
+    assert sample(metrics, "workflow_sdk_poll_latency_seconds_count") >= 1
+
+
+def test_extra_jobs_from_the_engine_wait_for_a_slot(metrics: Metrics) -> None:
+    client = FakeClient()
+    client.extra_jobs_per_poll = 2
+    lock = threading.Lock()
+    active = max_active = 0
+
+    def handler(job: dict[str, Any]) -> None:
+        nonlocal active, max_active
+        with lock:
+            active += 1
+            max_active = max(max_active, active)
+        threading.Event().wait(0.01)
+        with lock:
+            active -= 1
+
+    client.add(*(make_job(f"j{i}") for i in range(6)))
+    runner = make_runner(client, {"work": handler}, metrics, parallelism=2)
+    with running(runner):
+        assert client.wait_for(lambda: len(client.completes) == 6)
+    assert max_active <= 2
+    assert runner.stats.jobs_started == 6
+
+
+# -- lease -----------------------------------------------------------------------
+
+
+def test_job_whose_lease_passed_is_not_started(metrics: Metrics) -> None:
+    client = FakeClient()
+    client.poll_delay = 0.01  # the claim's answer takes longer than the lease
+    ran: list[str] = []
+    client.add(make_job("late", lease=0.001))
+    runner = make_runner(client, {"work": lambda job: ran.append(job["id"])}, metrics)
+    with running(runner):
+        assert wait_until(lambda: runner.stats.skipped_expired == 1)
+        client.add(make_job("fine"))
+        assert client.wait_for(lambda: client.reported() == 1)
+    assert ran == ["fine"]
+    assert client.completes == [("fine", {})]
+    assert client.fails == []  # no fail for an expired lease: the engine redelivers
+
+
+def test_failure_after_the_lease_is_not_sent_but_completion_is(metrics: Metrics) -> None:
+    def handler(job: dict[str, Any]) -> dict[str, Any]:
+        # run past the 0.05 s lease
+        end = time.monotonic() + 0.1
+        while time.monotonic() < end:
+            threading.Event().wait(0.01)
+        if job["id"] == "slow-fail":
+            raise RuntimeError("too late")
+        return {"done": True}
+
+    client = FakeClient()
+    client.add(make_job("slow-fail", lease=0.05), make_job("slow-ok", lease=0.05))
+    runner = make_runner(client, {"work": handler}, metrics, parallelism=2)
+    with running(runner):
+        assert wait_until(lambda: runner.stats.fails_withheld == 1 and runner.stats.completed == 1)
+    assert client.fail_attempts == []
+    assert client.completes == [("slow-ok", {"done": True})]
+
+
+# -- reporting -------------------------------------------------------------------
+
+
+def test_completion_retried_until_it_lands(metrics: Metrics) -> None:
+    client = FakeClient()
+    client.complete_errors["j1"] = deque(
+        [
+            EngineClientError(503, "unavailable", retryable=True),
+            EngineClientError(503, "unavailable", retryable=True),
+        ]
+    )
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": lambda job: {"v": 1}}, metrics)
+    with running(runner):
+        assert client.wait_for(lambda: len(client.completes) == 1)
+    assert client.complete_attempts == ["j1", "j1", "j1"]
+    assert client.completes == [("j1", {"v": 1})]
+    assert client.fail_attempts == []
+    stats = runner.stats
+    assert (stats.completed, stats.report_retries, stats.reports_lost) == (1, 2, 0)
+
+
+def test_fail_not_resent_when_it_may_have_reached_the_engine(metrics: Metrics) -> None:
+    def handler(job: dict[str, Any]) -> None:
+        raise RuntimeError("nope")
+
+    client = FakeClient()
+    client.fail_errors["j1"] = deque([EngineConnectionError("reset", request_sent=True)])
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": handler}, metrics)
+    with running(runner):
+        assert wait_until(lambda: runner.stats.reports_lost == 1)
+    assert client.fail_attempts == ["j1"]
+    assert client.fails == []
+    assert client.complete_attempts == []
+
+
+def test_fail_resent_when_it_surely_never_left(metrics: Metrics) -> None:
+    def handler(job: dict[str, Any]) -> None:
+        raise RuntimeError("nope")
+
+    client = FakeClient()
+    client.fail_errors["j1"] = deque([EngineConnectionError("refused", request_sent=False)])
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": handler}, metrics)
+    with running(runner):
+        assert client.wait_for(lambda: len(client.fails) == 1)
+    assert client.fail_attempts == ["j1", "j1"]
+    assert client.fails == [("j1", "RuntimeError: nope", True)]
+    assert runner.stats.failed == 1
+
+
+def test_never_a_fail_after_a_complete(metrics: Metrics) -> None:
+    client = FakeClient()
+    # j1: the engine refuses the completion for good; j2: it never answers.
+    client.complete_errors["j1"] = deque([EngineClientError(500, 'job "j1" not found')])
+    client.complete_errors["j2"] = deque(
+        EngineTimeoutError("read timed out", request_sent=True) for _ in range(100)
+    )
+    client.add(make_job("j1"), make_job("j2"))
+    runner = make_runner(client, {"work": lambda job: {"x": 1}}, metrics, report_deadline=0.5)
+    with running(runner):
+        assert wait_until(
+            lambda: runner.stats.reports_rejected == 1 and runner.stats.reports_lost == 1
+        )
+    assert client.complete_attempts.count("j1") == 1
+    assert client.complete_attempts.count("j2") >= 2
+    assert client.fail_attempts == []
+
+
+# -- poll errors -----------------------------------------------------------------
+
+
+def test_poll_errors_back_off_and_recover(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="workflow_sdk.runner")
+    client = FakeClient()
+    client.outage = True
+    runner = make_runner(client, {"work": lambda job: {"ok": 1}}, metrics, poll_interval=0.01)
+    with running(runner):
+        assert client.wait_for(lambda: client.poll_attempts >= 1)
+        threading.Event().wait(0.6)  # observation window of the outage
+        with client.cond:
+            during = client.poll_attempts
+            client.outage = False
+            client.available.append(make_job("j1"))
+        assert client.wait_for(lambda: len(client.completes) == 1)
+    # backoff 0.1, 0.2, 0.4 s (+-20 %): at most 4 polls in the first 0.6 s (+ slack)
+    assert 2 <= during <= 5, during
+    assert runner.stats.poll_errors == during
+    warnings = [
+        r
+        for r in caplog.records
+        if r.name == "workflow_sdk.runner" and r.levelno >= logging.WARNING
+    ]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+def test_unexpected_poll_exception_does_not_stop_the_runner(metrics: Metrics) -> None:
+    client = FakeClient()
+    client.poll_errors.extend([RuntimeError("client bug"), EngineClientError(400, "bad")])
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": lambda job: None}, metrics)
+    with running(runner):
+        assert client.wait_for(lambda: len(client.completes) == 1)
+    assert runner.stats.poll_errors == 2
+
+
+# -- stop --------------------------------------------------------------------------
+
+
+def test_stop_drains_in_flight_handlers(metrics: Metrics) -> None:
+    client = FakeClient()
+    started = threading.Event()
+    release = threading.Event()
+
+    def handler(job: dict[str, Any]) -> dict[str, Any]:
+        started.set()
+        assert release.wait(WAIT)
+        return {"drained": True}
+
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": handler}, metrics, drain_timeout=WAIT)
+    with running(runner) as thread:
+        assert started.wait(WAIT)
+        polls = client.poll_attempts
+        runner.stop()
+        thread.join(0.2)
+        assert thread.is_alive()  # waiting for the handler
+        release.set()
+        thread.join(WAIT)
+        assert not thread.is_alive()
+    assert client.completes == [("j1", {"drained": True})]
+    assert client.poll_attempts == polls  # no claim after the stop
+
+
+def test_stuck_handler_does_not_block_shutdown(metrics: Metrics) -> None:
+    client = FakeClient()
+    started = threading.Event()
+    release = threading.Event()
+
+    def handler(job: dict[str, Any]) -> None:
+        started.set()
+        release.wait(60)
+
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": handler}, metrics, drain_timeout=0.3)
+    try:
+        with running(runner) as thread:
+            assert started.wait(WAIT)
+            t0 = time.monotonic()
+            runner.stop()
+            thread.join(WAIT)
+            assert not thread.is_alive()
+            assert time.monotonic() - t0 < 2.0
+            assert runner.busy == 1
+            release.set()  # let the abandoned thread end so that it can be joined
+    finally:
+        release.set()
+    # the late handler still reports once (give_up only ends retries)
+    assert client.wait_for(lambda: client.reported() == 1)
+
+
+def test_report_retries_give_up_when_the_drain_ends(metrics: Metrics) -> None:
+    client = FakeClient()
+    client.complete_errors["j1"] = deque(
+        EngineClientError(503, "unavailable", retryable=True) for _ in range(1000)
+    )
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": lambda job: None}, metrics, drain_timeout=0.3)
+    with running(runner) as thread:
+        assert client.wait_for(lambda: len(client.complete_attempts) >= 2)
+        t0 = time.monotonic()
+        runner.stop()
+        thread.join(WAIT)
+        assert not thread.is_alive()
+        assert time.monotonic() - t0 < 2.0
+    assert runner.stats.reports_lost == 1
+    assert client.completes == []
+    assert client.fail_attempts == []
+
+
+def test_stop_before_run_returns_at_once(metrics: Metrics) -> None:
+    client = FakeClient()
+    runner = make_runner(client, {"work": lambda job: None}, metrics)
+    runner.stop()
+    runner.run()
+    assert client.poll_attempts == 0
+    assert runner.join_workers(WAIT)
+    with pytest.raises(RuntimeError, match="runs once"):
+        runner.run()
+
+
+def test_external_stop_event(metrics: Metrics) -> None:
+    client = FakeClient()
+    runner = make_runner(client, {"work": lambda job: None}, metrics, poll_interval=30.0)
+    stop = threading.Event()
+    with running(runner, stop) as thread:
+        assert client.wait_for(lambda: client.poll_attempts >= 1)
+        stop.set()
+        thread.join(WAIT)
+        assert not thread.is_alive()
+
+
+def test_signal_stops_run_in_main_thread_and_handlers_are_restored(metrics: Metrics) -> None:
+    assert threading.current_thread() is threading.main_thread()
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    client = FakeClient()
+    runner = make_runner(client, {"work": lambda job: None}, metrics, poll_interval=30.0)
+
+    def send_sigterm() -> None:
+        if client.wait_for(lambda: client.poll_attempts >= 1):
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:  # pragma: no cover
+            runner.stop()
+
+    killer = threading.Thread(target=send_sigterm)
+    killer.start()
+    try:
+        runner.run()
+    finally:
+        runner.stop()
+        killer.join(WAIT)
+    assert not killer.is_alive()
+    assert runner.join_workers(WAIT)
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_no_signal_handlers_outside_the_main_thread(metrics: Metrics) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    client = FakeClient()
+    runner = make_runner(client, {"work": lambda job: None}, metrics)
+    with running(runner):
+        assert client.wait_for(lambda: client.poll_attempts >= 1)
+        assert signal.getsignal(signal.SIGTERM) is before
+
+
+# -- configuration -----------------------------------------------------------------
+
+
+def test_configuration_checks(metrics: Metrics) -> None:
+    client = FakeClient()
+    with pytest.raises(ValueError, match="no job types"):
+        Runner(client, HandlerRegistry(), metrics=metrics)
+    registry = HandlerRegistry()
+    registry.register("work", lambda job: None)
+    with pytest.raises(ValueError, match="parallelism"):
+        Runner(client, registry, metrics=metrics, parallelism=0)
+    with pytest.raises(ValueError, match="poll_interval"):
+        Runner(client, registry, metrics=metrics, poll_interval=0)
+    with pytest.raises(ValueError, match="no job types"):
+        Runner(client, registry, metrics=metrics, job_types=[])
+    runner = Runner(client, registry, metrics=metrics)
+    assert runner.worker_id == f"{socket.gethostname()}-{os.getpid()}"
+    assert runner.job_types == ["work"]
+    assert Runner(client, registry).metrics is Metrics()
