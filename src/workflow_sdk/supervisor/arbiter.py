@@ -14,9 +14,11 @@ replacement starts lean instead of inheriting a bloated parent or sibling.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
+import random
 import signal
 import time
 from collections.abc import Iterable
@@ -28,20 +30,23 @@ import psutil
 
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.rest import RestEngineClient
-from workflow_sdk.errors import EngineClientError
+from workflow_sdk.errors import ConfigError, EngineClientError
 from workflow_sdk.handler.context import build_context
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.lease import lease_deadline
+from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.retry.backoff import Backoff
-from workflow_sdk.supervisor import proctitle
-from workflow_sdk.supervisor.config import SupervisorConfig
+from workflow_sdk.supervisor import multiproc, proctitle
+from workflow_sdk.supervisor.config import SupervisorConfig, load_config
+from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
 from workflow_sdk.supervisor.poller import Poller, PollResult
 from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
 from workflow_sdk.supervisor.reporter import Reporter
 from workflow_sdk.supervisor.slots import RunningJob, SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
 from workflow_sdk.supervisor.worker import WorkerSpec, worker_main
 
 log = logging.getLogger("workflow_sdk.supervisor")
@@ -58,9 +63,17 @@ KILL_GRACE = 3.0
 MAX_BOOT_FAILURES = 5
 #: Seconds between RSS samples of busy workers.
 RSS_SAMPLE_INTERVAL = 1.0
+#: Seconds between STATUS= updates to systemd, at most.
+STATUS_INTERVAL = 2.0
 #: Environment variables that belong to this process only.
-PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
-_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PRIVATE_ENV = (*SYSTEMD_ENV, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+_HANDLED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
 
 
 class Supervisor:
@@ -84,17 +97,34 @@ class Supervisor:
         self.config = config
         self.registry = registry
         self.stats = SupervisorStats()
+        #: Why the supervisor stopped on its own (a worker boot error), if it did.
+        self.fatal_error = ""
+        #: Port of the /metrics server once started (useful with ``port = 0``).
+        self.metrics_port: int | None = None
         self._client = client
         self._ctx = multiprocessing.get_context("forkserver")
         self._slots: dict[int, WorkerSlot] = {}
+        self._target = config.supervisor.workers
         self._signals: list[int] = []
         self._wake_r = -1
         self._wake_w = -1
         self._poller: Poller | None = None
         self._reporter: Reporter | None = None
+        self._metrics: Metrics | None = None
+        self._metrics_dir: str | None = None
+        self._metrics_server: MetricsServer | None = None
+        self._views: tuple[WorkerView, ...] = ()
+        self._notifier = SystemdNotifier(None)
         self._poll_backoff = Backoff()
+        self._poll_requested_at = 0.0
         self._next_poll_at = 0.0
         self._next_rss_sample = 0.0
+        self._next_watchdog = 0.0
+        self._next_status = 0.0
+        self._status = ""
+        self._announced_ready = False
+        self._reload_queue: list[int] = []
+        self._reloading = False
         self._draining = False
         self._drain_deadline = 0.0
         self._done = False
@@ -102,10 +132,8 @@ class Supervisor:
         self._ever_booted = False
         self._boot_failures = 0
         self._title = ""
-        #: Why the supervisor stopped on its own (a worker boot error), if it did.
-        self.fatal_error = ""
 
-    # -- public ----------------------------------------------------------------
+    # -- public ------------------------------------------------------------------
 
     def run(self) -> int:
         """Run until stopped by a signal (or ``request_stop``); returns an exit status."""
@@ -121,7 +149,7 @@ class Supervisor:
         """Begin a graceful stop, as SIGTERM does (safe from any thread)."""
         self._record_signal(signal.SIGTERM, None)
 
-    # -- set-up and tear-down --------------------------------------------------
+    # -- set-up and tear-down ----------------------------------------------------
 
     def _make_client(self) -> WorkerEngineClient:
         if self._client is not None:
@@ -131,12 +159,19 @@ class Supervisor:
         return RestEngineClient(engine.url, engine.timeout, token=engine.token, verify=verify)
 
     def _setup(self) -> None:
+        # systemd's variables are for this process only: read them, then
+        # remove them before the fork server (and so every worker) starts.
+        self._notifier = SystemdNotifier.from_environment()
+        for name in PRIVATE_ENV:
+            os.environ.pop(name, None)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, self._record_signal)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        if self.config.metrics.port is not None:
+            self._setup_metrics()
         # The fork server imports these once; every worker forked from it
         # starts with them loaded.
         self._ctx.set_forkserver_preload(["workflow_sdk.supervisor.worker"])
@@ -151,13 +186,21 @@ class Supervisor:
         )
         log.info(
             "supervisor starting: %d workers, engine %s, worker id %s",
-            self.config.supervisor.workers,
+            self._target,
             self.config.engine.url,
             worker_id,
         )
-        for slot in range(1, self.config.supervisor.workers + 1):
-            self._spawn(slot)
-        self._update_title()
+        self._fill_pool()
+        self._publish(time.monotonic())
+
+    def _setup_metrics(self) -> None:
+        settings = self.config.metrics
+        self._metrics_dir = multiproc.prepare_dir(multiproc.choose_dir(settings.dir))
+        self._metrics = multiproc.metrics_with_identifier("supervisor")
+        self._metrics_server = MetricsServer(
+            self._metrics_dir, PoolCollector(self.stats, lambda: self._views)
+        )
+        self.metrics_port = self._metrics_server.start(settings.bind, settings.port or 0)
 
     def _teardown(self) -> None:
         now = time.monotonic()
@@ -175,6 +218,9 @@ class Supervisor:
             self._poller.close()
         if self._reporter is not None:
             self._reporter.stop(give_up=True)
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+        self._notifier.close()
         signal.set_wakeup_fd(-1)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
@@ -182,7 +228,7 @@ class Supervisor:
         os.close(self._wake_w)
         log.info("supervisor stopped (%s)", self.stats.summary())
 
-    # -- signals and wake-ups --------------------------------------------------
+    # -- signals and wake-ups ------------------------------------------------------
 
     def _record_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only record: the main loop acts. set_wakeup_fd wakes the loop for
@@ -193,7 +239,7 @@ class Supervisor:
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
+        except OSError:
             pass  # the pipe is full (a wake-up is pending anyway) or closed
 
     def _drain_wake_pipe(self) -> None:
@@ -206,15 +252,41 @@ class Supervisor:
     def _handle_signals(self) -> None:
         while self._signals:
             signum = self._signals.pop(0)
+            name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT):
                 if self._draining:
-                    self._stop_now(signal.Signals(signum).name)
+                    self._stop_now(name)
                 else:
-                    self._begin_drain(signal.Signals(signum).name)
+                    self._begin_drain(name)
+            elif self._draining:
+                log.info("%s ignored: stopping", name)
+            elif signum == signal.SIGHUP:
+                self._begin_reload()
+            elif signum == signal.SIGTTIN:
+                self._scale(+1)
+            elif signum == signal.SIGTTOU:
+                self._scale(-1)
 
-    # -- processes ---------------------------------------------------------------
+    # -- processes -------------------------------------------------------------------
 
-    def _spawn(self, slot_no: int) -> None:
+    def _capacity(self) -> int:
+        """Workers that count towards the pool size (not leaving, not reload extras)."""
+        return sum(1 for s in self._slots.values() if not s.retiring and not s.surge)
+
+    def _fill_pool(self) -> None:
+        while not self._draining and not self._done and self._capacity() < self._target:
+            self._spawn()
+
+    def _free_slot_number(self) -> int:
+        # The lowest free number: slot numbers name the metric files, so
+        # reusing them keeps the file count bounded by the pool size.
+        number = 1
+        while number in self._slots:
+            number += 1
+        return number
+
+    def _spawn(self, *, surge: bool = False) -> WorkerSlot:
+        slot_no = self._free_slot_number()
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         spec = WorkerSpec(
             slot=slot_no,
@@ -223,6 +295,7 @@ class Supervisor:
             log_level=self.config.logging.level,
             log_format=self.config.logging.format,
             scrub_env=PRIVATE_ENV,
+            metrics_dir=self._metrics_dir,
         )
         process = self._ctx.Process(
             target=worker_main, args=(spec, child_end), name=f"worker-{slot_no}"
@@ -237,6 +310,8 @@ class Supervisor:
             spawned_at=now,
             boot_deadline=now + self.config.supervisor.boot_timeout,
             pid=process.pid or 0,
+            surge=surge,
+            max_jobs=self._draw_max_jobs(),
         )
         try:
             slot.ps = psutil.Process(slot.pid)
@@ -244,12 +319,21 @@ class Supervisor:
             slot.ps = None
         self._slots[slot_no] = slot
         log.debug("worker-%d started, pid %d", slot_no, slot.pid)
+        return slot
+
+    def _draw_max_jobs(self) -> int:
+        pool = self.config.supervisor
+        if pool.max_jobs_per_child <= 0:
+            return 0
+        extra = int(pool.max_jobs_per_child * pool.max_jobs_jitter)
+        return pool.max_jobs_per_child + random.randint(0, extra)
 
     def _on_message(self, slot: WorkerSlot, message: object) -> None:
         if isinstance(message, JobDone):
             self._on_job_done(slot, message)
         elif isinstance(message, Ready):
-            slot.state = SlotState.IDLE if slot.state is SlotState.BOOTING else slot.state
+            if slot.state is SlotState.BOOTING:
+                slot.state = SlotState.IDLE
             slot.job_types = frozenset(message.job_types)
             self._ever_booted = True
             self._boot_failures = 0
@@ -259,6 +343,8 @@ class Supervisor:
                 message.pid,
                 ", ".join(message.job_types),
             )
+            if slot.retiring:
+                slot.close_channel()
         elif isinstance(message, BootFailed):
             slot.boot_error = message.error
         else:
@@ -285,18 +371,50 @@ class Supervisor:
         slot.jobs_done += 1
         if slot.state is SlotState.BUSY:
             slot.state = SlotState.IDLE
+        self._report(outcome, job)
+        self._check_recycle(slot)
+        if slot.retiring and slot.state is SlotState.IDLE:
+            slot.close_channel()
+
+    def _check_recycle(self, slot: WorkerSlot) -> None:
+        pool = self.config.supervisor
+        if slot.retiring:
+            return
+        if slot.max_jobs and slot.jobs_done >= slot.max_jobs:
+            log.info("worker-%d ran %d jobs; replacing it", slot.slot, slot.jobs_done)
+            slot.retire("recycle_jobs", time.monotonic())
+        elif pool.max_memory_mb and slot.rss_bytes > pool.max_memory_mb * 2**20:
+            log.warning(
+                "worker-%d uses %.0f MiB, over max_memory_mb = %g; replacing it",
+                slot.slot,
+                slot.rss_bytes / 2**20,
+                pool.max_memory_mb,
+            )
+            slot.retire("recycle_memory", time.monotonic())
+
+    def _report(self, outcome: Outcome, job: RunningJob) -> None:
         now = time.monotonic()
-        if now > job.lease_deadline:
+        self.stats.record_outcome(outcome, job.context.get("retriesRemaining", 0))
+        if not outcome.succeeded and now > job.lease_deadline:
+            # The engine may already have handed the job to another worker;
+            # a fail now could undo that worker's completion or fail an
+            # instance that moved on. The lease expiry redelivers it instead.
+            self.stats.fails_withheld += 1
+            log.error(
+                "job %s (%s) failed after its lease ran out; the failure is not sent "
+                "(the engine redelivers the job): %s",
+                outcome.job_id,
+                outcome.job_type,
+                outcome.error_message,
+            )
+            return
+        if outcome.succeeded and now > job.lease_deadline:
             log.warning(
                 "job %s (%s) finished %.1f s after its lease ran out; reporting it anyway",
                 job.job_id,
                 job.job_type,
                 now - job.lease_deadline,
             )
-        self._report(outcome, job)
-
-    def _report(self, outcome: Outcome, job: RunningJob) -> None:
-        self.stats.record_outcome(outcome, job.context.get("retriesRemaining", 0))
         log.info(
             "job %s (%s) %s in %.3f s%s",
             outcome.job_id,
@@ -315,7 +433,6 @@ class Supervisor:
         del self._slots[slot.slot]
         slot.conn.close()
         now = time.monotonic()
-        booting = slot.state is SlotState.BOOTING
         if slot.job is not None:
             job = slot.job
             message = (
@@ -333,30 +450,32 @@ class Supervisor:
                 job,
             )
             slot.exit_reason = slot.exit_reason or "crash"
-        elif booting:
+        elif slot.state is SlotState.BOOTING and not slot.retiring:
             self._on_boot_failure(slot, how)
-            if self._done:
-                return
+            return
         elif not self._draining and not slot.exit_reason:
             log.warning("worker-%d (pid %d) %s while idle", slot.slot, slot.pid, how)
             slot.exit_reason = "crash"
-        if slot.exit_reason:
+        else:
+            log.debug("worker-%d (pid %d) %s", slot.slot, slot.pid, how)
+        if slot.exit_reason and not self._draining:
             self.stats.record_restart(slot.exit_reason)
-        if not self._draining:
-            self._spawn(slot.slot)
 
     def _on_boot_failure(self, slot: WorkerSlot, how: str) -> None:
-        self._boot_failures += 1
         error = slot.boot_error or f"worker {how} before it was ready"
         log.error("worker-%d could not start: %s", slot.slot, error)
+        if slot.surge:
+            log.error("reload aborted: the new workers cannot start; the old ones keep running")
+            self._reload_queue.clear()
+            return
+        self._boot_failures += 1
         if not self._ever_booted or self._boot_failures >= MAX_BOOT_FAILURES:
             log.critical("workers cannot start; stopping the supervisor")
             self.fatal_error = error
             self._exit_code = EXIT_BOOT_FAILED
             self._stop_now("boot failure")
-            self._done = True
 
-    # -- the main loop -------------------------------------------------------------
+    # -- the main loop -----------------------------------------------------------------
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -373,20 +492,25 @@ class Supervisor:
         if result is not None:
             self._on_poll_result(result)
         for fd, slot in sentinels.items():
-            if fd in ready and slot.slot in self._slots:
+            if fd in ready and self._slots.get(slot.slot) is slot:
                 self._on_death(slot)
-                if self._done:
-                    return
+        if self._done:
+            return
         now = time.monotonic()
         self._enforce_deadlines(now)
+        if now >= self._next_rss_sample:
+            self._sample_rss(now)
+            self._next_rss_sample = now + min(
+                RSS_SAMPLE_INTERVAL, self.config.supervisor.memory_check_interval
+            )
         if self._draining:
             self._continue_drain(now)
         else:
+            self._continue_reload()
+            self._trim_pool(now)
+            self._fill_pool()
             self._maybe_poll(now)
-        if now >= self._next_rss_sample:
-            self._sample_rss()
-            self._next_rss_sample = now + RSS_SAMPLE_INTERVAL
-        self._update_title()
+        self._publish(now)
 
     def _wait(self, timeout: float) -> list[Any]:
         waitables: list[Any] = [self._wake_r]
@@ -394,10 +518,7 @@ class Supervisor:
             if not slot.conn.closed:
                 waitables.append(slot.conn)
             waitables.append(slot.sentinel())
-        try:
-            return wait(waitables, max(0.0, timeout))
-        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-            return []
+        return wait(waitables, max(0.0, timeout))
 
     def _next_deadline(self, now: float) -> float:
         deadline = now + 1.0
@@ -414,6 +535,8 @@ class Supervisor:
                 deadline = min(deadline, slot.boot_deadline)
         if self._draining:
             deadline = min(deadline, self._drain_deadline)
+        if self._notifier.watchdog_interval:
+            deadline = min(deadline, self._next_watchdog)
         return deadline
 
     def _enforce_deadlines(self, now: float) -> None:
@@ -421,17 +544,19 @@ class Supervisor:
             job = slot.job
             if slot.kill_at is not None and now >= slot.kill_at:
                 log.warning(
-                    "worker-%d (pid %d) ignored SIGTERM; sending SIGKILL", slot.slot, slot.pid
+                    "worker-%d (pid %d) still alive after SIGTERM; sending SIGKILL",
+                    slot.slot,
+                    slot.pid,
                 )
                 slot.send_signal(signal.SIGKILL)
                 slot.kill_at = None
             if slot.state is SlotState.BOOTING and now >= slot.boot_deadline:
                 slot.boot_error = (
                     f"not ready after {self.config.supervisor.boot_timeout:g} s "
-                    "(boot_timeout); handler import hangs?"
+                    "(boot_timeout); does importing the handlers hang?"
                 )
-                slot.terminate(now, KILL_GRACE)
-                slot.state = SlotState.BOOTING  # judged as a boot failure when it dies
+                slot.boot_deadline = float("inf")
+                slot.send_signal(signal.SIGKILL)
             if job is None:
                 continue
             if job.timeout_at is not None and now >= job.timeout_at:
@@ -455,6 +580,7 @@ class Supervisor:
         log.error("job %s (%s) %s", job.job_id, job.job_type, message)
         slot.job = None
         slot.exit_reason = "timeout"
+        slot.retiring = True
         slot.terminate(now, KILL_GRACE)
         self._report(
             Outcome.failure(
@@ -463,10 +589,10 @@ class Supervisor:
             job,
         )
 
-    # -- claiming and dispatch -----------------------------------------------------
+    # -- claiming and dispatch ---------------------------------------------------------
 
     def _idle_slots(self) -> list[WorkerSlot]:
-        return [s for s in self._slots.values() if s.state is SlotState.IDLE]
+        return [s for s in self._slots.values() if s.state is SlotState.IDLE and not s.retiring]
 
     def _job_types(self, slots: Iterable[WorkerSlot]) -> list[str]:
         types: set[str] = set()
@@ -479,24 +605,27 @@ class Supervisor:
         idle = self._idle_slots()
         if not idle or self._poller.busy or now < self._next_poll_at:
             return
+        self._poll_requested_at = now
         self._poller.request(len(idle), self._job_types(idle))
 
     def _on_poll_result(self, result: PollResult) -> None:
         now = time.monotonic()
         self.stats.record_poll(result.latency, len(result.jobs), result.error is not None)
         if result.error is not None:
-            wait = self._poll_backoff.next_delay()
-            self._next_poll_at = now + wait
+            wait_s = self._poll_backoff.next_delay()
+            self._next_poll_at = now + wait_s
             failures = self._poll_backoff.failures
             level = logging.WARNING if failures == 1 or failures % 20 == 0 else logging.DEBUG
             log.log(
                 level,
                 "poll failed (%d in a row), next try in %.1f s: %s",
                 failures,
-                wait,
+                wait_s,
                 result.error,
             )
             return
+        if self._metrics is not None:
+            self._metrics.observe_poll(result.latency, len(result.jobs))
         if self._poll_backoff.failures:
             log.info("engine reachable again after %d failed polls", self._poll_backoff.failures)
         self._poll_backoff.reset()
@@ -542,26 +671,87 @@ class Supervisor:
         self.stats.unplaced += 1
         log.error("job %s (%s): no idle worker for it; left to lease expiry", job_id, job_type)
 
-    # -- monitoring ----------------------------------------------------------------
+    # -- monitoring --------------------------------------------------------------------
 
-    def _sample_rss(self) -> None:
-        for slot in self._slots.values():
-            if slot.ps is None or slot.state is not SlotState.BUSY:
+    def _sample_rss(self, now: float) -> None:
+        """Read each worker's RSS; enforce the memory limits during jobs too."""
+        pool = self.config.supervisor
+        hard = pool.memory_hard_limit_mb * 2**20
+        for slot in list(self._slots.values()):
+            if slot.ps is None or slot.state is SlotState.STOPPING:
                 continue
             try:
                 slot.rss_bytes = slot.ps.memory_info().rss
             except psutil.Error:
-                pass
+                continue
+            job = slot.job
+            if hard and job is not None and slot.rss_bytes > hard:
+                self._kill_for_memory(slot, job, now)
+            elif slot.state is SlotState.IDLE:
+                self._check_recycle(slot)
 
-    def _update_title(self) -> None:
+    def _kill_for_memory(self, slot: WorkerSlot, job: RunningJob, now: float) -> None:
+        limit = self.config.supervisor.memory_hard_limit_mb
+        message = (
+            f"worker pid {slot.pid} (worker-{slot.slot}) killed: RSS reached "
+            f"{slot.rss_bytes / 2**20:.0f} MiB, over max_memory_hard_mb = {limit:g}"
+        )
+        log.error("job %s (%s): %s", job.job_id, job.job_type, message)
+        slot.job = None
+        slot.retiring = True
+        slot.exit_reason = "recycle_memory"
+        slot.state = SlotState.STOPPING
+        slot.send_signal(signal.SIGKILL)
+        self._report(
+            Outcome.failure(
+                job.job_id, job.job_type, message, retryable=True, duration=now - job.started_at
+            ),
+            job,
+        )
+
+    def _publish(self, now: float) -> None:
+        """Title, /metrics view, systemd status and watchdog: what others can see."""
         busy = sum(1 for s in self._slots.values() if s.state is SlotState.BUSY)
-        state = "draining" if self._draining else ""
+        state = "draining" if self._draining else ("reloading" if self._reloading else "")
         title = proctitle.master_title(
             os.path.basename(self.config.source), len(self._slots), busy, state
         )
         if title != self._title:
             proctitle.set_title(title)
             self._title = title
+        self._views = tuple(
+            WorkerView(s.slot, s.pid, s.state is SlotState.BUSY, s.ps) for s in self._slots.values()
+        )
+        if not self._announced_ready and not self._draining and self._pool_ready():
+            self._announced_ready = True
+            self._notifier.ready(self._status_text(busy))
+            log.info("all %d workers ready", self._target)
+        if self._notifier.enabled and now >= self._next_status:
+            text = self._status_text(busy)
+            if text != self._status:
+                self._notifier.status(text)
+                self._status = text
+            self._next_status = now + STATUS_INTERVAL
+        if self._notifier.watchdog_interval and now >= self._next_watchdog and self._healthy(now):
+            self._notifier.watchdog()
+            self._next_watchdog = now + self._notifier.watchdog_interval
+
+    def _pool_ready(self) -> bool:
+        booted = [s for s in self._slots.values() if s.state is not SlotState.BOOTING]
+        return len(booted) >= self._target
+
+    def _healthy(self, now: float) -> bool:
+        """The loop runs (we are here); also check the poller is not wedged."""
+        assert self._poller is not None
+        if self._poller.busy:
+            return now - self._poll_requested_at < self.config.engine.timeout * 2 + 5
+        return True
+
+    def _status_text(self, busy: int) -> str:
+        return (
+            f"{len(self._slots)} workers, {busy} busy, "
+            f"{self.stats.jobs_succeeded} jobs done, {self.stats.jobs_failed} failed"
+        )
 
     def _on_report_status(self, outcome: Outcome, status: ReportStatus) -> None:
         self.stats.record_report(status)
@@ -569,11 +759,78 @@ class Supervisor:
     def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
         self.stats.record_report_retry()
 
-    # -- stopping ------------------------------------------------------------------
+    # -- reload and scaling ------------------------------------------------------------
+
+    def _begin_reload(self) -> None:
+        if self._reloading:
+            log.warning("SIGHUP ignored: a reload is already in progress")
+            return
+        if os.path.isfile(self.config.source):
+            try:
+                new = load_config(self.config.source)
+            except ConfigError as exc:
+                log.error("SIGHUP: configuration not reloaded, still running the old one:\n%s", exc)
+                return
+            for section in ("engine", "metrics"):
+                if getattr(new, section) != getattr(self.config, section):
+                    log.warning("SIGHUP: [%s] changes take effect at the next restart", section)
+            self.config = dataclasses.replace(
+                new, engine=self.config.engine, metrics=self.config.metrics
+            )
+            self._target = new.supervisor.workers
+        self._notifier.reloading()
+        self._reloading = True
+        self._reload_queue = sorted(self._slots)
+        log.info("SIGHUP: replacing %d workers one at a time", len(self._reload_queue))
+
+    def _continue_reload(self) -> None:
+        """One extra worker at a time: start it, and once it is ready retire an
+        old one, so the pool never has fewer ready workers than before."""
+        if not self._reloading:
+            return
+        surge = [s for s in self._slots.values() if s.surge]
+        if surge:
+            fresh = surge[0]
+            if fresh.state is SlotState.BOOTING:
+                return
+            fresh.surge = False
+            while self._reload_queue:
+                old = self._slots.get(self._reload_queue.pop(0))
+                if old is not None and not old.retiring:
+                    old.retire("reload", time.monotonic())
+                    break
+            return
+        self._reload_queue = [n for n in self._reload_queue if n in self._slots]
+        if self._reload_queue:
+            self._spawn(surge=True)
+            return
+        if all(s.state is not SlotState.BOOTING for s in self._slots.values()):
+            self._reloading = False
+            self._notifier.ready(self._status_text(0))
+            log.info("reload finished")
+
+    def _scale(self, delta: int) -> None:
+        target = max(1, self._target + delta)
+        if target == self._target:
+            log.info("SIGTTOU ignored: the pool keeps at least one worker")
+            return
+        self._target = target
+        log.info("%s: pool size now %d", "SIGTTIN" if delta > 0 else "SIGTTOU", target)
+
+    def _trim_pool(self, now: float) -> None:
+        while self._capacity() > self._target and not self._reloading:
+            keep = [s for s in self._slots.values() if not s.retiring and not s.surge]
+            # Prefer a worker that is not running a job, then the newest slot.
+            keep.sort(key=lambda s: (s.state is SlotState.BUSY, -s.slot))
+            keep[0].retire("scale", now)
+
+    # -- stopping ----------------------------------------------------------------------
 
     def _begin_drain(self, why: str) -> None:
         self._draining = True
+        self._reloading = False
         self._drain_deadline = time.monotonic() + self.config.supervisor.graceful_timeout
+        self._notifier.stopping()
         busy = [s for s in self._slots.values() if s.job is not None]
         log.info(
             "%s: stopping; waiting up to %g s for %d running jobs",
@@ -591,7 +848,6 @@ class Supervisor:
                 slot.close_channel()
             elif slot.state is SlotState.BOOTING:
                 slot.terminate(now, KILL_GRACE)
-                slot.state = SlotState.STOPPING
             elif job is not None and now >= min(self._drain_deadline, job.lease_deadline):
                 self._abandon(slot, job, now)
         if self._slots:
@@ -624,6 +880,8 @@ class Supervisor:
 
     def _stop_now(self, why: str) -> None:
         log.warning("%s: stopping now; running jobs are left to the engine's lease expiry", why)
+        if not self._draining:
+            self._notifier.stopping()
         self._draining = True
         now = time.monotonic()
         for slot in list(self._slots.values()):

@@ -68,6 +68,21 @@ class PoolConfig:
     job_timeout: float = DEFAULT_JOB_TIMEOUT
     report_deadline: float = 600.0
     boot_timeout: float = 60.0
+    #: Replace a worker after this many jobs (0 = never), spread by the jitter
+    #: fraction so that workers do not all restart at once.
+    max_jobs_per_child: int = 0
+    max_jobs_jitter: float = 0.1
+    #: Replace a worker after its job once its RSS passes this (0 = no limit).
+    max_memory_mb: float = 0.0
+    #: Kill a worker during its job past this RSS (0 = 1.25 x max_memory_mb).
+    max_memory_hard_mb: float = 0.0
+    memory_check_interval: float = 2.0
+
+    @property
+    def memory_hard_limit_mb(self) -> float:
+        if self.max_memory_hard_mb:
+            return self.max_memory_hard_mb
+        return self.max_memory_mb * 1.25
 
 
 @dataclass(frozen=True)
@@ -82,11 +97,22 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    #: Port of the /metrics server; None = no server, 0 = any free port.
+    port: int | None = None
+    bind: str = "127.0.0.1"
+    #: prometheus multiprocess directory; None = $RUNTIME_DIRECTORY/metrics
+    #: under systemd, else a fresh temporary directory.
+    dir: str | None = None
+
+
+@dataclass(frozen=True)
 class SupervisorConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     supervisor: PoolConfig = field(default_factory=PoolConfig)
     job_types: Mapping[str, JobTypeConfig] = field(default_factory=lambda: MappingProxyType({}))
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     #: Where this configuration came from (a path, or ``<dict>``).
     source: str = "<code>"
 
@@ -152,6 +178,18 @@ _POOL: dict[str, _Spec] = {
     "job_timeout": _Spec("float", _at_least(0)),
     "report_deadline": _Spec("float", _positive),
     "boot_timeout": _Spec("float", _positive),
+    "max_jobs_per_child": _Spec("int", _at_least(0)),
+    "max_jobs_jitter": _Spec(
+        "float", lambda v: None if 0 <= v <= 1 else f"must be 0..1, got {v!r}"
+    ),
+    "max_memory_mb": _Spec("float", _at_least(0)),
+    "max_memory_hard_mb": _Spec("float", _at_least(0)),
+    "memory_check_interval": _Spec("float", _positive),
+}
+_METRICS: dict[str, _Spec] = {
+    "port": _Spec("int", lambda v: None if 0 <= v <= 65535 else f"must be 0..65535, got {v!r}"),
+    "bind": _Spec("str", lambda v: None if v.strip() else "must not be empty"),
+    "dir": _Spec("str", lambda v: None if v.strip() else "must not be empty"),
 }
 _JOB_TYPE: dict[str, _Spec] = {"timeout": _Spec("float", _at_least(0))}
 _LOGGING: dict[str, _Spec] = {
@@ -235,7 +273,7 @@ def parse_config(
     """
     env = os.environ if environ is None else environ
     reader = _Reader(source)
-    known = ("engine", "supervisor", "job_types", "logging")
+    known = ("engine", "supervisor", "job_types", "logging", "metrics")
     for key in data:
         if key not in known:
             reader.problem(key, f"unknown section (known: {', '.join(known)})")
@@ -258,6 +296,13 @@ def parse_config(
 
     pool = reader.section(reader.table(data, "supervisor"), "supervisor", _POOL)
     logging_ = reader.section(reader.table(data, "logging"), "logging", _LOGGING)
+    metrics = reader.section(reader.table(data, "metrics"), "metrics", _METRICS)
+    soft, hard = pool.get("max_memory_mb", 0.0), pool.get("max_memory_hard_mb", 0.0)
+    if hard and hard < soft:
+        reader.problem(
+            "supervisor.max_memory_hard_mb",
+            f"must be >= max_memory_mb ({soft:g}), got {hard:g}",
+        )
 
     job_types: dict[str, JobTypeConfig] = {}
     for name, table in reader.table(data, "job_types").items():
@@ -274,6 +319,7 @@ def parse_config(
         supervisor=PoolConfig(**pool),
         job_types=MappingProxyType(job_types),
         logging=LoggingConfig(**logging_),
+        metrics=MetricsConfig(**metrics),
         source=source,
     )
 
@@ -302,6 +348,7 @@ __all__ = [
     "EngineConfig",
     "JobTypeConfig",
     "LoggingConfig",
+    "MetricsConfig",
     "PoolConfig",
     "SupervisorConfig",
     "load_config",

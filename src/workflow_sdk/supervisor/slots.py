@@ -61,6 +61,12 @@ class WorkerSlot:
     signals_sent: set[int] = field(default_factory=set)
     #: why the slot is being replaced (timeout, crash...), for logs and metrics
     exit_reason: str = ""
+    #: leaving the pool: exits after its current job, not counted as capacity
+    retiring: bool = False
+    #: started as the extra worker of a rolling reload
+    surge: bool = False
+    #: jobs after which this worker is recycled (0 = never), jitter applied
+    max_jobs: int = 0
 
     def sentinel(self) -> int:
         return self.process.sentinel
@@ -78,6 +84,15 @@ class WorkerSlot:
         self.state = SlotState.STOPPING
         self.send_signal(signal.SIGTERM)
         self.kill_at = now + grace
+
+    def retire(self, reason: str, now: float) -> None:
+        """Let the worker finish its job (if any), then exit."""
+        self.retiring = True
+        self.exit_reason = self.exit_reason or reason
+        if self.state is SlotState.IDLE:
+            self.close_channel()
+        elif self.state is SlotState.BOOTING:
+            self.terminate(now, 1.0)
 
     def close_channel(self) -> None:
         """Ask an idle worker to exit: it reads EOF and returns."""

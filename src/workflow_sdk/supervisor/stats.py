@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus
 
+#: Why a worker was replaced (label values of workflow_supervisor_worker_restarts).
+RESTART_REASONS = ("crash", "timeout", "recycle_jobs", "recycle_memory", "reload", "scale")
+
 
 @dataclass
 class SupervisorStats:
@@ -24,6 +27,8 @@ class SupervisorStats:
     unplaced: int = 0
     lease_overruns: int = 0
     abandoned: int = 0
+    #: failures not sent because the job's lease had passed (it may run elsewhere)
+    fails_withheld: int = 0
     report_retries: int = 0
     reports: Counter[str] = field(default_factory=Counter)
     restarts: Counter[str] = field(default_factory=Counter)
@@ -44,7 +49,16 @@ class SupervisorStats:
                 self.retries += 1
 
     def record_restart(self, reason: str) -> None:
-        self.restarts[reason] += 1
+        with self._lock:
+            self.restarts[reason] += 1
+
+    def restart_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.restarts)
+
+    def lost(self) -> int:
+        with self._lock:
+            return self.reports[ReportStatus.LOST.value]
 
     # Called from reporter threads.
     def record_report(self, status: ReportStatus) -> None:
@@ -58,10 +72,11 @@ class SupervisorStats:
     def summary(self) -> str:
         with self._lock:
             reports = dict(self.reports)
+            restarts = dict(self.restarts)
         return (
             f"jobs: {self.jobs_succeeded} succeeded, {self.jobs_failed} failed, "
             f"{self.skipped_expired} skipped (lease passed), {self.abandoned} abandoned; "
-            f"reports: {reports}; restarts: {dict(self.restarts)}"
+            f"reports: {reports}; restarts: {restarts}"
         )
 
 

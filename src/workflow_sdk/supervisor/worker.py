@@ -23,7 +23,8 @@ from typing import Any
 from workflow_sdk.errors import WorkerShutdown
 from workflow_sdk.handler.outcome import Outcome, run_handler
 from workflow_sdk.handler.registry import HandlerRegistry
-from workflow_sdk.supervisor import proctitle
+from workflow_sdk.metrics.metrics import Metrics
+from workflow_sdk.supervisor import multiproc, proctitle
 from workflow_sdk.supervisor.handlers import load_registry
 from workflow_sdk.supervisor.logs import configure_logging
 from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
@@ -44,6 +45,8 @@ class WorkerSpec:
     log_format: str
     #: Environment variables a worker must not see (systemd's, for example).
     scrub_env: tuple[str, ...] = ()
+    #: prometheus multiprocess directory, or None when metrics are off.
+    metrics_dir: str | None = None
 
 
 def current_rss() -> int:
@@ -59,7 +62,7 @@ class Worker:
     def __init__(self, spec: WorkerSpec, conn: Connection) -> None:
         self.spec = spec
         self.conn = conn
-        self.busy = False
+        self.metrics: Metrics | None = None
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         # Unwind the handler so its finally blocks run; the supervisor sends
@@ -76,6 +79,11 @@ class Worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         configure_logging(self.spec.log_level, self.spec.log_format)
         proctitle.set_title(proctitle.worker_title(self.spec.slot, "booting"))
+        if self.spec.metrics_dir:
+            # Before the handlers are imported, so that metrics they define
+            # at import time are written to this slot's files too.
+            multiproc.use_identifier(f"worker{self.spec.slot}")
+            self.metrics = Metrics()
 
     def run(self) -> None:
         try:
@@ -122,6 +130,8 @@ class Worker:
             message = f"no handler for job type {context['jobType']!r} in this worker"
             return Outcome.failure(context["id"], context["jobType"], message, retryable=True)
         outcome = run_handler(handler, context)
+        if self.metrics is not None:
+            self._record(outcome, context)
         if outcome.succeeded and outcome.variables:
             # Send plain JSON data: the supervisor never imports handler code,
             # so it could not unpickle a handler's own dict or str subclasses.
@@ -130,6 +140,13 @@ class Worker:
                 outcome.job_id, outcome.job_type, True, plain, "", True, outcome.duration
             )
         return outcome
+
+    def _record(self, outcome: Outcome, context: dict[str, Any]) -> None:
+        assert self.metrics is not None
+        self.metrics.observe_handler(outcome.job_type, outcome.duration)
+        self.metrics.job_finished(outcome.job_type, "success" if outcome.succeeded else "failure")
+        if not outcome.succeeded and outcome.retryable and context["retriesRemaining"] > 0:
+            self.metrics.retry(outcome.job_type)
 
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:

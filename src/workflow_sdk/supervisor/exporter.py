@@ -1,0 +1,122 @@
+"""``/metrics`` of the supervisor: every process's metrics plus the pool's own.
+
+Served from a fresh registry holding a ``MultiProcessCollector`` (the sum of
+the workers' and the supervisor's metric files) and ``PoolCollector``, which
+reads the supervisor's counters and each worker's RSS and CPU at scrape time.
+No metric is registered on that registry directly: it would appear twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from workflow_sdk.supervisor.stats import RESTART_REASONS, SupervisorStats
+
+log = logging.getLogger("workflow_sdk.supervisor")
+
+PREFIX = "workflow_supervisor_"
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """What a scrape may know about one worker (published by the main loop)."""
+
+    slot: int
+    pid: int
+    busy: bool
+    ps: psutil.Process | None
+
+
+class PoolCollector(Collector):
+    def __init__(self, stats: SupervisorStats, workers: Callable[[], tuple[WorkerView, ...]]):
+        self._stats = stats
+        self._workers = workers
+
+    def collect(self) -> Iterator[Metric]:
+        workers = self._workers()
+        stats = self._stats
+        yield GaugeMetricFamily(PREFIX + "workers", "Worker processes alive", len(workers))
+        yield GaugeMetricFamily(
+            PREFIX + "workers_busy", "Workers running a job", sum(w.busy for w in workers)
+        )
+        restarts = CounterMetricFamily(
+            PREFIX + "worker_restarts", "Workers replaced, by reason", labels=["reason"]
+        )
+        counts = stats.restart_counts()
+        for reason in RESTART_REASONS:
+            restarts.add_metric([reason], counts.get(reason, 0))
+        yield restarts
+        simple: list[tuple[str, str, int]] = [
+            ("jobs_claimed", "Jobs claimed from the engine", stats.jobs_claimed),
+            (
+                "jobs_skipped_expired",
+                "Claimed jobs not started because their lease had passed",
+                stats.skipped_expired,
+            ),
+            ("report_retries", "Report attempts repeated after an error", stats.report_retries),
+            ("reports_lost", "Outcomes given up without reaching the engine", stats.lost()),
+            ("lease_overruns", "Jobs still running when their lease ran out", stats.lease_overruns),
+            ("poll_errors", "Polls that failed", stats.poll_errors),
+        ]
+        for name, text, value in simple:
+            yield CounterMetricFamily(PREFIX + name, text, value)
+        rss = GaugeMetricFamily(
+            PREFIX + "worker_rss_bytes", "Resident memory of each worker", labels=["slot"]
+        )
+        cpu = CounterMetricFamily(
+            PREFIX + "worker_cpu_seconds", "CPU time used by each worker", labels=["slot"]
+        )
+        for worker in workers:
+            if worker.ps is None:
+                continue
+            try:
+                with worker.ps.oneshot():
+                    memory = worker.ps.memory_info().rss
+                    times = worker.ps.cpu_times()
+            except psutil.Error:
+                continue  # it died between the snapshot and now
+            rss.add_metric([str(worker.slot)], memory)
+            cpu.add_metric([str(worker.slot)], times.user + times.system)
+        yield rss
+        yield cpu
+
+
+class MetricsServer:
+    """The HTTP server thread answering ``/metrics``."""
+
+    def __init__(self, directory: str, pool: PoolCollector) -> None:
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, path=directory)  # type: ignore[no-untyped-call]
+        self.registry.register(pool)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def start(self, bind: str, port: int) -> int:
+        server, thread = start_http_server(port, addr=bind, registry=self.registry)
+        self._server, self._thread = server, thread
+        self.port = int(server.server_address[1])
+        log.info("metrics on http://%s:%d/metrics", bind, self.port)
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+__all__ = ["MetricsServer", "PoolCollector", "WorkerView"]

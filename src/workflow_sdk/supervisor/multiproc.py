@@ -1,0 +1,93 @@
+"""prometheus_client's multiprocess mode, set up the way a supervisor needs it.
+
+Each process writes its metric values to memory-mapped files in one
+directory; the supervisor sums them when scraped. Two rules matter:
+
+- ``PROMETHEUS_MULTIPROC_DIR`` must be set before a process first imports
+  prometheus_client, so the supervisor sets it before the fork server (and
+  hence every worker) starts.
+- Files are named after a *process identifier*. The default is the pid, so
+  every recycled worker would leave its files behind and scrapes would slow
+  down for ever. Workers use their slot instead ("worker3"): a replacement
+  reopens its predecessor's files and keeps adding to the same counters, so
+  totals stay exact and the file count stays proportional to the pool size.
+  The supervisor never runs two live processes with one slot number.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workflow_sdk.metrics.metrics import Metrics
+
+ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def choose_dir(configured: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The configured directory, else ``$RUNTIME_DIRECTORY/metrics`` (systemd's
+    ``RuntimeDirectory=``), else a fresh temporary directory."""
+    env = os.environ if environ is None else environ
+    if configured:
+        return configured
+    runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if runtime:
+        return os.path.join(runtime, "metrics")
+    return tempfile.mkdtemp(prefix="rochallor-metrics-")
+
+
+def prepare_dir(path: str) -> str:
+    """Create ``path`` if needed, delete metric files left by an earlier run,
+    and export it to this process's environment (inherited by workers)."""
+    os.makedirs(path, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):
+        os.remove(stale)
+    os.environ[ENV_DIR] = path
+    return path
+
+
+def use_identifier(identifier: str) -> None:
+    """Make metrics created from now on in this process write to ``*_<identifier>.db``."""
+    # Imported here: prometheus_client must not be imported before the
+    # multiprocess directory is in the environment.
+    from prometheus_client import values  # noqa: PLC0415
+
+    values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
+        process_identifier=lambda: identifier
+    )
+
+
+def metrics_with_identifier(identifier: str) -> Metrics:
+    """The shared SDK metrics, written to ``*_<identifier>.db`` whatever this
+    process's default value class is (the supervisor may have imported
+    prometheus_client before the directory was chosen)."""
+    from prometheus_client import CollectorRegistry, values  # noqa: PLC0415
+
+    from workflow_sdk.metrics.metrics import Metrics  # noqa: PLC0415
+
+    previous = values.ValueClass
+    use_identifier(identifier)
+    try:
+        # Only the unlabelled metrics get their values now; the supervisor
+        # uses only those (poll latency, lock conflicts).
+        return Metrics(CollectorRegistry())
+    finally:
+        values.ValueClass = previous
+
+
+def metric_files(path: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(path, "*.db")))
+
+
+__all__ = [
+    "ENV_DIR",
+    "choose_dir",
+    "metric_files",
+    "metrics_with_identifier",
+    "prepare_dir",
+    "use_identifier",
+]
