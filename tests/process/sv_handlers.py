@@ -13,9 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import Counter
+
 from workflow_sdk import HandlerRegistry, NonRetryableError
 
 registry = HandlerRegistry()
+
+#: A metric the handler module defines itself: the supervisor must aggregate
+#: it across workers (and across recycled workers) like its own.
+HANDLED = Counter("sv_handled_total", "Jobs seen by the test handlers", ["handler"])
+#: Memory kept alive across jobs by the ``leak`` action.
+_LEAKED: list[bytes] = []
 
 
 def burn_cpu(milliseconds: float) -> int:
@@ -30,6 +38,7 @@ def burn_cpu(milliseconds: float) -> int:
 
 @registry.register("cpu")
 def cpu(job: dict[str, Any]) -> dict[str, Any]:
+    HANDLED.labels(handler="cpu").inc()
     burn_cpu(float(job["variables"].get("ms", 20)))
     return {"pid": os.getpid()}
 
@@ -47,6 +56,15 @@ def script(job: dict[str, Any]) -> dict[str, Any] | None:
             tmp.write_text(str(os.getpid()))
             tmp.rename(path)  # atomic: the test never reads half a pid
         time.sleep(60 if action == "block" else float(variables.get("seconds", 1)))
+    elif action == "leak":
+        # Filled bytes, so the pages are really resident.
+        _LEAKED.append(b"\x01" * (int(variables["mb"]) << 20))
+    elif action == "grow":
+        held = []
+        for _ in range(int(variables["mb"]) // 10):
+            held.append(b"\x01" * (10 << 20))
+            time.sleep(0.02)
+        time.sleep(60)
     elif action == "unserialisable":
         return {"when": object()}
     elif action == "nonretryable":
