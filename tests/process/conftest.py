@@ -111,8 +111,11 @@ class SupervisorProcess:
 
 
 @pytest.fixture
-def engine() -> Iterator[LocalEngine]:
-    with LocalEngine() as local:
+def engine(request: pytest.FixtureRequest) -> Iterator[LocalEngine]:
+    """A LocalEngine; ``@pytest.mark.lease(seconds)`` shortens its lease."""
+    marker = request.node.get_closest_marker("lease")
+    lease = float(marker.args[0]) if marker else 30.0
+    with LocalEngine(lease_seconds=lease) as local:
         yield local
 
 

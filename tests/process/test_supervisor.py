@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from workflow_sdk.client.rest import RestEngineClient
@@ -199,3 +202,48 @@ def test_engine_restart_mid_run_loses_nothing(
     assert all(job["failCalls"] == 0 for job in engine.jobs())
     sv.signal(signal.SIGTERM)
     assert sv.wait(15) == 0
+
+
+@pytest.mark.lease(1.0)
+def test_lease_overrun_is_logged_and_the_loop_stays_idle(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start
+) -> None:
+    upload_single_step(client, "overrun-flow", "script", retries=0)
+    (iid,) = start_instances(client, "overrun-flow", 1, {"first": "sleep", "seconds": 2.5})
+    sv = start_supervisor(workers=1, extra="job_timeout = 0\n")
+    sv.wait_for_log("past its lease")
+    parent = psutil.Process(sv.pid)
+    before = parent.cpu_times()
+    summary = engine.wait_for_instance(iid, "COMPLETED", timeout=30)
+    after = parent.cpu_times()
+    # A loop spinning on the passed lease deadline would burn a whole core.
+    assert (after.user + after.system) - (before.user + before.system) < 0.5
+    assert summary["variables"]["attempt"] == "first"
+
+
+def test_python_api_with_a_registry_built_in_code(engine: LocalEngine, tmp_path: Path) -> None:
+    script = tmp_path / "embedded.py"
+    script.write_text(
+        "import sys\n"
+        "from workflow_sdk.supervisor import Supervisor, parse_config\n"
+        "import sv_handlers\n"
+        "if __name__ == '__main__':  # workers re-import this module, as with spawn\n"
+        "    config = parse_config({'engine': {'url': sys.argv[1]},\n"
+        "                           'supervisor': {'workers': 1, 'poll_interval': 0.1}})\n"
+        "    sys.exit(Supervisor(config, registry=sv_handlers.registry).run())\n"
+    )
+    with RestEngineClient(engine.url) as client:
+        upload_single_step(client, "api-flow", "cpu", retries=0)
+        ids = start_instances(client, "api-flow", 3, {"ms": 1})
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), engine.url], env=env, cwd=tmp_path, start_new_session=True
+    )
+    try:
+        engine.wait_for_instances(ids, "COMPLETED", timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

@@ -524,16 +524,20 @@ class Supervisor:
         deadline = now + 1.0
         if not self._draining and self._idle_slots() and self._poller and not self._poller.busy:
             deadline = min(deadline, self._next_poll_at)
+        # Only deadlines still ahead, or that act once when reached: a passed
+        # deadline left in here would make the loop spin.
         for slot in self._slots.values():
-            if slot.job is not None:
-                if slot.job.timeout_at is not None:
-                    deadline = min(deadline, slot.job.timeout_at)
-                deadline = min(deadline, slot.job.lease_deadline)
+            job = slot.job
+            if job is not None:
+                if job.timeout_at is not None:
+                    deadline = min(deadline, job.timeout_at)
+                if not job.overrun_logged:
+                    deadline = min(deadline, job.lease_deadline)
             if slot.kill_at is not None:
                 deadline = min(deadline, slot.kill_at)
             if slot.state is SlotState.BOOTING:
                 deadline = min(deadline, slot.boot_deadline)
-        if self._draining:
+        if self._draining and now < self._drain_deadline:
             deadline = min(deadline, self._drain_deadline)
         if self._notifier.watchdog_interval:
             deadline = min(deadline, self._next_watchdog)
@@ -732,8 +736,10 @@ class Supervisor:
                 self._notifier.status(text)
                 self._status = text
             self._next_status = now + STATUS_INTERVAL
-        if self._notifier.watchdog_interval and now >= self._next_watchdog and self._healthy(now):
-            self._notifier.watchdog()
+        if self._notifier.watchdog_interval and now >= self._next_watchdog:
+            # No ping while the poller is stuck: systemd then restarts us.
+            if self._healthy(now):
+                self._notifier.watchdog()
             self._next_watchdog = now + self._notifier.watchdog_interval
 
     def _pool_ready(self) -> bool:
