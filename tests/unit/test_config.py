@@ -37,7 +37,8 @@ def test_example_file_is_valid_and_matches_defaults() -> None:
 
 def test_every_key_of_the_dataclasses_is_documented_in_the_example() -> None:
     text = (REPO / "supervisor.toml.example").read_text()
-    for section in (SupervisorConfig().engine, SupervisorConfig().supervisor):
+    defaults = SupervisorConfig()
+    for section in (defaults.engine, defaults.supervisor, defaults.metrics, defaults.logging):
         for f in dataclasses.fields(section):
             assert f"{f.name} =" in text or f"# {f.name} =" in text, f.name
 
@@ -85,6 +86,12 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         ("[metrix]\n", "supervisor.toml: metrix: unknown section"),
         ("engine = 3\n", "supervisor.toml: engine: must be a table"),
         ("[engine]\ntoken_env = 'NOPE_NOT_SET'\n", "engine.token_env: environment variable"),
+        ("[metrics]\nport = 70000\n", "metrics.port: must be 0..65535, got 70000"),
+        ("[supervisor]\nmax_jobs_jitter = 2\n", "supervisor.max_jobs_jitter: must be 0..1"),
+        (
+            "[supervisor]\nmax_memory_mb = 500\nmax_memory_hard_mb = 400\n",
+            "supervisor.max_memory_hard_mb: must be >= max_memory_mb (500), got 400",
+        ),
     ],
 )
 def test_bad_values_name_the_file_and_the_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -123,6 +130,12 @@ def test_environment_overrides_url_and_token(tmp_path: Path) -> None:
 def test_token_env_names_a_variable(tmp_path: Path) -> None:
     path = write(tmp_path, '[engine]\ntoken_env = "MY_TOKEN"\n')
     assert load_config(path, environ={"MY_TOKEN": "t0k"}).engine.token == "t0k"
+
+
+def test_memory_hard_limit_defaults_to_a_margin_above_the_soft_one() -> None:
+    config = parse_config({"supervisor": {"max_memory_mb": 400}}, environ={})
+    assert config.supervisor.memory_hard_limit_mb == 500
+    assert config.metrics.port is None, "no metrics server unless asked"
 
 
 def test_parse_config_from_code() -> None:
