@@ -768,3 +768,16 @@ def test_context_manager_closes_on_error() -> None:
         with pytest.raises(RuntimeError), c:
             raise RuntimeError("in the block")
         spy.assert_called_once_with()
+
+
+def test_extend_lease_json_404_names_the_job_and_is_lease_lost(
+    rsps: responses.RequestsMock, client: RestEngineClient
+) -> None:
+    rsps.post(
+        BASE + "/v1/jobs/job-1/heartbeat",
+        status=404,
+        json={"error": "not-found", "reason": 'job "job-1" not found'},
+    )
+    with pytest.raises(LeaseLostError) as info:
+        client.extend_lease("job-1", "w-1")
+    assert info.value.status_code == 404

@@ -357,11 +357,20 @@ class RestEngineClient:
         try:
             body = self._request("POST", path, body=payload)
         except EngineClientError as exc:
-            if exc.status_code in (404, 405, 501):
+            # A plain-text 404 (no error envelope), 405 or 501: no such route,
+            # the engine cannot extend leases. A JSON 404 names the job.
+            unsupported = exc.status_code in (405, 501) or (
+                exc.status_code == 404 and exc.error_code is None
+            )
+            if unsupported:
                 return None
-            if exc.status_code == 409:
+            if exc.status_code in (404, 409):
                 raise LeaseLostError(
-                    409, exc.message, error_code=exc.error_code, method="POST", url=exc.url
+                    exc.status_code,
+                    exc.message,
+                    error_code=exc.error_code,
+                    method="POST",
+                    url=exc.url,
                 ) from exc
             raise
         return models.expect_object(body, "heartbeat answer")

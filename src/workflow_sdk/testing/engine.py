@@ -1,0 +1,307 @@
+"""``LocalEngine``: the in-memory engine on a real HTTP port, and its test helpers."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, TypeVar
+
+from workflow_sdk.client.rest import RestEngineClient
+from workflow_sdk.testing.server import EngineHTTPServer
+from workflow_sdk.testing.store import EngineState
+
+T = TypeVar("T")
+
+_FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+
+def default_sweep_interval(lease_seconds: float) -> float:
+    """How often expired leases are looked for: a tenth of the lease, between
+    50 ms and the real engine's 15 s. A job becomes claimable again between
+    ``lease`` and ``lease + interval`` after its claim, never before."""
+    return min(15.0, max(0.05, lease_seconds / 10))
+
+
+class LocalEngine:
+    """An in-memory Rochallor engine served over HTTP, for tests and demos.
+
+    It speaks the engine's REST contract (quirks included) on ``url``. Nothing
+    is kept on disk. ``stop()`` then ``start()`` brings it back on the same
+    port with the same state, which is how tests simulate an engine outage.
+
+    :param host: address to listen on.
+    :param port: port to listen on; 0 picks a free one (kept across restarts).
+    :param lease_seconds: how long a claimed job stays locked (the real
+        engine: 30 s).
+    :param sweep_interval: seconds between looks for expired leases; by
+        default derived from the lease (see ``default_sweep_interval``).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        lease_seconds: float = 30.0,
+        *,
+        sweep_interval: float | None = None,
+    ) -> None:
+        if sweep_interval is not None and sweep_interval <= 0:
+            raise ValueError(f"sweep_interval must be > 0, got {sweep_interval}")
+        self.host = host
+        self._port = port
+        self.state = EngineState(lease_seconds)
+        self.sweep_interval = (
+            sweep_interval if sweep_interval is not None else default_sweep_interval(lease_seconds)
+        )
+        self._server: EngineHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._lifecycle = threading.Lock()
+        self._bound_before = False
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self) -> LocalEngine:
+        """Listen and serve (no-op when already running); returns ``self``."""
+        with self._lifecycle:
+            if self._server is not None:
+                return self
+            server = self._bind()
+            self._port = server.server_address[1]
+            self._server = server
+            self._stopping.clear()
+            self._threads = [
+                threading.Thread(
+                    target=server.serve_forever,  # stop() wakes it (see _shutdown)
+                    name=f"local-engine-{self._port}-serve",
+                    daemon=True,
+                ),
+                threading.Thread(
+                    target=self._sweep, name=f"local-engine-{self._port}-sweeper", daemon=True
+                ),
+            ]
+            for thread in self._threads:
+                thread.start()
+            return self
+
+    def _bind(self) -> EngineHTTPServer:
+        # Right after a stop the old socket may linger for a moment: a restart
+        # retries its port briefly; a first start fails at once.
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                server = EngineHTTPServer((self.host, self._port), self.state)
+                self._bound_before = True
+                return server
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or not self._bound_before:
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop serving, close every connection, join the threads. Idempotent;
+        the state is kept, and ``start()`` serves it again on the same port."""
+        with self._lifecycle:
+            server = self._server
+            if server is None:
+                return
+            self._stopping.set()
+            self._shutdown(server)
+            server.server_close()
+            server.close_connections()
+            for thread in self._threads:
+                thread.join(5.0)
+            self._threads = []
+            self._server = None
+
+    def _shutdown(self, server: EngineHTTPServer) -> None:
+        """``server.shutdown()``, without waiting out the accept loop's poll
+        interval: a connection to ourselves wakes its ``select()`` at once."""
+        stopper = threading.Thread(
+            target=server.shutdown, name=f"local-engine-{self._port}-stop", daemon=True
+        )
+        stopper.start()
+        wake_host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        deadline = time.monotonic() + 5.0
+        while stopper.is_alive() and time.monotonic() < deadline:
+            try:
+                socket.create_connection((wake_host, self._port), timeout=0.5).close()
+            except OSError:
+                pass  # nothing to wake: the loop checks its flag by itself
+            stopper.join(0.01)
+        stopper.join()
+
+    def _sweep(self) -> None:
+        while not self._stopping.wait(self.sweep_interval):
+            self.state.expire_leases()
+
+    def __enter__(self) -> LocalEngine:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        """The port served (the one first bound when ``port=0`` was asked)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}"
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.state.lease_seconds
+
+    def client(self, timeout: float = 10.0) -> RestEngineClient:
+        """A ``RestEngineClient`` for this engine (close it when done)."""
+        return RestEngineClient(self.url, timeout=timeout)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"LocalEngine({self.url}, lease_seconds={self.lease_seconds}, {state})"
+
+    # -- inspection (engine side, not on the HTTP surface) ----------------------
+
+    def instance(self, instance_id: str) -> dict[str, Any]:
+        """An instance's summary, as ``GET /v1/instances/{id}`` gives it (a copy)."""
+        return self.state.inspect_instance(instance_id)
+
+    def instances(self) -> list[dict[str, Any]]:
+        return self.state.inspect_instances()
+
+    def history(self, instance_id: str) -> list[dict[str, Any]]:
+        """History items with the engine's PascalCase keys."""
+        return self.state.inspect_history(instance_id)
+
+    def jobs(
+        self,
+        status: str | None = None,
+        *,
+        job_type: str | None = None,
+        instance_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Jobs in creation order, with what the HTTP answer hides: ``status``
+        (``PENDING``, ``LOCKED``, ``COMPLETED``, ``FAILED``), ``stepId``,
+        ``deliveries`` (claims so far), ``completeCalls`` and ``failCalls``."""
+        return self.state.inspect_jobs(status, job_type, instance_id)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.state.inspect_job(job_id)
+
+    def complete_calls(self, job_id: str) -> int:
+        """How many complete requests this job received (duplicates included)."""
+        return int(self.state.inspect_job(job_id)["completeCalls"])
+
+    def fail_calls(self, job_id: str) -> int:
+        """How many fail requests this job received."""
+        return int(self.state.inspect_job(job_id)["failCalls"])
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Totals: ``polls``, ``empty_polls``, ``jobs_delivered``,
+        ``complete_calls``, ``jobs_completed``, ``fail_calls``, ``jobs_retried``,
+        ``jobs_failed``, ``leases_expired``, ``instances_started``..."""
+        with self.state.lock:
+            return dict(self.state.counters)
+
+    @property
+    def chain_errors(self) -> list[str]:
+        """Next workflows that could not be started when an instance completed."""
+        with self.state.lock:
+            return list(self.state.chain_errors)
+
+    def expire_leases(self) -> int:
+        """Run the lease sweep now (only leases that have passed expire)."""
+        return self.state.expire_leases()
+
+    def reset(self) -> None:
+        """Forget every definition, instance and job (the server keeps running)."""
+        self.state.reset()
+
+    # -- waiting (a condition variable, no sleeping) -------------------------
+
+    def wait_until(self, predicate: Callable[[], T], timeout: float = 10.0) -> T:
+        """Wait until ``predicate()`` returns something truthy and return it.
+
+        The predicate runs with the engine's lock held, after every change; it
+        may call the inspection methods. Raises ``TimeoutError``.
+        """
+        result = self.state.wait_until(predicate, timeout)
+        if not result:
+            raise TimeoutError(f"condition not met within {timeout} s (last: {result!r})")
+        return result
+
+    def wait_for_instance(
+        self,
+        instance_id: str,
+        status: str | Collection[str] = "COMPLETED",
+        timeout: float = 10.0,
+        *,
+        fail_fast: bool = True,
+    ) -> dict[str, Any]:
+        """Wait until the instance has ``status`` (one or several) and return
+        its summary. Raises ``TimeoutError`` naming the last status seen, or at
+        once ``AssertionError`` when it finished in another status (unless
+        ``fail_fast`` is false)."""
+        wanted = {status} if isinstance(status, str) else set(status)
+        return self.wait_for_instances([instance_id], wanted, timeout, fail_fast=fail_fast)[0]
+
+    def wait_for_instances(
+        self,
+        instance_ids: Iterable[str],
+        status: str | Collection[str] = "COMPLETED",
+        timeout: float = 10.0,
+        *,
+        fail_fast: bool = True,
+    ) -> list[dict[str, Any]]:
+        """``wait_for_instance`` for several instances; summaries in the same order."""
+        ids = list(instance_ids)
+        wanted = {status} if isinstance(status, str) else set(status)
+        last: dict[str, str] = {}
+        wrong: list[dict[str, Any]] = []
+
+        def check() -> list[dict[str, Any]] | None:
+            summaries: list[dict[str, Any]] = []
+            for instance_id in ids:
+                try:
+                    summary = self.state.inspect_instance(instance_id)
+                except KeyError:
+                    last[instance_id] = "unknown instance"
+                    return None
+                last[instance_id] = summary["status"]
+                if summary["status"] not in wanted:
+                    if fail_fast and summary["status"] in _FINAL_STATUSES:
+                        wrong.append(summary)
+                        return [summary]  # stop waiting
+                    return None
+                summaries.append(summary)
+            return summaries
+
+        result = self.state.wait_until(check, timeout)
+        if wrong:
+            summary = wrong[0]
+            raise AssertionError(
+                f"instance {summary['id']} is {summary['status']}, expected "
+                f"{' or '.join(sorted(wanted))} (failureReason: {summary.get('failureReason')!r})"
+            )
+        if not result:
+            shown = ", ".join(f"{i}: {s}" for i, s in last.items()) or "none seen"
+            raise TimeoutError(
+                f"instances not {' or '.join(sorted(wanted))} within {timeout} s ({shown})"
+            )
+        return result
+
+
+__all__ = ["LocalEngine", "default_sweep_interval"]
