@@ -629,46 +629,49 @@ class EngineState:
             return answer
 
     def complete_user_task(self, instance_id: str, step_id: str, variables: dict[str, Any]) -> None:
-        with self.lock:
-            instance = self._instances.get(instance_id)
-            if instance is None:
-                raise EngineError(404, f"instance {instance_id!r} not found")
-            step = instance.definition.compiled.steps.get(step_id)
-            if step is None:
-                raise EngineError(404, f"step {step_id!r} not found in the definition")
-            if step.type != "USER_TASK":
-                raise EngineError(400, f"step {step_id!r} is a {step.type}, not a USER_TASK")
-            if instance.status not in RUNNING_STATUSES:
-                raise EngineError(409, f"instance {instance_id!r} is {instance.status}")
-            open_id = next(
-                (k for k, o in instance.open_steps.items() if o.step.id == step_id), None
-            )
-            if open_id is None:
-                raise EngineError(404, f"no open user task at step {step_id!r}")
-            self._finish_open_step(instance, open_id, variables, now())
-            self._count("user_tasks_completed")
-            self._drain_chains()
-            self.changed.notify_all()
+        # The engine answers 404 for an unknown step or no open task here.
+        self._resume(
+            instance_id,
+            step_id,
+            variables,
+            "USER_TASK",
+            missing=404,
+            counter="user_tasks_completed",
+        )
 
     def signal(self, instance_id: str, step_id: str, variables: dict[str, Any]) -> None:
+        # ...and 409 for the same two cases of a signal.
+        self._resume(instance_id, step_id, variables, "WAIT", missing=409, counter="signals")
+
+    def _resume(
+        self,
+        instance_id: str,
+        step_id: str,
+        variables: dict[str, Any],
+        step_type: str,
+        *,
+        missing: int,
+        counter: str,
+    ) -> None:
+        """Move an instance on from the USER_TASK or WAIT step it is parked at."""
         with self.lock:
             instance = self._instances.get(instance_id)
             if instance is None:
                 raise EngineError(404, f"instance {instance_id!r} not found")
             step = instance.definition.compiled.steps.get(step_id)
             if step is None:
-                raise EngineError(409, f"step {step_id!r} not found in the definition")
-            if step.type != "WAIT":
-                raise EngineError(400, f"step {step_id!r} is a {step.type}, not a WAIT step")
+                raise EngineError(missing, f"step {step_id!r} not found in the definition")
+            if step.type != step_type:
+                raise EngineError(400, f"step {step_id!r} is a {step.type}, not a {step_type}")
             if instance.status not in RUNNING_STATUSES:
                 raise EngineError(409, f"instance {instance_id!r} is {instance.status}")
             open_id = next(
                 (k for k, o in instance.open_steps.items() if o.step.id == step_id), None
             )
             if open_id is None:
-                raise EngineError(409, f"instance is not waiting at step {step_id!r}")
+                raise EngineError(missing, f"instance is not parked at step {step_id!r}")
             self._finish_open_step(instance, open_id, variables, now())
-            self._count("signals")
+            self._count(counter)
             self._drain_chains()
             self.changed.notify_all()
 
