@@ -685,9 +685,12 @@ class Supervisor:
             if slot.ps is None or slot.state is SlotState.STOPPING:
                 continue
             try:
-                slot.rss_bytes = slot.ps.memory_info().rss
+                rss = slot.ps.memory_info().rss
             except psutil.Error:
                 continue
+            if rss == 0:
+                continue  # exited and not yet reaped: keep the last real sample
+            slot.rss_bytes = rss
             job = slot.job
             if hard and job is not None and slot.rss_bytes > hard:
                 self._kill_for_memory(slot, job, now)

@@ -85,6 +85,8 @@ class PoolCollector(Collector):
                     times = worker.ps.cpu_times()
             except psutil.Error:
                 continue  # it died between the snapshot and now
+            if memory == 0:
+                continue  # exited, not yet reaped: a zombie has no memory to show
             rss.add_metric([str(worker.slot)], memory)
             cpu.add_metric([str(worker.slot)], times.user + times.system)
         yield rss
