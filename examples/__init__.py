@@ -1,0 +1,1 @@
+"""Example handlers and workflow used by ``scripts/demo`` (and a starting point for yours)."""

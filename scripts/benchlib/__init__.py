@@ -1,0 +1,1 @@
+"""Pieces of ``scripts/bench``: handlers, process control, scenarios, statistics."""

@@ -1,0 +1,157 @@
+"""Short runs of ``scripts/demo`` and ``scripts/bench``: they work end to end.
+
+The scripts are run with this interpreter (``scripts/*.py``), not through
+their bash wrappers, so that the test does not reinstall the project. No
+timing is asserted: only that jobs were processed, that the output is whole,
+and that no process the script started outlives it.
+
+Leftovers are found with a child subreaper (``PR_SET_CHILD_SUBREAPER``): the
+script runs under a small wrapper process that adopts every orphaned
+descendant (the scripts start their engine, supervisor and Runner in
+sessions of their own, and a supervisor's workers are children of its fork
+server), so after the script exits whatever is still alive under the wrapper
+was leaked. The wrapper reports and kills them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "scripts"
+LEFTOVER_TAG = "LEFTOVER-PROCESSES:"
+
+# Runs argv[1:] as a subreaper; prints the descendants still alive 3 s after
+# it ended (on stderr, tagged), kills them, and exits with its status.
+_SUBREAPER = f"""
+import ctypes, json, os, signal, subprocess, sys, time
+import psutil
+
+PR_SET_CHILD_SUBREAPER = 36
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    sys.exit("prctl(PR_SET_CHILD_SUBREAPER) failed")
+child = subprocess.Popen(sys.argv[1:])
+signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGINT))
+code = child.wait()
+
+
+def alive():
+    while True:  # reap adopted zombies
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+deadline = time.monotonic() + 3.0
+left = alive()
+while left and time.monotonic() < deadline:
+    time.sleep(0.1)
+    left = alive()
+described = []
+for p in left:
+    try:
+        described.append(" ".join(p.cmdline())[:120])
+        p.kill()
+    except psutil.Error:
+        pass
+print("{LEFTOVER_TAG}" + json.dumps(described), file=sys.stderr, flush=True)
+alive()
+sys.exit(code)
+"""
+
+
+def run_script(argv: list[str], timeout: float, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a script under the subreaper; on timeout, Ctrl-C it, then kill it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SUBREAPER, sys.executable, *argv],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        pytest.fail(f"{argv[0]} did not finish in {timeout} s\n{out}\n{err}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def leftovers(result: subprocess.CompletedProcess[str]) -> list[str]:
+    for line in result.stderr.splitlines():
+        if line.startswith(LEFTOVER_TAG):
+            found: list[str] = json.loads(line[len(LEFTOVER_TAG) :])
+            return found
+    raise AssertionError(f"the subreaper wrapper reported nothing:\n{result.stderr}")
+
+
+@pytest.mark.timeout(180)
+def test_demo_runs_twenty_instances_to_completion(tmp_path: Path) -> None:
+    result = run_script(
+        [str(SCRIPTS / "demo.py"), "--instances", "20", "--progress", "lines"], 150, tmp_path
+    )
+    out = result.stdout
+    assert result.returncode == 0, f"{out}\n{result.stderr}"
+    assert "instances: 20 completed, 0 failed" in out
+    assert "progress: 60/60 jobs" in out
+    shares = re.findall(r"pid\s+(\d+):\s+(\d+) jobs", out)
+    assert shares and sum(int(jobs) for _, jobs in shares) == 60
+    workdir = re.search(r"logs kept in (\S+)", out)
+    assert workdir, out
+    assert (Path(workdir.group(1)) / "supervisor.log").exists()
+    assert leftovers(result) == []
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    result = run_script(
+        [str(SCRIPTS / "bench.py"), "--smoke", "--output", str(output)], 150, tmp_path
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "Goals:" in result.stdout
+    report = json.loads(output.read_text())
+    assert {"machine", "settings", "results", "goals"} <= set(report)
+    assert report["machine"]["cpus"] >= 1
+    results = report["results"]
+    for section in ("cpu_bound", "noop"):
+        for key in ("supervisor", "runner", "ratio_supervisor_runner"):
+            assert results[section][key]["median"] > 0, (section, key)
+    assert results["cpu_bound"]["supervisor_one_worker"]["median"] > 0
+    assert results["cpu_bound"]["ratio_scaling"]["median"] > 0
+    latency = results["dispatch_latency_ms"]["poll_answer_to_handler"]
+    assert latency["p50"]["median"] is not None and latency["p99"]["median"] is not None
+    assert results["parent_cpu_pct"]["idle"]["median"] is not None
+    memory = results["memory_mib"]
+    assert memory["supervisor_parent"]["rss_mib"]["median"] > 0
+    assert len(memory["workers"]) == report["settings"]["workers"]
+    assert results["engine_capacity_cycles_per_s"]["median"] > 0
+    assert len(report["goals"]) == 5
+    assert all(goal["met"] in (True, False) for goal in report["goals"])
+    assert leftovers(result) == []
