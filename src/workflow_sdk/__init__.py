@@ -1,5 +1,6 @@
 """Python SDK for the Rochallor workflow engine."""
 
+from workflow_sdk._version import VERSION
 from workflow_sdk.client.interface import EngineClient, WorkerEngineClient
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import (
@@ -10,7 +11,7 @@ from workflow_sdk.errors import (
 )
 from workflow_sdk.handler.registry import HandlerRegistry
 
-__version__ = "2.0.0.dev0"
+__version__ = VERSION
 
 __all__ = [
     "EngineClient",
