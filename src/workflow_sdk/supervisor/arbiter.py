@@ -132,6 +132,8 @@ class Supervisor:
         self._ever_booted = False
         self._boot_failures = 0
         self._title = ""
+        #: Outcomes decided this tick, handed to the reporter at its end.
+        self._outbox: list[Outcome] = []
 
     # -- public ------------------------------------------------------------------
 
@@ -428,8 +430,7 @@ class Supervisor:
                 "retryable" if outcome.retryable else "not retryable",
                 outcome.error_message,
             )
-        assert self._reporter is not None
-        self._reporter.submit(outcome)
+        self._outbox.append(outcome)
 
     def _on_death(self, slot: WorkerSlot) -> None:
         self._read_messages(slot)
@@ -483,6 +484,20 @@ class Supervisor:
     # -- the main loop -----------------------------------------------------------------
 
     def _tick(self) -> None:
+        try:
+            self._tick_once()
+        finally:
+            self._flush_reports()
+
+    def _flush_reports(self) -> None:
+        # Reports leave at the end of a tick, after the poll for the workers
+        # they freed has been requested: the poll is what a worker waits for.
+        assert self._reporter is not None
+        for outcome in self._outbox:
+            self._reporter.submit(outcome)
+        self._outbox.clear()
+
+    def _tick_once(self) -> None:
         now = time.monotonic()
         ready = self._wait(self._next_deadline(now) - now)
         self._drain_wake_pipe()
