@@ -63,6 +63,8 @@ KILL_GRACE = 3.0
 MAX_BOOT_FAILURES = 5
 #: Seconds between RSS samples of busy workers.
 RSS_SAMPLE_INTERVAL = 1.0
+#: Seconds a report may wait for the poll in flight to return first.
+REPORT_HOLD = 0.05
 #: Seconds between STATUS= updates to systemd, at most.
 STATUS_INTERVAL = 2.0
 #: Environment variables that belong to this process only.
@@ -490,9 +492,16 @@ class Supervisor:
             self._flush_reports()
 
     def _flush_reports(self) -> None:
-        # Reports leave at the end of a tick, after the poll for the workers
-        # they freed has been requested: the poll is what a worker waits for.
-        assert self._reporter is not None
+        # Reports leave after the poll for the workers they freed: the poll is
+        # what an idle worker waits for, and a completion sent at the same
+        # moment doubles the poll's round trip (both compete in the engine and
+        # in this process). A report waits for that poll REPORT_HOLD at most.
+        assert self._reporter is not None and self._poller is not None
+        if not self._outbox:
+            return
+        held = time.monotonic() - self._poll_requested_at < REPORT_HOLD
+        if self._poller.busy and held and not self._draining:
+            return
         for outcome in self._outbox:
             self._reporter.submit(outcome)
         self._outbox.clear()
@@ -561,6 +570,8 @@ class Supervisor:
             deadline = min(deadline, self._drain_deadline)
         if self._notifier.watchdog_interval:
             deadline = min(deadline, self._next_watchdog)
+        if self._outbox:
+            deadline = min(deadline, self._poll_requested_at + REPORT_HOLD)
         return deadline
 
     def _enforce_deadlines(self, now: float) -> None:
