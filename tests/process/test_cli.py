@@ -1,0 +1,106 @@
+"""``rochallor-supervisor check`` and friends, as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from workflow_sdk import __version__
+from workflow_sdk.client.rest import RestEngineClient
+from workflow_sdk.testing import LocalEngine
+
+from .conftest import HERE, SupervisorProcess, start_instances, upload_single_step, wait_for
+
+pytestmark = pytest.mark.slow
+
+Start = Callable[..., SupervisorProcess]
+
+
+def cli(*args: str, cwd: Path, pythonpath: str = str(HERE)) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    env.pop("ROCHALLOR_ENGINE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "workflow_sdk.supervisor", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def write_config(tmp_path: Path, url: str, handlers: str = "sv_handlers") -> Path:
+    path = tmp_path / "check.toml"
+    path.write_text(
+        f'[engine]\nurl = "{url}"\ntimeout = 2\n[supervisor]\nhandlers = ["{handlers}"]\n'
+    )
+    return path
+
+
+def test_version(tmp_path: Path) -> None:
+    result = cli("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert __version__ in result.stdout
+
+
+def test_check_passes_and_lists_job_types(engine: LocalEngine, tmp_path: Path) -> None:
+    result = cli("check", "-c", str(write_config(tmp_path, engine.url)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "job types: cpu, script" in result.stdout
+    assert "healthy" in result.stdout
+
+
+def test_check_engine_down_exits_4(tmp_path: Path) -> None:
+    with LocalEngine() as gone:
+        url = gone.url
+    result = cli("check", "-c", str(write_config(tmp_path, url)), cwd=tmp_path)
+    assert result.returncode == 4
+    assert f"engine {url}" in result.stderr
+
+
+def test_check_import_error_exits_3(engine: LocalEngine, tmp_path: Path) -> None:
+    (tmp_path / "broken_mod.py").write_text("raise RuntimeError('cannot load the model')\n")
+    config = write_config(tmp_path, engine.url, handlers="broken_mod")
+    result = cli("check", "-c", str(config), cwd=tmp_path, pythonpath=str(tmp_path))
+    assert result.returncode == 3
+    assert "RuntimeError: cannot load the model" in result.stderr
+
+
+def test_check_bad_config_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[supervisor]\nworkers = -3\n")
+    result = cli("check", "-c", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{path}: supervisor.workers: must be >= 1, got -3" in result.stderr
+
+
+def test_json_logs_and_worker_titles(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, tmp_path: Path
+) -> None:
+    upload_single_step(client, "title-flow", "script", retries=0)
+    piddir = tmp_path / "pids"
+    piddir.mkdir()
+    (iid,) = start_instances(client, "title-flow", 1, {"first": "block", "piddir": str(piddir)})
+    sv = start_supervisor(workers=1, extra='[logging]\nformat = "json"\n')
+    pid_file = piddir / f"{iid}.pid"
+    busy_pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, "pid"))
+    title = " ".join(psutil.Process(busy_pid).cmdline())
+    (job,) = engine.jobs(instance_id=iid)
+    assert title.startswith("worker-1 [rochallor] busy script")
+    assert f"job={job['id']}" in title
+    sv.signal(signal.SIGTERM)
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(15) == 0
+    lines = [line for line in sv.log().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert {"ts", "level", "logger", "pid", "message"} <= set(records[0])
+    assert any("ready" in r["message"] for r in records)
