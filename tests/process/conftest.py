@@ -152,6 +152,20 @@ def start_supervisor(
         process.reap()
 
 
+@pytest.fixture
+def piddir(tmp_path: Path) -> Path:
+    """Where the ``script`` handler writes the pid of the worker running a job."""
+    path = tmp_path / "pids"
+    path.mkdir()
+    return path
+
+
+def read_pid(piddir: Path, instance_id: str, timeout: float = 20.0) -> int:
+    """The pid of the worker running ``instance_id``'s job, once it has started."""
+    path = piddir / f"{instance_id}.pid"
+    return int(wait_for(lambda: path.exists() and path.read_text(), timeout, f"{path}"))
+
+
 def upload_single_step(client: RestEngineClient, def_id: str, job_type: str, retries: int) -> None:
     client.upload_definition(
         {

@@ -17,7 +17,7 @@ from workflow_sdk import __version__
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 
-from .conftest import HERE, SupervisorProcess, start_instances, upload_single_step, wait_for
+from .conftest import HERE, SupervisorProcess, read_pid, start_instances, upload_single_step
 
 pytestmark = pytest.mark.slow
 
@@ -84,15 +84,12 @@ def test_check_bad_config_exits_2(tmp_path: Path) -> None:
 
 
 def test_json_logs_and_worker_titles(
-    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, tmp_path: Path
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, piddir: Path
 ) -> None:
     upload_single_step(client, "title-flow", "script", retries=0)
-    piddir = tmp_path / "pids"
-    piddir.mkdir()
     (iid,) = start_instances(client, "title-flow", 1, {"first": "block", "piddir": str(piddir)})
     sv = start_supervisor(workers=1, extra='[logging]\nformat = "json"\n')
-    pid_file = piddir / f"{iid}.pid"
-    busy_pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, "pid"))
+    busy_pid = read_pid(piddir, iid)
     title = " ".join(psutil.Process(busy_pid).cmdline())
     (job,) = engine.jobs(instance_id=iid)
     assert title.startswith("worker-1 [rochallor] busy script")

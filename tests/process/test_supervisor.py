@@ -16,16 +16,11 @@ import pytest
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 
-from .conftest import SupervisorProcess, start_instances, upload_single_step, wait_for
+from .conftest import SupervisorProcess, read_pid, start_instances, upload_single_step
 
 pytestmark = pytest.mark.slow
 
 Start = Callable[..., SupervisorProcess]
-
-
-def read_pid(piddir: Path, instance_id: str, timeout: float = 20.0) -> int:
-    path = piddir / f"{instance_id}.pid"
-    return int(wait_for(lambda: path.exists() and path.read_text(), timeout, f"{path}"))
 
 
 def test_cpu_bound_instances_all_complete_on_every_worker(
@@ -47,11 +42,9 @@ def test_cpu_bound_instances_all_complete_on_every_worker(
 
 
 def test_sigkill_of_a_busy_worker_retries_its_job_and_restores_the_pool(
-    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, tmp_path: Path
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, piddir: Path
 ) -> None:
     upload_single_step(client, "kill-flow", "script", retries=1)
-    piddir = tmp_path / "pids"
-    piddir.mkdir()
     (iid,) = start_instances(
         client, "kill-flow", 1, {"retries": 1, "first": "block", "piddir": str(piddir)}
     )
@@ -110,11 +103,9 @@ def test_handler_import_error_exits_non_zero_with_the_error(
 
 
 def test_sigterm_under_load_reports_every_running_job_and_exits_zero(
-    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, tmp_path: Path
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, piddir: Path
 ) -> None:
     upload_single_step(client, "drain-flow", "script", retries=0)
-    piddir = tmp_path / "pids"
-    piddir.mkdir()
     ids = start_instances(
         client, "drain-flow", 2, {"first": "sleep", "seconds": 1.5, "piddir": str(piddir)}
     )
@@ -132,11 +123,9 @@ def test_sigterm_under_load_reports_every_running_job_and_exits_zero(
 
 
 def test_second_sigterm_stops_at_once_and_fails_nothing(
-    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, tmp_path: Path
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, piddir: Path
 ) -> None:
     upload_single_step(client, "stuck-flow", "script", retries=2)
-    piddir = tmp_path / "pids"
-    piddir.mkdir()
     (iid,) = start_instances(
         client, "stuck-flow", 1, {"retries": 2, "first": "block", "piddir": str(piddir)}
     )
