@@ -84,7 +84,8 @@ class SupervisorProcess:
         wait_for(lambda: text in self.log(), timeout, f"{text!r} in the supervisor log")
 
     def reap(self) -> None:
-        """Kill whatever is left of the process group and wait for it."""
+        """Kill whatever is left of the process group and wait for it, then
+        check no process of it forked while multi-threaded."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.pid, signal.SIGKILL)
@@ -108,6 +109,8 @@ class SupervisorProcess:
             except ProcessLookupError:
                 pass
         wait_for(group_gone, 10, "the supervisor's process group to exit")
+        # scripts/test sets PYTHONWARNINGS so that the warning is printed.
+        assert "use of fork() may lead to deadlocks" not in self.log(), self.log()
 
 
 @pytest.fixture

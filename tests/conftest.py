@@ -1,0 +1,31 @@
+"""Suite-wide checks."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+#: The start of the DeprecationWarning Python 3.12+ emits when os.fork() runs
+#: in a process that has other threads (the child may deadlock).
+FORK_WARNING = "This process"
+
+
+@pytest.fixture(autouse=True)
+def no_fork_while_threaded() -> Iterator[None]:
+    """Fail any test during which this process forked while multi-threaded.
+
+    Turning the warning into an error does not work: CPython swallows an
+    exception raised by that warning inside os.fork(). So it is recorded and
+    checked instead. Processes the tests start get PYTHONWARNINGS from
+    scripts/test and are checked through their logs (tests/process).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("always", message=FORK_WARNING, category=DeprecationWarning)
+        yield
+    forks = [w for w in caught if "use of fork()" in str(w.message)]
+    for other in caught:
+        if other not in forks:
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    assert not forks, f"forked while multi-threaded: {forks[0].message}"
