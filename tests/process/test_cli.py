@@ -101,3 +101,25 @@ def test_json_logs_and_worker_titles(
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert {"ts", "level", "logger", "pid", "message"} <= set(records[0])
     assert any("ready" in r["message"] for r in records)
+
+
+def test_local_engine_subcommand_serves_until_sigterm(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workflow_sdk.supervisor", "local-engine", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        with RestEngineClient(url) as client:
+            assert client.health()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -26,6 +26,7 @@ from workflow_sdk.supervisor.arbiter import (
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config
 from workflow_sdk.supervisor.handlers import load_registry
 from workflow_sdk.supervisor.logs import configure_logging
+from workflow_sdk.testing.__main__ import main as local_engine_main
 
 EXIT_ENGINE_UNREACHABLE = 4
 
@@ -43,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate the configuration, import the handlers, ping the engine"
     )
     check.add_argument("-c", "--config", required=True, help="path of the TOML configuration")
+    local = commands.add_parser(
+        "local-engine",
+        help="serve an in-memory engine for development (not for production); "
+        "options as python -m workflow_sdk.testing --help",
+    )
+    del local  # listed for --help; main() hands its arguments over unparsed
     return parser
 
 
@@ -101,7 +108,10 @@ def _check(path: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["local-engine"]:
+        return local_engine_main(arguments[1:])
+    args = _parser().parse_args(arguments)
     # Like `python -m`, make modules in the current directory importable,
     # so `handlers = ["myapp.handlers"]` works from a console script too.
     if os.getcwd() not in sys.path:
