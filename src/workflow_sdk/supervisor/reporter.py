@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from workflow_sdk.client.interface import WorkerEngineClient
@@ -68,11 +69,11 @@ class Reporter:
             self._give_up.set()
         for _ in self._threads:
             self._queue.put(None)
+        # One request in flight per thread at most: the client's timeout
+        # bounds the wait for all of them together.
+        deadline = time.monotonic() + float(getattr(self._client, "timeout", 30.0)) + 1.0
         for thread in self._threads:
-            thread.join(timeout=self._client_timeout_bound())
-
-    def _client_timeout_bound(self) -> float:
-        return float(getattr(self._client, "timeout", 30.0)) + 1.0
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _serve(self) -> None:
         while True:
