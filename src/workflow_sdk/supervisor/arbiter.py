@@ -38,7 +38,8 @@ from workflow_sdk.lease import lease_deadline
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.retry.backoff import Backoff
-from workflow_sdk.supervisor import multiproc, proctitle
+from workflow_sdk.supervisor import multiproc
+from workflow_sdk.supervisor.announcer import Announcer, PoolState
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config
 from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
 from workflow_sdk.supervisor.poller import Poller, PollResult
@@ -65,8 +66,6 @@ MAX_BOOT_FAILURES = 5
 RSS_SAMPLE_INTERVAL = 1.0
 #: Seconds a report may wait for the poll in flight to return first.
 REPORT_HOLD = 0.05
-#: Seconds between STATUS= updates to systemd, at most.
-STATUS_INTERVAL = 2.0
 #: Environment variables that belong to this process only.
 PRIVATE_ENV = (*SYSTEMD_ENV, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 _HANDLED_SIGNALS = (
@@ -116,15 +115,11 @@ class Supervisor:
         self._metrics_dir: str | None = None
         self._metrics_server: MetricsServer | None = None
         self._views: tuple[WorkerView, ...] = ()
-        self._notifier = SystemdNotifier(None)
+        self._announcer = Announcer(SystemdNotifier(None), os.path.basename(config.source))
         self._poll_backoff = Backoff()
         self._poll_requested_at = 0.0
         self._next_poll_at = 0.0
         self._next_rss_sample = 0.0
-        self._next_watchdog = 0.0
-        self._next_status = 0.0
-        self._status = ""
-        self._announced_ready = False
         self._reload_queue: list[int] = []
         self._reloading = False
         self._draining = False
@@ -133,7 +128,6 @@ class Supervisor:
         self._exit_code = EXIT_OK
         self._ever_booted = False
         self._boot_failures = 0
-        self._title = ""
         #: Outcomes decided this tick, handed to the reporter at its end.
         self._outbox: list[Outcome] = []
 
@@ -165,7 +159,9 @@ class Supervisor:
     def _setup(self) -> None:
         # systemd's variables are for this process only: read them, then
         # remove them before the fork server (and so every worker) starts.
-        self._notifier = SystemdNotifier.from_environment()
+        self._announcer = Announcer(
+            SystemdNotifier.from_environment(), os.path.basename(self.config.source)
+        )
         for name in PRIVATE_ENV:
             os.environ.pop(name, None)
         self._wake_r, self._wake_w = os.pipe()
@@ -224,7 +220,7 @@ class Supervisor:
             self._reporter.stop(give_up=True)
         if self._metrics_server is not None:
             self._metrics_server.stop()
-        self._notifier.close()
+        self._announcer.close()
         signal.set_wakeup_fd(-1)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
@@ -568,8 +564,9 @@ class Supervisor:
                 deadline = min(deadline, slot.boot_deadline)
         if self._draining and now < self._drain_deadline:
             deadline = min(deadline, self._drain_deadline)
-        if self._notifier.watchdog_interval:
-            deadline = min(deadline, self._next_watchdog)
+        watchdog = self._announcer.next_deadline()
+        if watchdog is not None:
+            deadline = min(deadline, watchdog)
         if self._outbox:
             deadline = min(deadline, self._poll_requested_at + REPORT_HOLD)
         return deadline
@@ -748,37 +745,24 @@ class Supervisor:
         )
 
     def _publish(self, now: float) -> None:
-        """Title, /metrics view, systemd status and watchdog: what others can see."""
+        """The /metrics view of the workers, the title and systemd's status."""
         busy = sum(1 for s in self._slots.values() if s.state is SlotState.BUSY)
-        state = "draining" if self._draining else ("reloading" if self._reloading else "")
-        title = proctitle.master_title(
-            os.path.basename(self.config.source), len(self._slots), busy, state
-        )
-        if title != self._title:
-            proctitle.set_title(title)
-            self._title = title
         self._views = tuple(
             WorkerView(s.slot, s.pid, s.state is SlotState.BUSY, s.ps) for s in self._slots.values()
         )
-        if not self._announced_ready and not self._draining and self._pool_ready():
-            self._announced_ready = True
-            self._notifier.ready(self._status_text(busy))
-            log.info("all %d workers ready", self._target)
-        if self._notifier.enabled and now >= self._next_status:
-            text = self._status_text(busy)
-            if text != self._status:
-                self._notifier.status(text)
-                self._status = text
-            self._next_status = now + STATUS_INTERVAL
-        if self._notifier.watchdog_interval and now >= self._next_watchdog:
-            # No ping while the poller is stuck: systemd then restarts us.
-            if self._healthy(now):
-                self._notifier.watchdog()
-            self._next_watchdog = now + self._notifier.watchdog_interval
-
-    def _pool_ready(self) -> bool:
-        booted = [s for s in self._slots.values() if s.state is not SlotState.BOOTING]
-        return len(booted) >= self._target
+        booted = sum(1 for s in self._slots.values() if s.state is not SlotState.BOOTING)
+        self._announcer.publish(
+            now,
+            PoolState(
+                workers=len(self._slots),
+                busy=busy,
+                jobs_done=self.stats.jobs_succeeded,
+                jobs_failed=self.stats.jobs_failed,
+                phase="draining" if self._draining else ("reloading" if self._reloading else ""),
+                ready=booted >= self._target,
+                healthy=self._healthy(now),
+            ),
+        )
 
     def _healthy(self, now: float) -> bool:
         """The loop runs (we are here); also check the poller is not wedged."""
@@ -786,12 +770,6 @@ class Supervisor:
         if self._poller.busy:
             return now - self._poll_requested_at < self.config.engine.timeout * 2 + 5
         return True
-
-    def _status_text(self, busy: int) -> str:
-        return (
-            f"{len(self._slots)} workers, {busy} busy, "
-            f"{self.stats.jobs_succeeded} jobs done, {self.stats.jobs_failed} failed"
-        )
 
     def _on_report_status(self, outcome: Outcome, status: ReportStatus) -> None:
         self.stats.record_report(status)
@@ -818,7 +796,7 @@ class Supervisor:
                 new, engine=self.config.engine, metrics=self.config.metrics
             )
             self._target = new.supervisor.workers
-        self._notifier.reloading()
+        self._announcer.reloading()
         self._reloading = True
         self._reload_queue = sorted(self._slots)
         log.info("SIGHUP: replacing %d workers one at a time", len(self._reload_queue))
@@ -846,7 +824,7 @@ class Supervisor:
             return
         if all(s.state is not SlotState.BOOTING for s in self._slots.values()):
             self._reloading = False
-            self._notifier.ready(self._status_text(0))
+            self._announcer.reloaded()
             log.info("reload finished")
 
     def _scale(self, delta: int) -> None:
@@ -870,7 +848,7 @@ class Supervisor:
         self._draining = True
         self._reloading = False
         self._drain_deadline = time.monotonic() + self.config.supervisor.graceful_timeout
-        self._notifier.stopping()
+        self._announcer.stopping()
         busy = [s for s in self._slots.values() if s.job is not None]
         log.info(
             "%s: stopping; waiting up to %g s for %d running jobs",
@@ -921,7 +899,7 @@ class Supervisor:
     def _stop_now(self, why: str) -> None:
         log.warning("%s: stopping now; running jobs are left to the engine's lease expiry", why)
         if not self._draining:
-            self._notifier.stopping()
+            self._announcer.stopping()
         self._draining = True
         now = time.monotonic()
         for slot in list(self._slots.values()):
