@@ -95,6 +95,7 @@ def test_json_logs_and_worker_titles(
     assert title.startswith("worker-1 [rochallor] busy script")
     assert f"job={job['id']}" in title
     sv.signal(signal.SIGTERM)
+    sv.wait_for_log("stopping; waiting up to")  # two signals sent at once may merge
     sv.signal(signal.SIGTERM)
     assert sv.wait(15) == 0
     lines = [line for line in sv.log().splitlines() if line.strip()]
