@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
@@ -236,3 +238,46 @@ def test_python_api_with_a_registry_built_in_code(engine: LocalEngine, tmp_path:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+class _GarbageHandler(BaseHTTPRequestHandler):
+    """A proxy's error page on every route: 200 with HTML."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        self.rfile.read(length)
+        body = b"<html><body>502 upstream hiccup</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_an_engine_answering_garbage_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _GarbageHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    config = tmp_path / "garbage.toml"
+    config.write_text(
+        f'[engine]\nurl = "{url}"\n[supervisor]\nhandlers = ["sv_handlers"]\nworkers = 1\n'
+        "poll_interval = 0.1\n"
+    )
+    sv = SupervisorProcess(
+        config, tmp_path, dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    )
+    try:
+        sv.wait_for_log("poll failed")
+        assert "unexpected engine answer" in sv.log() or "expected a JSON body" in sv.log()
+        assert sv.proc.poll() is None, "still running"
+        sv.signal(signal.SIGTERM)
+        assert sv.wait(15) == 0
+    finally:
+        sv.reap()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
