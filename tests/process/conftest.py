@@ -134,11 +134,16 @@ def start_supervisor(
 ) -> Iterator[Callable[..., SupervisorProcess]]:
     started: list[SupervisorProcess] = []
 
-    def start(extra: str = "", workers: int = 2, **env_extra: str) -> SupervisorProcess:
+    def start(
+        extra: str = "",
+        workers: int = 2,
+        handlers: str = "sv_handlers:registry",
+        **env_extra: str,
+    ) -> SupervisorProcess:
         config = tmp_path / "supervisor.toml"
         config.write_text(
             f'[engine]\nurl = "{engine.url}"\ntimeout = 5\n'
-            f'[supervisor]\nhandlers = ["sv_handlers:registry"]\nworkers = {workers}\n'
+            f'[supervisor]\nhandlers = ["{handlers}"]\nworkers = {workers}\n'
             "poll_interval = 0.1\ngraceful_timeout = 10\n"
             f"{extra}\n"
         )

@@ -235,3 +235,53 @@ def test_ttin_and_ttou_resize_the_pool(start_supervisor: Start) -> None:
     assert len(sv.wait_for_workers(1)) == 1
     title = lambda: " ".join(psutil.Process(sv.pid).cmdline())  # noqa: E731
     wait_for(lambda: "workers=1 busy=0" in title(), 10, "the title to follow")
+
+
+def test_preloaded_handlers_are_imported_once_and_their_metrics_stay_exact(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, tmp_path: Path
+) -> None:
+    imports = tmp_path / "imports.log"
+    (tmp_path / "preloaded.py").write_text(
+        "import os\n"
+        "from prometheus_client import Counter\n"
+        "from workflow_sdk import HandlerRegistry\n"
+        f"with open({str(imports)!r}, 'a') as log:\n"
+        "    log.write(f'{os.getpid()}\\n')\n"
+        "SEEN = Counter('preloaded_seen_total', 'Jobs seen')\n"
+        "registry = HandlerRegistry()\n"
+        "@registry.register('pre')\n"
+        "def pre(job):\n"
+        "    SEEN.inc()\n"
+        "    return {'pid': os.getpid()}\n"
+    )
+    metrics_dir = tmp_path / "metrics"
+    upload_single_step(client, "pre-flow", "pre", retries=0)
+    jobs = 30
+    ids = start_instances(client, "pre-flow", jobs, {})
+    sv = start_supervisor(
+        workers=2,
+        handlers="preloaded",
+        extra=(
+            "preload_handlers = true\nmax_jobs_per_child = 2\nmax_jobs_jitter = 0\n"
+            f'[metrics]\nport = 0\ndir = "{metrics_dir}"\n'
+        ),
+        PYTHONPATH=str(tmp_path),
+    )
+    url = metrics_url(sv)
+    done = engine.wait_for_instances(ids, "COMPLETED", timeout=60)
+
+    def all_counted() -> str | None:
+        text = requests.get(url, timeout=5).text
+        return text if sample(text, "preloaded_seen_total") == jobs else None
+
+    text = wait_for(all_counted, 20, "every job counted")
+    importers = {int(line) for line in imports.read_text().split()}
+    workers = {summary["variables"]["pid"] for summary in done}
+    assert len(importers) == 1, "imported once, in the fork server"
+    assert not importers & workers
+    assert len(workers) > 2, "workers were recycled"
+    completed = sample(text, "workflow_sdk_jobs_completed_total", job_type="pre", outcome="success")
+    assert completed == jobs
+    assert len(list(metrics_dir.glob("*.db"))) <= 3 * 4 + 4
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(15) == 0

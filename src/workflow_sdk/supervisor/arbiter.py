@@ -173,8 +173,12 @@ class Supervisor:
         if self.config.metrics.port is not None:
             self._setup_metrics()
         # The fork server imports these once; every worker forked from it
-        # starts with them loaded.
-        self._ctx.set_forkserver_preload(["workflow_sdk.supervisor.worker"])
+        # starts with them loaded. Handler modules only on request: a module
+        # preloaded there is not re-imported by the workers a reload starts.
+        preload = ["workflow_sdk.supervisor.worker"]
+        if self.config.supervisor.preload_handlers:
+            preload += [spec.partition(":")[0] for spec in self.config.supervisor.handlers]
+        self._ctx.set_forkserver_preload(preload)
         worker_id = self.config.supervisor.worker_id
         self._poller = Poller(self._make_client(), worker_id, self._wake)
         self._reporter = Reporter(

@@ -77,6 +77,10 @@ class PoolConfig:
     #: Kill a worker during its job past this RSS (0 = 1.25 x max_memory_mb).
     max_memory_hard_mb: float = 0.0
     memory_check_interval: float = 2.0
+    #: Import the handler modules once in the fork server, so workers start
+    #: with them loaded (and share their memory). SIGHUP then restarts
+    #: workers but cannot load changed handler code.
+    preload_handlers: bool = False
 
     @property
     def memory_hard_limit_mb(self) -> float:
@@ -185,6 +189,7 @@ _POOL: dict[str, _Spec] = {
     "max_memory_mb": _Spec("float", _at_least(0)),
     "max_memory_hard_mb": _Spec("float", _at_least(0)),
     "memory_check_interval": _Spec("float", _positive),
+    "preload_handlers": _Spec("bool"),
 }
 _METRICS: dict[str, _Spec] = {
     "port": _Spec("int", lambda v: None if 0 <= v <= 65535 else f"must be 0..65535, got {v!r}"),

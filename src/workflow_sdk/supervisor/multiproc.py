@@ -50,15 +50,40 @@ def prepare_dir(path: str) -> str:
     return path
 
 
-def use_identifier(identifier: str) -> None:
-    """Make metrics created from now on in this process write to ``*_<identifier>.db``."""
+#: This process's metric file identifier, once a worker has set it.
+_identity: dict[str, str] = {}
+
+
+def current_identifier() -> str:
+    return _identity.get("id") or str(os.getpid())
+
+
+def install_value_class() -> None:
+    """Make every metric value created from now on in this process (and in the
+    processes forked from it) write to ``*_<current_identifier()>.db``.
+
+    Done once per process tree, in the fork server: handler modules it
+    preloads may create metrics there, and those values follow the worker's
+    identifier once the worker sets it (prometheus_client reopens its files
+    when the identifier changes). Installing a second value class in one
+    process would map the same file twice, so later calls do nothing.
+    """
+    if _identity.get("installed"):
+        return
     # Imported here: prometheus_client must not be imported before the
     # multiprocess directory is in the environment.
     from prometheus_client import values  # noqa: PLC0415
 
     values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
-        process_identifier=lambda: identifier
+        process_identifier=current_identifier
     )
+    _identity["installed"] = "yes"
+
+
+def use_identifier(identifier: str) -> None:
+    """From now on this process's metrics write to ``*_<identifier>.db``."""
+    _identity["id"] = identifier
+    install_value_class()
 
 
 def metrics_with_identifier(identifier: str) -> Metrics:
@@ -70,7 +95,9 @@ def metrics_with_identifier(identifier: str) -> Metrics:
     from workflow_sdk.metrics.metrics import Metrics  # noqa: PLC0415
 
     previous = values.ValueClass
-    use_identifier(identifier)
+    values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
+        process_identifier=lambda: identifier
+    )
     try:
         # Only the unlabelled metrics get their values now; the supervisor
         # uses only those (poll latency, lock conflicts).
@@ -86,6 +113,8 @@ def metric_files(path: str) -> list[str]:
 __all__ = [
     "ENV_DIR",
     "choose_dir",
+    "current_identifier",
+    "install_value_class",
     "metric_files",
     "metrics_with_identifier",
     "prepare_dir",

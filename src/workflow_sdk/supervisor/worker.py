@@ -31,6 +31,11 @@ from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
 
 log = logging.getLogger("workflow_sdk.worker")
 
+if os.environ.get(multiproc.ENV_DIR):
+    # Imported first in the fork server, before any preloaded handler module
+    # can create a metric (see multiproc.install_value_class).
+    multiproc.install_value_class()
+
 #: Exit status of a worker whose handlers could not be loaded.
 EXIT_BOOT_FAILED = 3
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
