@@ -281,3 +281,20 @@ def test_an_engine_answering_garbage_is_an_error_not_a_crash(tmp_path: Path) -> 
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_a_preloaded_module_that_fails_to_import_is_reported_by_the_workers(
+    start_supervisor: Start, tmp_path: Path
+) -> None:
+    # Anything but an ImportError raised in the fork server would kill it.
+    (tmp_path / "needs_model.py").write_text("raise RuntimeError('model file missing')\n")
+    sv = start_supervisor(
+        workers=2,
+        handlers="needs_model",
+        extra="preload_handlers = true\n",
+        PYTHONPATH=str(tmp_path),
+    )
+    assert sv.wait(30) == 3
+    log = sv.log()
+    assert "RuntimeError: model file missing" in log
+    assert "workers cannot start" in log

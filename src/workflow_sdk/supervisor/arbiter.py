@@ -48,7 +48,7 @@ from workflow_sdk.supervisor.reporter import Reporter
 from workflow_sdk.supervisor.slots import RunningJob, SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.stats import SupervisorStats
 from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
-from workflow_sdk.supervisor.worker import WorkerSpec, worker_main
+from workflow_sdk.supervisor.worker import ENV_PRELOAD_MODULES, WorkerSpec, worker_main
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -177,7 +177,10 @@ class Supervisor:
         # preloaded there is not re-imported by the workers a reload starts.
         preload = ["workflow_sdk.supervisor.worker"]
         if self.config.supervisor.preload_handlers:
-            preload += [spec.partition(":")[0] for spec in self.config.supervisor.handlers]
+            modules = [spec.partition(":")[0] for spec in self.config.supervisor.handlers]
+            os.environ[ENV_PRELOAD_MODULES] = ",".join(modules)
+            # By name: importing that module here would load the handlers.
+            preload.append("workflow_sdk.supervisor.preload")
         self._ctx.set_forkserver_preload(preload)
         worker_id = self.config.supervisor.worker_id
         self._poller = Poller(self._make_client(), worker_id, self._wake)
@@ -279,7 +282,8 @@ class Supervisor:
 
     def _fill_pool(self) -> None:
         while not self._draining and not self._done and self._capacity() < self._target:
-            self._spawn()
+            if self._spawn() is None:
+                return  # try again next tick (or give up: see _on_boot_failure)
 
     def _free_slot_number(self) -> int:
         # The lowest free number: slot numbers name the metric files, so
@@ -289,7 +293,7 @@ class Supervisor:
             number += 1
         return number
 
-    def _spawn(self, *, surge: bool = False) -> WorkerSlot:
+    def _spawn(self, *, surge: bool = False) -> WorkerSlot | None:
         slot_no = self._free_slot_number()
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         spec = WorkerSpec(
@@ -304,7 +308,15 @@ class Supervisor:
         process = self._ctx.Process(
             target=worker_main, args=(spec, child_end), name=f"worker-{slot_no}"
         )
-        process.start()
+        try:
+            process.start()
+        except (OSError, EOFError) as exc:
+            # The fork server died (killed, out of memory...): multiprocessing
+            # starts a new one on the next attempt.
+            parent_end.close()
+            child_end.close()
+            self._on_boot_failure(slot_no, f"could not start a worker process: {exc!r}", surge)
+            return None
         child_end.close()
         now = time.monotonic()
         slot = WorkerSlot(
@@ -459,7 +471,9 @@ class Supervisor:
             )
             slot.exit_reason = slot.exit_reason or "crash"
         elif slot.state is SlotState.BOOTING and not slot.retiring:
-            self._on_boot_failure(slot, how)
+            self._on_boot_failure(
+                slot.slot, slot.boot_error or f"worker {how} before it was ready", slot.surge
+            )
             return
         elif not self._draining and not slot.exit_reason:
             log.warning("worker-%d (pid %d) %s while idle", slot.slot, slot.pid, how)
@@ -469,10 +483,9 @@ class Supervisor:
         if slot.exit_reason and not self._draining:
             self.stats.record_restart(slot.exit_reason)
 
-    def _on_boot_failure(self, slot: WorkerSlot, how: str) -> None:
-        error = slot.boot_error or f"worker {how} before it was ready"
-        log.error("worker-%d could not start: %s", slot.slot, error)
-        if slot.surge:
+    def _on_boot_failure(self, slot_no: int, error: str, surge: bool) -> None:
+        log.error("worker-%d could not start: %s", slot_no, error)
+        if surge:
             log.error("reload aborted: the new workers cannot start; the old ones keep running")
             self._reload_queue.clear()
             return

@@ -36,6 +36,9 @@ if os.environ.get(multiproc.ENV_DIR):
     # can create a metric (see multiproc.install_value_class).
     multiproc.install_value_class()
 
+#: Handler modules the fork server preloads (comma-separated; set by the
+#: supervisor, read by workflow_sdk.supervisor.preload).
+ENV_PRELOAD_MODULES = "ROCHALLOR_PRELOAD_MODULES"
 #: Exit status of a worker whose handlers could not be loaded.
 EXIT_BOOT_FAILED = 3
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
