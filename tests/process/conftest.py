@@ -109,8 +109,12 @@ class SupervisorProcess:
             except ProcessLookupError:
                 pass
         wait_for(group_gone, 10, "the supervisor's process group to exit")
+        log = self.log()
         # scripts/test sets PYTHONWARNINGS so that the warning is printed.
-        assert "use of fork() may lead to deadlocks" not in self.log(), self.log()
+        assert "use of fork() may lead to deadlocks" not in log, log
+        # multiprocessing prints "Process worker-N:" and a traceback when an
+        # exception escapes a worker's main function: always a bug.
+        assert "Process worker-" not in log, log
 
 
 @pytest.fixture

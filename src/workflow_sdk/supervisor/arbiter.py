@@ -212,7 +212,7 @@ class Supervisor:
     def _teardown(self) -> None:
         now = time.monotonic()
         for slot in list(self._slots.values()):
-            if slot.process.is_alive():
+            if slot.process.is_alive() and signal.SIGTERM not in slot.signals_sent:
                 slot.terminate(now, KILL_GRACE)
         for slot in list(self._slots.values()):
             slot.process.join(KILL_GRACE)

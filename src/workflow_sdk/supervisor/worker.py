@@ -74,7 +74,9 @@ class Worker:
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         # Unwind the handler so its finally blocks run; the supervisor sends
-        # SIGKILL if that takes too long.
+        # SIGKILL if that takes too long. Once: a second SIGTERM arriving
+        # during the unwinding must not raise again from an except block.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise WorkerShutdown(signum)
 
     def _init_process(self) -> None:
