@@ -31,12 +31,6 @@ BASE = "http://engine.test:8080"
 
 
 @pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mocked:
-        yield mocked
-
-
-@pytest.fixture
 def client() -> Iterator[RestEngineClient]:
     with RestEngineClient(BASE, timeout=5) as c:
         yield c

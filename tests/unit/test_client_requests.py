@@ -44,12 +44,6 @@ JOB = {
 
 
 @pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mocked:
-        yield mocked
-
-
-@pytest.fixture
 def client() -> Iterator[RestEngineClient]:
     with RestEngineClient(BASE, timeout=7.5) as c:
         yield c
