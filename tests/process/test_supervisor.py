@@ -85,23 +85,11 @@ def test_handler_import_error_exits_non_zero_with_the_error(
     start_supervisor: Start, tmp_path: Path
 ) -> None:
     (tmp_path / "broken_handlers.py").write_text("import no_such_module_for_the_test\n")
-    sv = start_supervisor(
-        workers=2,
-        PYTHONPATH=str(tmp_path),
-    )
-    # The config names sv_handlers; point it at the broken module instead.
-    sv.reap()
-    text = sv.config_path.read_text().replace("sv_handlers:registry", "broken_handlers")
-    sv.config_path.write_text(text)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    broken = SupervisorProcess(sv.config_path, tmp_path, env)
-    try:
-        assert broken.wait(30) == 3
-        log = broken.log()
-        assert "No module named 'no_such_module_for_the_test'" in log
-        assert "workers cannot start" in log
-    finally:
-        broken.reap()
+    sv = start_supervisor(workers=2, handlers="broken_handlers", PYTHONPATH=str(tmp_path))
+    assert sv.wait(30) == 3
+    log = sv.log()
+    assert "No module named 'no_such_module_for_the_test'" in log
+    assert "workers cannot start" in log
 
 
 def test_sigterm_under_load_reports_every_running_job_and_exits_zero(
