@@ -1,4 +1,4 @@
-"""Many recycled workers, bounded metric files, exact totals.
+"""Many recycled workers, bounded metric files, exact totals (and the poll round trip).
 
 Runs the supervisor against a LocalEngine with ``max_jobs_per_child`` small,
 so that workers are replaced every few jobs, then reports: the number of
@@ -6,6 +6,7 @@ files in the prometheus multiprocess directory, how long a scrape takes, and
 whether ``workflow_sdk_jobs_completed_total`` equals the jobs run.
 
     .venv/bin/python scripts/metrics_soak.py --jobs 10000 --per-child 10
+    .venv/bin/python scripts/metrics_soak.py --jobs 400 --per-child 0 --job-ms 20
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 
 HANDLERS = """
+import time
 from workflow_sdk import HandlerRegistry
 registry = HandlerRegistry()
 
 @registry.register("soak")
 def soak(job):
+    end = time.thread_time() + job["variables"].get("ms", 0) / 1000
+    while time.thread_time() < end:
+        pass
     return None
 """
 
@@ -41,11 +46,20 @@ def completed_total(text: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def mean_poll_ms(text: str) -> float:
+    total = re.search(r"workflow_sdk_poll_latency_seconds_sum (\S+)", text)
+    count = re.search(r"workflow_sdk_poll_latency_seconds_count (\S+)", text)
+    if not total or not count or float(count.group(1)) == 0:
+        return float("nan")
+    return float(total.group(1)) / float(count.group(1)) * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--per-child", type=int, default=10)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--job-ms", type=float, default=0, help="CPU each job burns")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rochallor-soak-"))
@@ -76,7 +90,7 @@ def main() -> int:
             }
         )
         for _ in range(args.jobs):
-            client.start_instance("soak")
+            client.start_instance("soak", {"ms": args.job_ms})
         log = (work / "supervisor.log").open("w")
         env = dict(os.environ, PYTHONPATH=str(work), ROCHALLOR_LOG_LEVEL="INFO")
         proc = subprocess.Popen(
@@ -118,6 +132,7 @@ def main() -> int:
     print(f"workers recycled:          {restarts.group(1) if restarts else '?'}")
     print(f"metric files in the dir:   {files} (workers: {args.workers})")
     print(f"scrape time:               {scrape_ms:.1f} ms")
+    print(f"mean poll round trip:      {mean_poll_ms(text):.2f} ms")
     print(f"jobs_completed_total:      {completed_total(text):.0f} (engine saw {engine_done})")
     exact = completed_total(text) == args.jobs == engine_done
     print("exact:                     " + ("yes" if exact else "NO"))

@@ -280,3 +280,15 @@ def test_build_context_fills_missing_fields() -> None:
     assert ctx["variables"] == {}
     assert ctx["retriesRemaining"] == 0
     assert ctx["lockExpiresAt"] is None
+
+
+def test_plain_variables_are_builtin_types_whatever_the_handler_returned() -> None:
+    class Tagged(str):
+        pass
+
+    def handler(job: dict[str, Any]) -> dict[str, Any]:
+        return {"tag": Tagged("x"), "pair": (1, 2)}
+
+    outcome = run_handler(handler, {"id": "j", "jobType": "t"}, plain_variables=True)
+    assert outcome.variables == {"tag": "x", "pair": [1, 2]}
+    assert type(outcome.variables["tag"]) is str

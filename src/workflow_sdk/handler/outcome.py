@@ -55,11 +55,12 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def check_result(result: object) -> tuple[dict[str, Any] | None, str]:
+def check_result(result: object, *, plain: bool = False) -> tuple[dict[str, Any] | None, str]:
     """Validate a handler's return value.
 
     Returns ``(variables, "")`` when it can be sent to the engine, else
-    ``(None, reason)``.
+    ``(None, reason)``. With ``plain``, the variables come back decoded from
+    their JSON text: only builtin types, whatever classes the handler used.
     """
     if result is None:
         return {}, ""
@@ -70,11 +71,11 @@ def check_result(result: object) -> tuple[dict[str, Any] | None, str]:
         )
     try:
         # allow_nan=False: the engine's JSON decoder rejects NaN and Infinity.
-        json.dumps(result, allow_nan=False)
+        encoded = json.dumps(result, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         # RecursionError: nesting too deep for the encoder (run_handler must not raise).
         return None, f"handler returned variables that are not JSON-serialisable: {exc}"
-    return result, ""
+    return (json.loads(encoded) if plain else result), ""
 
 
 def _short_repr(value: object) -> str:
@@ -85,8 +86,13 @@ def _short_repr(value: object) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def run_handler(handler: Handler, context: dict[str, Any]) -> Outcome:
-    """Call ``handler(context)`` and classify the result. Never raises ``Exception``."""
+def run_handler(
+    handler: Handler, context: dict[str, Any], *, plain_variables: bool = False
+) -> Outcome:
+    """Call ``handler(context)`` and classify the result. Never raises ``Exception``.
+
+    ``plain_variables``: see ``check_result(plain=...)``.
+    """
     job_id = context["id"]
     job_type = context["jobType"]
     started = time.perf_counter()
@@ -104,7 +110,7 @@ def run_handler(handler: Handler, context: dict[str, Any]) -> Outcome:
         log.warning("job %s (%s) failed: %s", job_id, job_type, message, exc_info=True)
         return Outcome.failure(job_id, job_type, message, retryable=True, duration=duration)
     duration = time.perf_counter() - started
-    variables, problem = check_result(result)
+    variables, problem = check_result(result, plain=plain_variables)
     if variables is None:
         log.error("job %s (%s): %s", job_id, job_type, problem)
         return Outcome.failure(job_id, job_type, problem, retryable=False, duration=duration)

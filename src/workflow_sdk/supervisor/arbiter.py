@@ -323,7 +323,6 @@ class Supervisor:
             slot=slot_no,
             process=process,
             conn=parent_end,
-            spawned_at=now,
             boot_deadline=now + self.config.supervisor.boot_timeout,
             pid=process.pid or 0,
             surge=surge,
@@ -410,7 +409,7 @@ class Supervisor:
 
     def _report(self, outcome: Outcome, job: RunningJob) -> None:
         now = time.monotonic()
-        self.stats.record_outcome(outcome, job.context.get("retriesRemaining", 0))
+        self.stats.record_outcome(outcome)
         if not outcome.succeeded and now > job.lease_deadline:
             # The engine may already have handed the job to another worker;
             # a fail now could undo that worker's completion or fail an
@@ -659,7 +658,7 @@ class Supervisor:
 
     def _on_poll_result(self, result: PollResult) -> None:
         now = time.monotonic()
-        self.stats.record_poll(result.latency, len(result.jobs), result.error is not None)
+        self.stats.record_poll(len(result.jobs), result.error is not None)
         if result.error is not None:
             wait_s = self._poll_backoff.next_delay()
             self._next_poll_at = now + wait_s
@@ -712,12 +711,10 @@ class Supervisor:
                 timeout_at=now + timeout if timeout > 0 else None,
                 timeout=timeout,
             )
-            self.stats.jobs_dispatched += 1
             log.debug("job %s (%s) sent to worker-%d", job_id, job_type, slot.slot)
             return
         # Cannot happen while we claim no more than our idle workers; if it
         # does, the engine redelivers the job when its lease passes.
-        self.stats.unplaced += 1
         log.error("job %s (%s): no idle worker for it; left to lease expiry", job_id, job_type)
 
     # -- monitoring --------------------------------------------------------------------

@@ -106,16 +106,11 @@ def metrics_with_identifier(identifier: str) -> Metrics:
         values.ValueClass = previous
 
 
-def metric_files(path: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(path, "*.db")))
-
-
 __all__ = [
     "ENV_DIR",
     "choose_dir",
     "current_identifier",
     "install_value_class",
-    "metric_files",
     "metrics_with_identifier",
     "prepare_dir",
     "use_identifier",

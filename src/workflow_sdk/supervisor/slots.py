@@ -45,7 +45,6 @@ class WorkerSlot:
     slot: int
     process: BaseProcess
     conn: Connection
-    spawned_at: float
     boot_deadline: float
     state: SlotState = SlotState.BOOTING
     pid: int = 0

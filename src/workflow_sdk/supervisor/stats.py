@@ -15,16 +15,11 @@ RESTART_REASONS = ("crash", "timeout", "recycle_jobs", "recycle_memory", "reload
 
 @dataclass
 class SupervisorStats:
-    jobs_dispatched: int = 0
     jobs_succeeded: int = 0
     jobs_failed: int = 0
-    #: failures reported retryable with retries left (the engine redelivers)
-    retries: int = 0
-    polls: int = 0
     poll_errors: int = 0
     jobs_claimed: int = 0
     skipped_expired: int = 0
-    unplaced: int = 0
     lease_overruns: int = 0
     abandoned: int = 0
     #: failures not sent because the job's lease had passed (it may run elsewhere)
@@ -34,19 +29,16 @@ class SupervisorStats:
     restarts: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record_poll(self, latency: float, jobs: int, failed: bool) -> None:
-        self.polls += 1
+    def record_poll(self, jobs: int, failed: bool) -> None:
         self.jobs_claimed += jobs
         if failed:
             self.poll_errors += 1
 
-    def record_outcome(self, outcome: Outcome, retries_remaining: int) -> None:
+    def record_outcome(self, outcome: Outcome) -> None:
         if outcome.succeeded:
             self.jobs_succeeded += 1
         else:
             self.jobs_failed += 1
-            if outcome.retryable and retries_remaining > 0:
-                self.retries += 1
 
     def record_restart(self, reason: str) -> None:
         with self._lock:
@@ -75,7 +67,8 @@ class SupervisorStats:
             restarts = dict(self.restarts)
         return (
             f"jobs: {self.jobs_succeeded} succeeded, {self.jobs_failed} failed, "
-            f"{self.skipped_expired} skipped (lease passed), {self.abandoned} abandoned; "
+            f"{self.skipped_expired} skipped (lease passed), {self.abandoned} abandoned, "
+            f"{self.fails_withheld} failures withheld (lease passed); "
             f"reports: {reports}; restarts: {restarts}"
         )
 

@@ -8,7 +8,6 @@ channel, so all reporting rules live in one place (the parent).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -139,16 +138,11 @@ class Worker:
         if handler is None:
             message = f"no handler for job type {context['jobType']!r} in this worker"
             return Outcome.failure(context["id"], context["jobType"], message, retryable=True)
-        outcome = run_handler(handler, context)
+        # Plain variables: the supervisor never imports handler code, so it
+        # could not unpickle a handler's own dict or str subclasses.
+        outcome = run_handler(handler, context, plain_variables=True)
         if self.metrics is not None:
             self._record(outcome, context)
-        if outcome.succeeded and outcome.variables:
-            # Send plain JSON data: the supervisor never imports handler code,
-            # so it could not unpickle a handler's own dict or str subclasses.
-            plain = json.loads(json.dumps(outcome.variables))
-            outcome = Outcome(
-                outcome.job_id, outcome.job_type, True, plain, "", True, outcome.duration
-            )
         return outcome
 
     def _record(self, outcome: Outcome, context: dict[str, Any]) -> None:
