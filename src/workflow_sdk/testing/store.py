@@ -137,10 +137,9 @@ class Definition:
         }
 
     def document(self) -> dict[str, Any]:
-        # The stored JSON with the version it was stored as.
-        document = copy.deepcopy(self.compiled.document)
-        document["version"] = self.version
-        return document
+        # The stored JSON with the version it was stored as. A shallow copy:
+        # the stored document is never changed, and callers only serialise it.
+        return {**self.compiled.document, "version": self.version}
 
 
 @dataclass(eq=False)
@@ -209,7 +208,7 @@ class Job:
     worker_id: str | None = None
     locked_at: datetime | None = None
     lock_expires_at: datetime | None = None
-    claim: int = 0  # number of deliveries; tells a stale lease entry from a live one
+    #: claims so far; also tells a stale lease entry from the live one
     deliveries: int = 0
     complete_calls: int = 0
     fail_calls: int = 0
@@ -265,7 +264,7 @@ class EngineState:
         # Per job type, a heap of (seq, job id) of jobs that may be PENDING;
         # entries of jobs that were claimed meanwhile are skipped when popped.
         self._queues: dict[str, list[tuple[int, str]]] = {}
-        # Heap of (monotonic deadline, job id, claim) of leases to expire.
+        # Heap of (monotonic deadline, job id, deliveries) of leases to expire.
         self._leases: list[tuple[float, str, int]] = []
         self._chains: deque[tuple[str, dict[str, Any], str]] = deque()
         self.counters: dict[str, int] = {}
@@ -700,9 +699,8 @@ class EngineState:
                 job.worker_id = worker_id
                 job.locked_at = at
                 job.lock_expires_at = expires
-                job.claim += 1
                 job.deliveries += 1
-                heapq.heappush(self._leases, (deadline, job.id, job.claim))
+                heapq.heappush(self._leases, (deadline, job.id, job.deliveries))
                 claimed.append(job.wire())
             if not claimed:
                 self._count("empty_polls")
@@ -785,7 +783,7 @@ class EngineState:
             while self._leases and self._leases[0][0] <= current:
                 _, job_id, claim = heapq.heappop(self._leases)
                 job = self._jobs.get(job_id)
-                if job is None or job.status != "LOCKED" or job.claim != claim:
+                if job is None or job.status != "LOCKED" or job.deliveries != claim:
                     continue  # finished or claimed again since
                 self._requeue(job)  # retriesRemaining unchanged
                 expired += 1
