@@ -463,24 +463,25 @@ def test_empty_polls_wait_poll_interval(metrics: Metrics) -> None:
 def test_extra_jobs_from_the_engine_wait_for_a_slot(metrics: Metrics) -> None:
     client = FakeClient()
     client.extra_jobs_per_poll = 2
-    lock = threading.Lock()
-    active = max_active = 0
 
     def handler(job: dict[str, Any]) -> None:
-        nonlocal active, max_active
-        with lock:
-            active += 1
-            max_active = max(max_active, active)
         threading.Event().wait(0.01)
-        with lock:
-            active -= 1
 
+    def probe() -> dict[str, Any]:
+        stats = runner.stats
+        with client.cond:
+            claimed = sum(p["returned"] for p in client.polls)
+        return {"waiting": claimed - stats.jobs_started - stats.skipped_expired}
+
+    client.probe = probe
     client.add(*(make_job(f"j{i}") for i in range(6)))
     runner = make_runner(client, {"work": handler}, metrics, parallelism=2)
     with running(runner):
         assert client.wait_for(lambda: len(client.completes) == 6)
-    assert max_active <= 2
-    assert runner.stats.jobs_started == 6
+    assert runner.stats.jobs_started == 6, "the extras were run, not dropped"
+    assert any(p["returned"] > p["max_jobs"] for p in client.polls), "the engine over-delivered"
+    # No new claim while an extra job was still waiting for a thread.
+    assert all(p["waiting"] == 0 for p in client.polls), client.polls
 
 
 # -- lease -----------------------------------------------------------------------
