@@ -12,7 +12,11 @@ The engine's two report calls differ (see the contract file):
   which is the safe outcome.
 
 A fail is never sent for a job whose completion was sent: the caller hands
-one ``Outcome`` per delivery to ``deliver`` and nothing else reports it.
+one ``Outcome`` per delivery to ``deliver`` and nothing else reports it. Nor
+once the job's lease has passed (``lease_end``): the engine may then have
+handed the job to another worker, and a fail, which checks neither worker nor
+job state, could undo that worker's completion or fail an instance that moved
+on. Completions are sent whatever the lease: the engine accepts late ones.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class ReportStatus(enum.Enum):
     REJECTED = "rejected"
     #: Gave up: the deadline passed, or a fail could not be resent safely.
     LOST = "lost"
+    #: A fail not sent because the job's lease had passed (the engine redelivers it).
+    WITHHELD = "withheld"
 
 
 def _attempt(client: WorkerEngineClient, worker_id: str, outcome: Outcome) -> None:
@@ -65,15 +71,29 @@ def deliver(
     deadline: float = DEFAULT_REPORT_DEADLINE,
     give_up: threading.Event | None = None,
     on_retry: Callable[[Outcome, EngineClientError], None] | None = None,
+    lease_end: float | None = None,
 ) -> ReportStatus:
     """Report ``outcome``; blocks through the retries.
 
     ``give_up``, when set, ends the waiting between retries early (the
     outcome is then counted lost). ``on_retry`` is called before each resend.
+    ``lease_end`` (``time.monotonic()`` value) stops a failure from being sent
+    or resent after the job's lease.
     """
     verb = "completion" if outcome.succeeded else "failure"
     backoff = Backoff()
     stop_at = time.monotonic() + deadline
+    if not outcome.succeeded and lease_end is not None:
+        stop_at = min(stop_at, lease_end)
+        if time.monotonic() >= lease_end:
+            log.error(
+                "job %s (%s) failed after its lease had passed; the failure is not sent "
+                "(the job may already run elsewhere; the engine redelivers it): %s",
+                outcome.job_id,
+                outcome.job_type,
+                outcome.error_message,
+            )
+            return ReportStatus.WITHHELD
     while True:
         try:
             _attempt(client, worker_id, outcome)

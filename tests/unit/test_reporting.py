@@ -246,3 +246,23 @@ def test_waits_use_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     client = FakeClient(unavailable(), unavailable(), unavailable(), None)
     assert deliver(client, "w", SUCCESS, deadline=100.0) is ReportStatus.DELIVERED
     assert clock.slept == [0.5, 1.0, 1.5]
+
+
+def test_failure_after_the_lease_is_withheld_but_a_completion_is_sent() -> None:
+    past = time.monotonic() - 1
+    client = FakeClient(None)
+    assert deliver(client, "w", FAILURE, lease_end=past) is ReportStatus.WITHHELD
+    assert client.attempts == 0
+    assert deliver(client, "w", SUCCESS, lease_end=past) is ReportStatus.DELIVERED
+    assert len(client.completes) == 1
+
+
+def test_failure_retries_stop_at_the_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(reporting, "time", clock)
+    client = FakeClient(then=refused())
+    lease_end = clock.now + 1.0
+    status = deliver(client, "w", FAILURE, deadline=600, lease_end=lease_end)
+    assert status is ReportStatus.LOST
+    assert clock.now <= lease_end, "no wait runs past the lease"
+    assert client.attempts >= 2

@@ -503,25 +503,6 @@ class Runner:
             )
 
     def _report(self, job: dict[str, Any], outcome: Outcome, lease_end: float) -> None:
-        if outcome.succeeded:
-            # The engine accepts a completion whatever the lease.
-            deadline = self.report_deadline
-        else:
-            # Once the lease has passed the job may be running elsewhere, and
-            # a fail would undo that worker's completion or fail an instance
-            # that moved on: no fail is sent (or resent) after the lease.
-            deadline = min(self.report_deadline, lease_end - time.monotonic())
-            if deadline <= 0:
-                self._count(fails_withheld=1)
-                log.error(
-                    "job %s (%s): the handler failed after the job's lease had passed; the "
-                    "failure is not sent (the job may already run elsewhere): %s",
-                    outcome.job_id,
-                    outcome.job_type,
-                    outcome.error_message,
-                )
-                return
-
         def on_retry(_outcome: Outcome, _exc: Exception) -> None:
             self._count(report_retries=1)
 
@@ -529,9 +510,10 @@ class Runner:
             self.client,
             self.worker_id,
             outcome,
-            deadline=deadline,
+            deadline=self.report_deadline,
             give_up=self._give_up,
             on_retry=on_retry,
+            lease_end=lease_end,
         )
         if status is ReportStatus.DELIVERED:
             if outcome.succeeded:
@@ -541,6 +523,8 @@ class Runner:
                 retries = job.get("retriesRemaining")
                 if outcome.retryable and isinstance(retries, int) and retries > 0:
                     self.metrics.retry(outcome.job_type)
+        elif status is ReportStatus.WITHHELD:
+            self._count(fails_withheld=1)
         elif status is ReportStatus.REJECTED:
             self._count(reports_rejected=1)
         else:

@@ -129,7 +129,7 @@ class Supervisor:
         self._ever_booted = False
         self._boot_failures = 0
         #: Outcomes decided this tick, handed to the reporter at its end.
-        self._outbox: list[Outcome] = []
+        self._outbox: list[tuple[Outcome, float]] = []
 
     # -- public ------------------------------------------------------------------
 
@@ -410,19 +410,6 @@ class Supervisor:
     def _report(self, outcome: Outcome, job: RunningJob) -> None:
         now = time.monotonic()
         self.stats.record_outcome(outcome)
-        if not outcome.succeeded and now > job.lease_deadline:
-            # The engine may already have handed the job to another worker;
-            # a fail now could undo that worker's completion or fail an
-            # instance that moved on. The lease expiry redelivers it instead.
-            self.stats.fails_withheld += 1
-            log.error(
-                "job %s (%s) failed after its lease ran out; the failure is not sent "
-                "(the engine redelivers the job): %s",
-                outcome.job_id,
-                outcome.job_type,
-                outcome.error_message,
-            )
-            return
         if outcome.succeeded and now > job.lease_deadline:
             log.warning(
                 "job %s (%s) finished %.1f s after its lease ran out; reporting it anyway",
@@ -443,7 +430,8 @@ class Supervisor:
                 "retryable" if outcome.retryable else "not retryable",
                 outcome.error_message,
             )
-        self._outbox.append(outcome)
+        # A failure past the lease is withheld by reporting.deliver.
+        self._outbox.append((outcome, job.lease_deadline))
 
     def _on_death(self, slot: WorkerSlot) -> None:
         self._read_messages(slot)
@@ -514,8 +502,8 @@ class Supervisor:
         held = time.monotonic() - self._poll_requested_at < REPORT_HOLD
         if self._poller.busy and held and not self._draining:
             return
-        for outcome in self._outbox:
-            self._reporter.submit(outcome)
+        for outcome, lease_end in self._outbox:
+            self._reporter.submit(outcome, lease_end)
         self._outbox.clear()
 
     def _tick_once(self) -> None:

@@ -37,7 +37,7 @@ class Reporter:
         self._deadline = deadline
         self._on_status = on_status
         self._on_retry = on_retry
-        self._queue: queue.Queue[Outcome | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Outcome, float | None] | None] = queue.Queue()
         self._give_up = threading.Event()
         self._idle = threading.Condition()
         self._pending = 0
@@ -48,10 +48,11 @@ class Reporter:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, outcome: Outcome) -> None:
+    def submit(self, outcome: Outcome, lease_end: float | None = None) -> None:
+        """Queue ``outcome``; a failure is not sent after ``lease_end`` (monotonic)."""
         with self._idle:
             self._pending += 1
-        self._queue.put(outcome)
+        self._queue.put((outcome, lease_end))
 
     def pending(self) -> int:
         """Outcomes queued or being delivered."""
@@ -77,9 +78,10 @@ class Reporter:
 
     def _serve(self) -> None:
         while True:
-            outcome = self._queue.get()
-            if outcome is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            outcome, lease_end = item
             try:
                 status = deliver(
                     self._client,
@@ -88,6 +90,7 @@ class Reporter:
                     deadline=self._deadline,
                     give_up=self._give_up,
                     on_retry=self._on_retry,
+                    lease_end=lease_end,
                 )
                 if self._on_status is not None:
                     self._on_status(outcome, status)

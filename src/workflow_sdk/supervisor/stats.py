@@ -22,8 +22,6 @@ class SupervisorStats:
     skipped_expired: int = 0
     lease_overruns: int = 0
     abandoned: int = 0
-    #: failures not sent because the job's lease had passed (it may run elsewhere)
-    fails_withheld: int = 0
     report_retries: int = 0
     reports: Counter[str] = field(default_factory=Counter)
     restarts: Counter[str] = field(default_factory=Counter)
@@ -67,8 +65,7 @@ class SupervisorStats:
             restarts = dict(self.restarts)
         return (
             f"jobs: {self.jobs_succeeded} succeeded, {self.jobs_failed} failed, "
-            f"{self.skipped_expired} skipped (lease passed), {self.abandoned} abandoned, "
-            f"{self.fails_withheld} failures withheld (lease passed); "
+            f"{self.skipped_expired} skipped (lease passed), {self.abandoned} abandoned; "
             f"reports: {reports}; restarts: {restarts}"
         )
 
