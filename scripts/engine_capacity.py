@@ -160,11 +160,19 @@ def run(seconds: float, threads: int = 4, processes: int = 1, in_process: bool =
                 context.Process(target=_client_process, args=(url, seconds, threads, results))
                 for _ in range(processes)
             ]
-            for child in children:
-                child.start()
-            cycles = sum(results.get(timeout=seconds + 60) for _ in children)
-            for child in children:
-                child.join(15)
+            try:
+                for child in children:
+                    child.start()
+                cycles = sum(results.get(timeout=seconds + 60) for _ in children)
+            finally:
+                # Reaped on every path, also when a result never came.
+                for child in children:
+                    if child.pid is None:
+                        continue  # never started
+                    child.join(15)
+                    if child.is_alive():
+                        child.kill()
+                        child.join()
         elapsed = time.perf_counter() - started
         engine_cpu = None if pid is None else (_cpu_seconds(pid) - cpu_before) / elapsed
     return Capacity(cycles / elapsed, elapsed, engine_cpu)
