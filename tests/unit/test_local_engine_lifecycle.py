@@ -39,13 +39,15 @@ def _engine_threads(engine: LocalEngine) -> list[threading.Thread]:
 
 def test_start_stop_and_context_manager() -> None:
     engine = LocalEngine()
-    assert engine.start() is engine
-    assert engine.running and engine.port > 0
-    assert engine.url == f"http://127.0.0.1:{engine.port}"
-    assert engine.start() is engine  # already running: no-op
-    with engine.client() as client:
-        assert client.health()
-    engine.stop()
+    try:
+        assert engine.start() is engine
+        assert engine.running and engine.port > 0
+        assert engine.url == f"http://127.0.0.1:{engine.port}"
+        assert engine.start() is engine  # already running: no-op
+        with engine.client() as client:
+            assert client.health()
+    finally:
+        engine.stop()
     engine.stop()  # idempotent
     assert not engine.running
     assert _engine_threads(engine) == []
@@ -58,24 +60,27 @@ def test_start_stop_and_context_manager() -> None:
 
 def test_stop_closes_idle_keep_alive_connections_and_joins_threads() -> None:
     engine = LocalEngine().start()
-    assert len(_engine_threads(engine)) == 2  # the accept loop and the sweeper
     clients = [engine.client() for _ in range(3)]
-    for client in clients:
-        assert client.health()  # each leaves an idle keep-alive connection
-    assert len(_engine_threads(engine)) == 5
-    started = time.monotonic()
-    engine.stop()
-    assert time.monotonic() - started < 2.0
-    assert _engine_threads(engine) == []
-    for client in clients:
-        client.close()
+    try:
+        assert len(_engine_threads(engine)) == 2  # the accept loop and the sweeper
+        for client in clients:
+            assert client.health()  # each leaves an idle keep-alive connection
+        assert len(_engine_threads(engine)) == 5
+        started = time.monotonic()
+        engine.stop()  # must not wait for the idle connections to time out
+        assert time.monotonic() - started < 2.0
+        assert _engine_threads(engine) == []
+    finally:
+        engine.stop()
+        for client in clients:
+            client.close()
 
 
 def test_restart_on_the_same_port_keeps_the_state() -> None:
     engine = LocalEngine(lease_seconds=30).start()
     url = engine.url
+    client = RestEngineClient(url, timeout=5)
     try:
-        client = RestEngineClient(url, timeout=5)
         client.upload_definition(DEF)
         instance = client.start_instance("life", {"a": 1})
         (job,) = client.poll_jobs("w", ["life"], 1)
@@ -91,8 +96,8 @@ def test_restart_on_the_same_port_keeps_the_state() -> None:
         client.complete_job(job["id"], "w", {"b": 2})
         done = client.get_instance(instance["id"])
         assert done["status"] == "COMPLETED" and done["variables"] == {"a": 1, "b": 2}
-        client.close()
     finally:
+        client.close()
         engine.stop()
 
 
