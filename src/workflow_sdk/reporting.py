@@ -17,6 +17,11 @@ once the job's lease has passed (``lease_end``): the engine may then have
 handed the job to another worker, and a fail, which checks neither worker nor
 job state, could undo that worker's completion or fail an instance that moved
 on. Completions are sent whatever the lease: the engine accepts late ones.
+
+Nor for a job that stopped mattering (``stale_check``, see
+``workflow_sdk.staleness``): a fail for a job of a cancelled or finished
+instance, or of a step a boundary timer interrupted, would fail the instance.
+When the check cannot reach the engine, the rules above decide alone.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.errors import EngineClientError, EngineConnectionError
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.retry.backoff import Backoff
+from workflow_sdk.staleness import StaleVerdict
 
 log = logging.getLogger("workflow_sdk.reporting")
 
@@ -46,6 +52,9 @@ class ReportStatus(enum.Enum):
     LOST = "lost"
     #: A fail not sent because the job's lease had passed (the engine redelivers it).
     WITHHELD = "withheld"
+    #: A fail not sent because the job no longer matters (instance finished or
+    #: cancelled, step interrupted): sending it would fail the instance.
+    STALE = "stale"
 
 
 def _attempt(client: WorkerEngineClient, worker_id: str, outcome: Outcome) -> None:
@@ -72,13 +81,15 @@ def deliver(
     give_up: threading.Event | None = None,
     on_retry: Callable[[Outcome, EngineClientError], None] | None = None,
     lease_end: float | None = None,
+    stale_check: Callable[[], StaleVerdict] | None = None,
 ) -> ReportStatus:
     """Report ``outcome``; blocks through the retries.
 
     ``give_up``, when set, ends the waiting between retries early (the
     outcome is then counted lost). ``on_retry`` is called before each resend.
     ``lease_end`` (``time.monotonic()`` value) stops a failure from being sent
-    or resent after the job's lease.
+    or resent after the job's lease. ``stale_check`` is asked once before a
+    failure is sent; a STALE verdict sends nothing.
     """
     verb = "completion" if outcome.succeeded else "failure"
     backoff = Backoff()
@@ -94,6 +105,17 @@ def deliver(
                 outcome.error_message,
             )
             return ReportStatus.WITHHELD
+    if not outcome.succeeded and stale_check is not None:
+        verdict = stale_check()
+        if verdict.stale:
+            log.info(
+                "job %s (%s) no longer matters (%s); its failure is not sent: %s",
+                outcome.job_id,
+                outcome.job_type,
+                verdict.detail,
+                outcome.error_message,
+            )
+            return ReportStatus.STALE
     while True:
         try:
             _attempt(client, worker_id, outcome)

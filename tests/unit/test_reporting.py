@@ -266,3 +266,37 @@ def test_failure_retries_stop_at_the_lease(monkeypatch: pytest.MonkeyPatch) -> N
     assert status is ReportStatus.LOST
     assert clock.now <= lease_end, "no wait runs past the lease"
     assert client.attempts >= 2
+
+
+def test_a_failure_of_a_stale_job_is_not_sent() -> None:
+    from workflow_sdk.staleness import JobLiveness, StaleVerdict
+
+    client = FakeClient()
+    asked: list[bool] = []
+
+    def stale() -> StaleVerdict:
+        asked.append(True)
+        return StaleVerdict(JobLiveness.STALE, "instance_cancelled", "instance CANCELLED")
+
+    assert deliver(client, "w", FAILURE_FOR_GOOD, stale_check=stale) is ReportStatus.STALE
+    assert client.fails == [] and asked == [True]
+
+
+@pytest.mark.parametrize("liveness", ["live", "unknown"])
+def test_a_failure_is_sent_when_the_job_is_live_or_the_check_cannot_tell(liveness: str) -> None:
+    from workflow_sdk.staleness import JobLiveness, StaleVerdict
+
+    client = FakeClient()
+    verdict = StaleVerdict(JobLiveness(liveness))
+    assert deliver(client, "w", FAILURE, stale_check=lambda: verdict) is ReportStatus.DELIVERED
+    assert len(client.fails) == 1
+
+
+def test_a_completion_never_asks_the_stale_check() -> None:
+    client = FakeClient()
+
+    def boom() -> Any:
+        raise AssertionError("asked")
+
+    assert deliver(client, "w", SUCCESS, stale_check=boom) is ReportStatus.DELIVERED
+    assert len(client.completes) == 1

@@ -18,6 +18,9 @@ LOCK_CONFLICTS = "workflow_sdk_lock_conflicts_total"
 HANDLER_LATENCY = "workflow_sdk_handler_latency_seconds"
 RETRIES = "workflow_sdk_retries_total"
 JOBS_COMPLETED = "workflow_sdk_jobs_completed_total"
+#: Not one of the five shared names: jobs found stale (instance finished or
+#: step interrupted) and therefore not failed, by why.
+STALE_JOBS = "workflow_sdk_stale_jobs_total"
 
 # Handler latencies run from milliseconds (I/O glue) to the 30 s lease.
 _HANDLER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
@@ -40,6 +43,7 @@ class Metrics:
     handler_latency: Histogram
     retries: Counter
     jobs_completed: Counter
+    stale_jobs: Counter
 
     def __new__(cls, registry: CollectorRegistry | None = None) -> Metrics:
         target = REGISTRY if registry is None else registry
@@ -83,6 +87,13 @@ class Metrics:
             ["job_type", "outcome"],
             registry=registry,
         )
+        self.stale_jobs = Counter(
+            STALE_JOBS,
+            "Jobs that stopped mattering while they ran (instance finished or cancelled, "
+            "step interrupted); nothing was reported for them",
+            ["job_type", "reason"],
+            registry=registry,
+        )
 
     def observe_poll(self, seconds: float, jobs: int) -> None:
         self.poll_latency.observe(seconds)
@@ -98,6 +109,9 @@ class Metrics:
     def retry(self, job_type: str) -> None:
         self.retries.labels(job_type=job_type).inc()
 
+    def stale_job(self, job_type: str, reason: str) -> None:
+        self.stale_jobs.labels(job_type=job_type, reason=reason).inc()
+
 
 __all__ = [
     "HANDLER_LATENCY",
@@ -105,5 +119,6 @@ __all__ = [
     "LOCK_CONFLICTS",
     "POLL_LATENCY",
     "RETRIES",
+    "STALE_JOBS",
     "Metrics",
 ]
