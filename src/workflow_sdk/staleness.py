@@ -70,9 +70,7 @@ def verdict_from_instance(instance: dict[str, Any]) -> StaleVerdict | None:
     return None
 
 
-def verdict_from_history(
-    history: list[dict[str, Any]], step_execution_id: str
-) -> StaleVerdict:
+def verdict_from_history(history: list[dict[str, Any]], step_execution_id: str) -> StaleVerdict:
     """STALE when the job's step execution is no longer RUNNING."""
     for item in history:
         if item.get("id") != step_execution_id:

@@ -17,6 +17,7 @@ from workflow_sdk.errors import (
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus, deliver
 from workflow_sdk.retry import backoff
+from workflow_sdk.staleness import JobLiveness, StaleVerdict
 
 SUCCESS = Outcome("job-1", "score", True, {"score": 7})
 FAILURE = Outcome.failure("job-2", "score", "ValueError: x", retryable=True)
@@ -269,8 +270,6 @@ def test_failure_retries_stop_at_the_lease(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_failure_of_a_stale_job_is_not_sent() -> None:
-    from workflow_sdk.staleness import JobLiveness, StaleVerdict
-
     client = FakeClient()
     asked: list[bool] = []
 
@@ -284,8 +283,6 @@ def test_a_failure_of_a_stale_job_is_not_sent() -> None:
 
 @pytest.mark.parametrize("liveness", ["live", "unknown"])
 def test_a_failure_is_sent_when_the_job_is_live_or_the_check_cannot_tell(liveness: str) -> None:
-    from workflow_sdk.staleness import JobLiveness, StaleVerdict
-
     client = FakeClient()
     verdict = StaleVerdict(JobLiveness(liveness))
     assert deliver(client, "w", FAILURE, stale_check=lambda: verdict) is ReportStatus.DELIVERED
