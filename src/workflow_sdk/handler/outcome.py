@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,9 @@ class Outcome:
     error_message: str = ""
     retryable: bool = True
     duration: float = 0.0
+    #: The handler's traceback, when it raised (for the one log line of the
+    #: failure, written where the outcome is reported).
+    traceback: str = ""
 
     @classmethod
     def failure(
@@ -87,11 +91,17 @@ def _short_repr(value: object) -> str:
 
 
 def run_handler(
-    handler: Handler, context: dict[str, Any], *, plain_variables: bool = False
+    handler: Handler,
+    context: dict[str, Any],
+    *,
+    plain_variables: bool = False,
+    log_failures: bool = True,
 ) -> Outcome:
     """Call ``handler(context)`` and classify the result. Never raises ``Exception``.
 
-    ``plain_variables``: see ``check_result(plain=...)``.
+    ``plain_variables``: see ``check_result(plain=...)``. ``log_failures=False``
+    leaves the logging to whoever reports the outcome (the supervisor's parent
+    writes one line per failed job, with ``Outcome.traceback``).
     """
     job_id = context["id"]
     job_type = context["jobType"]
@@ -102,17 +112,30 @@ def run_handler(
         duration = time.perf_counter() - started
         # The user chose this message for failureReason: keep it as written.
         message = _safe_str(exc) or type(exc).__name__
-        log.warning("job %s (%s) failed for good: %s", job_id, job_type, message)
+        if log_failures:
+            log.warning("job %s (%s) failed for good: %s", job_id, job_type, message)
         return Outcome.failure(job_id, job_type, message, retryable=False, duration=duration)
     except Exception as exc:
         duration = time.perf_counter() - started
         message = describe_exception(exc)
-        log.warning("job %s (%s) failed: %s", job_id, job_type, message, exc_info=True)
-        return Outcome.failure(job_id, job_type, message, retryable=True, duration=duration)
+        if log_failures:
+            log.warning("job %s (%s) failed: %s", job_id, job_type, message, exc_info=True)
+            return Outcome.failure(job_id, job_type, message, retryable=True, duration=duration)
+        return Outcome(
+            job_id,
+            job_type,
+            False,
+            {},
+            message,
+            True,
+            duration,
+            traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        )
     duration = time.perf_counter() - started
     variables, problem = check_result(result, plain=plain_variables)
     if variables is None:
-        log.error("job %s (%s): %s", job_id, job_type, problem)
+        if log_failures:
+            log.error("job %s (%s): %s", job_id, job_type, problem)
         return Outcome.failure(job_id, job_type, problem, retryable=False, duration=duration)
     return Outcome(job_id, job_type, True, variables, "", True, duration)
 

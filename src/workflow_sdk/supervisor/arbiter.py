@@ -1,15 +1,21 @@
 """The supervisor: owns the worker processes and is the only place that starts them.
 
 One main loop (``_tick``) waits on every worker's channel and process
-sentinel, a wake-up pipe and a timer, then acts: dispatch claimed jobs to
-idle workers, collect outcomes, notice deaths and timeouts, respawn, poll.
-Signal handlers only record the signal; the loop acts on it.
+sentinel, a wake-up pipe and a timer, then acts: collect outcomes, claim and
+dispatch jobs to idle workers, notice deaths, timeouts and stale jobs,
+respawn, poll. Signal handlers only record the signal; the loop acts on it.
+
+Decisions live in two small objects that return verdicts: the job ledger
+(``jobs.JobLedger``: what we hold, from claim to the engine's answer, and
+the bound on it) and the worker pool (``pool.WorkerPool``: which workers
+exist, which should, which must go). This class carries the verdicts out.
 
 Workers come from a fork server (``multiprocessing`` "forkserver" context):
 each one is forked from a small single-threaded server process, never from
-this process, which is therefore free to run threads for HTTP (a poller and
-a few reporters) without the fork-while-threaded deadlocks, and every
-replacement starts lean instead of inheriting a bloated parent or sibling.
+this process, which is therefore free to run threads for HTTP (a poller, a
+few reporters, a stale-job watcher) without the fork-while-threaded
+deadlocks, and every replacement starts lean instead of inheriting a
+bloated parent or sibling.
 """
 
 from __future__ import annotations
@@ -18,11 +24,10 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import random
 import signal
 import time
-from collections.abc import Iterable
 from multiprocessing.connection import wait
+from queue import SimpleQueue
 from types import FrameType
 from typing import Any
 
@@ -38,17 +43,32 @@ from workflow_sdk.lease import lease_deadline
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.retry.backoff import Backoff
+from workflow_sdk.staleness import InstanceReader, JobLiveness, StaleVerdict, check_job
 from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer, PoolState
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config
 from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
+from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
 from workflow_sdk.supervisor.poller import Poller, PollResult
+from workflow_sdk.supervisor.pool import (
+    BootVerdict,
+    Phase,
+    RecyclePolicy,
+    ReloadStep,
+    WorkerPool,
+)
 from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
 from workflow_sdk.supervisor.reporter import Reporter
-from workflow_sdk.supervisor.slots import RunningJob, SlotState, WorkerSlot, describe_exit
+from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
+from workflow_sdk.supervisor.stale_watch import StaleWatcher
 from workflow_sdk.supervisor.stats import SupervisorStats
 from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
-from workflow_sdk.supervisor.worker import ENV_PRELOAD_MODULES, WorkerSpec, worker_main
+from workflow_sdk.supervisor.worker import (
+    CANCEL_SIGNAL,
+    ENV_PRELOAD_MODULES,
+    WorkerSpec,
+    worker_main,
+)
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -60,12 +80,12 @@ EXIT_BOOT_FAILED = 3
 
 #: Seconds between SIGTERM and SIGKILL when a worker must go.
 KILL_GRACE = 3.0
-#: Replacements that fail to boot in a row before the supervisor gives up.
-MAX_BOOT_FAILURES = 5
 #: Seconds between RSS samples of busy workers.
 RSS_SAMPLE_INTERVAL = 1.0
 #: Seconds a report may wait for the poll in flight to return first.
 REPORT_HOLD = 0.05
+#: Jobs held at most (claimed, running, reports in flight), per worker.
+HELD_PER_WORKER = 2
 #: Environment variables that belong to this process only.
 PRIVATE_ENV = (*SYSTEMD_ENV, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 _HANDLED_SIGNALS = (
@@ -77,14 +97,31 @@ _HANDLED_SIGNALS = (
 )
 
 
+class _FailCheck:
+    """The stale check a failure's report runs first (on a reporter thread).
+
+    Keeps the verdict, so the main loop can count a stale job by its reason.
+    """
+
+    def __init__(self, reader: InstanceReader, context: dict[str, Any]) -> None:
+        self._reader = reader
+        self._context = context
+        self.verdict: StaleVerdict | None = None
+
+    def __call__(self) -> StaleVerdict:
+        self.verdict = check_job(self._reader, self._context)
+        return self.verdict
+
+
 class Supervisor:
     """Run a pool of worker processes for the job types of ``config``'s handlers.
 
     ``registry`` adds handlers built in code; its handler functions must be
     importable by name (module-level functions), since workers receive the
     registry by pickling. ``client`` replaces the REST client built from
-    ``config.engine``; it is used from this process's poller and reporter
-    threads only, never from the workers.
+    ``config.engine``; it is used from this process's poller, reporter and
+    stale-watch threads only, never from the workers. A client without
+    ``get_instance``/``get_instance_history`` disables the stale-job checks.
     """
 
     def __init__(
@@ -102,15 +139,20 @@ class Supervisor:
         self.fatal_error = ""
         #: Port of the /metrics server once started (useful with ``port = 0``).
         self.metrics_port: int | None = None
+        self.phase = Phase.RUNNING
+        self.pool = WorkerPool(config.supervisor.workers)
+        self.ledger = JobLedger(
+            HELD_PER_WORKER * config.supervisor.workers, config.supervisor.stale_check_interval
+        )
         self._client = client
         self._ctx = multiprocessing.get_context("forkserver")
-        self._slots: dict[int, WorkerSlot] = {}
-        self._target = config.supervisor.workers
         self._signals: list[int] = []
         self._wake_r = -1
         self._wake_w = -1
         self._poller: Poller | None = None
         self._reporter: Reporter | None = None
+        self._reader: InstanceReader | None = None
+        self._watcher: StaleWatcher | None = None
         self._metrics: Metrics | None = None
         self._metrics_dir: str | None = None
         self._metrics_server: MetricsServer | None = None
@@ -120,16 +162,13 @@ class Supervisor:
         self._poll_requested_at = 0.0
         self._next_poll_at = 0.0
         self._next_rss_sample = 0.0
-        self._reload_queue: list[int] = []
-        self._reloading = False
-        self._draining = False
         self._drain_deadline = 0.0
-        self._done = False
         self._exit_code = EXIT_OK
-        self._ever_booted = False
-        self._boot_failures = 0
         #: Outcomes decided this tick, handed to the reporter at its end.
-        self._outbox: list[tuple[Outcome, float]] = []
+        self._outbox: list[tuple[Outcome, JobEntry]] = []
+        #: How each report ended, from the reporter threads to the main loop.
+        self._acks: SimpleQueue[tuple[Outcome, ReportStatus]] = SimpleQueue()
+        self._fail_checks: dict[str, _FailCheck] = {}
 
     # -- public ------------------------------------------------------------------
 
@@ -137,7 +176,7 @@ class Supervisor:
         """Run until stopped by a signal (or ``request_stop``); returns an exit status."""
         self._setup()
         try:
-            while not self._done:
+            while self.phase is not Phase.DONE:
                 self._tick()
         finally:
             self._teardown()
@@ -184,16 +223,27 @@ class Supervisor:
         self._ctx.set_forkserver_preload(preload)
         worker_id = self.config.supervisor.worker_id
         self._poller = Poller(self._make_client(), worker_id, self._wake)
+        report_client = self._make_client()
         self._reporter = Reporter(
-            self._make_client(),
+            report_client,
             worker_id,
             deadline=self.config.supervisor.report_deadline,
             on_status=self._on_report_status,
             on_retry=self._on_report_retry,
         )
+        if hasattr(report_client, "get_instance") and hasattr(
+            report_client, "get_instance_history"
+        ):
+            self._reader = report_client  # type: ignore[assignment]
+            self._watcher = StaleWatcher(self._reader, self._wake)  # type: ignore[arg-type]
+        else:
+            log.warning(
+                "the engine client cannot read instances: jobs of cancelled or finished "
+                "instances are not detected (failures are sent as they are)"
+            )
         log.info(
             "supervisor starting: %d workers, engine %s, worker id %s",
-            self._target,
+            self.pool.target,
             self.config.engine.url,
             worker_id,
         )
@@ -211,18 +261,21 @@ class Supervisor:
 
     def _teardown(self) -> None:
         now = time.monotonic()
-        for slot in list(self._slots.values()):
+        slots = list(self.pool.slots.values())
+        for slot in slots:
             if slot.process.is_alive() and signal.SIGTERM not in slot.signals_sent:
                 slot.terminate(now, KILL_GRACE)
-        for slot in list(self._slots.values()):
+        for slot in slots:
             slot.process.join(KILL_GRACE)
             if slot.process.is_alive():
                 slot.send_signal(signal.SIGKILL)
                 slot.process.join(5.0)
             slot.conn.close()
-        self._slots.clear()
+            self.pool.remove(slot)
         if self._poller is not None:
             self._poller.close()
+        if self._watcher is not None:
+            self._watcher.close()
         if self._reporter is not None:
             self._reporter.stop(give_up=True)
         if self._metrics_server is not None:
@@ -261,40 +314,30 @@ class Supervisor:
             signum = self._signals.pop(0)
             name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT):
-                if self._draining:
+                if self.phase is Phase.DRAINING:
                     self._stop_now(name)
                 else:
                     self._begin_drain(name)
-            elif self._draining:
+            elif self.phase in (Phase.DRAINING, Phase.DONE):
                 log.info("%s ignored: stopping", name)
             elif signum == signal.SIGHUP:
-                self._begin_reload()
+                self.handle_hup()
             elif signum == signal.SIGTTIN:
-                self._scale(+1)
+                self.handle_scale(+1)
             elif signum == signal.SIGTTOU:
-                self._scale(-1)
+                self.handle_scale(-1)
 
     # -- processes -------------------------------------------------------------------
 
-    def _capacity(self) -> int:
-        """Workers that count towards the pool size (not leaving, not reload extras)."""
-        return sum(1 for s in self._slots.values() if not s.retiring and not s.surge)
-
     def _fill_pool(self) -> None:
-        while not self._draining and not self._done and self._capacity() < self._target:
+        if self.phase not in (Phase.RUNNING, Phase.RELOADING):
+            return
+        for _ in range(self.pool.missing()):
             if self._spawn() is None:
                 return  # try again next tick (or give up: see _on_boot_failure)
 
-    def _free_slot_number(self) -> int:
-        # The lowest free number: slot numbers name the metric files, so
-        # reusing them keeps the file count bounded by the pool size.
-        number = 1
-        while number in self._slots:
-            number += 1
-        return number
-
     def _spawn(self, *, surge: bool = False) -> WorkerSlot | None:
-        slot_no = self._free_slot_number()
+        slot_no = self.pool.next_slot_number()
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         spec = WorkerSpec(
             slot=slot_no,
@@ -326,32 +369,25 @@ class Supervisor:
             boot_deadline=now + self.config.supervisor.boot_timeout,
             pid=process.pid or 0,
             surge=surge,
-            max_jobs=self._draw_max_jobs(),
+            max_jobs=self._recycle_policy().draw_max_jobs(),
         )
         try:
             slot.ps = psutil.Process(slot.pid)
         except psutil.Error:
             slot.ps = None
-        self._slots[slot_no] = slot
+        self.pool.add(slot)
         log.debug("worker-%d started, pid %d", slot_no, slot.pid)
         return slot
 
-    def _draw_max_jobs(self) -> int:
+    def _recycle_policy(self) -> RecyclePolicy:
         pool = self.config.supervisor
-        if pool.max_jobs_per_child <= 0:
-            return 0
-        extra = int(pool.max_jobs_per_child * pool.max_jobs_jitter)
-        return pool.max_jobs_per_child + random.randint(0, extra)
+        return RecyclePolicy(pool.max_jobs_per_child, pool.max_jobs_jitter, pool.max_memory_mb)
 
     def _on_message(self, slot: WorkerSlot, message: object) -> None:
         if isinstance(message, JobDone):
             self._on_job_done(slot, message)
         elif isinstance(message, Ready):
-            if slot.state is SlotState.BOOTING:
-                slot.state = SlotState.IDLE
-            slot.job_types = frozenset(message.job_types)
-            self._ever_booted = True
-            self._boot_failures = 0
+            self.pool.on_ready(slot, message.job_types)
             log.info(
                 "worker-%d ready, pid %d, job types: %s",
                 slot.slot,
@@ -375,109 +411,133 @@ class Supervisor:
 
     def _on_job_done(self, slot: WorkerSlot, done: JobDone) -> None:
         slot.rss_bytes = done.rss_bytes
-        job = slot.job
+        entry = slot.job
         outcome = done.outcome
-        if job is None or job.job_id != outcome.job_id:
-            # Already decided (timed out, or abandoned at shutdown): the job
-            # was failed or left to lease expiry, so this result is dropped.
-            log.warning("worker-%d: late result for job %s ignored", slot.slot, outcome.job_id)
+        if entry is None or entry.job_id != outcome.job_id:
+            # Already decided (timed out, stale, or abandoned at shutdown):
+            # the job was failed, dropped or left to lease expiry.
+            log.info("worker-%d: late result for job %s ignored", slot.slot, outcome.job_id)
             return
         slot.job = None
         slot.jobs_done += 1
         if slot.state is SlotState.BUSY:
             slot.state = SlotState.IDLE
-        self._report(outcome, job)
+        self.ledger.finish(entry.job_id)
+        self._report(outcome, entry, slot)
         self._check_recycle(slot)
         if slot.retiring and slot.state is SlotState.IDLE:
             slot.close_channel()
 
     def _check_recycle(self, slot: WorkerSlot) -> None:
-        pool = self.config.supervisor
-        if slot.retiring:
-            return
-        if slot.max_jobs and slot.jobs_done >= slot.max_jobs:
+        reason = self.pool.recycle_reason(slot, self._recycle_policy())
+        if reason == "recycle_jobs":
             log.info("worker-%d ran %d jobs; replacing it", slot.slot, slot.jobs_done)
-            slot.retire("recycle_jobs", time.monotonic())
-        elif pool.max_memory_mb and slot.rss_bytes > pool.max_memory_mb * 2**20:
+        elif reason == "recycle_memory":
             log.warning(
                 "worker-%d uses %.0f MiB, over max_memory_mb = %g; replacing it",
                 slot.slot,
                 slot.rss_bytes / 2**20,
-                pool.max_memory_mb,
+                self.config.supervisor.max_memory_mb,
             )
-            slot.retire("recycle_memory", time.monotonic())
+        if reason is not None:
+            slot.retire(reason, time.monotonic())
 
-    def _report(self, outcome: Outcome, job: RunningJob) -> None:
+    def _report(self, outcome: Outcome, entry: JobEntry, slot: WorkerSlot) -> None:
+        """Log the outcome (the one line per job event) and queue its report."""
         now = time.monotonic()
         self.stats.record_outcome(outcome)
-        if outcome.succeeded and now > job.lease_deadline:
-            log.warning(
-                "job %s (%s) finished %.1f s after its lease ran out; reporting it anyway",
-                job.job_id,
-                job.job_type,
-                now - job.lease_deadline,
-            )
+        fields = {
+            "job_id": entry.job_id,
+            "job_type": entry.job_type,
+            "instance_id": entry.instance_id,
+            "worker": f"worker-{slot.slot}",
+        }
         if outcome.succeeded:
+            if now > entry.lease_end:
+                log.warning(
+                    "job %s (%s) finished %.1f s after its lease ran out; reporting it anyway",
+                    entry.job_id,
+                    entry.job_type,
+                    now - entry.lease_end,
+                    extra=fields,
+                )
             # DEBUG: at hundreds of jobs a second an INFO line per success
             # floods the journal and costs the parent a few % of a core.
-            log.debug("job %s (%s) succeeded in %.3f s", job.job_id, job.job_type, outcome.duration)
-        else:
-            log.warning(
-                "job %s (%s) failed after %.3f s (%s): %s",
-                job.job_id,
-                job.job_type,
+            log.debug(
+                "job %s (%s) succeeded in %.3f s",
+                entry.job_id,
+                entry.job_type,
                 outcome.duration,
-                "retryable" if outcome.retryable else "not retryable",
-                outcome.error_message,
+                extra=fields,
             )
-        # A failure past the lease is withheld by reporting.deliver.
-        self._outbox.append((outcome, job.lease_deadline))
+        else:
+            # The worker does not log a handler's failure: this is its one line
+            # (with the handler's traceback, when there is one, below it).
+            text = (
+                f"job {entry.job_id} ({entry.job_type}) of instance {entry.instance_id} failed "
+                f"on worker-{slot.slot} after {outcome.duration:.3f} s "
+                f"({'retryable' if outcome.retryable else 'not retryable'}): "
+                f"{outcome.error_message}"
+            )
+            if outcome.traceback:
+                text += "\n" + outcome.traceback.rstrip()
+            log.warning("%s", text, extra=fields)
+        self._outbox.append((outcome, entry))
+
+    def _fail_running(
+        self, slot: WorkerSlot, entry: JobEntry, message: str, reason: str, now: float
+    ) -> None:
+        """The one path for a job whose worker we stop or lost: crash, timeout,
+        memory kill. The job is failed retryable (after the stale check) and
+        counted like a handler's failure; the slot is replaced."""
+        slot.job = None
+        slot.exit_reason = slot.exit_reason or reason
+        slot.exit_job_type = entry.job_type
+        self.ledger.finish(entry.job_id)
+        outcome = Outcome.failure(
+            entry.job_id, entry.job_type, message, retryable=True, duration=now - entry.started_at
+        )
+        if self._metrics is not None:
+            self._metrics.observe_handler(entry.job_type, outcome.duration)
+            self._metrics.job_finished(entry.job_type, "failure")
+        self._report(outcome, entry, slot)
 
     def _on_death(self, slot: WorkerSlot) -> None:
         self._read_messages(slot)
         slot.process.join(0.5)
         how, signum = describe_exit(slot.process.exitcode)
-        del self._slots[slot.slot]
+        self.pool.remove(slot)
         slot.conn.close()
         now = time.monotonic()
-        if slot.job is not None:
-            job = slot.job
+        entry = slot.job
+        if entry is not None:
             message = (
                 f"worker pid {slot.pid} (worker-{slot.slot}) {how} after "
-                f"{now - job.started_at:.1f} s running this job; "
+                f"{now - entry.started_at:.1f} s running this job; "
                 f"last RSS {slot.rss_bytes / 2**20:.0f} MiB"
             )
             if signum == signal.SIGKILL and signal.SIGKILL not in slot.signals_sent:
                 message += "; likely killed by the OOM killer"
-            log.error("job %s (%s): %s", job.job_id, job.job_type, message)
-            self._report(
-                Outcome.failure(
-                    job.job_id, job.job_type, message, retryable=True, duration=now - job.started_at
-                ),
-                job,
-            )
-            slot.exit_reason = slot.exit_reason or "crash"
+            self._fail_running(slot, entry, message, "crash", now)
         elif slot.state is SlotState.BOOTING and not slot.retiring:
             self._on_boot_failure(
                 slot.slot, slot.boot_error or f"worker {how} before it was ready", slot.surge
             )
             return
-        elif not self._draining and not slot.exit_reason:
+        elif self.phase is not Phase.DRAINING and not slot.exit_reason:
             log.warning("worker-%d (pid %d) %s while idle", slot.slot, slot.pid, how)
             slot.exit_reason = "crash"
         else:
             log.debug("worker-%d (pid %d) %s", slot.slot, slot.pid, how)
-        if slot.exit_reason and not self._draining:
-            self.stats.record_restart(slot.exit_reason)
+        if slot.exit_reason and self.phase is not Phase.DRAINING:
+            self.stats.record_restart(slot.exit_reason, slot.exit_job_type)
 
     def _on_boot_failure(self, slot_no: int, error: str, surge: bool) -> None:
         log.error("worker-%d could not start: %s", slot_no, error)
-        if surge:
+        verdict = self.pool.on_boot_failure(surge)
+        if verdict is BootVerdict.ABORT_RELOAD:
             log.error("reload aborted: the new workers cannot start; the old ones keep running")
-            self._reload_queue.clear()
-            return
-        self._boot_failures += 1
-        if not self._ever_booted or self._boot_failures >= MAX_BOOT_FAILURES:
+        elif verdict is BootVerdict.GIVE_UP:
             log.critical("workers cannot start; stopping the supervisor")
             self.fatal_error = error
             self._exit_code = EXIT_BOOT_FAILED
@@ -500,10 +560,14 @@ class Supervisor:
         if not self._outbox:
             return
         held = time.monotonic() - self._poll_requested_at < REPORT_HOLD
-        if self._poller.busy and held and not self._draining:
+        if self._poller.busy and held and self.phase is not Phase.DRAINING:
             return
-        for outcome, lease_end in self._outbox:
-            self._reporter.submit(outcome, lease_end)
+        for outcome, entry in self._outbox:
+            check: _FailCheck | None = None
+            if not outcome.succeeded and self._reader is not None:
+                check = _FailCheck(self._reader, entry.context)
+                self._fail_checks[outcome.job_id] = check
+            self._reporter.submit(outcome, entry.lease_end, check)
         self._outbox.clear()
 
     def _tick_once(self) -> None:
@@ -512,18 +576,20 @@ class Supervisor:
         self._drain_wake_pipe()
         self._handle_signals()
         sentinels: dict[int, WorkerSlot] = {}
-        for slot in list(self._slots.values()):
+        for slot in list(self.pool.slots.values()):
             sentinels[slot.sentinel()] = slot
             if not slot.conn.closed and slot.conn in ready:
                 self._read_messages(slot)
+        self._take_acks()
+        self._take_stale_verdicts()
         assert self._poller is not None
         result = self._poller.take()
         if result is not None:
             self._on_poll_result(result)
         for fd, slot in sentinels.items():
-            if fd in ready and self._slots.get(slot.slot) is slot:
+            if fd in ready and self.pool.slots.get(slot.slot) is slot:
                 self._on_death(slot)
-        if self._done:
+        if self.phase is Phase.DONE:
             return
         now = time.monotonic()
         self._enforce_deadlines(now)
@@ -532,7 +598,7 @@ class Supervisor:
             self._next_rss_sample = now + min(
                 RSS_SAMPLE_INTERVAL, self.config.supervisor.memory_check_interval
             )
-        if self._draining:
+        if self.phase is Phase.DRAINING:
             self._continue_drain(now)
         else:
             self._continue_reload()
@@ -543,7 +609,7 @@ class Supervisor:
 
     def _wait(self, timeout: float) -> list[Any]:
         waitables: list[Any] = [self._wake_r]
-        for slot in self._slots.values():
+        for slot in self.pool.slots.values():
             if not slot.conn.closed:
                 waitables.append(slot.conn)
             waitables.append(slot.sentinel())
@@ -551,22 +617,17 @@ class Supervisor:
 
     def _next_deadline(self, now: float) -> float:
         deadline = now + 1.0
-        if not self._draining and self._idle_slots() and self._poller and not self._poller.busy:
+        if self._may_poll():
             deadline = min(deadline, self._next_poll_at)
         # Only deadlines still ahead, or that act once when reached: a passed
         # deadline left in here would make the loop spin.
-        for slot in self._slots.values():
-            job = slot.job
-            if job is not None:
-                if job.timeout_at is not None:
-                    deadline = min(deadline, job.timeout_at)
-                if not job.overrun_logged:
-                    deadline = min(deadline, job.lease_deadline)
+        deadline = min(deadline, self.ledger.next_deadline())
+        for slot in self.pool.slots.values():
             if slot.kill_at is not None:
                 deadline = min(deadline, slot.kill_at)
             if slot.state is SlotState.BOOTING:
                 deadline = min(deadline, slot.boot_deadline)
-        if self._draining and now < self._drain_deadline:
+        if self.phase is Phase.DRAINING and now < self._drain_deadline:
             deadline = min(deadline, self._drain_deadline)
         watchdog = self._announcer.next_deadline()
         if watchdog is not None:
@@ -576,8 +637,7 @@ class Supervisor:
         return deadline
 
     def _enforce_deadlines(self, now: float) -> None:
-        for slot in list(self._slots.values()):
-            job = slot.job
+        for slot in list(self.pool.slots.values()):
             if slot.kill_at is not None and now >= slot.kill_at:
                 log.warning(
                     "worker-%d (pid %d) still alive after SIGTERM; sending SIGKILL",
@@ -593,56 +653,142 @@ class Supervisor:
                 )
                 slot.boot_deadline = float("inf")
                 slot.send_signal(signal.SIGKILL)
-            if job is None:
+        for entry in self.ledger.timed_out(now):
+            running_on = self._slot_of(entry)
+            if running_on is None:
                 continue
-            if job.timeout_at is not None and now >= job.timeout_at:
-                self._read_messages(slot)  # it may have just finished
-                if slot.job is job:
-                    self._time_out(slot, job, now)
-                continue
-            if now >= job.lease_deadline and not job.overrun_logged:
-                job.overrun_logged = True
-                self.stats.lease_overruns += 1
-                log.warning(
-                    "job %s (%s) has run %.1f s, past its lease: the engine may hand it "
-                    "to another worker (set a [job_types] timeout below the lease)",
-                    job.job_id,
-                    job.job_type,
-                    now - job.started_at,
-                )
+            self._read_messages(running_on)  # it may have just finished
+            if running_on.job is entry:
+                self._time_out(running_on, entry, now)
+        for entry in self.ledger.overrun(now):
+            self.stats.lease_overruns += 1
+            log.warning(
+                "job %s (%s) has run %.1f s, past its lease: the engine may hand it "
+                "to another worker (set a [job_types] timeout below the lease)",
+                entry.job_id,
+                entry.job_type,
+                now - entry.started_at,
+            )
+        if self._watcher is not None:
+            for entry in self.ledger.stale_checks_due(now):
+                self._watcher.request(entry.job_id, entry.context)
 
-    def _time_out(self, slot: WorkerSlot, job: RunningJob, now: float) -> None:
-        message = f"timed out after {job.timeout:g} s (worker pid {slot.pid} killed)"
-        log.error("job %s (%s) %s", job.job_id, job.job_type, message)
-        slot.job = None
-        slot.exit_reason = "timeout"
+    def _slot_of(self, entry: JobEntry) -> WorkerSlot | None:
+        slot = self.pool.slots.get(entry.slot) if entry.slot is not None else None
+        return slot if slot is not None and slot.job is entry else None
+
+    def _time_out(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
+        message = f"timed out after {entry.timeout:g} s (worker pid {slot.pid} killed)"
         slot.retiring = True
         slot.terminate(now, KILL_GRACE)
-        self._report(
-            Outcome.failure(
-                job.job_id, job.job_type, message, retryable=True, duration=now - job.started_at
-            ),
-            job,
+        self._fail_running(slot, entry, message, "timeout", now)
+
+    # -- reports and stale jobs ----------------------------------------------------------
+
+    def _on_report_status(self, outcome: Outcome, status: ReportStatus) -> None:
+        # A reporter thread: record, and let the main loop release the job.
+        self.stats.record_report(status)
+        self._acks.put((outcome, status))
+        self._wake()
+
+    def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
+        self.stats.record_report_retry()
+
+    def _take_acks(self) -> None:
+        while not self._acks.empty():
+            outcome, status = self._acks.get()
+            entry = self.ledger.release(outcome.job_id)
+            check = self._fail_checks.pop(outcome.job_id, None)
+            if entry is None:
+                continue
+            if status is ReportStatus.STALE:
+                verdict = check.verdict if check is not None else None
+                self._count_stale(entry, verdict.reason if verdict else "unknown")
+            elif (
+                status is ReportStatus.DELIVERED
+                and not outcome.succeeded
+                and outcome.retryable
+                and entry.retries_remaining > 0
+                and self._metrics is not None
+            ):
+                # Counted once the engine took the retry, as the Runner does.
+                self._metrics.retry(entry.job_type)
+
+    def _count_stale(self, entry: JobEntry, reason: str) -> None:
+        self.stats.stale_jobs += 1
+        if self._metrics is not None:
+            self._metrics.stale_job(entry.job_type, reason)
+
+    def _take_stale_verdicts(self) -> None:
+        if self._watcher is None:
+            return
+        now = time.monotonic()
+        for job_id, verdict in self._watcher.take():
+            entry = self.ledger.get(job_id)
+            if entry is None or entry.state is not JobState.RUNNING:
+                continue
+            if not verdict.stale:
+                if verdict.liveness is JobLiveness.UNKNOWN:
+                    log.debug("job %s: stale check inconclusive: %s", job_id, verdict.detail)
+                self.ledger.stale_check_done(job_id, now)
+                continue
+            slot = self._slot_of(entry)
+            if slot is not None:
+                self._stop_stale(slot, entry, verdict, now)
+
+    def _stop_stale(
+        self, slot: WorkerSlot, entry: JobEntry, verdict: StaleVerdict, now: float
+    ) -> None:
+        """The job no longer matters: stop its worker, report nothing."""
+        log.info(
+            "job %s (%s) of instance %s no longer matters (%s); stopping worker-%d, "
+            "nothing is reported",
+            entry.job_id,
+            entry.job_type,
+            entry.instance_id,
+            verdict.detail,
+            slot.slot,
+            extra={
+                "job_id": entry.job_id,
+                "job_type": entry.job_type,
+                "instance_id": entry.instance_id,
+                "worker": f"worker-{slot.slot}",
+            },
         )
+        self.ledger.release(entry.job_id)
+        self._count_stale(entry, verdict.reason)
+        slot.job = None
+        slot.retiring = True
+        slot.exit_reason = "stale"
+        slot.exit_job_type = entry.job_type
+        # The courtesy first (the handler's cancelEvent), then the stop.
+        slot.send_signal(CANCEL_SIGNAL)
+        slot.terminate(now, KILL_GRACE)
 
     # -- claiming and dispatch ---------------------------------------------------------
 
-    def _idle_slots(self) -> list[WorkerSlot]:
-        return [s for s in self._slots.values() if s.state is SlotState.IDLE and not s.retiring]
-
-    def _job_types(self, slots: Iterable[WorkerSlot]) -> list[str]:
-        types: set[str] = set()
-        for slot in slots:
-            types |= slot.job_types
-        return sorted(types)
+    def _may_poll(self) -> bool:
+        return (
+            self.phase in (Phase.RUNNING, Phase.RELOADING)
+            and self._poller is not None
+            and not self._poller.busy
+            and bool(self.pool.idle())
+        )
 
     def _maybe_poll(self, now: float) -> None:
         assert self._poller is not None
-        idle = self._idle_slots()
-        if not idle or self._poller.busy or now < self._next_poll_at:
+        if not self._may_poll() or now < self._next_poll_at:
+            return
+        idle = self.pool.idle()
+        # Backpressure: never hold more than the ledger's limit. When reports
+        # lag, claiming waits, so no claimed job waits past its lease.
+        wanted = min(len(idle) - self.ledger.count(JobState.CLAIMED), self.ledger.room())
+        if wanted < len(idle):
+            self.stats.claims_held_back += 1
+        if wanted <= 0:
             return
         self._poll_requested_at = now
-        self._poller.request(len(idle), self._job_types(idle))
+        self._poller.request(wanted, self.pool.job_types(idle))
 
     def _on_poll_result(self, result: PollResult) -> None:
         now = time.monotonic()
@@ -666,15 +812,15 @@ class Supervisor:
             log.info("engine reachable again after %d failed polls", self._poll_backoff.failures)
         self._poll_backoff.reset()
         self._next_poll_at = now if result.jobs else now + self.config.supervisor.poll_interval
-        for job in result.jobs:
-            self._dispatch(job, result.sent_at)
+        for raw in result.jobs:
+            self._claim(raw, result.sent_at, now)
+        self._dispatch_claimed(now)
 
-    def _dispatch(self, raw_job: dict[str, Any], poll_sent_at: float) -> None:
-        context = build_context(raw_job)
+    def _claim(self, raw: dict[str, Any], poll_sent_at: float, now: float) -> None:
+        context = build_context(raw)
+        verdict = self.ledger.claim(context, lease_deadline(raw, poll_sent_at), now)
         job_id, job_type = context["id"], context["jobType"]
-        now = time.monotonic()
-        deadline = lease_deadline(raw_job, poll_sent_at)
-        if now >= deadline:
+        if verdict is ClaimVerdict.EXPIRED:
             self.stats.skipped_expired += 1
             log.warning(
                 "job %s (%s) not started: its lease had already passed (another worker "
@@ -682,28 +828,46 @@ class Supervisor:
                 job_id,
                 job_type,
             )
-            return
-        for slot in self._idle_slots():
-            if job_type not in slot.job_types:
+        elif verdict is ClaimVerdict.DUPLICATE:
+            self.stats.redeliveries_coalesced += 1
+            entry = self.ledger.get(job_id)
+            if entry is not None and entry.redeliveries == 1:
+                log.info(
+                    "job %s (%s) handed out again by the engine while this supervisor still "
+                    "runs it (its lease passed); not started twice, one result will be sent",
+                    job_id,
+                    job_type,
+                )
+
+    def _dispatch_claimed(self, now: float) -> None:
+        """Hand claimed jobs to idle workers, oldest claim first."""
+        for entry in self.ledger.claimed():
+            if now >= entry.lease_end:
+                self.ledger.release(entry.job_id)
+                self.stats.skipped_expired += 1
+                log.warning(
+                    "job %s (%s) not started: its lease passed while it waited for a worker",
+                    entry.job_id,
+                    entry.job_type,
+                )
+                continue
+            if not self._dispatch(entry, now):
+                return
+
+    def _dispatch(self, entry: JobEntry, now: float) -> bool:
+        for slot in self.pool.idle():
+            if entry.job_type not in slot.job_types:
                 continue
             try:
-                slot.conn.send(RunJob(context))
+                slot.conn.send(RunJob(entry.context))
             except OSError:
                 continue  # that worker just died; its sentinel will tell
-            timeout = self.config.job_timeout(job_type)
+            self.ledger.start(entry.job_id, slot.slot, now, self.config.job_timeout(entry.job_type))
             slot.state = SlotState.BUSY
-            slot.job = RunningJob(
-                context=context,
-                started_at=now,
-                lease_deadline=deadline,
-                timeout_at=now + timeout if timeout > 0 else None,
-                timeout=timeout,
-            )
-            log.debug("job %s (%s) sent to worker-%d", job_id, job_type, slot.slot)
-            return
-        # Cannot happen while we claim no more than our idle workers; if it
-        # does, the engine redelivers the job when its lease passes.
-        log.error("job %s (%s): no idle worker for it; left to lease expiry", job_id, job_type)
+            slot.job = entry
+            log.debug("job %s (%s) sent to worker-%d", entry.job_id, entry.job_type, slot.slot)
+            return True
+        return False
 
     # -- monitoring --------------------------------------------------------------------
 
@@ -711,7 +875,7 @@ class Supervisor:
         """Read each worker's RSS; enforce the memory limits during jobs too."""
         pool = self.config.supervisor
         hard = pool.memory_hard_limit_mb * 2**20
-        for slot in list(self._slots.values()):
+        for slot in list(self.pool.slots.values()):
             if slot.ps is None or slot.state is SlotState.STOPPING:
                 continue
             try:
@@ -721,47 +885,41 @@ class Supervisor:
             if rss == 0:
                 continue  # exited and not yet reaped: keep the last real sample
             slot.rss_bytes = rss
-            job = slot.job
-            if hard and job is not None and slot.rss_bytes > hard:
-                self._kill_for_memory(slot, job, now)
+            entry = slot.job
+            if hard and entry is not None and slot.rss_bytes > hard:
+                self._kill_for_memory(slot, entry, now)
             elif slot.state is SlotState.IDLE:
                 self._check_recycle(slot)
 
-    def _kill_for_memory(self, slot: WorkerSlot, job: RunningJob, now: float) -> None:
+    def _kill_for_memory(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
         limit = self.config.supervisor.memory_hard_limit_mb
         message = (
             f"worker pid {slot.pid} (worker-{slot.slot}) killed: RSS reached "
             f"{slot.rss_bytes / 2**20:.0f} MiB, over max_memory_hard_mb = {limit:g}"
         )
-        log.error("job %s (%s): %s", job.job_id, job.job_type, message)
-        slot.job = None
         slot.retiring = True
-        slot.exit_reason = "recycle_memory"
         slot.state = SlotState.STOPPING
         slot.send_signal(signal.SIGKILL)
-        self._report(
-            Outcome.failure(
-                job.job_id, job.job_type, message, retryable=True, duration=now - job.started_at
-            ),
-            job,
-        )
+        self._fail_running(slot, entry, message, "recycle_memory", now)
 
     def _publish(self, now: float) -> None:
         """The /metrics view of the workers, the title and systemd's status."""
-        busy = sum(1 for s in self._slots.values() if s.state is SlotState.BUSY)
+        slots = self.pool.slots.values()
         self._views = tuple(
-            WorkerView(s.slot, s.pid, s.state is SlotState.BUSY, s.ps) for s in self._slots.values()
+            WorkerView(s.slot, s.pid, s.state is SlotState.BUSY, s.ps) for s in slots
         )
-        booted = sum(1 for s in self._slots.values() if s.state is not SlotState.BOOTING)
+        self.stats.jobs_held = len(self.ledger)
+        self.stats.jobs_held_peak = self.ledger.peak
+        phase = self.phase.value if self.phase in (Phase.DRAINING, Phase.RELOADING) else ""
         self._announcer.publish(
             now,
             PoolState(
-                workers=len(self._slots),
-                busy=busy,
+                workers=len(self.pool),
+                busy=self.pool.busy(),
                 jobs_done=self.stats.jobs_succeeded,
                 jobs_failed=self.stats.jobs_failed,
-                phase="draining" if self._draining else ("reloading" if self._reloading else ""),
-                ready=booted >= self._target,
+                phase=phase,
+                ready=self.pool.booted() >= self.pool.target,
                 healthy=self._healthy(now),
             ),
         )
@@ -773,16 +931,10 @@ class Supervisor:
             return now - self._poll_requested_at < self.config.engine.timeout * 2 + 5
         return True
 
-    def _on_report_status(self, outcome: Outcome, status: ReportStatus) -> None:
-        self.stats.record_report(status)
-
-    def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
-        self.stats.record_report_retry()
-
     # -- reload and scaling ------------------------------------------------------------
 
-    def _begin_reload(self) -> None:
-        if self._reloading:
+    def handle_hup(self) -> None:
+        if self.phase is Phase.RELOADING:
             log.warning("SIGHUP ignored: a reload is already in progress")
             return
         if os.path.isfile(self.config.source):
@@ -797,80 +949,76 @@ class Supervisor:
             self.config = dataclasses.replace(
                 new, engine=self.config.engine, metrics=self.config.metrics
             )
-            self._target = new.supervisor.workers
+            self._resize(new.supervisor.workers)
+            self.ledger.stale_interval = new.supervisor.stale_check_interval
         self._announcer.reloading()
-        self._reloading = True
-        self._reload_queue = sorted(self._slots)
-        log.info("SIGHUP: replacing %d workers one at a time", len(self._reload_queue))
+        self.phase = Phase.RELOADING
+        count = self.pool.begin_reload()
+        log.info("SIGHUP: replacing %d workers one at a time", count)
 
     def _continue_reload(self) -> None:
-        """One extra worker at a time: start it, and once it is ready retire an
-        old one, so the pool never has fewer ready workers than before."""
-        if not self._reloading:
+        if self.phase is not Phase.RELOADING:
             return
-        surge = [s for s in self._slots.values() if s.surge]
-        if surge:
-            fresh = surge[0]
-            if fresh.state is SlotState.BOOTING:
-                return
-            fresh.surge = False
-            while self._reload_queue:
-                old = self._slots.get(self._reload_queue.pop(0))
-                if old is not None and not old.retiring:
-                    old.retire("reload", time.monotonic())
-                    break
-            return
-        self._reload_queue = [n for n in self._reload_queue if n in self._slots]
-        if self._reload_queue:
+        step, old = self.pool.reload_step()
+        if step is ReloadStep.START_SURGE:
             self._spawn(surge=True)
-            return
-        if all(s.state is not SlotState.BOOTING for s in self._slots.values()):
-            self._reloading = False
+        elif step is ReloadStep.RETIRED and old is not None:
+            old.retire("reload", time.monotonic())
+        elif step is ReloadStep.DONE:
+            self.phase = Phase.RUNNING
             self._announcer.reloaded()
             log.info("reload finished")
 
-    def _scale(self, delta: int) -> None:
-        target = max(1, self._target + delta)
-        if target == self._target:
-            log.info("SIGTTOU ignored: the pool keeps at least one worker")
+    def handle_scale(self, delta: int) -> None:
+        name = "SIGTTIN" if delta > 0 else "SIGTTOU"
+        if self.pool.scale(delta) is None:
+            log.info("%s ignored: the pool keeps at least one worker", name)
             return
-        self._target = target
-        log.info("%s: pool size now %d", "SIGTTIN" if delta > 0 else "SIGTTOU", target)
+        self._resize(self.pool.target)
+        log.info("%s: pool size now %d", name, self.pool.target)
+
+    def _resize(self, workers: int) -> None:
+        self.pool.target = workers
+        self.ledger.limit = HELD_PER_WORKER * workers
 
     def _trim_pool(self, now: float) -> None:
-        while self._capacity() > self._target and not self._reloading:
-            keep = [s for s in self._slots.values() if not s.retiring and not s.surge]
-            # Prefer a worker that is not running a job, then the newest slot.
-            keep.sort(key=lambda s: (s.state is SlotState.BUSY, -s.slot))
-            keep[0].retire("scale", now)
+        if self.phase is not Phase.RUNNING:
+            return
+        for slot in self.pool.to_trim():
+            slot.retire("scale", now)
 
     # -- stopping ----------------------------------------------------------------------
 
     def _begin_drain(self, why: str) -> None:
-        self._draining = True
-        self._reloading = False
+        self.phase = Phase.DRAINING
+        self.pool.abort_reload()
         self._drain_deadline = time.monotonic() + self.config.supervisor.graceful_timeout
         self._announcer.stopping()
-        busy = [s for s in self._slots.values() if s.job is not None]
         log.info(
             "%s: stopping; waiting up to %g s for %d running jobs",
             why,
             self.config.supervisor.graceful_timeout,
-            len(busy),
+            self.ledger.count(JobState.RUNNING),
         )
 
     def _continue_drain(self, now: float) -> None:
         assert self._poller is not None and self._reporter is not None
         poll_in_flight = self._poller.busy
-        for slot in list(self._slots.values()):
-            job = slot.job
+        for slot in list(self.pool.slots.values()):
+            entry = slot.job
             if slot.state is SlotState.IDLE and not poll_in_flight:
                 slot.close_channel()
             elif slot.state is SlotState.BOOTING:
                 slot.terminate(now, KILL_GRACE)
-            elif job is not None and now >= min(self._drain_deadline, job.lease_deadline):
-                self._abandon(slot, job, now)
-        if self._slots:
+            elif entry is not None and now >= min(self._drain_deadline, entry.lease_end):
+                self._abandon(slot, entry, now)
+        if poll_in_flight:
+            return
+        for entry in self.ledger.claimed():
+            # Claimed by the last poll, never started: the lease returns them.
+            self.ledger.release(entry.job_id)
+            self.stats.abandoned += 1
+        if self.pool.slots:
             return
         # Every worker is gone: give the reports what is left of the drain time.
         remaining = max(0.0, self._drain_deadline - now)
@@ -879,9 +1027,9 @@ class Supervisor:
                 "%d reports still undelivered at the end of graceful_timeout; giving up",
                 self._reporter.pending(),
             )
-        self._done = True
+        self.phase = Phase.DONE
 
-    def _abandon(self, slot: WorkerSlot, job: RunningJob, now: float) -> None:
+    def _abandon(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
         """Stop a job we may not finish; the engine redelivers it after its lease.
 
         Failing it instead would burn one of its retries (or fail the instance)
@@ -890,26 +1038,27 @@ class Supervisor:
         log.warning(
             "job %s (%s) still running at shutdown; killing worker-%d and leaving the "
             "job to the engine's lease expiry",
-            job.job_id,
-            job.job_type,
+            entry.job_id,
+            entry.job_type,
             slot.slot,
         )
         slot.job = None
+        self.ledger.release(entry.job_id)
         self.stats.abandoned += 1
         slot.terminate(now, 1.0)
 
     def _stop_now(self, why: str) -> None:
         log.warning("%s: stopping now; running jobs are left to the engine's lease expiry", why)
-        if not self._draining:
+        if self.phase is not Phase.DRAINING:
             self._announcer.stopping()
-        self._draining = True
         now = time.monotonic()
-        for slot in list(self._slots.values()):
+        for slot in list(self.pool.slots.values()):
             if slot.job is not None:
                 self.stats.abandoned += 1
+                self.ledger.release(slot.job.job_id)
                 slot.job = None
             slot.terminate(now, 1.0)
-        self._done = True
+        self.phase = Phase.DONE
 
 
 __all__ = ["EXIT_BOOT_FAILED", "EXIT_CONFIG", "EXIT_ERROR", "EXIT_OK", "Supervisor"]

@@ -81,6 +81,9 @@ class PoolConfig:
     #: with them loaded (and share their memory). SIGHUP then restarts
     #: workers but cannot load changed handler code.
     preload_handlers: bool = False
+    #: While a job runs, ask the engine this often whether it still matters
+    #: (instance cancelled or finished, step interrupted); 0 = never.
+    stale_check_interval: float = 5.0
 
     @property
     def memory_hard_limit_mb(self) -> float:
@@ -190,6 +193,7 @@ _POOL: dict[str, _Spec] = {
     "max_memory_hard_mb": _Spec("float", _at_least(0)),
     "memory_check_interval": _Spec("float", _positive),
     "preload_handlers": _Spec("bool"),
+    "stale_check_interval": _Spec("float", _at_least(0)),
 }
 _METRICS: dict[str, _Spec] = {
     "port": _Spec("int", lambda v: None if 0 <= v <= 65535 else f"must be 0..65535, got {v!r}"),

@@ -50,12 +50,22 @@ class PoolCollector(Collector):
             PREFIX + "workers_busy", "Workers running a job", sum(w.busy for w in workers)
         )
         restarts = CounterMetricFamily(
-            PREFIX + "worker_restarts", "Workers replaced, by reason", labels=["reason"]
+            PREFIX + "worker_restarts",
+            'Workers replaced, by reason and the job type they were running ("" when idle)',
+            labels=["reason", "job_type"],
         )
         counts = stats.restart_counts()
         for reason in RESTART_REASONS:
-            restarts.add_metric([reason], counts.get(reason, 0))
+            # Every reason is shown, at 0 until it happens, so alerts can use rate().
+            restarts.add_metric([reason, ""], counts.pop((reason, ""), 0))
+        for (reason, job_type), count in sorted(counts.items()):
+            restarts.add_metric([reason, job_type], count)
         yield restarts
+        yield GaugeMetricFamily(
+            PREFIX + "jobs_held",
+            "Jobs claimed and not yet acknowledged by the engine (running or reporting)",
+            stats.jobs_held,
+        )
         simple: list[tuple[str, str, int]] = [
             ("jobs_claimed", "Jobs claimed from the engine", stats.jobs_claimed),
             (
@@ -67,6 +77,23 @@ class PoolCollector(Collector):
             ("reports_lost", "Outcomes given up without reaching the engine", stats.lost()),
             ("lease_overruns", "Jobs still running when their lease ran out", stats.lease_overruns),
             ("poll_errors", "Polls that failed", stats.poll_errors),
+            (
+                "stale_jobs",
+                "Running jobs stopped because they no longer mattered (instance finished or "
+                "cancelled, step interrupted)",
+                stats.stale_jobs,
+            ),
+            (
+                "redeliveries_coalesced",
+                "Jobs handed out again by the engine while this supervisor still ran them "
+                "(not started twice)",
+                stats.redeliveries_coalesced,
+            ),
+            (
+                "claims_held_back",
+                "Polls held back or shrunk because 2 x workers jobs were already held",
+                stats.claims_held_back,
+            ),
         ]
         for name, text, value in simple:
             yield CounterMetricFamily(PREFIX + name, text, value)

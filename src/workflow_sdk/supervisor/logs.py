@@ -23,7 +23,7 @@ class JsonLineFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
-        for key in ("job_id", "job_type", "slot"):
+        for key in ("job_id", "job_type", "instance_id", "worker", "slot"):
             value = record.__dict__.get(key)
             if value is not None:
                 entry[key] = value

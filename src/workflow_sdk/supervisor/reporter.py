@@ -17,6 +17,10 @@ from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.errors import EngineClientError
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus, deliver
+from workflow_sdk.staleness import StaleVerdict
+
+#: One report: the outcome, the job's lease end, the stale check before a fail.
+_Item = tuple[Outcome, float | None, Callable[[], StaleVerdict] | None]
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -37,7 +41,7 @@ class Reporter:
         self._deadline = deadline
         self._on_status = on_status
         self._on_retry = on_retry
-        self._queue: queue.Queue[tuple[Outcome, float | None] | None] = queue.Queue()
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._give_up = threading.Event()
         self._idle = threading.Condition()
         self._pending = 0
@@ -48,11 +52,17 @@ class Reporter:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, outcome: Outcome, lease_end: float | None = None) -> None:
-        """Queue ``outcome``; a failure is not sent after ``lease_end`` (monotonic)."""
+    def submit(
+        self,
+        outcome: Outcome,
+        lease_end: float | None = None,
+        stale_check: Callable[[], StaleVerdict] | None = None,
+    ) -> None:
+        """Queue ``outcome``; a failure is not sent after ``lease_end`` (monotonic),
+        nor when ``stale_check`` says the job no longer matters."""
         with self._idle:
             self._pending += 1
-        self._queue.put((outcome, lease_end))
+        self._queue.put((outcome, lease_end, stale_check))
 
     def pending(self) -> int:
         """Outcomes queued or being delivered."""
@@ -81,7 +91,8 @@ class Reporter:
             item = self._queue.get()
             if item is None:
                 return
-            outcome, lease_end = item
+            outcome, lease_end, stale_check = item
+            status = ReportStatus.LOST
             try:
                 status = deliver(
                     self._client,
@@ -91,11 +102,17 @@ class Reporter:
                     give_up=self._give_up,
                     on_retry=self._on_retry,
                     lease_end=lease_end,
+                    stale_check=stale_check,
                 )
-                if self._on_status is not None:
-                    self._on_status(outcome, status)
             except Exception:  # a bug here must not silently stop reporting
                 log.exception("reporter: unexpected error while reporting %r", outcome)
+            try:
+                # Always told, even after an unexpected error: the supervisor
+                # holds the job until it hears how its report ended.
+                if self._on_status is not None:
+                    self._on_status(outcome, status)
+            except Exception:
+                log.exception("reporter: status callback failed for %r", outcome)
             finally:
                 with self._idle:
                     self._pending -= 1

@@ -8,9 +8,10 @@ import signal
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
 
 import psutil
+
+from workflow_sdk.supervisor.jobs import JobEntry
 
 
 class SlotState(enum.Enum):
@@ -18,26 +19,6 @@ class SlotState(enum.Enum):
     IDLE = "idle"
     BUSY = "busy"
     STOPPING = "stopping"  # told to exit (channel closed or signal sent)
-
-
-@dataclass
-class RunningJob:
-    context: dict[str, Any]
-    started_at: float
-    #: monotonic time after which the engine may hand the job to another worker
-    lease_deadline: float
-    #: monotonic time at which the handler is killed; None = no limit
-    timeout_at: float | None
-    timeout: float
-    overrun_logged: bool = False
-
-    @property
-    def job_id(self) -> str:
-        return str(self.context["id"])
-
-    @property
-    def job_type(self) -> str:
-        return str(self.context["jobType"])
 
 
 @dataclass
@@ -49,7 +30,8 @@ class WorkerSlot:
     state: SlotState = SlotState.BOOTING
     pid: int = 0
     job_types: frozenset[str] = frozenset()
-    job: RunningJob | None = None
+    #: the ledger entry of the job it runs
+    job: JobEntry | None = None
     jobs_done: int = 0
     rss_bytes: int = 0
     ps: psutil.Process | None = None
@@ -60,6 +42,8 @@ class WorkerSlot:
     signals_sent: set[int] = field(default_factory=set)
     #: why the slot is being replaced (timeout, crash...), for logs and metrics
     exit_reason: str = ""
+    #: the job type it was running when that was decided ("" when idle)
+    exit_job_type: str = ""
     #: leaving the pool: exits after its current job, not counted as capacity
     retiring: bool = False
     #: started as the extra worker of a rolling reload
@@ -115,4 +99,4 @@ def describe_exit(exitcode: int | None) -> tuple[str, int | None]:
     return f"exited with status {exitcode}", None
 
 
-__all__ = ["RunningJob", "SlotState", "WorkerSlot", "describe_exit"]
+__all__ = ["SlotState", "WorkerSlot", "describe_exit"]

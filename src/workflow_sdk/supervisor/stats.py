@@ -10,7 +10,15 @@ from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus
 
 #: Why a worker was replaced (label values of workflow_supervisor_worker_restarts).
-RESTART_REASONS = ("crash", "timeout", "recycle_jobs", "recycle_memory", "reload", "scale")
+RESTART_REASONS = (
+    "crash",
+    "timeout",
+    "recycle_jobs",
+    "recycle_memory",
+    "reload",
+    "scale",
+    "stale",
+)
 
 
 @dataclass
@@ -23,8 +31,18 @@ class SupervisorStats:
     lease_overruns: int = 0
     abandoned: int = 0
     report_retries: int = 0
+    #: jobs found to no longer matter while they ran (stopped, nothing reported)
+    stale_jobs: int = 0
+    #: claims of a job this supervisor was already running (not started twice)
+    redeliveries_coalesced: int = 0
+    #: jobs held now (claimed, running, reports in flight) and the most ever
+    jobs_held: int = 0
+    jobs_held_peak: int = 0
+    #: polls not sent (or sent for fewer jobs) because the ledger was full
+    claims_held_back: int = 0
     reports: Counter[str] = field(default_factory=Counter)
-    restarts: Counter[str] = field(default_factory=Counter)
+    #: (reason, job type) -> workers replaced; job type "" when idle
+    restarts: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record_poll(self, jobs: int, failed: bool) -> None:
@@ -38,13 +56,19 @@ class SupervisorStats:
         else:
             self.jobs_failed += 1
 
-    def record_restart(self, reason: str) -> None:
+    def record_restart(self, reason: str, job_type: str = "") -> None:
         with self._lock:
-            self.restarts[reason] += 1
+            self.restarts[(reason, job_type)] += 1
 
-    def restart_counts(self) -> dict[str, int]:
+    def restart_counts(self) -> dict[tuple[str, str], int]:
         with self._lock:
             return dict(self.restarts)
+
+    def restarts_by_reason(self) -> dict[str, int]:
+        totals: Counter[str] = Counter()
+        for (reason, _), count in self.restart_counts().items():
+            totals[reason] += count
+        return dict(totals)
 
     def lost(self) -> int:
         with self._lock:
@@ -62,10 +86,11 @@ class SupervisorStats:
     def summary(self) -> str:
         with self._lock:
             reports = dict(self.reports)
-            restarts = dict(self.restarts)
+        restarts = self.restarts_by_reason()
         return (
             f"jobs: {self.jobs_succeeded} succeeded, {self.jobs_failed} failed, "
-            f"{self.skipped_expired} skipped (lease passed), {self.abandoned} abandoned; "
+            f"{self.skipped_expired} skipped (lease passed), {self.abandoned} abandoned, "
+            f"{self.stale_jobs} stale, {self.redeliveries_coalesced} redeliveries coalesced; "
             f"reports: {reports}; restarts: {restarts}"
         )
 

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ if os.environ.get(multiproc.ENV_DIR):
 #: Handler modules the fork server preloads (comma-separated; set by the
 #: supervisor, read by workflow_sdk.supervisor.preload).
 ENV_PRELOAD_MODULES = "ROCHALLOR_PRELOAD_MODULES"
+#: Parent -> worker: the running job no longer matters (sets ``cancelEvent``).
+CANCEL_SIGNAL = signal.SIGUSR1
 #: Exit status of a worker whose handlers could not be loaded.
 EXIT_BOOT_FAILED = 3
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -70,6 +73,14 @@ class Worker:
         self.spec = spec
         self.conn = conn
         self.metrics: Metrics | None = None
+        #: Set when the parent says the running job no longer matters.
+        self.cancel_event = threading.Event()
+
+    def _on_cancel(self, signum: int, frame: FrameType | None) -> None:
+        # The parent sends this just before SIGTERM when the job went stale
+        # (instance cancelled or finished, step interrupted): a handler that
+        # watches context["cancelEvent"] may stop early or clean up knowing why.
+        self.cancel_event.set()
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         # Unwind the handler so its finally blocks run; the supervisor sends
@@ -85,6 +96,7 @@ class Worker:
         # supervisor decides what happens to running jobs.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(CANCEL_SIGNAL, self._on_cancel)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         configure_logging(self.spec.log_level, self.spec.log_format)
         proctitle.set_title(proctitle.worker_title(self.spec.slot, "booting"))
@@ -138,19 +150,21 @@ class Worker:
         if handler is None:
             message = f"no handler for job type {context['jobType']!r} in this worker"
             return Outcome.failure(context["id"], context["jobType"], message, retryable=True)
+        self.cancel_event.clear()
+        context["cancelEvent"] = self.cancel_event
         # Plain variables: the supervisor never imports handler code, so it
-        # could not unpickle a handler's own dict or str subclasses.
-        outcome = run_handler(handler, context, plain_variables=True)
+        # could not unpickle a handler's own dict or str subclasses. The
+        # parent writes the failure's log line (one per job event).
+        outcome = run_handler(handler, context, plain_variables=True, log_failures=False)
         if self.metrics is not None:
             self._record(outcome, context)
         return outcome
 
     def _record(self, outcome: Outcome, context: dict[str, Any]) -> None:
+        # Retries are counted by the parent, once the engine took the fail.
         assert self.metrics is not None
         self.metrics.observe_handler(outcome.job_type, outcome.duration)
         self.metrics.job_finished(outcome.job_type, "success" if outcome.succeeded else "failure")
-        if not outcome.succeeded and outcome.retryable and context["retriesRemaining"] > 0:
-            self.metrics.retry(outcome.job_type)
 
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:

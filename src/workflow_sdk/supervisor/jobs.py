@@ -1,0 +1,204 @@
+"""The job ledger: every job this supervisor holds, from claim to the engine's answer.
+
+A job enters when a poll claims it and leaves when the engine acknowledged
+its report (or the report was given up, withheld or judged stale), or when
+it is dropped unstarted. The main loop asks the ledger questions and acts on
+its verdicts; the ledger itself never talks to workers or to the engine, so
+every rule here has a unit test without a process.
+
+Why a ledger: the parent claims on behalf of its workers, but reports from
+other threads. Without a bound on what it holds, a slow engine lets reports
+queue while claims go on, and queued jobs outlive their leases and run
+twice. ``room()`` is that bound: claims never exceed it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+class JobState(enum.Enum):
+    #: claimed from the engine, not yet on a worker
+    CLAIMED = "claimed"
+    #: on a worker
+    RUNNING = "running"
+    #: outcome handed to the reporter; waiting for the engine's answer
+    REPORTING = "reporting"
+
+
+class ClaimVerdict(enum.Enum):
+    #: a job we do not hold: start it
+    NEW = "new"
+    #: the engine handed out again a job we still hold (its lease had passed
+    #: while it ran): do not start it twice; its one report is still to come
+    DUPLICATE = "duplicate"
+    #: its lease passed before it could start: another worker may have it
+    EXPIRED = "expired"
+
+
+@dataclass
+class JobEntry:
+    context: dict[str, Any]
+    #: monotonic time after which the engine may hand the job to another worker
+    lease_end: float
+    claimed_at: float
+    state: JobState = JobState.CLAIMED
+    #: worker slot number while RUNNING
+    slot: int | None = None
+    started_at: float = 0.0
+    #: monotonic time at which the handler is killed; None = no limit
+    timeout_at: float | None = None
+    timeout: float = 0.0
+    overrun_logged: bool = False
+    #: monotonic time of the next "does this job still matter?" check
+    next_stale_check: float = math.inf
+    stale_check_pending: bool = False
+    #: times the engine handed this job out again while we held it
+    redeliveries: int = 0
+
+    @property
+    def job_id(self) -> str:
+        return str(self.context["id"])
+
+    @property
+    def job_type(self) -> str:
+        return str(self.context["jobType"])
+
+    @property
+    def instance_id(self) -> str:
+        return str(self.context.get("instanceId") or "")
+
+    @property
+    def retries_remaining(self) -> int:
+        value = self.context.get("retriesRemaining")
+        return value if isinstance(value, int) else 0
+
+
+class JobLedger:
+    """What the supervisor holds, and the bound on it.
+
+    :param limit: most jobs held at once (claimed + running + reports in
+        flight); the supervisor uses 2 x workers.
+    :param stale_interval: seconds between staleness checks of a running
+        job (0 = never).
+    """
+
+    def __init__(self, limit: int, stale_interval: float = 0.0) -> None:
+        self.limit = limit
+        self.stale_interval = stale_interval
+        self._jobs: dict[str, JobEntry] = {}
+        #: the most jobs ever held at once (for tests and benchmarks)
+        self.peak = 0
+
+    # -- questions -------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
+    def get(self, job_id: str) -> JobEntry | None:
+        return self._jobs.get(job_id)
+
+    def room(self) -> int:
+        """How many more jobs may be claimed now."""
+        return max(0, self.limit - len(self._jobs))
+
+    def count(self, state: JobState) -> int:
+        return sum(1 for e in self._jobs.values() if e.state is state)
+
+    def claimed(self) -> list[JobEntry]:
+        """Jobs waiting for a worker, oldest claim first."""
+        return [e for e in self._jobs.values() if e.state is JobState.CLAIMED]
+
+    def running(self) -> list[JobEntry]:
+        return [e for e in self._jobs.values() if e.state is JobState.RUNNING]
+
+    def timed_out(self, now: float) -> list[JobEntry]:
+        """Running jobs past their time limit."""
+        return [e for e in self.running() if e.timeout_at is not None and now >= e.timeout_at]
+
+    def overrun(self, now: float) -> list[JobEntry]:
+        """Running jobs past their lease, not yet logged (each is returned once)."""
+        due = [e for e in self.running() if not e.overrun_logged and now >= e.lease_end]
+        for entry in due:
+            entry.overrun_logged = True
+        return due
+
+    def stale_checks_due(self, now: float) -> list[JobEntry]:
+        """Running jobs to ask the engine about now (each marked pending)."""
+        due = [e for e in self.running() if not e.stale_check_pending and now >= e.next_stale_check]
+        for entry in due:
+            entry.stale_check_pending = True
+        return due
+
+    def next_deadline(self) -> float:
+        """The earliest time one of the questions above changes its answer."""
+        deadline = math.inf
+        for entry in self._jobs.values():
+            if entry.state is not JobState.RUNNING:
+                continue
+            if entry.timeout_at is not None:
+                deadline = min(deadline, entry.timeout_at)
+            if not entry.overrun_logged:
+                deadline = min(deadline, entry.lease_end)
+            if not entry.stale_check_pending:
+                deadline = min(deadline, entry.next_stale_check)
+        return deadline
+
+    # -- changes -----------------------------------------------------------------
+
+    def claim(self, context: dict[str, Any], lease_end: float, now: float) -> ClaimVerdict:
+        job_id = str(context["id"])
+        held = self._jobs.get(job_id)
+        if held is not None:
+            held.redeliveries += 1
+            held.lease_end = max(held.lease_end, lease_end)
+            held.overrun_logged = held.overrun_logged and now >= held.lease_end
+            return ClaimVerdict.DUPLICATE
+        if now >= lease_end:
+            return ClaimVerdict.EXPIRED
+        self._jobs[job_id] = JobEntry(context=context, lease_end=lease_end, claimed_at=now)
+        self.peak = max(self.peak, len(self._jobs))
+        return ClaimVerdict.NEW
+
+    def start(self, job_id: str, slot: int, now: float, timeout: float) -> JobEntry:
+        entry = self._jobs[job_id]
+        entry.state = JobState.RUNNING
+        entry.slot = slot
+        entry.started_at = now
+        entry.timeout = timeout
+        entry.timeout_at = now + timeout if timeout > 0 else None
+        if self.stale_interval > 0:
+            entry.next_stale_check = now + self.stale_interval
+        return entry
+
+    def finish(self, job_id: str) -> JobEntry | None:
+        """The job's outcome is decided and goes to the reporter."""
+        entry = self._jobs.get(job_id)
+        if entry is None or entry.state is not JobState.RUNNING:
+            return None
+        entry.state = JobState.REPORTING
+        entry.slot = None
+        return entry
+
+    def stale_check_done(self, job_id: str, now: float) -> JobEntry | None:
+        """A staleness check came back live (or unknown): check again later."""
+        entry = self._jobs.get(job_id)
+        if entry is None:
+            return None
+        entry.stale_check_pending = False
+        entry.next_stale_check = now + self.stale_interval
+        return entry
+
+    def release(self, job_id: str) -> JobEntry | None:
+        """The job leaves the ledger: its report was answered (or given up,
+        withheld, stale), or it was dropped before or while it ran."""
+        return self._jobs.pop(job_id, None)
+
+
+__all__ = ["ClaimVerdict", "JobEntry", "JobLedger", "JobState"]
