@@ -39,6 +39,7 @@ def test_types_and_labels(reg: CollectorRegistry) -> None:
     m.observe_handler("score", 0.2)
     m.retry("score")
     m.job_finished("score", "success")
+    m.stale_job("score", "instance_cancelled")
     families = _families(reg)
     # prometheus_client names a counter's family without its "_total" suffix.
     assert families["workflow_sdk_poll_latency_seconds"] == ("histogram", set())
@@ -46,7 +47,8 @@ def test_types_and_labels(reg: CollectorRegistry) -> None:
     assert families["workflow_sdk_handler_latency_seconds"] == ("histogram", {"job_type"})
     assert families["workflow_sdk_retries"] == ("counter", {"job_type"})
     assert families["workflow_sdk_jobs_completed"] == ("counter", {"job_type", "outcome"})
-    assert len(families) == 5
+    assert families["workflow_sdk_stale_jobs"] == ("counter", {"job_type", "reason"})
+    assert len(families) == 6
 
 
 def test_poll_latency_and_lock_conflicts(reg: CollectorRegistry) -> None:
