@@ -646,13 +646,12 @@ class Supervisor:
                 )
                 slot.send_signal(signal.SIGKILL)
                 slot.kill_at = None
-            if slot.state is SlotState.BOOTING and now >= slot.boot_deadline:
-                slot.boot_error = (
-                    f"not ready after {self.config.supervisor.boot_timeout:g} s "
-                    "(boot_timeout); does importing the handlers hang?"
-                )
-                slot.boot_deadline = float("inf")
-                slot.send_signal(signal.SIGKILL)
+        for slot in self.pool.boot_overdue(now):
+            slot.boot_error = (
+                f"not ready after {self.config.supervisor.boot_timeout:g} s "
+                "(boot_timeout); does importing the handlers hang?"
+            )
+            slot.send_signal(signal.SIGKILL)
         for entry in self.ledger.timed_out(now):
             running_on = self._slot_of(entry)
             if running_on is None:

@@ -116,6 +116,15 @@ class WorkerPool:
             return "recycle_memory"
         return None
 
+    def boot_overdue(self, now: float) -> list[WorkerSlot]:
+        """Workers still booting past their boot deadline (each returned once)."""
+        late = [
+            s for s in self.slots.values() if s.state is SlotState.BOOTING and now >= s.boot_deadline
+        ]
+        for slot in late:
+            slot.boot_deadline = float("inf")
+        return late
+
     def to_trim(self) -> list[WorkerSlot]:
         """Workers to retire so that the pool shrinks to its target (scale down).
 

@@ -1,0 +1,113 @@
+"""The job ledger's verdicts, without a process."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from workflow_sdk.supervisor.jobs import ClaimVerdict, JobLedger, JobState
+
+
+def ctx(job_id: str, retries: int = 2) -> dict[str, object]:
+    return {"id": job_id, "jobType": "t", "instanceId": "i-" + job_id, "retriesRemaining": retries}
+
+
+def test_room_counts_every_job_held_until_released() -> None:
+    ledger = JobLedger(limit=4)
+    for n in range(3):
+        assert ledger.claim(ctx(f"j{n}"), lease_end=30.0, now=0.0) is ClaimVerdict.NEW
+    assert ledger.room() == 1
+    ledger.start("j0", slot=1, now=1.0, timeout=0)
+    ledger.finish("j0")
+    # Reporting still counts: the engine has not answered yet.
+    assert ledger.count(JobState.REPORTING) == 1
+    assert ledger.room() == 1
+    ledger.release("j0")
+    assert ledger.room() == 2
+    assert ledger.peak == 3
+
+
+def test_room_never_goes_negative_when_the_limit_shrinks() -> None:
+    ledger = JobLedger(limit=4)
+    for n in range(4):
+        ledger.claim(ctx(f"j{n}"), 30.0, 0.0)
+    ledger.limit = 2
+    assert ledger.room() == 0
+
+
+def test_a_job_claimed_again_while_held_is_a_duplicate_with_the_new_lease() -> None:
+    ledger = JobLedger(limit=4)
+    ledger.claim(ctx("j"), lease_end=30.0, now=0.0)
+    ledger.start("j", slot=1, now=0.0, timeout=0)
+    assert ledger.overrun(31.0)  # logged once
+    assert ledger.claim(ctx("j"), lease_end=61.0, now=31.0) is ClaimVerdict.DUPLICATE
+    entry = ledger.get("j")
+    assert entry is not None
+    assert (entry.redeliveries, entry.lease_end, entry.state) == (1, 61.0, JobState.RUNNING)
+    assert len(ledger) == 1
+    # The new lease may be overrun again, and that is logged again.
+    assert not entry.overrun_logged
+    assert ledger.overrun(62.0) == [entry]
+
+
+def test_a_job_whose_lease_already_passed_is_expired_and_not_held() -> None:
+    ledger = JobLedger(limit=4)
+    assert ledger.claim(ctx("j"), lease_end=5.0, now=5.0) is ClaimVerdict.EXPIRED
+    assert "j" not in ledger
+
+
+def test_claimed_jobs_come_oldest_first() -> None:
+    ledger = JobLedger(limit=4)
+    for n, at in ((1, 0.0), (2, 0.1), (3, 0.2)):
+        ledger.claim(ctx(f"j{n}"), 30.0, at)
+    ledger.start("j2", slot=1, now=0.3, timeout=0)
+    assert [e.job_id for e in ledger.claimed()] == ["j1", "j3"]
+
+
+def test_timeouts_overruns_and_stale_checks_fall_due() -> None:
+    ledger = JobLedger(limit=4, stale_interval=5.0)
+    ledger.claim(ctx("a"), lease_end=30.0, now=0.0)
+    ledger.claim(ctx("b"), lease_end=30.0, now=0.0)
+    ledger.start("a", slot=1, now=0.0, timeout=10.0)
+    ledger.start("b", slot=2, now=0.0, timeout=0.0)
+    assert ledger.next_deadline() == 5.0
+    assert ledger.timed_out(9.9) == []
+    assert [e.job_id for e in ledger.timed_out(10.0)] == ["a"]
+    due = ledger.stale_checks_due(5.0)
+    assert sorted(e.job_id for e in due) == ["a", "b"]
+    # Pending checks are not asked for twice, and do not keep the loop awake.
+    assert ledger.stale_checks_due(6.0) == []
+    assert ledger.next_deadline() == 10.0
+    ledger.stale_check_done("b", now=7.0)
+    assert ledger.get("b").next_stale_check == 12.0  # type: ignore[union-attr]
+    assert [e.job_id for e in ledger.overrun(30.0)] == ["a", "b"]
+    assert ledger.overrun(31.0) == []
+
+
+def test_no_stale_checks_when_the_interval_is_zero() -> None:
+    ledger = JobLedger(limit=2, stale_interval=0.0)
+    ledger.claim(ctx("a"), 30.0, 0.0)
+    ledger.start("a", slot=1, now=0.0, timeout=0)
+    assert ledger.stale_checks_due(1e9) == []
+    assert ledger.next_deadline() == 30.0
+    ledger.overrun(30.0)
+    assert ledger.next_deadline() == math.inf
+
+
+def test_finish_only_moves_a_running_job() -> None:
+    ledger = JobLedger(limit=2)
+    ledger.claim(ctx("a"), 30.0, 0.0)
+    assert ledger.finish("a") is None  # not started
+    assert ledger.finish("nope") is None
+    ledger.start("a", slot=3, now=0.0, timeout=0)
+    entry = ledger.finish("a")
+    assert entry is not None and entry.state is JobState.REPORTING and entry.slot is None
+    assert ledger.finish("a") is None  # decided once
+
+
+@pytest.mark.parametrize(("retries", "expected"), [(3, 3), (None, 0), ("2", 0)])
+def test_retries_remaining_reads_the_context(retries: object, expected: int) -> None:
+    ledger = JobLedger(limit=1)
+    ledger.claim({"id": "a", "jobType": "t", "retriesRemaining": retries}, 30.0, 0.0)
+    assert ledger.get("a").retries_remaining == expected  # type: ignore[union-attr]
