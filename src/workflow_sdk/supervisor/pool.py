@@ -118,9 +118,8 @@ class WorkerPool:
 
     def boot_overdue(self, now: float) -> list[WorkerSlot]:
         """Workers still booting past their boot deadline (each returned once)."""
-        late = [
-            s for s in self.slots.values() if s.state is SlotState.BOOTING and now >= s.boot_deadline
-        ]
+        booting = [s for s in self.slots.values() if s.state is SlotState.BOOTING]
+        late = [s for s in booting if now >= s.boot_deadline]
         for slot in late:
             slot.boot_deadline = float("inf")
         return late
