@@ -119,10 +119,14 @@ class SupervisorProcess:
 
 @pytest.fixture
 def engine(request: pytest.FixtureRequest) -> Iterator[LocalEngine]:
-    """A LocalEngine; ``@pytest.mark.lease(seconds)`` shortens its lease."""
+    """A LocalEngine; ``@pytest.mark.lease(seconds)`` shortens its lease and
+    ``@pytest.mark.local_engine(**options)`` passes any LocalEngine option."""
     marker = request.node.get_closest_marker("lease")
-    lease = float(marker.args[0]) if marker else 30.0
-    with LocalEngine(lease_seconds=lease) as local:
+    options: dict[str, Any] = {"lease_seconds": float(marker.args[0]) if marker else 30.0}
+    more = request.node.get_closest_marker("local_engine")
+    if more is not None:
+        options.update(more.kwargs)
+    with LocalEngine(**options) as local:
         yield local
 
 

@@ -72,3 +72,31 @@ def script(job: dict[str, Any]) -> dict[str, Any] | None:
     elif action == "raise":
         raise ValueError("boom")
     return {"handledBy": os.getpid(), "attempt": "first" if first else "later"}
+
+
+@registry.register("lifecycle")
+def lifecycle(job: dict[str, Any]) -> dict[str, Any] | None:
+    """Write the pid, wait ``seconds`` (or until the job is cancelled), then do
+    ``then``: ``ok``, ``raise`` or ``nonretryable``. On the way out, write
+    whether the cancel event was set to ``<piddir>/<instanceId>.cancelled``."""
+    variables = job["variables"]
+    piddir = Path(variables["piddir"])
+    cancel = job["cancelEvent"]
+    (piddir / f"{job['instanceId']}.tmp").write_text(str(os.getpid()))
+    (piddir / f"{job['instanceId']}.tmp").rename(piddir / f"{job['instanceId']}.pid")
+    try:
+        cancel.wait(float(variables.get("seconds", 60)))
+    finally:
+        marker = piddir / f"{job['instanceId']}.cancelled"
+        marker.write_text("set" if cancel.is_set() else "clear")
+    then = variables.get("then", "ok")
+    if then == "nonretryable":
+        raise NonRetryableError("gave up late")
+    if then == "raise":
+        raise ValueError("late failure")
+    return {"lifecycle": "done"}
+
+
+@registry.register("noop")
+def noop(job: dict[str, Any]) -> None:
+    return None

@@ -90,7 +90,8 @@ class SupervisorStats:
         return (
             f"jobs: {self.jobs_succeeded} succeeded, {self.jobs_failed} failed, "
             f"{self.skipped_expired} skipped (lease passed), {self.abandoned} abandoned, "
-            f"{self.stale_jobs} stale, {self.redeliveries_coalesced} redeliveries coalesced; "
+            f"{self.stale_jobs} stale, {self.redeliveries_coalesced} redeliveries coalesced, "
+            f"{self.jobs_held_peak} held at most; "
             f"reports: {reports}; restarts: {restarts}"
         )
 
