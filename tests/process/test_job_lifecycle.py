@@ -70,6 +70,7 @@ def test_a_cancelled_instance_s_long_job_is_stopped_and_nothing_is_reported(
 def test_a_job_of_a_cancelled_instance_that_then_fails_leaves_it_cancelled(
     engine: LocalEngine,
     client: RestEngineClient,
+    *,
     start_supervisor: Start,
     piddir: Path,
     then: str,
