@@ -87,23 +87,18 @@ def use_identifier(identifier: str) -> None:
 
 
 def metrics_with_identifier(identifier: str) -> Metrics:
-    """The shared SDK metrics, written to ``*_<identifier>.db`` whatever this
-    process's default value class is (the supervisor may have imported
-    prometheus_client before the directory was chosen)."""
-    from prometheus_client import CollectorRegistry, values  # noqa: PLC0415
+    """The shared SDK metrics of this process, written to ``*_<identifier>.db``.
+
+    Every metric value this process creates from now on, labelled children
+    included (a crash counted by job type, say), goes to those files: the
+    supervisor's parent records failures it decides itself, not only polls.
+    """
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
     from workflow_sdk.metrics.metrics import Metrics  # noqa: PLC0415
 
-    previous = values.ValueClass
-    values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
-        process_identifier=lambda: identifier
-    )
-    try:
-        # Only the unlabelled metrics get their values now; the supervisor
-        # uses only those (poll latency, lock conflicts).
-        return Metrics(CollectorRegistry())
-    finally:
-        values.ValueClass = previous
+    use_identifier(identifier)
+    return Metrics(CollectorRegistry())
 
 
 __all__ = [
