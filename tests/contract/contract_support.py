@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from workflow_sdk.client.models import parse_timestamp
 from workflow_sdk.client.rest import RestEngineClient
 
 TIMEOUT = 10.0
+# A timer fires up to one sweep after it is due: the real engine sweeps every
+# 5 s, so a PT1S timer may take 6 s there (the local suite's engine: 0.1 s).
+TIMER_TIMEOUT = 20.0
+
+T = TypeVar("T")
 
 
 def service(
@@ -53,6 +59,33 @@ def wait_status(
                 f"({instance.get('failureReason')!r}), expected {status}"
             )
         time.sleep(0.02)  # polling with a deadline: a real engine may lag
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = TIMEOUT) -> T:
+    """Call ``check`` until it returns something other than None; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {timeout} s")
+        time.sleep(0.02)  # polling with a deadline: a real engine may lag
+
+
+def history_item(
+    client: RestEngineClient, instance_id: str, step_execution_id: str
+) -> dict[str, Any]:
+    """The history item of one step execution (a job's ``stepExecutionId``)."""
+    items = [i for i in client.get_instance_history(instance_id) if i["id"] == step_execution_id]
+    assert len(items) == 1, f"{len(items)} history items with id {step_execution_id}"
+    return items[0]
+
+
+def timer(target: str, interrupting: bool, duration: str = "PT1S") -> dict[str, Any]:
+    """A TIMER boundary event."""
+    return {"type": "TIMER", "duration": duration, "interrupting": interrupting,
+            "targetStepId": target}  # fmt: skip
 
 
 def poll_one(

@@ -35,11 +35,11 @@ def test_a_400_carries_the_bad_request_code(client: RestEngineClient, uid: str) 
 @pytest.mark.parametrize(
     "extra",
     [
-        {"boundaryEvents": [{"type": "TIMER", "duration": "PT2S", "interrupting": True,
+        {"boundaryEvents": [{"type": "TIMER", "duration": "P1D", "interrupting": True,
                              "targetStepId": "end"}]},
         {"delegateClass": "com.example.Delegate"},
     ],
-    ids=["boundary-timer", "delegate-class"],
+    ids=["timer-in-days", "delegate-class"],
 )  # fmt: skip
 def test_local_engine_refuses_what_it_does_not_support(
     local: LocalEngine, client: RestEngineClient, uid: str, extra: dict[str, object]

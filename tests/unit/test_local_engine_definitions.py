@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 
 from workflow_sdk.testing.definitions import (
+    BoundaryTimer,
     DefinitionError,
     canonical_json,
     compile_definition,
+    duration_seconds,
     variable_reference,
 )
 
@@ -26,6 +28,11 @@ def _svc(step_id: str, next_step: str | None = "end", **extra: Any) -> dict[str,
 
 
 END = {"id": "end", "name": "End", "type": "END"}
+
+
+def _timer(duration: str, target: str = "end", interrupting: bool = True) -> dict[str, Any]:
+    return {"type": "TIMER", "duration": duration, "interrupting": interrupting,
+            "targetStepId": target}  # fmt: skip
 
 
 def test_a_valid_definition_compiles() -> None:
@@ -48,9 +55,10 @@ def test_a_valid_definition_compiles() -> None:
     assert compiled.entry == "a"
     assert compiled.steps["a"].retry_count == 2
     assert [c.target for c in compiled.steps["route"].conditions] == ["end", "review"]
-    # A USER_TASK without jobType gets its step id, in the stored JSON too.
+    # A USER_TASK without jobType gets its step id, used internally only:
+    # the stored document stays as uploaded (a GET shows no jobType).
     assert compiled.steps["review"].job_type == "review"
-    assert compiled.document["steps"][2]["jobType"] == "review"
+    assert "jobType" not in compiled.document["steps"][2]
     assert compiled.next_workflow_id is None
 
 
@@ -121,10 +129,18 @@ def test_invalid_definitions(raw: Any, reason: str) -> None:
     ("step", "what"),
     [
         (
-            _svc("a", boundaryEvents=[{"type": "TIMER", "duration": "PT1S",
-                                       "interrupting": False, "targetStepId": "end"}]),
-            "boundary events",
+            _svc("a", boundaryEvents=[{"type": "MESSAGE", "duration": "PT1S",
+                                       "targetStepId": "end"}]),
+            "boundary events of type 'MESSAGE'",
         ),
+        (
+            {"id": "a", "name": "A", "type": "TRANSFORMATION", "nextStep": "end",
+             "boundaryEvents": [_timer("PT1S")]},
+            "a boundary timer on a TRANSFORMATION step",
+        ),
+        (_svc("a", boundaryEvents=[_timer("P1D")]), "the timer duration 'P1D'"),
+        (_svc("a", boundaryEvents=[_timer("PT1.5M")]), "the timer duration 'PT1.5M'"),
+        (_svc("a", boundaryEvents=[_timer("P1Y2M")]), "the timer duration 'P1Y2M'"),
         (_svc("a", delegateClass="x.Y"), "delegateClass"),
         (
             {"id": "a", "name": "A", "type": "DECISION",
@@ -188,3 +204,53 @@ def test_null_fields_count_as_absent() -> None:
 )
 def test_variable_reference(value: object, name: str | None) -> None:
     assert variable_reference(value) == name
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("PT2S", 2.0), ("PT0.5S", 0.5), ("PT3M", 180.0), ("PT48H", 172800.0),
+     ("PT1H30M", 5400.0), ("PT1H2M3.25S", 3723.25), ("PT0S", 0.0)],
+)  # fmt: skip
+def test_supported_durations(text: str, seconds: float) -> None:
+    assert duration_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["PT", "P1D", "PT1.5H", "pt2s", "2s", "PT2", "PT-1S", "PT1S2M"])
+def test_other_texts_are_not_supported_durations(text: str) -> None:
+    assert duration_seconds(text) is None
+
+
+def test_boundary_timers_compile_on_tasks_and_wait_steps() -> None:
+    compiled = compile_definition(
+        _def(
+            _svc("a", "w", boundaryEvents=[_timer("PT2S", "late")]),
+            {"id": "w", "name": "W", "type": "WAIT", "nextStep": "u",
+             "boundaryEvents": [_timer("PT1M", "late", interrupting=False)]},
+            {"id": "u", "name": "U", "type": "USER_TASK", "nextStep": "end",
+             "boundaryEvents": [{"type": "TIMER", "duration": "PT8H", "targetStepId": "end"}]},
+            # Reachable only through the timers: that counts.
+            _svc("late"),
+            END,
+        )
+    )  # fmt: skip
+    assert compiled.steps["a"].timers == (BoundaryTimer("PT2S", 2.0, True, "late"),)
+    assert compiled.steps["w"].timers == (BoundaryTimer("PT1M", 60.0, False, "late"),)
+    # A missing "interrupting" is false, as any missing boolean field.
+    assert compiled.steps["u"].timers == (BoundaryTimer("PT8H", 28800.0, False, "end"),)
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (_timer("PT1S", "nowhere"), "targetStepId 'nowhere' is not a step"),
+        ({"type": "TIMER", "duration": "PT1S"}, "targetStepId is required"),
+        ({"type": "TIMER", "targetStepId": "end"}, "duration is required"),
+        (_timer("2 seconds"), "duration '2 seconds' is not an ISO-8601 duration"),
+        (_timer("PT"), "duration 'PT' is not an ISO-8601 duration"),
+        ({**_timer("PT1S"), "interrupting": "yes"}, "interrupting must be a JSON boolean"),
+    ],
+)
+def test_invalid_boundary_timers_are_a_plain_400(event: dict[str, Any], reason: str) -> None:
+    with pytest.raises(DefinitionError, match=reason) as caught:
+        compile_definition(_def(_svc("a", boundaryEvents=[event]), END))
+    assert "local engine does not support" not in str(caught.value)

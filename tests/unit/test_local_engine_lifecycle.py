@@ -62,10 +62,11 @@ def test_stop_closes_idle_keep_alive_connections_and_joins_threads() -> None:
     engine = LocalEngine().start()
     clients = [engine.client() for _ in range(3)]
     try:
-        assert len(_engine_threads(engine)) == 2  # the accept loop and the sweeper
+        # The accept loop, the lease sweeper and the timer check.
+        assert len(_engine_threads(engine)) == 3
         for client in clients:
             assert client.health()  # each leaves an idle keep-alive connection
-        assert len(_engine_threads(engine)) == 5
+        assert len(_engine_threads(engine)) == 6
         started = time.monotonic()
         engine.stop()  # must not wait for the idle connections to time out
         assert time.monotonic() - started < 2.0

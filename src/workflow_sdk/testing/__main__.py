@@ -11,10 +11,11 @@ import sys
 import threading
 from types import FrameType
 
-from workflow_sdk.testing.engine import LocalEngine
+from workflow_sdk.testing.engine import DEFAULT_TIMER_INTERVAL, LocalEngine
 
 
-def main(argv: list[str] | None = None) -> int:
+def engine_from_args(argv: list[str] | None = None) -> LocalEngine:
+    """The (unstarted) engine the command line asks for; exits 2 on bad options."""
     parser = argparse.ArgumentParser(
         prog="python -m workflow_sdk.testing",
         description="An in-memory Rochallor engine for tests and demos (not for production).",
@@ -24,10 +25,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lease-seconds", type=float, default=30.0, help="job lease length (default 30)"
     )
+    parser.add_argument(
+        "--timer-interval",
+        type=float,
+        default=DEFAULT_TIMER_INTERVAL,
+        help=f"seconds between checks for due boundary timers (default {DEFAULT_TIMER_INTERVAL})",
+    )
+    parser.add_argument(
+        "--complete-delay",
+        type=float,
+        default=0.0,
+        help="seconds each job completion takes before its answer, to model a loaded "
+        "database (default 0)",
+    )
     args = parser.parse_args(argv)
     if args.lease_seconds <= 0:
         parser.error("--lease-seconds must be > 0")
+    if args.timer_interval <= 0:
+        parser.error("--timer-interval must be > 0")
+    if args.complete_delay < 0:
+        parser.error("--complete-delay must be >= 0")
+    return LocalEngine(
+        args.host,
+        args.port,
+        args.lease_seconds,
+        timer_interval=args.timer_interval,
+        complete_delay=args.complete_delay,
+    )
 
+
+def main(argv: list[str] | None = None) -> int:
+    engine = engine_from_args(argv)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -36,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        engine = LocalEngine(args.host, args.port, args.lease_seconds).start()
+        engine.start()
     except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"cannot listen on {engine.host}:{engine.port}: {exc}", file=sys.stderr)
         return 1
     print(engine.url, flush=True)
     try:

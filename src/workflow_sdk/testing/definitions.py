@@ -33,6 +33,18 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9_:\-]+$")
 MAX_ID_LENGTH = 256
 # A transformation value that is exactly "${name}" copies that variable.
 _VARIABLE_REF = re.compile(r"^\$\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}$")
+# Step types a boundary timer can sit on: the ones an instance waits at.
+TIMER_STEP_TYPES = frozenset({"SERVICE_TASK", "USER_TASK", "WAIT"})
+# The durations the local engine runs: PT, then hours, minutes, seconds (any
+# of them, in that order; seconds may have a fraction), as the engine's own
+# scenarios write them (PT2S, PT8H, PT48H).
+_SUPPORTED_DURATION = re.compile(r"^PT(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
+# Any ISO-8601 duration, to tell "unsupported here" from "not a duration".
+_NUMBER = r"\d+(?:[.,]\d+)?"
+_ISO_DURATION = re.compile(
+    rf"^P(?=\d|T\d)(?:{_NUMBER}Y)?(?:{_NUMBER}M)?(?:{_NUMBER}W)?(?:{_NUMBER}D)?"
+    rf"(?:T(?=\d)(?:{_NUMBER}H)?(?:{_NUMBER}M)?(?:{_NUMBER}S)?)?$"
+)
 
 # Known fields and their JSON types ("str", "int", "bool", "object", "list").
 _DEFINITION_FIELDS = {
@@ -87,6 +99,16 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class BoundaryTimer:
+    """A TIMER boundary event: after ``seconds`` in its step, go to ``target``."""
+
+    duration: str  # as written, for messages
+    seconds: float
+    interrupting: bool
+    target: str
+
+
+@dataclass(frozen=True)
 class Step:
     id: str
     name: str
@@ -98,6 +120,7 @@ class Step:
     transformations: tuple[tuple[str, Any], ...] = ()
     parallel_next_steps: tuple[str, ...] = ()
     join_step: str | None = None
+    timers: tuple[BoundaryTimer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,6 +221,52 @@ def variable_reference(value: object) -> str | None:
     return None
 
 
+def duration_seconds(text: str) -> float | None:
+    """Seconds of a ``PT[nH][nM][n[.n]S]`` duration; None for any other text."""
+    match = _SUPPORTED_DURATION.match(text)
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours or 0) * 3600.0 + int(minutes or 0) * 60.0 + float(seconds or 0)
+
+
+def _compile_timers(raw: object, step_id: str, step_type: str) -> tuple[BoundaryTimer, ...]:
+    where = f"invalid definition: step {step_id!r}: boundary event"
+    timers: list[BoundaryTimer] = []
+    for event in raw if isinstance(raw, list) else []:
+        if not isinstance(event, dict):
+            raise DefinitionError(
+                f"invalid definition: step {step_id!r}: boundaryEvents must be objects"
+            )
+        _check_fields(event, _BOUNDARY_FIELDS, f"step {step_id!r}.boundaryEvents")
+        event_type = event.get("type")
+        if event_type != "TIMER":
+            raise _unsupported(f"boundary events of type {event_type!r} (step {step_id!r})")
+        if step_type not in TIMER_STEP_TYPES:
+            raise _unsupported(
+                f"a boundary timer on a {step_type} step (step {step_id!r}; it runs them on "
+                f"{', '.join(sorted(TIMER_STEP_TYPES))})"
+            )
+        duration = _optional_str(event, "duration")
+        if duration is None:
+            raise DefinitionError(f"{where}: duration is required")
+        seconds = duration_seconds(duration)
+        if seconds is None and _ISO_DURATION.match(duration):
+            raise _unsupported(
+                f"the timer duration {duration!r} (step {step_id!r}; it supports PTnH, PTnM "
+                "and PTnS, combined as in PT1H30M, seconds may have a fraction as in PT0.5S)"
+            )
+        if seconds is None:
+            raise DefinitionError(
+                f"{where}: duration {duration[:60]!r} is not an ISO-8601 duration such as PT30S"
+            )
+        target = _optional_str(event, "targetStepId")
+        if target is None:
+            raise DefinitionError(f"{where}: targetStepId is required")
+        timers.append(BoundaryTimer(duration, seconds, event.get("interrupting") is True, target))
+    return tuple(timers)
+
+
 def _compile_step(raw: object, index: int) -> Step:
     if not isinstance(raw, dict):
         raise DefinitionError(f"invalid definition: steps[{index}] must be a JSON object")
@@ -215,14 +284,7 @@ def _compile_step(raw: object, index: int) -> Step:
         )
     if _optional_str(raw, "delegateClass"):
         raise _unsupported(f"delegateClass (step {step_id!r})")
-    for event in raw.get("boundaryEvents") or []:
-        if not isinstance(event, dict):
-            raise DefinitionError(
-                f"invalid definition: step {step_id!r}: boundaryEvents must be objects"
-            )
-        _check_fields(event, _BOUNDARY_FIELDS, f"step {step_id!r}.boundaryEvents")
-    if raw.get("boundaryEvents"):
-        raise _unsupported(f"boundary events such as TIMER (step {step_id!r})")
+    timers = _compile_timers(raw.get("boundaryEvents") or [], step_id, step_type)
 
     next_step = _optional_str(raw, "nextStep")
     job_type = _optional_str(raw, "jobType")
@@ -251,8 +313,9 @@ def _compile_step(raw: object, index: int) -> Step:
             "parallelNextSteps and a joinStep"
         )
     if step_type == "USER_TASK" and not job_type:
+        # Used internally only: a GET returns the document as uploaded, as
+        # the real engine does, so the stored JSON is left without it.
         job_type = step_id
-        raw["jobType"] = step_id  # stored like this, as the real engine does
 
     # Conditions route DECISIONs, and tasks that have no nextStep.
     routes_by_condition = step_type == "DECISION" or (
@@ -275,6 +338,7 @@ def _compile_step(raw: object, index: int) -> Step:
         transformations=transformations,
         parallel_next_steps=tuple(parallel) if step_type == "PARALLEL_GATEWAY" else (),
         join_step=join_step if step_type == "PARALLEL_GATEWAY" else None,
+        timers=timers,
     )
 
 
@@ -286,11 +350,18 @@ def _successors(step: Step) -> list[str]:
     out.extend(step.parallel_next_steps)
     if step.join_step:
         out.append(step.join_step)
+    out.extend(timer.target for timer in step.timers)  # a timer's path counts too
     return out
 
 
 def _check_graph(steps: dict[str, Step], entry: str) -> None:
     for step in steps.values():
+        for timer in step.timers:
+            if timer.target not in steps:
+                raise DefinitionError(
+                    f"invalid definition: step {step.id!r}: the boundary timer's "
+                    f"targetStepId {timer.target!r} is not a step of this definition"
+                )
         for target in _successors(step):
             if target not in steps:
                 raise DefinitionError(
@@ -363,11 +434,14 @@ def compile_definition(raw: object) -> CompiledDefinition:
 
 __all__ = [
     "STEP_TYPES",
+    "TIMER_STEP_TYPES",
+    "BoundaryTimer",
     "CompiledDefinition",
     "Condition",
     "DefinitionError",
     "Step",
     "canonical_json",
     "compile_definition",
+    "duration_seconds",
     "variable_reference",
 ]

@@ -16,6 +16,8 @@ from workflow_sdk.testing.store import EngineState
 T = TypeVar("T")
 
 _FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+#: Seconds between looks for due boundary timers (the real engine: 5 s).
+DEFAULT_TIMER_INTERVAL = 0.5
 
 
 def default_sweep_interval(lease_seconds: float) -> float:
@@ -38,6 +40,13 @@ class LocalEngine:
         engine: 30 s).
     :param sweep_interval: seconds between looks for expired leases; by
         default derived from the lease (see ``default_sweep_interval``).
+    :param timer_interval: seconds between looks for due boundary timers
+        (default 0.5 s). A timer fires between its duration and its duration
+        plus this interval after its step started; the real engine looks
+        every 5 s, so a ``PT2S`` timer fires there 2 to 7 s after.
+    :param complete_delay: seconds each ``POST /v1/jobs/{id}/complete`` takes
+        before it is applied and answered (default 0), to model a loaded
+        database. Other requests go on meanwhile. Settable while running.
     """
 
     def __init__(
@@ -47,15 +56,20 @@ class LocalEngine:
         lease_seconds: float = 30.0,
         *,
         sweep_interval: float | None = None,
+        timer_interval: float = DEFAULT_TIMER_INTERVAL,
+        complete_delay: float = 0.0,
     ) -> None:
         if sweep_interval is not None and sweep_interval <= 0:
             raise ValueError(f"sweep_interval must be > 0, got {sweep_interval}")
+        if timer_interval <= 0:
+            raise ValueError(f"timer_interval must be > 0, got {timer_interval}")
         self.host = host
         self._port = port
-        self.state = EngineState(lease_seconds)
+        self.state = EngineState(lease_seconds, complete_delay)
         self.sweep_interval = (
             sweep_interval if sweep_interval is not None else default_sweep_interval(lease_seconds)
         )
+        self.timer_interval = float(timer_interval)
         self._server: EngineHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -81,6 +95,9 @@ class LocalEngine:
                 ),
                 threading.Thread(
                     target=self._sweep, name=f"local-engine-{self._port}-sweeper", daemon=True
+                ),
+                threading.Thread(
+                    target=self._tick_timers, name=f"local-engine-{self._port}-timers", daemon=True
                 ),
             ]
             for thread in self._threads:
@@ -140,6 +157,10 @@ class LocalEngine:
         while not self._stopping.wait(self.sweep_interval):
             self.state.expire_leases()
 
+    def _tick_timers(self) -> None:
+        while not self._stopping.wait(self.timer_interval):
+            self.state.fire_timers()
+
     def __enter__(self) -> LocalEngine:
         return self.start()
 
@@ -163,6 +184,17 @@ class LocalEngine:
     @property
     def lease_seconds(self) -> float:
         return self.state.lease_seconds
+
+    @property
+    def complete_delay(self) -> float:
+        """Seconds each job completion takes (see the class docstring)."""
+        return self.state.complete_delay
+
+    @complete_delay.setter
+    def complete_delay(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"complete_delay must be >= 0, got {seconds}")
+        self.state.complete_delay = float(seconds)  # read by each request as it comes
 
     def client(self, timeout: float = 10.0) -> RestEngineClient:
         """A ``RestEngineClient`` for this engine (close it when done)."""
@@ -193,7 +225,8 @@ class LocalEngine:
         instance_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """Jobs in creation order, with what the HTTP answer hides: ``status``
-        (``PENDING``, ``LOCKED``, ``COMPLETED``, ``FAILED``), ``stepId``,
+        (``PENDING``, ``LOCKED``, ``COMPLETED``, ``FAILED``, or ``CANCELLED``
+        when an interrupting boundary timer ended its step), ``stepId``,
         ``deliveries`` (claims so far), ``completeCalls`` and ``failCalls``."""
         return self.state.inspect_jobs(status, job_type, instance_id)
 
@@ -212,7 +245,8 @@ class LocalEngine:
     def counters(self) -> dict[str, int]:
         """Totals: ``polls``, ``empty_polls``, ``jobs_delivered``,
         ``complete_calls``, ``jobs_completed``, ``fail_calls``, ``jobs_retried``,
-        ``jobs_failed``, ``leases_expired``, ``instances_started``..."""
+        ``jobs_failed``, ``leases_expired``, ``instances_started``,
+        ``instances_cancelled``, ``timers_fired``, ``jobs_cancelled``..."""
         with self.state.lock:
             return dict(self.state.counters)
 
@@ -225,6 +259,16 @@ class LocalEngine:
     def expire_leases(self) -> int:
         """Run the lease sweep now (only leases that have passed expire)."""
         return self.state.expire_leases()
+
+    def fire_timers(self) -> int:
+        """Run the timer check now (only timers that are due fire); returns how many fired."""
+        return self.state.fire_timers()
+
+    def pending_timers(self) -> list[dict[str, Any]]:
+        """Boundary timers armed on steps that are still open, soonest first:
+        ``instanceId``, ``stepId``, ``stepExecutionId``, ``duration``,
+        ``interrupting``, ``targetStepId``, ``dueInSeconds``."""
+        return self.state.pending_timers()
 
     def reset(self) -> None:
         """Forget every definition, instance and job (the server keeps running)."""
@@ -304,4 +348,4 @@ class LocalEngine:
         return result
 
 
-__all__ = ["LocalEngine", "default_sweep_interval"]
+__all__ = ["DEFAULT_TIMER_INTERVAL", "LocalEngine", "default_sweep_interval"]

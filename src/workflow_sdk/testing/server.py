@@ -431,6 +431,11 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._send_error(error)
             return
         query = parse_qs(query_text) if query_text else {}
+        if handler is _complete_job and not self.server.state.wait_complete_delay(
+            self.server.closing
+        ):
+            self.close_connection = True  # the engine is stopping: no answer
+            return
         try:
             status, answer = handler(self.server.state, params, query, body)
         except EngineError as exc:
@@ -485,6 +490,8 @@ class EngineHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], state: EngineState) -> None:
         self.state = state
+        #: Set when the server closes; ends a request's complete_delay early.
+        self.closing = threading.Event()
         self._connections: dict[threading.Thread, socket.socket] = {}
         self._connections_lock = threading.Lock()
         if ":" in address[0]:
@@ -518,6 +525,7 @@ class EngineHTTPServer(ThreadingHTTPServer):
 
     def close_connections(self, timeout: float = 5.0) -> None:
         """End every open connection and join its thread."""
+        self.closing.set()
         with self._connections_lock:
             connections = list(self._connections.items())
         for _, sock in connections:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from workflow_sdk.testing import expressions
 from workflow_sdk.testing.definitions import (
+    BoundaryTimer,
     CompiledDefinition,
     DefinitionError,
     Step,
@@ -48,6 +49,11 @@ DEFAULT_PAGE_SIZE = 20
 MAX_AUTOMATIC_STEPS = 10_000
 # Chained instances started by one call (A starts B starts C...).
 MAX_CHAINED_STARTS = 1_000
+# The failure reason of a step execution an interrupting timer ended (the
+# real engine's exact text; workers compare it).
+INTERRUPTED_REASON = "interrupted by boundary timer"
+# Job states in which a job still belongs to a live step execution.
+_LIVE_JOB_STATUSES = frozenset({"PENDING", "LOCKED"})
 _ERROR_CODES = {
     400: "bad-request",
     404: "not-found",
@@ -204,6 +210,7 @@ class Job:
     variables: dict[str, Any]  # snapshot taken when the job was created
     created_at: datetime
     seq: int  # creation order: the queue hands out the oldest first
+    # PENDING, LOCKED, COMPLETED, FAILED, or CANCELLED (by an interrupting timer)
     status: str = "PENDING"
     worker_id: str | None = None
     locked_at: datetime | None = None
@@ -250,10 +257,15 @@ def _page(items: list[T], page: int, page_size: int) -> list[T]:
 class EngineState:
     """Definitions, instances, jobs and history; safe to call from any thread."""
 
-    def __init__(self, lease_seconds: float = 30.0) -> None:
+    def __init__(self, lease_seconds: float = 30.0, complete_delay: float = 0.0) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0, got {lease_seconds}")
+        if complete_delay < 0:
+            raise ValueError(f"complete_delay must be >= 0, got {complete_delay}")
         self.lease_seconds = float(lease_seconds)
+        #: Seconds each job completion takes before it is applied and answered
+        #: (a loaded database); the HTTP server waits it out, outside the lock.
+        self.complete_delay = float(complete_delay)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self._ulids = _UlidFactory()
@@ -266,6 +278,9 @@ class EngineState:
         self._queues: dict[str, list[tuple[int, str]]] = {}
         # Heap of (monotonic deadline, job id, deliveries) of leases to expire.
         self._leases: list[tuple[float, str, int]] = []
+        # Heap of (monotonic due time, seq, instance id, step execution id,
+        # timer index) of boundary timers armed when their step was entered.
+        self._timers: list[tuple[float, int, str, str, int]] = []
         self._chains: deque[tuple[str, dict[str, Any], str]] = deque()
         self.counters: dict[str, int] = {}
         self.chain_errors: list[str] = []
@@ -397,8 +412,10 @@ class EngineState:
             if kind == "SERVICE_TASK":
                 instance.open_steps[item["ID"]] = OpenStep(step, item)
                 self._new_job(instance, step, item, at)
+                self._arm_timers(instance, step, item)
             elif kind in ("USER_TASK", "WAIT"):
                 instance.open_steps[item["ID"]] = OpenStep(step, item)
+                self._arm_timers(instance, step, item)
             elif kind == "END":
                 self._end_item(item, "COMPLETED", at)
                 self._complete_instance(instance, at)
@@ -423,6 +440,33 @@ class EngineState:
                     self._end_item(item, "COMPLETED", at)
                     pending.append(target)
         self._refresh_status(instance)
+
+    def _arm_timers(self, instance: Instance, step: Step, item: dict[str, Any]) -> None:
+        # Due times count from the step's start, on the monotonic clock.
+        start = time.monotonic()
+        for index, timer in enumerate(step.timers):
+            entry = (start + timer.seconds, next(self._seq), instance.id, item["ID"], index)
+            heapq.heappush(self._timers, entry)
+
+    def _fire_timer(
+        self, instance: Instance, open_id: str, timer: BoundaryTimer, at: datetime
+    ) -> None:
+        """Take a timer's path; an interrupting one first ends its step."""
+        if timer.interrupting:
+            open_step = instance.open_steps.pop(open_id)
+            self._end_item(open_step.item, "FAILED", at, INTERRUPTED_REASON)
+            job = self._job_of(open_id) if open_step.step.type == "SERVICE_TASK" else None
+            if job is not None and job.status in _LIVE_JOB_STATUSES:
+                # Not claimable any more; a worker that holds it is not told.
+                job.status = "CANCELLED"
+                self._count("jobs_cancelled")
+        self._advance(instance, [timer.target], at)
+
+    def _job_of(self, step_execution_id: str) -> Job | None:
+        # A scan: only a firing interrupting timer needs it, rarely.
+        return next(
+            (j for j in self._jobs.values() if j.step_execution_id == step_execution_id), None
+        )
 
     def _arrive_at_join(
         self, instance: Instance, step: Step, at: datetime, pending: deque[str]
@@ -612,6 +656,9 @@ class EngineState:
             return {"items": items or None}
 
     def cancel_instance(self, instance_id: str, reason: str) -> dict[str, Any]:
+        # Only the instance changes, as on the real engine: its jobs stay as
+        # they are (claimable, or LOCKED by a worker that is not told) and
+        # their step executions stay RUNNING in the history.
         with self.lock:
             instance = self._instances.get(instance_id)
             if instance is None or instance.status not in RUNNING_STATUSES:
@@ -723,13 +770,25 @@ class EngineState:
             raise EngineError(500, f'job "{job_id}" not found')
         return job
 
+    def wait_complete_delay(self, interrupt: threading.Event) -> bool:
+        """Wait ``complete_delay`` seconds before a completion is applied, as a
+        loaded database would, without the lock (other requests go on).
+        Returns False when ``interrupt`` is set meanwhile (the server stops)."""
+        delay = self.complete_delay
+        if delay <= 0:
+            return True
+        with self.lock:
+            self._count("completes_delayed")  # tests wait for this, not for time
+            self.changed.notify_all()
+        return not interrupt.wait(delay)
+
     def complete_job(self, job_id: str, variables: dict[str, Any]) -> None:
         with self.lock:
             job = self._job(job_id)
             job.complete_calls += 1
             self._count("complete_calls")
-            if job.status == "COMPLETED":
-                return  # idempotent
+            if job.status in ("COMPLETED", "CANCELLED"):
+                return  # idempotent; a job a timer cancelled stays cancelled
             was_failed = job.status == "FAILED"
             job.status = "COMPLETED"
             self._count("jobs_completed")
@@ -791,6 +850,58 @@ class EngineState:
                 self._count("leases_expired", expired)
                 self.changed.notify_all()
         return expired
+
+    def fire_timers(self) -> int:
+        """Fire the boundary timers that are due; returns how many fired.
+
+        A timer whose step has ended, or whose instance is no longer ACTIVE or
+        WAITING, is dropped. Like the real engine's timer sweeper, this runs
+        every so often, so a timer fires up to one interval after it is due.
+        """
+        fired = 0
+        with self.lock:
+            current = time.monotonic()
+            while self._timers and self._timers[0][0] <= current:
+                _, _, instance_id, open_id, index = heapq.heappop(self._timers)
+                instance = self._instances.get(instance_id)
+                if instance is None or instance.status not in RUNNING_STATUSES:
+                    continue
+                open_step = instance.open_steps.get(open_id)
+                if open_step is None:
+                    continue  # the step ended before its timer
+                self._fire_timer(instance, open_id, open_step.step.timers[index], now())
+                fired += 1
+            if fired:
+                self._count("timers_fired", fired)
+                self._drain_chains()
+                self.changed.notify_all()
+        return fired
+
+    def pending_timers(self) -> list[dict[str, Any]]:
+        """Armed timers whose step is still open, soonest first (for tests)."""
+        with self.lock:
+            current = time.monotonic()
+            out: list[dict[str, Any]] = []
+            for due, _, instance_id, open_id, index in sorted(self._timers):
+                instance = self._instances.get(instance_id)
+                if instance is None or instance.status not in RUNNING_STATUSES:
+                    continue
+                open_step = instance.open_steps.get(open_id)
+                if open_step is None:
+                    continue
+                timer = open_step.step.timers[index]
+                out.append(
+                    {
+                        "instanceId": instance_id,
+                        "stepId": open_step.step.id,
+                        "stepExecutionId": open_id,
+                        "duration": timer.duration,
+                        "interrupting": timer.interrupting,
+                        "targetStepId": timer.target,
+                        "dueInSeconds": max(0.0, due - current),
+                    }
+                )
+            return out
 
     # -- inspection (tests only; not on the HTTP surface) --------------------
 
@@ -855,6 +966,7 @@ class EngineState:
             self._jobs.clear()
             self._queues.clear()
             self._leases.clear()
+            self._timers.clear()
             self._chains.clear()
             self.counters.clear()
             self.chain_errors.clear()
