@@ -128,3 +128,82 @@ def test_slow_completions_hold_claims_back_and_no_job_runs_twice(
     match = re.search(r"(\d+) held at most", log)
     assert match is not None, log
     assert 1 <= int(match.group(1)) <= 4  # 2 x workers
+
+
+def upload_timed_step(client: RestEngineClient, def_id: str, park: bool = False) -> None:
+    """A slow step with an interrupting 1 s boundary timer leading to an END,
+    or (``park``) to a WAIT step, so that the instance stays active."""
+    late: dict[str, object] = {"id": "late", "name": "Too late", "type": "END"}
+    if park:
+        late = {"id": "late", "name": "Parked", "type": "WAIT", "nextStep": "done"}
+    client.upload_definition(
+        {
+            "id": def_id,
+            "name": def_id,
+            "steps": [
+                {
+                    "id": "slow",
+                    "name": "Slow",
+                    "type": "SERVICE_TASK",
+                    "jobType": "lifecycle",
+                    "retryCount": 2,
+                    "nextStep": "done",
+                    "boundaryEvents": [
+                        {
+                            "type": "TIMER",
+                            "duration": "PT1S",
+                            "interrupting": True,
+                            "targetStepId": "late",
+                        }
+                    ],
+                },
+                {"id": "done", "name": "Done", "type": "END"},
+                late,
+            ],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # Killed at its time limit after the timer fired: the fail is withheld.
+        'stale_check_interval = 0\n[job_types."lifecycle"]\ntimeout = 3\n',
+        # Watched while running: stopped soon after the timer fired.
+        "stale_check_interval = 0.5\njob_timeout = 0\n",
+    ],
+    ids=["timeout", "watched"],
+)
+def test_a_job_interrupted_by_a_boundary_timer_never_fails_the_instance(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, piddir: Path, extra: str
+) -> None:
+    upload_timed_step(client, "timed")
+    (iid,) = start_instances(client, "timed", 1, {"piddir": str(piddir), "seconds": 60})
+    sv = start_supervisor(workers=1, extra=extra)
+    victim = read_pid(piddir, iid)
+    summary = engine.wait_for_instance(iid, "COMPLETED", timeout=20)
+    assert summary["currentStepIds"] == [] or summary["currentStepIds"] is None
+    wait_for(lambda: _gone(victim), 0.5 + KILL_GRACE + 8, "the interrupted job's worker to exit")
+    sv.wait_for_log("no longer matters (instance COMPLETED")
+    (job,) = engine.jobs(instance_id=iid)
+    assert job["status"] == "CANCELLED"
+    assert (job["failCalls"], job["completeCalls"]) == (0, 0)
+    assert engine.instance(iid)["status"] == "COMPLETED"
+    _stop(sv)
+
+
+def test_a_job_interrupted_while_its_instance_goes_on_is_stopped_by_its_history(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, piddir: Path
+) -> None:
+    upload_timed_step(client, "parked", park=True)
+    (iid,) = start_instances(client, "parked", 1, {"piddir": str(piddir), "seconds": 60})
+    sv = start_supervisor(workers=1, extra="stale_check_interval = 0.5\njob_timeout = 0\n")
+    victim = read_pid(piddir, iid)
+    wait_for(lambda: _gone(victim), 1 + 0.5 + KILL_GRACE + 8, "the interrupted job's worker")
+    sv.wait_for_log("(step execution FAILED (interrupted by boundary timer))")
+    status = engine.instance(iid)["status"]
+    assert status in ("ACTIVE", "WAITING")
+    (job,) = engine.jobs(instance_id=iid)
+    assert (job["failCalls"], job["completeCalls"]) == (0, 0)
+    log = _stop(sv)
+    assert "1 stale" in log
