@@ -19,6 +19,9 @@ process per batch), measures:
 4. The supervisor parent's CPU while idle and while busy; RSS and USS of the
    parent, the fork server and each worker.
 5. The local engine's own capacity (``scripts/engine_capacity.py``).
+6. Backpressure against an engine that answers each completion in 50 ms
+   (``scripts/slow_engine.py``, 5 s lease, no-op jobs): jobs claimed twice
+   (goal 0) and the most jobs the supervisor held at once (bound 2 x workers).
 
 Throughput is the steady-state rate between the 10th and 90th percentile
 completion. Each figure is the median of ``--repeat`` runs, with min and max.
@@ -60,6 +63,7 @@ from benchlib.scenarios import (
 )
 from benchlib.stats import spread
 from engine_capacity import measure as engine_capacity
+from slow_engine import measure as slow_engine
 
 from workflow_sdk import __version__ as sdk_version
 from workflow_sdk.supervisor.config import default_worker_count
@@ -99,6 +103,7 @@ GOALS = (
     Goal("no-op supervisor/Runner", "noop.ratio_supervisor_runner", ">=", 0.9),
     Goal("dispatch latency p50 (ms)", "dispatch_latency_ms.poll_answer_to_handler.p50", "<=", 1.0),
     Goal("idle parent CPU (% of a core)", "parent_cpu_pct.idle", "<", 1.0),
+    Goal("slow engine: jobs claimed twice", "slow_engine.claimed_twice", "<=", 0),
 )
 
 
@@ -186,6 +191,13 @@ def one_repeat(s: Settings, workdir: Path, index: int) -> dict[str, Any]:
     capacity = engine_capacity(s.capacity_seconds)
     say(f"{prefix} engine capacity        {capacity:8.1f} poll+complete cycles/s")
     out["engine_capacity"] = capacity
+    quiet()
+    slow = slow_engine(max(40, s.jobs), delay=0.05, lease=5.0, workers=n)
+    say(
+        f"{prefix} slow engine            claimed twice {slow['claimed_twice']}, held at most "
+        f"{slow['held_at_most']} (bound {slow['held_bound']}), {slow['jobs_per_s']} jobs/s"
+    )
+    out["slow_engine"] = slow
     return out
 
 
@@ -305,6 +317,12 @@ def aggregate(repeats: list[dict[str, Any]], s: Settings) -> dict[str, Any]:
             ),
         },
         "engine_capacity_cycles_per_s": spread([r["engine_capacity"] for r in repeats]),
+        "slow_engine": {
+            "claimed_twice": max(r["slow_engine"]["claimed_twice"] for r in repeats),
+            "held_at_most": max(r["slow_engine"]["held_at_most"] or 0 for r in repeats),
+            "held_bound": 2 * s.workers,
+            "jobs_per_s": spread([r["slow_engine"]["jobs_per_s"] for r in repeats]),
+        },
         "foreign_cpu_pct": {key: spread(field(key, "foreign_cpu_pct")) for key in BATCHES},
         "attempts": {key: [r["attempts"][key] for r in repeats] for key in BATCHES},
     }
@@ -441,6 +459,17 @@ def table(report: dict[str, Any]) -> str:
             fmt(r["engine_capacity_cycles_per_s"]),
         )
     )
+    slow = r.get("slow_engine")
+    if slow:
+        section("Slow engine (50 ms per completion, 5 s lease, no-op jobs)")
+        rows += [
+            ("jobs claimed twice (worst run)", str(slow["claimed_twice"])),
+            (
+                f"jobs held at most (bound 2 x {n} workers = {slow['held_bound']})",
+                str(slow["held_at_most"]),
+            ),
+            ("throughput, jobs/s", fmt(slow["jobs_per_s"])),
+        ]
     width = max(len(label) for label, _ in rows)
     lines = [
         f"Machine: {m['usable_cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "

@@ -152,6 +152,9 @@ def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     assert memory["supervisor_parent"]["rss_mib"]["median"] > 0
     assert len(memory["workers"]) == report["settings"]["workers"]
     assert results["engine_capacity_cycles_per_s"]["median"] > 0
-    assert len(report["goals"]) == 5
+    slow = results["slow_engine"]
+    assert slow["claimed_twice"] == 0
+    assert 1 <= slow["held_at_most"] <= slow["held_bound"]
+    assert len(report["goals"]) == 6
     assert all(goal["met"] in (True, False) for goal in report["goals"])
     assert leftovers(result) == []
