@@ -618,7 +618,7 @@ def test_poll_errors_back_off_and_recover(
         if r.name == "workflow_sdk.runner" and r.levelno >= logging.WARNING
     ]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
-    assert any("works again" in r.getMessage() for r in caplog.records)
+    assert any("reachable again" in r.getMessage() for r in caplog.records)
 
 
 def test_unexpected_poll_exception_does_not_stop_the_runner(metrics: Metrics) -> None:
