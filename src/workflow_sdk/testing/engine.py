@@ -38,6 +38,10 @@ class LocalEngine:
         engine: 30 s).
     :param sweep_interval: seconds between looks for expired leases; by
         default derived from the lease (see ``default_sweep_interval``).
+    :param heartbeat: model a newer engine with lease extension ("Lease
+        extension" in the contract): ``POST /v1/jobs/{id}/heartbeat`` and
+        ``leaseSeconds`` in polls. Default: a released engine (the route
+        answers the plain-text 404).
     """
 
     def __init__(
@@ -47,12 +51,14 @@ class LocalEngine:
         lease_seconds: float = 30.0,
         *,
         sweep_interval: float | None = None,
+        heartbeat: bool = False,
     ) -> None:
         if sweep_interval is not None and sweep_interval <= 0:
             raise ValueError(f"sweep_interval must be > 0, got {sweep_interval}")
         self.host = host
         self._port = port
         self.state = EngineState(lease_seconds)
+        self.state.heartbeat = heartbeat
         self.sweep_interval = (
             sweep_interval if sweep_interval is not None else default_sweep_interval(lease_seconds)
         )
@@ -170,7 +176,8 @@ class LocalEngine:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"LocalEngine({self.url}, lease_seconds={self.lease_seconds}, {state})"
+        renewal = ", heartbeat=True" if self.heartbeat else ""
+        return f"LocalEngine({self.url}, lease_seconds={self.lease_seconds}{renewal}, {state})"
 
     # -- inspection (engine side, not on the HTTP surface) ----------------------
 
@@ -225,6 +232,16 @@ class LocalEngine:
     def expire_leases(self) -> int:
         """Run the lease sweep now (only leases that have passed expire)."""
         return self.state.expire_leases()
+
+    def revoke_lease(self, job_id: str) -> None:
+        """Put a LOCKED job back in the queue now, as if its lease had passed
+        (its worker's next heartbeat gets "lease lost")."""
+        self.state.revoke_lease(job_id)
+
+    @property
+    def heartbeat(self) -> bool:
+        """Whether this engine extends leases (the heartbeat route exists)."""
+        return self.state.heartbeat
 
     def reset(self) -> None:
         """Forget every definition, instance and job (the server keeps running)."""
