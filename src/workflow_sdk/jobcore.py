@@ -145,7 +145,8 @@ class PollOutageLog:
                 "poll failed, retrying with backoff (further failures are logged every %.0f s): %s",
                 self._every,
                 describe_exception(exc),
-                exc_info=not isinstance(exc, EngineClientError),
+                # An engine error explains itself; anything else may be a bug.
+                exc_info=None if isinstance(exc, EngineClientError) else exc,
             )
         elif now - self._logged >= self._every:
             self._logged = now
