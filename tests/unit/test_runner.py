@@ -1020,3 +1020,36 @@ def test_report_gauges_and_retries(metrics: Metrics) -> None:
     assert sample(metrics, age) == 0
     assert sample(metrics, "workflow_sdk_report_retries_total", job_type="work") == 1
     assert runner.stats.report_retries == 1
+
+
+def test_leases_are_still_renewed_during_the_drain(metrics: Metrics) -> None:
+    client = RenewingClient()
+    client.add(make_job("j1", lease=30.0))
+    cancelled = threading.Event()
+    release = threading.Event()
+
+    def handler(job: dict[str, Any]) -> dict[str, Any]:
+        assert job["cancelEvent"].wait(WAIT)  # set by the stop
+        cancelled.set()
+        assert release.wait(WAIT)  # finishing its work regardless
+        return {"finished": True}
+
+    runner = make_runner(
+        client,
+        {"work": handler},
+        metrics,
+        heartbeat=True,
+        heartbeat_interval=0.05,
+        drain_timeout=WAIT,
+    )
+    with running(runner):
+        assert client.wait_for(lambda: len(client.renewals) >= 1)
+        runner.stop()
+        assert cancelled.wait(WAIT)
+        during_drain = len(client.renewals)
+        assert client.wait_for(lambda: len(client.renewals) >= during_drain + 2)
+        release.set()
+        assert client.wait_for(lambda: client.reported() == 1)
+    # A success after the stop is still a success: it is sent.
+    assert client.completes == [("j1", {"finished": True})]
+    assert runner.stats.leases_lost == 0

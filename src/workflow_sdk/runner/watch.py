@@ -51,6 +51,9 @@ _RENEWAL_MARGIN = 0.05
 CANCEL_LEASE_LOST = "lease_lost"
 CANCEL_STALE = "stale"
 CANCEL_SHUTDOWN = "shutdown"
+#: Reasons after which the watch leaves a job alone. Not shutdown: during the
+#: drain a job still needs its lease renewed and may still go stale.
+_FINAL = frozenset({CANCEL_LEASE_LOST, CANCEL_STALE})
 
 
 @dataclass(eq=False)
@@ -64,7 +67,8 @@ class WatchedJob:
     next_renewal: float
     next_stale_check: float
     backoff: Backoff = field(default_factory=Backoff)
-    #: Why the cancel event was set (a CANCEL_* constant), or None.
+    #: Why the cancel event was set (a CANCEL_* constant), or None. Lease
+    #: loss and staleness replace shutdown: they decide what is reported.
     cancel_reason: str | None = None
     #: The stale verdict's reason (metric label) when cancelled as stale.
     stale_reason: str = ""
@@ -205,7 +209,7 @@ class JobWatch:
         check: list[WatchedJob] = []
         wake = now + _REFRESH
         for entry in self._jobs:
-            if entry.done or entry.cancel_reason is not None:
+            if entry.done or entry.cancel_reason in _FINAL:
                 continue
             if self._renewing and not entry.renewal_in_flight:
                 if now >= entry.lease_end:
@@ -252,7 +256,7 @@ class JobWatch:
             error = exc
         with self._cond:
             entry.renewal_in_flight = False
-            if entry.done or entry.cancel_reason is not None:
+            if entry.done or entry.cancel_reason in _FINAL:
                 return  # the job ended meanwhile: its report, not the renewal, decides
             if isinstance(error, LeaseLostError):
                 self._lose(entry, f"the engine refused the renewal: {error.message}")
@@ -308,7 +312,7 @@ class JobWatch:
         with self._cond:
             entry.check_in_flight = False
             entry.next_stale_check = time.monotonic() + self._stale_interval
-            if entry.done or entry.cancel_reason is not None:
+            if entry.done or entry.cancel_reason in _FINAL:
                 return
             if verdict.stale:
                 entry.cancel_reason = CANCEL_STALE
