@@ -40,6 +40,7 @@ def test_names_match_the_contract() -> None:
 
 def test_types_and_labels(reg: CollectorRegistry) -> None:
     m = Metrics(reg)
+    m.set_report_backlog(0, 0.0)
     m.observe_poll(0.01, 0)
     m.observe_handler("score", 0.2)
     m.retry("score")
@@ -103,8 +104,18 @@ def test_report_backlog_gauges(reg: CollectorRegistry) -> None:
 def test_gauges_are_live_in_multiprocess_mode(reg: CollectorRegistry) -> None:
     # Set by the supervisor's parent only; a dead process's value must not linger.
     m = Metrics(reg)
-    assert m.reports_pending._multiprocess_mode == "livesum"
-    assert m.report_oldest_age._multiprocess_mode == "livemax"
+    pending, oldest = m.backlog_gauges()
+    assert pending._multiprocess_mode == "livesum"
+    assert oldest._multiprocess_mode == "livemax"
+    assert m.backlog_gauges() == (pending, oldest)
+
+
+def test_the_gauges_exist_only_once_set(reg: CollectorRegistry) -> None:
+    # Worker processes never report: they must not get gauge files.
+    m = Metrics(reg)
+    assert reg.get_sample_value("workflow_sdk_reports_pending") is None
+    m.set_report_backlog(0, 0.0)
+    assert reg.get_sample_value("workflow_sdk_reports_pending") == 0.0
 
 
 def test_lease_renewals_by_result(reg: CollectorRegistry) -> None:

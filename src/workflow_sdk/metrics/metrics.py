@@ -13,7 +13,10 @@ process only (the supervisor's parent, which delivers the reports); they are
 lingering: ``livesum`` for the number of pending reports (were several
 processes to report, their pending reports add up) and ``livemax`` for the
 age of the oldest one (the oldest over all processes). Outside multiprocess
-mode the setting is ignored.
+mode the setting is ignored. They are created at their first
+``set_report_backlog``: in multiprocess mode an unlabelled metric gets its
+file when it is created, and worker processes, which never report, must not
+add two files each to the directory.
 """
 
 from __future__ import annotations
@@ -68,8 +71,7 @@ class Metrics:
     retries: Counter
     jobs_completed: Counter
     stale_jobs: Counter
-    reports_pending: Gauge
-    report_oldest_age: Gauge
+    _backlog: tuple[Gauge, Gauge] | None
     report_retries: Counter
     reports_given_up: Counter
     lease_renewals: Counter
@@ -123,18 +125,7 @@ class Metrics:
             ["job_type", "reason"],
             registry=registry,
         )
-        self.reports_pending = Gauge(
-            REPORTS_PENDING,
-            "Reports (completions and fails) waiting to be acknowledged by the engine",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.report_oldest_age = Gauge(
-            REPORT_OLDEST_AGE,
-            "Seconds the oldest report not yet acknowledged by the engine has waited",
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
+        self._backlog = None  # see backlog_gauges()
         self.report_retries = Counter(
             REPORT_RETRIES,
             "Reports resent after a transient error",
@@ -172,10 +163,30 @@ class Metrics:
     def stale_job(self, job_type: str, reason: str) -> None:
         self.stale_jobs.labels(job_type=job_type, reason=reason).inc()
 
+    def backlog_gauges(self) -> tuple[Gauge, Gauge]:
+        """The reports-pending and oldest-report-age gauges, created on first use."""
+        with _lock:
+            if self._backlog is None:
+                pending = Gauge(
+                    REPORTS_PENDING,
+                    "Reports (completions and fails) waiting to be acknowledged by the engine",
+                    registry=self._registry,
+                    multiprocess_mode="livesum",
+                )
+                oldest = Gauge(
+                    REPORT_OLDEST_AGE,
+                    "Seconds the oldest report not yet acknowledged by the engine has waited",
+                    registry=self._registry,
+                    multiprocess_mode="livemax",
+                )
+                self._backlog = (pending, oldest)
+            return self._backlog
+
     def set_report_backlog(self, pending: int, oldest_age: float) -> None:
         """Reports not yet settled, and how long the oldest has waited (seconds)."""
-        self.reports_pending.set(pending)
-        self.report_oldest_age.set(oldest_age if pending else 0.0)
+        pending_gauge, oldest_gauge = self.backlog_gauges()
+        pending_gauge.set(pending)
+        oldest_gauge.set(oldest_age if pending else 0.0)
 
     def report_retry(self, job_type: str) -> None:
         self.report_retries.labels(job_type=job_type).inc()

@@ -8,8 +8,8 @@ from their own thread (a slow report delays only that slot).
 
 Capacity
 --------
-The engine's 30 s lease starts at the claim and cannot be extended, so a job
-that waits behind busy threads burns its lease. The poller therefore asks for
+The engine's 30 s lease starts at the claim (and a released engine cannot
+extend it), so a job that waits behind busy threads burns its lease. The poller therefore asks for
 exactly as many jobs as there are idle worker threads, and polls again only
 once every job it handed out has actually started. With no idle thread it
 does not poll: it waits on a condition that a worker notifies when it frees

@@ -39,7 +39,7 @@ from workflow_sdk.errors import LeaseLostError
 from workflow_sdk.handler.outcome import describe_exception
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.retry.backoff import Backoff
-from workflow_sdk.staleness import InstanceReader, check_job
+from workflow_sdk.staleness import InstanceReader, JobLiveness, StaleVerdict, check_job
 
 log = logging.getLogger("workflow_sdk.runner")
 
@@ -308,7 +308,11 @@ class JobWatch:
     def _check(self, entry: WatchedJob) -> None:
         # Without the lock: up to two HTTP calls.
         assert self._reader is not None
-        verdict = check_job(self._reader, entry.job)
+        try:
+            verdict = check_job(self._reader, entry.job)
+        except Exception as exc:  # a client bug must not end the watch thread
+            log.exception("job %s: stale check failed", entry.job_id)
+            verdict = StaleVerdict(JobLiveness.UNKNOWN, "", describe_exception(exc))
         with self._cond:
             entry.check_in_flight = False
             entry.next_stale_check = time.monotonic() + self._stale_interval
