@@ -1053,3 +1053,24 @@ def test_leases_are_still_renewed_during_the_drain(metrics: Metrics) -> None:
     # A success after the stop is still a success: it is sent.
     assert client.completes == [("j1", {"finished": True})]
     assert runner.stats.leases_lost == 0
+
+
+def test_a_failure_after_the_first_lease_is_sent_when_the_lease_was_renewed(
+    metrics: Metrics,
+) -> None:
+    client = RenewingClient()
+    client.add(make_job("j1", lease=1.0))
+    pause = threading.Event()
+
+    def handler(job: dict[str, Any]) -> None:
+        pause.wait(1.5)  # work that outlasts the claim's 1 s lease
+        raise RuntimeError("boom")
+
+    runner = make_runner(
+        client, {"work": handler}, metrics, heartbeat=True, heartbeat_interval=0.05
+    )
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    assert client.fails == [("j1", "RuntimeError: boom", True)]
+    assert runner.stats.fails_withheld == 0
+    assert runner.stats.leases_lost == 0

@@ -539,7 +539,8 @@ class Runner:
                 context["cancelEvent"] = entry.cancel
                 outcome = self._call_handler(handler, context)
             self._watch.finish(entry)
-            status, stale_reason = self._report(job, outcome, lease_end, entry)
+            # The lease as renewed so far (no renewal lands once the handler is done).
+            status, stale_reason = self._report(job, outcome, entry.lease_end, entry)
             record_outcome(
                 self.metrics,
                 outcome,
