@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
 from workflow_sdk.metrics import metrics as metrics_mod
 from workflow_sdk.metrics.metrics import Metrics
@@ -35,6 +40,7 @@ def test_names_match_the_contract() -> None:
 
 def test_types_and_labels(reg: CollectorRegistry) -> None:
     m = Metrics(reg)
+    m.set_report_backlog(0, 0.0)
     m.observe_poll(0.01, 0)
     m.observe_handler("score", 0.2)
     m.retry("score")
@@ -47,8 +53,80 @@ def test_types_and_labels(reg: CollectorRegistry) -> None:
     assert families["workflow_sdk_handler_latency_seconds"] == ("histogram", {"job_type"})
     assert families["workflow_sdk_retries"] == ("counter", {"job_type"})
     assert families["workflow_sdk_jobs_completed"] == ("counter", {"job_type", "outcome"})
+    # Beside the five shared ones, this SDK's own.
+    assert set(families) - {
+        "workflow_sdk_poll_latency_seconds",
+        "workflow_sdk_lock_conflicts",
+        "workflow_sdk_handler_latency_seconds",
+        "workflow_sdk_retries",
+        "workflow_sdk_jobs_completed",
+    } == {
+        "workflow_sdk_stale_jobs",
+        "workflow_sdk_reports_pending",
+        "workflow_sdk_report_oldest_pending_seconds",
+        "workflow_sdk_report_retries",
+        "workflow_sdk_reports_given_up",
+        "workflow_sdk_lease_renewals",
+    }
+
+
+def test_the_sdk_metric_names_types_and_labels(reg: CollectorRegistry) -> None:
+    m = Metrics(reg)
+    m.stale_job("score", "instance_cancelled")
+    m.set_report_backlog(3, 12.5)
+    m.report_retry("score")
+    m.report_given_up("score", "lost")
+    m.lease_renewal("accepted")
+    families = _families(reg)
     assert families["workflow_sdk_stale_jobs"] == ("counter", {"job_type", "reason"})
-    assert len(families) == 6
+    assert families["workflow_sdk_reports_pending"] == ("gauge", set())
+    assert families["workflow_sdk_report_oldest_pending_seconds"] == ("gauge", set())
+    assert families["workflow_sdk_report_retries"] == ("counter", {"job_type"})
+    assert families["workflow_sdk_reports_given_up"] == ("counter", {"job_type", "reason"})
+    assert families["workflow_sdk_lease_renewals"] == ("counter", {"result"})
+    assert metrics_mod.REPORTS_PENDING == "workflow_sdk_reports_pending"
+    assert metrics_mod.REPORT_OLDEST_AGE == "workflow_sdk_report_oldest_pending_seconds"
+    assert metrics_mod.REPORT_RETRIES == "workflow_sdk_report_retries_total"
+    assert metrics_mod.REPORTS_GIVEN_UP == "workflow_sdk_reports_given_up_total"
+    assert metrics_mod.LEASE_RENEWALS == "workflow_sdk_lease_renewals_total"
+
+
+def test_report_backlog_gauges(reg: CollectorRegistry) -> None:
+    m = Metrics(reg)
+    m.set_report_backlog(2, 4.5)
+    assert reg.get_sample_value("workflow_sdk_reports_pending") == 2.0
+    assert reg.get_sample_value("workflow_sdk_report_oldest_pending_seconds") == 4.5
+    # No pending report: no age, whatever the caller computed.
+    m.set_report_backlog(0, 9.0)
+    assert reg.get_sample_value("workflow_sdk_reports_pending") == 0.0
+    assert reg.get_sample_value("workflow_sdk_report_oldest_pending_seconds") == 0.0
+
+
+def test_gauges_are_live_in_multiprocess_mode(reg: CollectorRegistry) -> None:
+    # Set by the supervisor's parent only; a dead process's value must not linger.
+    m = Metrics(reg)
+    pending, oldest = m.backlog_gauges()
+    assert pending._multiprocess_mode == "livesum"
+    assert oldest._multiprocess_mode == "livemax"
+    assert m.backlog_gauges() == (pending, oldest)
+
+
+def test_the_gauges_exist_only_once_set(reg: CollectorRegistry) -> None:
+    # Worker processes never report: they must not get gauge files.
+    m = Metrics(reg)
+    assert reg.get_sample_value("workflow_sdk_reports_pending") is None
+    m.set_report_backlog(0, 0.0)
+    assert reg.get_sample_value("workflow_sdk_reports_pending") == 0.0
+
+
+def test_lease_renewals_by_result(reg: CollectorRegistry) -> None:
+    m = Metrics(reg)
+    for result in ("accepted", "accepted", "retry", "lease_lost", "unsupported"):
+        m.lease_renewal(result)  # type: ignore[arg-type]
+    name = "workflow_sdk_lease_renewals_total"
+    assert reg.get_sample_value(name, {"result": "accepted"}) == 2.0
+    for result in ("retry", "lease_lost", "unsupported"):
+        assert reg.get_sample_value(name, {"result": result}) == 1.0
 
 
 def test_poll_latency_and_lock_conflicts(reg: CollectorRegistry) -> None:
@@ -140,3 +218,19 @@ def test_default_registry_is_prometheus_default() -> None:
     assert m is Metrics(REGISTRY)
     assert m is Metrics(None)
     assert REGISTRY.get_sample_value("workflow_sdk_lock_conflicts_total") is not None
+
+
+def test_gauges_add_up_in_a_real_multiprocess_directory(tmp_path: Path) -> None:
+    # A child process in prometheus multiprocess mode sets the gauges, as the
+    # supervisor's parent does; the exporter's collector reads them back.
+    script = (
+        "from prometheus_client import CollectorRegistry\n"
+        "from workflow_sdk.metrics.metrics import Metrics\n"
+        "Metrics(CollectorRegistry()).set_report_backlog(4, 7.5)\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg, path=str(tmp_path))
+    assert reg.get_sample_value("workflow_sdk_reports_pending") == 4.0
+    assert reg.get_sample_value("workflow_sdk_report_oldest_pending_seconds") == 7.5

@@ -22,6 +22,7 @@ from workflow_sdk.errors import (
     EngineClientError,
     EngineConnectionError,
     EngineTimeoutError,
+    LeaseLostError,
     NonRetryableError,
 )
 from workflow_sdk.handler.registry import HandlerRegistry
@@ -618,7 +619,7 @@ def test_poll_errors_back_off_and_recover(
         if r.name == "workflow_sdk.runner" and r.levelno >= logging.WARNING
     ]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
-    assert any("works again" in r.getMessage() for r in caplog.records)
+    assert any("reachable again" in r.getMessage() for r in caplog.records)
 
 
 def test_unexpected_poll_exception_does_not_stop_the_runner(metrics: Metrics) -> None:
@@ -779,3 +780,297 @@ def test_configuration_checks(metrics: Metrics) -> None:
     assert runner.worker_id == f"{socket.gethostname()}-{os.getpid()}"
     assert runner.job_types == ["work"]
     assert Runner(client, registry).metrics is Metrics()
+
+
+# -- lease options, cancel event, stale guard, renewal, report metrics -----------------
+
+
+class ReadingClient(FakeClient):
+    """A FakeClient that can read instances (so the Runner checks staleness)."""
+
+    def __init__(self, status: str = "ACTIVE", error: Exception | None = None) -> None:
+        super().__init__()
+        self.status = status
+        self.error = error
+        self.instance_reads = 0
+
+    def get_instance(self, instance_id: str) -> dict[str, Any]:
+        with self.cond:
+            self.instance_reads += 1
+        if self.error is not None:
+            raise self.error
+        return {"id": instance_id, "status": self.status}
+
+    def get_instance_history(self, instance_id: str) -> list[dict[str, Any]]:
+        return []
+
+
+class RenewingClient(FakeClient):
+    """A FakeClient with ``extend_lease``, answering from a script (then accepting)."""
+
+    def __init__(self, *answers: dict[str, Any] | Exception | None) -> None:
+        super().__init__()
+        self.answers: deque[dict[str, Any] | Exception | None] = deque(answers)
+        self.renewals: list[tuple[str, str, int]] = []
+
+    def extend_lease(
+        self, job_id: str, worker_id: str, lease_seconds: int = 0
+    ) -> dict[str, Any] | None:
+        with self.cond:
+            self.renewals.append((job_id, worker_id, lease_seconds))
+            answer = self.answers.popleft() if self.answers else {"accepted": True}
+            self.cond.notify_all()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def renewals(metrics: Metrics, result: str) -> float:
+    return sample(metrics, "workflow_sdk_lease_renewals_total", result=result)
+
+
+def test_lease_option_checks(metrics: Metrics) -> None:
+    registry = HandlerRegistry()
+    registry.register("work", lambda job: None)
+    renewing = RenewingClient()
+    with pytest.raises(ValueError, match="extend_lease"):
+        Runner(FakeClient(), registry, metrics=metrics, heartbeat=True)
+    with pytest.raises(ValueError, match="need heartbeat=True"):
+        Runner(renewing, registry, metrics=metrics, lease_seconds=60)
+    with pytest.raises(ValueError, match="need heartbeat=True"):
+        Runner(renewing, registry, metrics=metrics, heartbeat_interval=5)
+    for bad in (4, 3601, True, 10.5):
+        with pytest.raises(ValueError, match="lease_seconds"):
+            Runner(renewing, registry, metrics=metrics, heartbeat=True, lease_seconds=bad)
+    with pytest.raises(ValueError, match="heartbeat_interval must be > 0"):
+        Runner(renewing, registry, metrics=metrics, heartbeat=True, heartbeat_interval=0)
+    with pytest.raises(ValueError, match="shorter than lease_seconds"):
+        Runner(
+            renewing,
+            registry,
+            metrics=metrics,
+            heartbeat=True,
+            lease_seconds=10,
+            heartbeat_interval=10,
+        )
+    with pytest.raises(ValueError, match="stale_check_interval"):
+        Runner(renewing, registry, metrics=metrics, stale_check_interval=-1)
+    runner = Runner(renewing, registry, metrics=metrics, heartbeat=True, lease_seconds=60)
+    with pytest.raises(ValueError, match="shutdown_timeout"):
+        runner.run(shutdown_timeout=-1)
+
+
+def test_the_context_carries_an_unset_cancel_event(metrics: Metrics) -> None:
+    client = FakeClient()
+    client.add(make_job("j1"))
+    seen: list[bool] = []
+    runner = make_runner(
+        client, {"work": lambda job: seen.append(job["cancelEvent"].is_set())}, metrics
+    )
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    assert seen == [False]
+
+
+def test_shutdown_timeout_replaces_the_drain_timeout(metrics: Metrics) -> None:
+    client = FakeClient()
+    started = threading.Event()
+    release = threading.Event()
+
+    def handler(job: dict[str, Any]) -> None:
+        started.set()
+        release.wait(WAIT)  # ignores its cancel event
+
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": handler}, metrics, drain_timeout=3600)
+    thread = threading.Thread(target=runner.run, kwargs={"shutdown_timeout": 0.05})
+    thread.start()
+    try:
+        assert started.wait(WAIT)
+        runner.stop()
+        thread.join(WAIT)  # a 3600 s drain would keep it alive
+        assert not thread.is_alive()
+        assert runner.drain_timeout == 0.05
+    finally:
+        release.set()
+        thread.join(WAIT)
+        assert runner.join_workers(WAIT)
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_no_fail_for_a_job_of_a_finished_instance(metrics: Metrics, retryable: bool) -> None:
+    client = ReadingClient(status="COMPLETED")
+    client.add(make_job("j1", retries=2))
+
+    def handler(job: dict[str, Any]) -> None:
+        if retryable:
+            raise RuntimeError("boom")
+        raise NonRetryableError("boom")
+
+    runner = make_runner(client, {"work": handler}, metrics, stale_check_interval=0)
+    with running(runner):
+        assert wait_until(lambda: runner.stats.stale == 1)
+    assert client.fail_attempts == []
+    assert client.instance_reads == 1
+    assert sample(metrics, "workflow_sdk_stale_jobs_total", job_type="work",
+                  reason="instance_completed") == 1  # fmt: skip
+    assert sample(metrics, "workflow_sdk_retries_total", job_type="work") == 0
+
+
+def test_the_fail_is_sent_when_the_stale_check_cannot_reach_the_engine(metrics: Metrics) -> None:
+    client = ReadingClient(error=EngineConnectionError("refused", request_sent=False))
+    client.add(make_job("j1", retries=2))
+
+    def handler(job: dict[str, Any]) -> None:
+        raise RuntimeError("boom")
+
+    runner = make_runner(client, {"work": handler}, metrics, stale_check_interval=0)
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    assert client.fails == [("j1", "RuntimeError: boom", True)]
+    assert client.instance_reads == 1
+    assert runner.stats.stale == 0
+    assert sample(metrics, "workflow_sdk_retries_total", job_type="work") == 1
+
+
+def test_a_completion_is_sent_without_asking_about_staleness(metrics: Metrics) -> None:
+    client = ReadingClient(status="CANCELLED")
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": lambda job: {"ok": 1}}, metrics, stale_check_interval=0)
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    assert client.completes == [("j1", {"ok": 1})]
+    assert client.instance_reads == 0
+
+
+def test_a_failed_renewal_is_retried_inside_the_lease(metrics: Metrics) -> None:
+    client = RenewingClient(EngineConnectionError("refused", request_sent=False))
+    client.add(make_job("j1", lease=30.0))
+
+    def handler(job: dict[str, Any]) -> dict[str, Any]:
+        assert wait_until(lambda: renewals(metrics, "accepted") >= 1)
+        return {}
+
+    runner = make_runner(
+        client, {"work": handler}, metrics, heartbeat=True, heartbeat_interval=0.05
+    )
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    assert renewals(metrics, "retry") == 1
+    assert renewals(metrics, "accepted") >= 1
+    assert client.renewals[0] == ("j1", "test-worker", 0)
+    assert client.completes == [("j1", {})]
+    assert runner.stats.lease_renewals >= 1
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [{"accepted": False}, LeaseLostError(409, "lease lost")],
+    ids=["not-accepted", "409"],
+)
+def test_a_refused_renewal_cancels_the_job_and_nothing_is_sent(
+    metrics: Metrics, refusal: dict[str, Any] | Exception
+) -> None:
+    client = RenewingClient(refusal)
+    client.add(make_job("j1", lease=30.0))
+    seen: list[bool] = []
+
+    def handler(job: dict[str, Any]) -> None:
+        seen.append(job["cancelEvent"].wait(WAIT))
+        raise RuntimeError("stopped")  # a fail now could undo the other worker's run
+
+    runner = make_runner(
+        client,
+        {"work": handler},
+        metrics,
+        heartbeat=True,
+        lease_seconds=60,
+        heartbeat_interval=0.05,
+    )
+    with running(runner):
+        assert wait_until(lambda: seen == [True])
+        assert wait_until(lambda: runner.busy == 0)
+    assert client.renewals == [("j1", "test-worker", 60)]
+    assert client.complete_attempts == [] and client.fail_attempts == []
+    assert renewals(metrics, "lease_lost") == 1
+    assert runner.stats.leases_lost == 1
+
+
+def test_report_gauges_and_retries(metrics: Metrics) -> None:
+    client = FakeClient()
+    client.complete_errors["j1"] = deque([EngineConnectionError("refused", request_sent=False)])
+    gate = threading.Event()
+    original = client.complete_job
+
+    def slow_complete(job_id: str, worker_id: str, variables: dict[str, Any] | None = None) -> None:
+        assert gate.wait(WAIT)
+        original(job_id, worker_id, variables)
+
+    client.complete_job = slow_complete  # type: ignore[method-assign]
+    client.add(make_job("j1"))
+    runner = make_runner(client, {"work": lambda job: {}}, metrics)
+    pending = "workflow_sdk_reports_pending"
+    age = "workflow_sdk_report_oldest_pending_seconds"
+    with running(runner):
+        assert wait_until(lambda: sample(metrics, pending) == 1)
+        assert wait_until(lambda: sample(metrics, age) > 0)
+        gate.set()
+        assert client.wait_for(lambda: client.reported() == 1)
+        assert wait_until(lambda: sample(metrics, pending) == 0)
+    assert sample(metrics, age) == 0
+    assert sample(metrics, "workflow_sdk_report_retries_total", job_type="work") == 1
+    assert runner.stats.report_retries == 1
+
+
+def test_leases_are_still_renewed_during_the_drain(metrics: Metrics) -> None:
+    client = RenewingClient()
+    client.add(make_job("j1", lease=30.0))
+    cancelled = threading.Event()
+    release = threading.Event()
+
+    def handler(job: dict[str, Any]) -> dict[str, Any]:
+        assert job["cancelEvent"].wait(WAIT)  # set by the stop
+        cancelled.set()
+        assert release.wait(WAIT)  # finishing its work regardless
+        return {"finished": True}
+
+    runner = make_runner(
+        client,
+        {"work": handler},
+        metrics,
+        heartbeat=True,
+        heartbeat_interval=0.05,
+        drain_timeout=WAIT,
+    )
+    with running(runner):
+        assert client.wait_for(lambda: len(client.renewals) >= 1)
+        runner.stop()
+        assert cancelled.wait(WAIT)
+        during_drain = len(client.renewals)
+        assert client.wait_for(lambda: len(client.renewals) >= during_drain + 2)
+        release.set()
+        assert client.wait_for(lambda: client.reported() == 1)
+    # A success after the stop is still a success: it is sent.
+    assert client.completes == [("j1", {"finished": True})]
+    assert runner.stats.leases_lost == 0
+
+
+def test_a_failure_after_the_first_lease_is_sent_when_the_lease_was_renewed(
+    metrics: Metrics,
+) -> None:
+    client = RenewingClient()
+    client.add(make_job("j1", lease=1.0))
+    pause = threading.Event()
+
+    def handler(job: dict[str, Any]) -> None:
+        pause.wait(1.5)  # work that outlasts the claim's 1 s lease
+        raise RuntimeError("boom")
+
+    runner = make_runner(
+        client, {"work": handler}, metrics, heartbeat=True, heartbeat_interval=0.05
+    )
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    assert client.fails == [("j1", "RuntimeError: boom", True)]
+    assert runner.stats.fails_withheld == 0
+    assert runner.stats.leases_lost == 0

@@ -77,6 +77,14 @@ class EngineClient(WorkerEngineClient, Protocol):
         self, instance_id: str, wait_step_id: str, variables: dict[str, Any] | None = None
     ) -> None: ...
 
+    def extend_lease(
+        self, job_id: str, worker_id: str, lease_seconds: int = 0
+    ) -> dict[str, Any] | None:
+        """Renew a job's lease (newer engines only; see "Lease extension" in
+        the contract). ``{"accepted", "lockExpiresAt"}``, or ``None`` when the
+        engine cannot extend leases; raises ``LeaseLostError`` on a 409."""
+        ...
+
     def health(self) -> bool: ...
 
     def close(self) -> None: ...

@@ -8,8 +8,8 @@ from their own thread (a slow report delays only that slot).
 
 Capacity
 --------
-The engine's 30 s lease starts at the claim and cannot be extended, so a job
-that waits behind busy threads burns its lease. The poller therefore asks for
+The engine's 30 s lease starts at the claim (and a released engine cannot
+extend it), so a job that waits behind busy threads burns its lease. The poller therefore asks for
 exactly as many jobs as there are idle worker threads, and polls again only
 once every job it handed out has actually started. With no idle thread it
 does not poll: it waits on a condition that a worker notifies when it frees
@@ -32,22 +32,36 @@ has passed (the job may already run on another worker, and a fail checks
 neither the worker nor the job's state). A job whose lease has passed before
 it could start is not started and not failed: the engine redelivers it.
 
+Before any fail the Runner asks the engine whether the job still matters
+(``workflow_sdk.staleness``), when the client can read instances: a fail for
+a job of a cancelled or finished instance, or of an interrupted step, would
+fail the instance. Such a job is reported not at all.
+
+Running jobs
+------------
+A watch thread (``runner.watch``) renews the leases of running jobs when
+``heartbeat=True`` and checks every ``stale_check_interval`` seconds whether
+they still matter. Each handler finds a ``threading.Event`` under
+``context["cancelEvent"]``, set when its job's lease is lost, when the job
+went stale, and at shutdown. Nothing is reported for a job whose lease was
+lost or which went stale; at shutdown a completion is still sent but a
+failure is not (the engine delivers the job again after its lease).
+
 Stop
 ----
 ``stop()``, SIGTERM/SIGINT (when ``run`` is called from the main thread) or
-the ``stop_event`` end the claiming; in-flight handlers get ``drain_timeout``
-seconds to finish and report; then pending report retries give up and
-``run()`` returns. Worker threads are daemon threads: a handler stuck for
-ever is abandoned and does not hang the shutdown.
+the ``stop_event`` end the claiming and set every running job's cancel
+event; in-flight handlers get ``drain_timeout`` (or ``run``'s
+``shutdown_timeout``) seconds to finish and report; then pending report
+retries give up and ``run()`` returns. Worker threads are daemon threads: a
+handler stuck for ever is abandoned and does not hang the shutdown.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections import deque
@@ -57,14 +71,30 @@ from types import FrameType
 from typing import Any
 
 from workflow_sdk.client.interface import WorkerEngineClient
-from workflow_sdk.errors import EngineClientError
 from workflow_sdk.handler.context import build_context
 from workflow_sdk.handler.outcome import Outcome, describe_exception, run_handler
 from workflow_sdk.handler.registry import Handler, HandlerRegistry
-from workflow_sdk.lease import lease_deadline
+from workflow_sdk.jobcore import (
+    OUTAGE_LOG_EVERY,
+    PollOutageLog,
+    default_worker_id,
+    no_handler_outcome,
+    record_outcome,
+    usable_jobs,
+)
+from workflow_sdk.lease import lease_deadline, lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import DEFAULT_REPORT_DEADLINE, ReportStatus, deliver
 from workflow_sdk.retry.backoff import Backoff
+from workflow_sdk.runner.watch import (
+    CANCEL_LEASE_LOST,
+    CANCEL_SHUTDOWN,
+    CANCEL_STALE,
+    JobWatch,
+    WatchedJob,
+    reader_of,
+)
+from workflow_sdk.staleness import StaleVerdict, check_job
 
 log = logging.getLogger("workflow_sdk.runner")
 
@@ -72,14 +102,13 @@ log = logging.getLogger("workflow_sdk.runner")
 #: (signal handler, external ``stop_event``).
 _TICK = 0.1
 #: While the engine stays unreachable, repeat the warning at most this often.
-_OUTAGE_LOG_EVERY = 60.0
+_OUTAGE_LOG_EVERY = OUTAGE_LOG_EVERY
+#: Default seconds between stale checks of a running job.
+DEFAULT_STALE_CHECK_INTERVAL = 5.0
+#: The engine's accepted range for a requested lease (0 = its default).
+_LEASE_RANGE = (5, 3600)
 
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | None
-
-
-def default_worker_id() -> str:
-    """``<host name>-<pid>``: unique per process on a host."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -111,6 +140,12 @@ class RunnerStats:
     report_retries: int = 0
     #: Handlers that raised a BaseException (SystemExit...) rather than an Exception.
     handler_crashes: int = 0
+    #: Jobs not reported because they no longer mattered (found before a fail,
+    #: or while they ran).
+    stale: int = 0
+    #: Lease renewals the engine accepted, and leases lost (nothing reported).
+    lease_renewals: int = 0
+    leases_lost: int = 0
 
 
 # A claimed job as the poller hands it to a worker: the job and the
@@ -139,6 +174,18 @@ class Runner:
         counted lost.
     :param job_types: job types to claim; default: the registry's, at
         construction time.
+    :param heartbeat: renew the lease of running jobs (engines with lease
+        extension only; on a released engine it turns itself off with one
+        warning). Renewal runs on a thread and needs the GIL: a handler that
+        holds it in one long C call delays it (use the supervisor for
+        CPU-heavy work).
+    :param lease_seconds: the lease asked for at each renewal (5-3600);
+        default: the engine's own.
+    :param heartbeat_interval: seconds between renewals; default a third of
+        the lease.
+    :param stale_check_interval: while a job runs, ask the engine this often
+        whether it still matters (0 = never); needs a client with
+        ``get_instance`` and ``get_instance_history``.
     """
 
     def __init__(
@@ -153,6 +200,10 @@ class Runner:
         drain_timeout: float = 25.0,
         report_deadline: float = DEFAULT_REPORT_DEADLINE,
         job_types: list[str] | None = None,
+        heartbeat: bool = False,
+        lease_seconds: int | None = None,
+        heartbeat_interval: float | None = None,
+        stale_check_interval: float = DEFAULT_STALE_CHECK_INTERVAL,
     ) -> None:
         if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
             raise ValueError(f"parallelism must be an integer >= 1, got {parallelism!r}")
@@ -162,6 +213,11 @@ class Runner:
             raise ValueError(f"drain_timeout must be >= 0, got {drain_timeout!r}")
         if report_deadline < 0:
             raise ValueError(f"report_deadline must be >= 0, got {report_deadline!r}")
+        _check_lease_options(client, heartbeat, lease_seconds, heartbeat_interval)
+        if not stale_check_interval >= 0:
+            raise ValueError(
+                f"stale_check_interval must be >= 0 (0 = off), got {stale_check_interval!r}"
+            )
         types = list(registry.job_types() if job_types is None else job_types)
         if not types:
             raise ValueError(
@@ -187,6 +243,20 @@ class Runner:
         self.drain_timeout = float(drain_timeout)
         self.report_deadline = float(report_deadline)
         self.job_types = sorted(set(types))
+        self.heartbeat = heartbeat
+        self.lease_seconds = lease_seconds
+        self.heartbeat_interval = heartbeat_interval
+        self.stale_check_interval = float(stale_check_interval)
+        self._watch = JobWatch(
+            client,
+            self.worker_id,
+            self.metrics,
+            heartbeat=heartbeat,
+            lease_seconds=lease_seconds,
+            heartbeat_interval=heartbeat_interval,
+            stale_check_interval=self.stale_check_interval,
+        )
+        self._watch_thread: threading.Thread | None = None
 
         self._cond = threading.Condition()
         # All below are guarded by ``_cond``.
@@ -211,8 +281,13 @@ class Runner:
     @property
     def stats(self) -> RunnerStats:
         """A snapshot of the counters."""
+        watch = self._watch
         with self._cond:
-            return self._stats
+            return replace(
+                self._stats,
+                lease_renewals=watch.renewals_accepted,
+                leases_lost=watch.leases_lost,
+            )
 
     @property
     def busy(self) -> int:
@@ -229,13 +304,20 @@ class Runner:
         with self._cond:
             self._cond.notify_all()
 
-    def run(self, stop_event: threading.Event | None = None) -> None:
+    def run(
+        self, stop_event: threading.Event | None = None, shutdown_timeout: float | None = None
+    ) -> None:
         """Claim and run jobs until stopped; blocks. A Runner runs once.
 
         Stops on ``stop()``, when ``stop_event`` is set, or on SIGTERM/SIGINT
         when called from the main thread (the previous signal handlers are
-        restored on return).
+        restored on return). ``shutdown_timeout``, when given, replaces
+        ``drain_timeout``: seconds in-flight handlers get after the stop.
         """
+        if shutdown_timeout is not None:
+            if not shutdown_timeout >= 0:
+                raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout!r}")
+            self.drain_timeout = float(shutdown_timeout)
         with self._cond:
             if self._state != "new":
                 raise RuntimeError("a Runner runs once; create a new Runner to run again")
@@ -247,10 +329,14 @@ class Runner:
         try:
             self._start_workers()
             log.info(
-                "runner %s started: job types %s, %d threads",
+                "runner %s started: job types %s, %d threads, lease renewal %s, stale checks %s",
                 self.worker_id,
                 self.job_types,
                 self.parallelism,
+                "on" if self.heartbeat else "off",
+                f"every {self.stale_check_interval:g} s"
+                if self.stale_check_interval and reader_of(self.client) is not None
+                else "off",
             )
             try:
                 self._poll_loop()
@@ -334,8 +420,7 @@ class Runner:
         """Claim and hand out jobs until stopped."""
         backlog = self._backlog
         backoff = Backoff()
-        outage_started = 0.0
-        outage_logged = 0.0
+        outage = PollOutageLog(log, _OUTAGE_LOG_EVERY)
         while True:
             with self._cond:
                 # Hand out what an engine sent beyond what was asked for (it
@@ -358,40 +443,15 @@ class Runner:
             except Exception as exc:
                 self._count(poll_errors=1)
                 wait = backoff.next_delay()
-                now = time.monotonic()
-                if backoff.failures == 1:
-                    outage_started = outage_logged = now
-                    log.warning(
-                        "poll failed, retrying with backoff (further failures are "
-                        "logged every %.0f s): %s",
-                        _OUTAGE_LOG_EVERY,
-                        describe_exception(exc),
-                        exc_info=not isinstance(exc, EngineClientError),
-                    )
-                elif now - outage_logged >= _OUTAGE_LOG_EVERY:
-                    outage_logged = now
-                    log.warning(
-                        "polls still failing for %.0f s (%d attempts), next in %.1f s: %s",
-                        now - outage_started,
-                        backoff.failures,
-                        wait,
-                        describe_exception(exc),
-                    )
-                else:
-                    log.debug("poll failed (attempt %d): %s", backoff.failures, exc)
+                outage.failed(exc, wait)
                 self._pause(wait)
                 continue
 
             elapsed = time.monotonic() - poll_sent_at
-            if backoff.failures:
-                log.info(
-                    "polling works again after %d failed attempts over %.1f s",
-                    backoff.failures,
-                    time.monotonic() - outage_started,
-                )
-                backoff.reset()
+            outage.succeeded()
+            backoff.reset()
             self.metrics.observe_poll(elapsed, len(jobs))
-            claimed = [(job, poll_sent_at) for job in jobs if _looks_like_job(job)]
+            claimed = [(job, poll_sent_at) for job in usable_jobs(jobs, log)]
             if len(claimed) > free:
                 log.warning(
                     "the engine returned %d jobs for a poll of at most %d; the extra ones "
@@ -416,6 +476,10 @@ class Runner:
     # -- workers ---------------------------------------------------------------
 
     def _start_workers(self) -> None:
+        self._watch_thread = threading.Thread(
+            target=self._watch.run, name="workflow-runner-watch", daemon=True
+        )
+        self._watch_thread.start()
         for index in range(self.parallelism):
             thread = threading.Thread(
                 target=self._worker_loop,
@@ -465,70 +529,127 @@ class Runner:
         job_id: str = job["id"]
         job_type: str = job["jobType"]
         handler = self.registry.get(job_type)
-        if handler is None:
-            outcome = Outcome.failure(
-                job_id,
-                job_type,
-                f"no handler registered for job type {job_type!r} in worker {self.worker_id}",
-                retryable=True,
+        entry = self._watch.add(job, lease_end, lease_seconds(job))
+        try:
+            if handler is None:
+                outcome = no_handler_outcome(job_id, job_type, self.worker_id)
+                log.error("job %s: %s", job_id, outcome.error_message)
+            else:
+                context = build_context(job)
+                context["cancelEvent"] = entry.cancel
+                outcome = self._call_handler(handler, context)
+            self._watch.finish(entry)
+            # The lease as renewed so far (no renewal lands once the handler is done).
+            status, stale_reason = self._report(job, outcome, entry.lease_end, entry)
+            record_outcome(
+                self.metrics,
+                outcome,
+                job.get("retriesRemaining"),
+                status,
+                handler_ran=handler is not None,
+                stale_reason=stale_reason,
             )
-            log.error("job %s: %s", job_id, outcome.error_message)
-        else:
-            outcome = self._call_handler(handler, job)
-            self.metrics.observe_handler(job_type, outcome.duration)
-        self.metrics.job_finished(job_type, "success" if outcome.succeeded else "failure")
-        self._report(job, outcome, lease_end)
+        finally:
+            self._watch.remove(entry)
 
-    def _call_handler(self, handler: Handler, job: dict[str, Any]) -> Outcome:
+    def _call_handler(self, handler: Handler, context: dict[str, Any]) -> Outcome:
         started = time.perf_counter()
         try:
-            return run_handler(handler, build_context(job))
+            return run_handler(handler, context)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt, WorkerShutdown...
             duration = time.perf_counter() - started
             self._count(handler_crashes=1)
             log.error(
                 "job %s (%s): handler raised %s; the job is failed retryable and the "
                 "runner goes on",
-                job["id"],
-                job["jobType"],
+                context["id"],
+                context["jobType"],
                 type(exc).__name__,
                 exc_info=True,
             )
             return Outcome.failure(
-                job["id"],
-                job["jobType"],
+                context["id"],
+                context["jobType"],
                 describe_exception(exc),
                 retryable=True,
                 duration=duration,
             )
 
-    def _report(self, job: dict[str, Any], outcome: Outcome, lease_end: float) -> None:
+    def _report(
+        self, job: dict[str, Any], outcome: Outcome, lease_end: float, entry: WatchedJob
+    ) -> tuple[ReportStatus | None, str]:
+        """Send what the job's fate allows; returns the delivery status (None:
+        nothing sent on purpose) and, for STALE, the verdict's reason."""
+        verb = "completion" if outcome.succeeded else "failure"
+        if entry.cancel_reason == CANCEL_LEASE_LOST:
+            # No fail (the job may run elsewhere) and no completion either: two
+            # completions of one job at once can both advance the instance.
+            log.warning(
+                "job %s (%s): lease lost; its %s is not reported", job["id"], job["jobType"], verb
+            )
+            return None, ""
+        if entry.cancel_reason == CANCEL_STALE:
+            self._count(stale=1)
+            log.info(
+                "job %s (%s) no longer matters (%s); its %s is not reported",
+                job["id"],
+                job["jobType"],
+                entry.stale_reason,
+                verb,
+            )
+            return None, ""
+        if entry.cancel_reason == CANCEL_SHUTDOWN and not outcome.succeeded:
+            # The handler may have failed because it was asked to stop: the
+            # engine delivers the job again after its lease.
+            self._count(fails_withheld=1)
+            log.warning(
+                "job %s (%s) failed during shutdown; the failure is not sent (the engine "
+                "delivers the job again after its lease): %s",
+                job["id"],
+                job["jobType"],
+                outcome.error_message,
+            )
+            return ReportStatus.WITHHELD, ""
+
         def on_retry(_outcome: Outcome, _exc: Exception) -> None:
             self._count(report_retries=1)
+            self.metrics.report_retry(outcome.job_type)
 
-        status = deliver(
-            self.client,
-            self.worker_id,
-            outcome,
-            deadline=self.report_deadline,
-            give_up=self._give_up,
-            on_retry=on_retry,
-            lease_end=lease_end,
-        )
+        verdicts: list[StaleVerdict] = []
+        stale_check = None
+        reader = reader_of(self.client)
+        if reader is not None:
+
+            def stale_check() -> StaleVerdict:
+                verdict = check_job(reader, job)
+                verdicts.append(verdict)
+                return verdict
+
+        self._watch.report_began(outcome)
+        try:
+            status = deliver(
+                self.client,
+                self.worker_id,
+                outcome,
+                deadline=self.report_deadline,
+                give_up=self._give_up,
+                on_retry=on_retry,
+                lease_end=lease_end,
+                stale_check=stale_check,
+            )
+        finally:
+            self._watch.report_ended(outcome)
         if status is ReportStatus.DELIVERED:
-            if outcome.succeeded:
-                self._count(completed=1)
-            else:
-                self._count(failed=1)
-                retries = job.get("retriesRemaining")
-                if outcome.retryable and isinstance(retries, int) and retries > 0:
-                    self.metrics.retry(outcome.job_type)
+            self._count(**{"completed" if outcome.succeeded else "failed": 1})
         elif status is ReportStatus.WITHHELD:
             self._count(fails_withheld=1)
         elif status is ReportStatus.REJECTED:
             self._count(reports_rejected=1)
+        elif status is ReportStatus.STALE:
+            self._count(stale=1)
         else:
             self._count(reports_lost=1)
+        return status, (verdicts[-1].reason if verdicts else "")
 
     # -- shutdown --------------------------------------------------------------
 
@@ -544,6 +665,13 @@ class Runner:
                 "after their lease",
                 self.worker_id,
                 leftover,
+            )
+        cancelled = self._watch.cancel_all(CANCEL_SHUTDOWN)
+        if cancelled:
+            log.info(
+                "runner %s: cancel event set for %d running jobs (shutdown)",
+                self.worker_id,
+                cancelled,
             )
         # The drain may not be cut short by the stop that started it.
         self._tick = None
@@ -564,6 +692,9 @@ class Runner:
                 self.drain_timeout,
             )
         self._give_up.set()
+        self._watch.stop()
+        if self._watch_thread is not None:
+            self._watch_thread.join(5.0)
         for _ in self._threads:
             self._work.put(None)
         # Idle threads end at once; a thread in a report retry ends as soon as
@@ -573,16 +704,34 @@ class Runner:
         log.info("runner %s stopped: %s", self.worker_id, self.stats)
 
 
-def _looks_like_job(job: object) -> bool:
-    if (
-        isinstance(job, dict)
-        and isinstance(job.get("id"), str)
-        and job["id"]
-        and isinstance(job.get("jobType"), str)
+def _check_lease_options(
+    client: object, heartbeat: bool, lease_seconds: int | None, interval: float | None
+) -> None:
+    if not heartbeat:
+        if lease_seconds is not None or interval is not None:
+            raise ValueError("lease_seconds and heartbeat_interval need heartbeat=True")
+        return
+    if not callable(getattr(client, "extend_lease", None)):
+        raise ValueError(
+            f"heartbeat=True needs a client with extend_lease(); {type(client).__name__} has none"
+        )
+    if lease_seconds is not None and (
+        isinstance(lease_seconds, bool)
+        or not isinstance(lease_seconds, int)
+        or not _LEASE_RANGE[0] <= lease_seconds <= _LEASE_RANGE[1]
     ):
-        return True
-    log.error("ignoring a malformed job from the engine (no id or jobType): %r", job)
-    return False
+        raise ValueError(
+            f"lease_seconds must be an integer from {_LEASE_RANGE[0]} to {_LEASE_RANGE[1]} "
+            f"(or None for the engine's default), got {lease_seconds!r}"
+        )
+    if interval is not None:
+        if not interval > 0:
+            raise ValueError(f"heartbeat_interval must be > 0, got {interval!r}")
+        if lease_seconds is not None and interval >= lease_seconds:
+            raise ValueError(
+                f"heartbeat_interval ({interval}) must be shorter than lease_seconds "
+                f"({lease_seconds}): a renewal must land before the lease ends"
+            )
 
 
-__all__ = ["Runner", "RunnerStats", "default_worker_id"]
+__all__ = ["DEFAULT_STALE_CHECK_INTERVAL", "Runner", "RunnerStats", "default_worker_id"]

@@ -47,6 +47,10 @@ class LocalEngine:
     :param complete_delay: seconds each ``POST /v1/jobs/{id}/complete`` takes
         before it is applied and answered (default 0), to model a loaded
         database. Other requests go on meanwhile. Settable while running.
+    :param heartbeat: model a newer engine with lease extension ("Lease
+        extension" in the contract): ``POST /v1/jobs/{id}/heartbeat`` and
+        ``leaseSeconds`` in polls. Default: a released engine (the route
+        answers the plain-text 404).
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class LocalEngine:
         sweep_interval: float | None = None,
         timer_interval: float = DEFAULT_TIMER_INTERVAL,
         complete_delay: float = 0.0,
+        heartbeat: bool = False,
     ) -> None:
         if sweep_interval is not None and sweep_interval <= 0:
             raise ValueError(f"sweep_interval must be > 0, got {sweep_interval}")
@@ -66,6 +71,7 @@ class LocalEngine:
         self.host = host
         self._port = port
         self.state = EngineState(lease_seconds, complete_delay)
+        self.state.heartbeat = heartbeat
         self.sweep_interval = (
             sweep_interval if sweep_interval is not None else default_sweep_interval(lease_seconds)
         )
@@ -202,7 +208,8 @@ class LocalEngine:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"LocalEngine({self.url}, lease_seconds={self.lease_seconds}, {state})"
+        renewal = ", heartbeat=True" if self.heartbeat else ""
+        return f"LocalEngine({self.url}, lease_seconds={self.lease_seconds}{renewal}, {state})"
 
     # -- inspection (engine side, not on the HTTP surface) ----------------------
 
@@ -269,6 +276,16 @@ class LocalEngine:
         ``instanceId``, ``stepId``, ``stepExecutionId``, ``duration``,
         ``interrupting``, ``targetStepId``, ``dueInSeconds``."""
         return self.state.pending_timers()
+
+    def revoke_lease(self, job_id: str) -> None:
+        """Put a LOCKED job back in the queue now, as if its lease had passed
+        (its worker's next heartbeat gets "lease lost")."""
+        self.state.revoke_lease(job_id)
+
+    @property
+    def heartbeat(self) -> bool:
+        """Whether this engine extends leases (the heartbeat route exists)."""
+        return self.state.heartbeat
 
     def reset(self) -> None:
         """Forget every definition, instance and job (the server keeps running)."""

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from workflow_sdk.testing.store import EngineError, EngineState
+from workflow_sdk.testing.store import LEASE_REQUEST_RANGE, EngineError, EngineState
 
 _log = logging.getLogger("workflow_sdk.testing")
 
@@ -209,7 +209,29 @@ def _poll(
     if not job_types or not all(isinstance(t, str) and t for t in job_types):
         raise EngineError(400, "jobTypes must be a non-empty list of job types")
     max_jobs = _field(request, "maxJobs", int, 0)
-    return 200, state.poll(worker_id, job_types, max_jobs)
+    # A released engine reads only the three fields above.
+    lease = _lease_request(request) if state.heartbeat else 0
+    return 200, state.poll(worker_id, job_types, max_jobs, lease)
+
+
+def _lease_request(request: dict[str, Any]) -> int:
+    """``leaseSeconds``: 0 (the engine's default) or within LEASE_REQUEST_RANGE."""
+    lease = _field(request, "leaseSeconds", int, 0)
+    low, high = LEASE_REQUEST_RANGE
+    if lease != 0 and not low <= lease <= high:
+        raise EngineError(400, f"leaseSeconds must be 0 or from {low} to {high}, got {lease}")
+    assert isinstance(lease, int)
+    return lease
+
+
+def _heartbeat(
+    state: EngineState, params: list[str], query: dict[str, list[str]], body: Body
+) -> tuple[int, Any]:
+    request = _required_object(body)
+    worker_id = _field(request, "workerId", str, "")
+    if not worker_id:
+        raise EngineError(400, "workerId is required")
+    return 200, state.heartbeat_job(params[0], worker_id, _lease_request(request))
 
 
 def _complete_job(
@@ -238,6 +260,8 @@ def _healthz(
     return 200, None
 
 
+_HEARTBEAT = ("v1", "jobs", "*", "heartbeat")
+
 # Path patterns ("*" is one path segment) and their handlers per method.
 _ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("healthz",), {"GET": _healthz}),
@@ -253,15 +277,17 @@ _ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("v1", "jobs", "poll"), {"POST": _poll}),
     (("v1", "jobs", "*", "complete"), {"POST": _complete_job}),
     (("v1", "jobs", "*", "fail"), {"POST": _fail_job}),
+    (_HEARTBEAT, {"POST": _heartbeat}),  # only on engines with lease extension
 ]
 
 
-def route(method: str, path: str) -> tuple[Handler, list[str]] | int:
-    """The handler and path parameters, or 404 / 405."""
+def route(method: str, path: str, *, heartbeat: bool = False) -> tuple[Handler, list[str]] | int:
+    """The handler and path parameters, or 404 / 405. Without ``heartbeat``
+    the heartbeat route does not exist (a released engine)."""
     segments = path.split("/")[1:] if path.startswith("/") else []
     found_path = False
     for pattern, methods in _ROUTES:
-        if len(pattern) != len(segments):
+        if len(pattern) != len(segments) or (pattern is _HEARTBEAT and not heartbeat):
             continue
         params: list[str] = []
         for want, got in zip(pattern, segments, strict=True):
@@ -409,7 +435,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 "Access-Control-Allow-Headers: Accept, Authorization, Content-Type\r\n",
             )
             return
-        found = route(method, path)
+        found = route(method, path, heartbeat=self.server.state.heartbeat)
         if found == 404:
             self._send(
                 404,

@@ -64,6 +64,10 @@ _ERROR_CODES = {
 
 T = TypeVar("T")
 
+#: Leases a worker may ask for (``leaseSeconds``; 0 = the engine's default),
+#: on engines with lease extension.
+LEASE_REQUEST_RANGE = (5, 3600)
+
 
 class EngineError(Exception):
     """An error answer: HTTP ``status`` with ``{"error": code, "reason": reason}``."""
@@ -219,6 +223,9 @@ class Job:
     deliveries: int = 0
     complete_calls: int = 0
     fail_calls: int = 0
+    #: time.monotonic() at which the current lease ends (moved by a heartbeat)
+    lease_deadline: float = 0.0
+    heartbeats: int = 0
 
     def wire(self) -> dict[str, Any]:
         """The job as a poll answer carries it: the contract's fields, no stepId."""
@@ -244,6 +251,7 @@ class Job:
         out["deliveries"] = self.deliveries
         out["completeCalls"] = self.complete_calls
         out["failCalls"] = self.fail_calls
+        out["heartbeats"] = self.heartbeats
         return out
 
 
@@ -256,6 +264,10 @@ def _page(items: list[T], page: int, page_size: int) -> list[T]:
 
 class EngineState:
     """Definitions, instances, jobs and history; safe to call from any thread."""
+
+    #: Lease extension ("Lease extension" in the contract): the heartbeat
+    #: route and ``leaseSeconds`` in polls. Off: a released engine.
+    heartbeat: bool = False
 
     def __init__(self, lease_seconds: float = 30.0, complete_delay: float = 0.0) -> None:
         if lease_seconds <= 0:
@@ -723,14 +735,17 @@ class EngineState:
 
     # -- jobs ----------------------------------------------------------------
 
-    def poll(self, worker_id: str, job_types: list[str], max_jobs: int) -> dict[str, Any]:
+    def poll(
+        self, worker_id: str, job_types: list[str], max_jobs: int, lease_seconds: float = 0
+    ) -> dict[str, Any]:
         if max_jobs <= 0:
             max_jobs = DEFAULT_MAX_JOBS
+        length = lease_seconds or self.lease_seconds
         with self.lock:
             self._count("polls")
             at = now()
-            expires = at + timedelta(seconds=self.lease_seconds)
-            deadline = time.monotonic() + self.lease_seconds
+            expires = at + timedelta(seconds=length)
+            deadline = time.monotonic() + length
             queues = [q for q in (self._queues.get(t) for t in dict.fromkeys(job_types)) if q]
             claimed: list[dict[str, Any]] = []
             while len(claimed) < max_jobs and queues:
@@ -747,6 +762,7 @@ class EngineState:
                 job.locked_at = at
                 job.lock_expires_at = expires
                 job.deliveries += 1
+                job.lease_deadline = deadline
                 heapq.heappush(self._leases, (deadline, job.id, job.deliveries))
                 claimed.append(job.wire())
             if not claimed:
@@ -834,6 +850,45 @@ class EngineState:
             self._fail_instance(instance, error_message, at, job.step_id)
             self.changed.notify_all()
 
+    def heartbeat_job(self, job_id: str, worker_id: str, lease_seconds: int) -> dict[str, Any]:
+        """Extend a job's lease by ``lease_seconds`` (0: the engine's) from now.
+
+        409 when the lease is lost: unknown or finished job, another worker
+        holds it, or its lease has passed (swept or not yet)."""
+        length = lease_seconds or self.lease_seconds
+        with self.lock:
+            job = self._jobs.get(job_id)
+            current = time.monotonic()
+            if job is None:
+                why = "job not found"
+            elif job.status != "LOCKED":
+                why = f"job is {job.status}"
+            elif job.worker_id != worker_id:
+                why = "another worker holds the job"
+            elif current >= job.lease_deadline:
+                why = "the lease has expired"
+            else:
+                job.heartbeats += 1
+                job.lease_deadline = current + length
+                job.lock_expires_at = now() + timedelta(seconds=length)
+                heapq.heappush(self._leases, (job.lease_deadline, job.id, job.deliveries))
+                self._count("heartbeats")
+                self.changed.notify_all()
+                return {"accepted": True, "lockExpiresAt": format_time(job.lock_expires_at)}
+            self._count("heartbeats_refused")
+            self.changed.notify_all()
+            raise EngineError(409, f"lease lost: {why}")
+
+    def revoke_lease(self, job_id: str) -> None:
+        """Put a LOCKED job back in the queue now, as if its lease had passed."""
+        with self.lock:
+            job = self._job(job_id)
+            if job.status != "LOCKED":
+                raise ValueError(f"job {job_id} is {job.status}, not LOCKED")
+            self._requeue(job)
+            self._count("leases_expired")
+            self.changed.notify_all()
+
     def expire_leases(self) -> int:
         """Put jobs whose lease has passed back in the queue; returns how many."""
         expired = 0
@@ -844,6 +899,8 @@ class EngineState:
                 job = self._jobs.get(job_id)
                 if job is None or job.status != "LOCKED" or job.deliveries != claim:
                     continue  # finished or claimed again since
+                if job.lease_deadline > current:
+                    continue  # extended by a heartbeat: a later entry stands for it
                 self._requeue(job)  # retriesRemaining unchanged
                 expired += 1
             if expired:
@@ -973,4 +1030,4 @@ class EngineState:
             self.changed.notify_all()
 
 
-__all__ = ["EngineError", "EngineState", "format_time", "now"]
+__all__ = ["LEASE_REQUEST_RANGE", "EngineError", "EngineState", "format_time", "now"]
