@@ -14,13 +14,17 @@ from types import FrameType
 from workflow_sdk.testing.engine import LocalEngine
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m workflow_sdk.testing") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m workflow_sdk.testing",
+        prog=prog,
         description="An in-memory Rochallor engine for tests and demos (not for production).",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, help="port (default %(default)s; 0: any free port)"
+    )
     parser.add_argument(
         "--lease-seconds", type=float, default=30.0, help="job lease length (default 30)"
     )
