@@ -165,7 +165,7 @@ def test_a_file_without_handlers_is_a_problem_naming_the_key(tmp_path: Path, tex
 def test_handlers_may_come_from_code_instead() -> None:
     # Supervisor(config, registry=...) needs no handlers key.
     assert parse_config({"supervisor": {"workers": 1}}, environ={}).supervisor.handlers == ()
-    with pytest.raises(ConfigError, match="supervisor.handlers: missing"):
+    with pytest.raises(ConfigError, match=r"supervisor\.handlers: missing"):
         parse_config({"supervisor": {"workers": 1}}, environ={}, require_handlers=True)
 
 

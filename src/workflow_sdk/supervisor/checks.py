@@ -7,6 +7,7 @@ port in use), so both commands say the same thing about it.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import socket
 import traceback
@@ -15,7 +16,12 @@ import requests
 
 from workflow_sdk.supervisor.config import EngineConfig, MetricsConfig
 
-_OWN_CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Frames from these are ours or the import machinery's, not the operator's.
+_NOT_THEIRS = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    os.path.dirname(importlib.__file__),
+    "<frozen importlib",
+)
 
 
 def listen_problem(bind: str, port: int, exc: OSError) -> str:
@@ -103,7 +109,7 @@ def engine_problem(engine: EngineConfig) -> str | None:
 
 
 def _ours(filename: str) -> bool:
-    return filename.startswith(_OWN_CODE) or filename.startswith("<frozen importlib")
+    return filename.startswith(_NOT_THEIRS)
 
 
 def user_traceback(exc: BaseException) -> str:
