@@ -48,6 +48,54 @@ def cli(
     )
 
 
+class ShellJobSupervisor(SupervisorProcess):
+    """A supervisor started as an interactive shell starts a job: in a process
+    group of its own but in the test's session. That group is not orphaned,
+    so SIGTTIN and SIGTTOU really stop the processes that do not ignore them
+    (the kernel discards them for an orphaned group, such as the one of a
+    process started in a new session)."""
+
+    def __init__(self, config_path: Path, cwd: Path, env: dict[str, str]) -> None:
+        self.config_path = config_path
+        self.log_path = cwd / "supervisor.log"
+        self._log = self.log_path.open("wb")
+        launcher = "import os, sys; os.setpgid(0, 0); os.execv(sys.executable, sys.argv[1:])"
+        command = ["-m", "workflow_sdk.supervisor", "run", "-c", str(config_path)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", launcher, sys.executable, *command],
+            cwd=cwd,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.pid = self.proc.pid
+        wait_for(lambda: os.getpgid(self.pid) == self.pid, 10, "its own process group")
+
+
+@pytest.fixture
+def start_shell_job(
+    tmp_path: Path, engine: LocalEngine
+) -> Iterator[Callable[..., SupervisorProcess]]:
+    started: list[SupervisorProcess] = []
+
+    def start(workers: int = 2, extra: str = "") -> SupervisorProcess:
+        config = tmp_path / "supervisor.toml"
+        config.write_text(
+            f'[engine]\nurl = "{engine.url}"\ntimeout = 5\n'
+            f'[supervisor]\nhandlers = ["sv_handlers:registry"]\nworkers = {workers}\n'
+            f"poll_interval = 0.1\ngraceful_timeout = 10\n{extra}\n"
+        )
+        env = dict(os.environ, PYTHONPATH=str(HERE))
+        env.pop("ROCHALLOR_ENGINE_URL", None)
+        process = ShellJobSupervisor(config, tmp_path, env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.reap()
+
+
 def send(sv: SupervisorProcess, signum: int, whom: str) -> None:
     """To the supervisor's pid, or to its whole process group (its pid is the
     group's id: the fixture starts it in a session of its own)."""
@@ -96,7 +144,7 @@ def leftover_metric_dirs(tmpdir: Path) -> list[str]:
 def test_hup_with_busy_workers_finishes_their_jobs_and_replaces_them(
     engine: LocalEngine,
     client: RestEngineClient,
-    start_supervisor: Start,
+    start_shell_job: Start,
     piddir: Path,
     whom: str,
 ) -> None:
@@ -110,7 +158,7 @@ def test_hup_with_busy_workers_finishes_their_jobs_and_replaces_them(
         "piddir": str(piddir),
     }
     ids = start_instances(client, "hup-flow", 2, variables)
-    sv = start_supervisor(workers=2)
+    sv = start_shell_job(workers=2)
     busy = {read_pid(piddir, iid) for iid in ids}
     send(sv, signal.SIGHUP, whom)
     for iid in ids:
@@ -130,9 +178,9 @@ def test_hup_with_busy_workers_finishes_their_jobs_and_replaces_them(
 
 @pytest.mark.parametrize("whom", ["main", "group"])
 def test_ttin_and_ttou_scale_without_stopping_any_process(
-    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, whom: str
+    engine: LocalEngine, client: RestEngineClient, start_shell_job: Start, whom: str
 ) -> None:
-    sv = start_supervisor(workers=1)
+    sv = start_shell_job(workers=1)
     sv.wait_for_workers(1)
     server = fork_server(sv)
     send(sv, signal.SIGTTIN, whom)
@@ -153,7 +201,7 @@ def test_ttin_and_ttou_scale_without_stopping_any_process(
 
 
 def test_group_sigint_drains_like_a_sigint_to_the_supervisor(
-    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, piddir: Path
+    engine: LocalEngine, client: RestEngineClient, start_shell_job: Start, piddir: Path
 ) -> None:
     # Ctrl-C in a terminal: the running job still finishes and is reported.
     upload_single_step(client, "int-flow", "script", retries=1)
@@ -165,7 +213,7 @@ def test_group_sigint_drains_like_a_sigint_to_the_supervisor(
         "piddir": str(piddir),
     }
     (iid,) = start_instances(client, "int-flow", 1, variables)
-    sv = start_supervisor(workers=1)
+    sv = start_shell_job(workers=1)
     read_pid(piddir, iid)
     os.killpg(sv.pid, signal.SIGINT)
     assert sv.wait(20) == 0
@@ -174,16 +222,20 @@ def test_group_sigint_drains_like_a_sigint_to_the_supervisor(
 
 
 def test_the_fork_server_outlives_a_group_sigterm_until_the_supervisor_exits(
-    start_supervisor: Start,
+    start_shell_job: Start,
 ) -> None:
-    sv = start_supervisor(workers=1)
-    sv.wait_for_workers(1)
+    sv = start_shell_job(workers=2, extra='[logging]\nlevel = "DEBUG"\n')
+    workers = sv.wait_for_workers(2)
     server = fork_server(sv)
     os.killpg(sv.pid, signal.SIGTERM)
     assert sv.wait(15) == 0
-    # It ignored the TERM and left when the supervisor did, not before.
     wait_for(lambda: not server.is_running() or server.status() == "zombie", 10, "it to exit")
-    assert "could not start" not in sv.log()
+    log = sv.log()
+    # Each worker's exit status is read through the fork server: had it died
+    # of the TERM, every worker would have "exited with status 255".
+    assert "status 255" not in log
+    for worker in workers:
+        assert f"(pid {worker.pid}) killed by SIGTERM" in log
 
 
 def test_hup_after_ttin_restores_the_configured_pool_size_and_says_so(
