@@ -1,8 +1,10 @@
 """``rochallor-supervisor``: run or check a worker supervisor from a TOML file.
 
 Exit statuses: 0 stopped on request (or check passed); 1 unexpected error;
-2 bad command line or configuration; 3 handlers cannot be imported (workers
-cannot start); 4 the engine is unreachable (``check`` only).
+2 bad command line or configuration (a metrics port in use included); 3
+handlers cannot be imported (workers cannot start); 4 the engine is
+unreachable (``check`` only). ``run --help`` lists them with the signals and
+the environment variables.
 """
 
 from __future__ import annotations
