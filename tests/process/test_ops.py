@@ -349,6 +349,17 @@ def test_check_names_a_mistyped_handler_module_without_a_traceback(
     assert "Traceback" not in result.stderr
 
 
+def test_run_names_a_mistyped_handler_module_without_a_traceback(
+    start_supervisor: Start,
+) -> None:
+    sv = start_supervisor(workers=1, handlers="sv_handlrs")
+    assert sv.wait(30) == 3
+    log = sv.log()
+    expected = "supervisor.handlers: 'sv_handlrs': no module named 'sv_handlrs'"
+    assert f"workers cannot start: {expected}" in log
+    assert "Traceback" not in log
+
+
 def test_check_shows_an_import_error_from_the_handler_code_without_our_frames(
     engine: LocalEngine, tmp_path: Path
 ) -> None:

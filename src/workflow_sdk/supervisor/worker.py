@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
-from workflow_sdk.errors import WorkerShutdown
+from workflow_sdk.errors import ConfigError, WorkerShutdown
 from workflow_sdk.handler.outcome import Outcome, run_handler
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.metrics.metrics import Metrics
@@ -100,6 +100,11 @@ class Worker:
                 registry = load_registry(self.spec.handlers, self.spec.registry)
                 if not registry.job_types():
                     raise RuntimeError("no handlers registered (check [supervisor] handlers)")
+            except ConfigError as exc:
+                # Says all there is (a missing module, a wrong attribute): no
+                # traceback through our own code.
+                self.conn.send(BootFailed(os.getpid(), str(exc)))
+                sys.exit(EXIT_BOOT_FAILED)
             except Exception:
                 error = traceback.format_exc(limit=20).rstrip()
                 self.conn.send(BootFailed(os.getpid(), error))
