@@ -14,6 +14,7 @@ from workflow_sdk.supervisor.config import (
     default_worker_count,
     load_config,
     parse_config,
+    unhandled_job_types,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,7 +107,9 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), environ={})
     lines = str(info.value).splitlines()
-    assert len(lines) == 3
+    # The three bad values and the missing handlers key.
+    assert len(lines) == 4
+    assert any("supervisor.handlers: missing" in line for line in lines)
     assert all(line.startswith(str(tmp_path)) for line in lines)
 
 
@@ -118,7 +121,10 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_url_and_token(tmp_path: Path) -> None:
-    path = write(tmp_path, '[engine]\nurl = "http://file:1"\ntoken = "from-file"\n')
+    path = write(
+        tmp_path,
+        '[engine]\nurl = "http://file:1"\ntoken = "from-file"\n[supervisor]\nhandlers = ["a"]\n',
+    )
     env = {"ROCHALLOR_ENGINE_URL": "http://env:2", "ROCHALLOR_ENGINE_TOKEN": "secret"}
     config = load_config(path, environ=env)
     assert config.engine.url == "http://env:2"
@@ -128,7 +134,7 @@ def test_environment_overrides_url_and_token(tmp_path: Path) -> None:
 
 
 def test_token_env_names_a_variable(tmp_path: Path) -> None:
-    path = write(tmp_path, '[engine]\ntoken_env = "MY_TOKEN"\n')
+    path = write(tmp_path, '[engine]\ntoken_env = "MY_TOKEN"\n[supervisor]\nhandlers = ["a"]\n')
     assert load_config(path, environ={"MY_TOKEN": "t0k"}).engine.token == "t0k"
 
 
@@ -144,3 +150,34 @@ def test_parse_config_from_code() -> None:
     assert config.source == "<dict>"
     with pytest.raises(ConfigError, match=r"<dict>: supervisor\.workers"):
         parse_config({"supervisor": {"workers": -1}}, environ={})
+
+
+@pytest.mark.parametrize(
+    "text", ["[supervisor]\nworkers = 2\n", "", "[supervisor]\nhandlers = []\n"]
+)
+def test_a_file_without_handlers_is_a_problem_naming_the_key(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    (line,) = str(info.value).splitlines()
+    assert line.startswith(f"{tmp_path / 'supervisor.toml'}: supervisor.handlers: missing")
+
+
+def test_handlers_may_come_from_code_instead() -> None:
+    # Supervisor(config, registry=...) needs no handlers key.
+    assert parse_config({"supervisor": {"workers": 1}}, environ={}).supervisor.handlers == ()
+    with pytest.raises(ConfigError, match=r"supervisor\.handlers: missing"):
+        parse_config({"supervisor": {"workers": 1}}, environ={}, require_handlers=True)
+
+
+def test_handlers_key_optional_for_a_file_read_from_code(tmp_path: Path) -> None:
+    path = write(tmp_path, "[supervisor]\nworkers = 1\n")
+    config = load_config(path, environ={}, require_handlers=False)
+    assert config.supervisor.handlers == ()
+
+
+def test_job_type_sections_without_a_handler_are_named() -> None:
+    config = parse_config(
+        {"supervisor": {"handlers": ["a"]}, "job_types": {"x": {}, "y": {}}}, environ={}
+    )
+    (warning,) = unhandled_job_types(config, ["y", "z"])
+    assert warning.startswith('[job_types."x"] has no handler')

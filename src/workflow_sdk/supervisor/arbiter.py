@@ -46,7 +46,7 @@ from workflow_sdk.retry.backoff import Backoff
 from workflow_sdk.staleness import InstanceReader, JobLiveness, StaleVerdict, check_job
 from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer, PoolState
-from workflow_sdk.supervisor.config import SupervisorConfig, load_config
+from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
 from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
 from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
 from workflow_sdk.supervisor.poller import Poller, PollResult
@@ -174,8 +174,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Run until stopped by a signal (or ``request_stop``); returns an exit status."""
-        self._setup()
         try:
+            self._setup()
             while self.phase is not Phase.DONE:
                 self._tick()
         finally:
@@ -214,7 +214,7 @@ class Supervisor:
         # The fork server imports these once; every worker forked from it
         # starts with them loaded. Handler modules only on request: a module
         # preloaded there is not re-imported by the workers a reload starts.
-        preload = ["workflow_sdk.supervisor.worker"]
+        preload = ["workflow_sdk.supervisor.forkserver_init", "workflow_sdk.supervisor.worker"]
         if self.config.supervisor.preload_handlers:
             modules = [spec.partition(":")[0] for spec in self.config.supervisor.handlers]
             os.environ[ENV_PRELOAD_MODULES] = ",".join(modules)
@@ -284,8 +284,10 @@ class Supervisor:
         signal.set_wakeup_fd(-1)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        if self._wake_r >= 0:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        multiproc.release_dir(self._metrics_dir)
         log.info("supervisor stopped (%s)", self.stats.summary())
 
     # -- signals and wake-ups ------------------------------------------------------
@@ -387,6 +389,9 @@ class Supervisor:
         if isinstance(message, JobDone):
             self._on_job_done(slot, message)
         elif isinstance(message, Ready):
+            if not self.pool.ever_booted:
+                for warning in unhandled_job_types(self.config, message.job_types):
+                    log.warning(warning)
             self.pool.on_ready(slot, message.job_types)
             log.info(
                 "worker-%d ready, pid %d, job types: %s",
@@ -938,13 +943,20 @@ class Supervisor:
             return
         if os.path.isfile(self.config.source):
             try:
-                new = load_config(self.config.source)
+                new = load_config(self.config.source, require_handlers=self.registry is None)
             except ConfigError as exc:
                 log.error("SIGHUP: configuration not reloaded, still running the old one:\n%s", exc)
                 return
             for section in ("engine", "metrics"):
                 if getattr(new, section) != getattr(self.config, section):
                     log.warning("SIGHUP: [%s] changes take effect at the next restart", section)
+            if self.pool.target != self.config.supervisor.workers:
+                log.info(
+                    "SIGHUP: pool size back to the configuration's %d workers "
+                    "(SIGTTIN/SIGTTOU had made it %d)",
+                    new.supervisor.workers,
+                    self.pool.target,
+                )
             self.config = dataclasses.replace(
                 new, engine=self.config.engine, metrics=self.config.metrics
             )

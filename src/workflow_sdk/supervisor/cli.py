@@ -1,8 +1,10 @@
 """``rochallor-supervisor``: run or check a worker supervisor from a TOML file.
 
 Exit statuses: 0 stopped on request (or check passed); 1 unexpected error;
-2 bad command line or configuration; 3 handlers cannot be imported (workers
-cannot start); 4 the engine is unreachable (``check`` only).
+2 bad command line or configuration (a metrics port in use included); 3
+handlers cannot be imported (workers cannot start); 4 the engine is
+unreachable (``check`` only). ``run --help`` lists them with the signals and
+the environment variables.
 """
 
 from __future__ import annotations
@@ -11,53 +13,107 @@ import argparse
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 
 from workflow_sdk import __version__
-from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import ConfigError
+from workflow_sdk.supervisor import checks
 from workflow_sdk.supervisor.arbiter import (
     EXIT_BOOT_FAILED,
     EXIT_CONFIG,
     EXIT_ERROR,
     Supervisor,
 )
-from workflow_sdk.supervisor.config import SupervisorConfig, load_config
+from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
 from workflow_sdk.supervisor.handlers import load_registry
 from workflow_sdk.supervisor.logs import configure_logging
-from workflow_sdk.testing.__main__ import main as local_engine_main
 
+# workflow_sdk.testing (the in-memory engine) is imported by the local-engine
+# subcommand only: a production supervisor never loads it.
+
+PROG = "rochallor-supervisor"
 EXIT_ENGINE_UNREACHABLE = 4
+
+_RUN_EPILOG = """\
+signals (to the supervisor's pid):
+  TERM, INT      stop claiming; running jobs get graceful_timeout to finish; exit 0
+                 (a second one stops at once: running jobs are left to lease expiry)
+  HUP            re-read the configuration and replace the workers one at a time;
+                 the pool size goes back to the file's supervisor.workers
+  TTIN, TTOU     one worker more, one worker fewer (never below one)
+  HUP, INT, TTIN and TTOU sent to the whole process group do the same; TERM sent
+  to the group also reaches the workers and interrupts their jobs (systemd:
+  KillMode=mixed sends it to the supervisor only)
+
+exit statuses:
+  0  stopped on request
+  1  unexpected error
+  2  bad command line or configuration (also: the metrics port is in use)
+  3  workers cannot start (the handlers fail to import)
+
+environment:
+  ROCHALLOR_ENGINE_URL    overrides engine.url
+  ROCHALLOR_ENGINE_TOKEN  overrides engine.token (engine.token_env names another variable)
+  ROCHALLOR_LOG_LEVEL     overrides logging.level
+  PYTHONPATH              where handler modules are found, besides the current directory
+  RUNTIME_DIRECTORY       set by systemd's RuntimeDirectory=: metrics files go to
+                          $RUNTIME_DIRECTORY/metrics unless metrics.dir is set
+  NOTIFY_SOCKET, WATCHDOG_USEC
+                          set by systemd (Type=notify, WatchdogSec=); workers never see them
+"""
+
+_CHECK_EPILOG = """\
+exit statuses:
+  0  the configuration is valid, the handlers import and the engine answers /healthz
+  2  bad configuration (also: the metrics port is in use)
+  3  the handlers cannot be imported, or register no job types
+  4  the engine's /healthz did not answer 200 (the reason is printed)
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rochallor-supervisor",
+        prog=PROG,
         description="Run Rochallor job handlers in a pool of worker processes.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="run the supervisor in the foreground")
+    run = commands.add_parser(
+        "run",
+        help="run the supervisor in the foreground",
+        description="Run the supervisor in the foreground until a signal stops it.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("-c", "--config", required=True, help="path of the TOML configuration")
     check = commands.add_parser(
-        "check", help="validate the configuration, import the handlers, ping the engine"
+        "check",
+        help="validate the configuration, import the handlers, ping the engine",
+        description="Validate the configuration, try the metrics port, import the "
+        "handlers and ask the engine's /healthz; start nothing.",
+        epilog=_CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("-c", "--config", required=True, help="path of the TOML configuration")
     local = commands.add_parser(
         "local-engine",
         help="serve an in-memory engine for development (not for production); "
-        "options as python -m workflow_sdk.testing --help",
+        f"see {PROG} local-engine --help",
     )
     del local  # listed for --help; main() hands its arguments over unparsed
     return parser
+
+
+def _config_error(path: str, problem: str) -> None:
+    text = problem if problem.startswith(path) else f"{path}: {problem}"
+    print(f"{PROG}: configuration error\n{text}", file=sys.stderr)
 
 
 def _load(path: str) -> SupervisorConfig | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"rochallor-supervisor: configuration error\n{exc}", file=sys.stderr)
+        _config_error(path, str(exc))
         return None
 
 
@@ -67,14 +123,15 @@ def _run(path: str) -> int:
         return EXIT_CONFIG
     configure_logging(config.logging.level, config.logging.format)
     supervisor = Supervisor(config)
-    code = supervisor.run()
+    try:
+        code = supervisor.run()
+    except ConfigError as exc:  # found at start: the metrics port is in use
+        _config_error(path, str(exc))
+        return EXIT_CONFIG
     if code == EXIT_BOOT_FAILED:
         # The whole traceback is in the log above; repeat the error itself.
         last_line = supervisor.fatal_error.strip().splitlines()[-1:] or ["unknown error"]
-        print(
-            f"rochallor-supervisor: workers cannot start: {last_line[0]}",
-            file=sys.stderr,
-        )
+        print(f"{PROG}: workers cannot start: {last_line[0]}", file=sys.stderr)
     return code
 
 
@@ -82,27 +139,33 @@ def _check(path: str) -> int:
     config = _load(path)
     if config is None:
         return EXIT_CONFIG
+    problem = checks.metrics_port_problem(config.metrics)
+    if problem is not None:
+        _config_error(path, problem)
+        return EXIT_CONFIG
     print(f"{path}: configuration is valid")
     try:
         registry = load_registry(config.supervisor.handlers)
     except ConfigError as exc:
         print(f"{path}: {exc}", file=sys.stderr)
         return EXIT_BOOT_FAILED
-    except Exception:
-        print(f"{path}: the handlers failed to import:", file=sys.stderr)
-        traceback.print_exc()
+    except Exception as exc:
+        # The handler code's own error: its traceback, without our frames.
+        specs = ", ".join(config.supervisor.handlers)
+        print(f"{path}: supervisor.handlers: {specs} failed to import:", file=sys.stderr)
+        print(checks.user_traceback(exc), file=sys.stderr)
         return EXIT_BOOT_FAILED
     job_types = registry.job_types()
     if not job_types:
-        print(f"{path}: the handlers register no job types", file=sys.stderr)
+        print(f"{path}: supervisor.handlers: the handlers register no job types", file=sys.stderr)
         return EXIT_BOOT_FAILED
     print("job types: " + ", ".join(job_types))
-    for job_type in sorted(set(config.job_types) - set(job_types)):
-        print(f"warning: [job_types.{job_type!r}] has no handler", file=sys.stderr)
-    with RestEngineClient(config.engine.url, config.engine.timeout) as client:
-        if not client.health():
-            print(f"engine {config.engine.url}: /healthz did not answer 200", file=sys.stderr)
-            return EXIT_ENGINE_UNREACHABLE
+    for warning in unhandled_job_types(config, job_types):
+        print(f"warning: {warning}", file=sys.stderr)
+    problem = checks.engine_problem(config.engine)
+    if problem is not None:
+        print(f"engine {config.engine.url}: unreachable: {problem}", file=sys.stderr)
+        return EXIT_ENGINE_UNREACHABLE
     print(f"engine {config.engine.url}: healthy")
     return 0
 
@@ -110,7 +173,9 @@ def _check(path: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["local-engine"]:
-        return local_engine_main(arguments[1:])
+        from workflow_sdk.testing.__main__ import main as local_engine_main  # noqa: PLC0415
+
+        return local_engine_main(arguments[1:], prog=f"{PROG} local-engine")
     args = _parser().parse_args(arguments)
     # Like `python -m`, make modules in the current directory importable,
     # so `handlers = ["myapp.handlers"]` works from a console script too.

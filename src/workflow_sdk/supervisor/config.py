@@ -12,7 +12,7 @@ import math
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -274,11 +274,16 @@ def parse_config(
     data: Mapping[str, Any],
     source: str = "<dict>",
     environ: Mapping[str, str] | None = None,
+    *,
+    require_handlers: bool = False,
 ) -> SupervisorConfig:
     """Build a ``SupervisorConfig`` from parsed TOML (or any nested mapping).
 
     ``environ`` (default ``os.environ``) supplies ``ROCHALLOR_ENGINE_URL`` and
-    ``ROCHALLOR_ENGINE_TOKEN``, which win over the file.
+    ``ROCHALLOR_ENGINE_TOKEN``, which win over the file. With
+    ``require_handlers`` a missing or empty ``[supervisor] handlers`` is one
+    of the problems reported (code that passes ``registry=`` to the
+    ``Supervisor`` may leave it out).
     """
     env = os.environ if environ is None else environ
     reader = _Reader(source)
@@ -303,7 +308,15 @@ def parse_config(
     if env.get(ENV_ENGINE_TOKEN):
         engine["token"] = env[ENV_ENGINE_TOKEN]
 
-    pool = reader.section(reader.table(data, "supervisor"), "supervisor", _POOL)
+    pool_table = reader.table(data, "supervisor")
+    pool = reader.section(pool_table, "supervisor", _POOL)
+    # A value of the wrong type is already reported by section().
+    if require_handlers and pool_table.get("handlers") in (None, []):
+        reader.problem(
+            "supervisor.handlers",
+            "missing: list the modules holding your handlers, "
+            'e.g. handlers = ["myapp.handlers:registry"]',
+        )
     logging_ = reader.section(reader.table(data, "logging"), "logging", _LOGGING)
     metrics = reader.section(reader.table(data, "metrics"), "metrics", _METRICS)
     soft, hard = pool.get("max_memory_mb", 0.0), pool.get("max_memory_hard_mb", 0.0)
@@ -334,9 +347,16 @@ def parse_config(
 
 
 def load_config(
-    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_handlers: bool = True,
 ) -> SupervisorConfig:
-    """Read and validate a TOML file. Raises ``ConfigError`` naming the file."""
+    """Read and validate a TOML file. Raises ``ConfigError`` naming the file.
+
+    ``[supervisor] handlers`` is required unless ``require_handlers`` is
+    false (for code that passes its own registry to the ``Supervisor``).
+    """
     name = os.fspath(path)
     try:
         with open(name, "rb") as fh:
@@ -347,7 +367,16 @@ def load_config(
         raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name}: invalid TOML: {exc}") from None
-    return parse_config(data, source=name, environ=environ)
+    return parse_config(data, source=name, environ=environ, require_handlers=require_handlers)
+
+
+def unhandled_job_types(config: SupervisorConfig, job_types: Iterable[str]) -> list[str]:
+    """One warning per ``[job_types."x"]`` section that no handler registers
+    (a typo in the name, or a module missing from ``supervisor.handlers``)."""
+    return [
+        f'[job_types."{name}"] has no handler (no module in supervisor.handlers registers {name!r})'
+        for name in sorted(set(config.job_types) - set(job_types))
+    ]
 
 
 __all__ = [
@@ -362,4 +391,5 @@ __all__ = [
     "SupervisorConfig",
     "load_config",
     "parse_config",
+    "unhandled_job_types",
 ]

@@ -20,6 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from workflow_sdk.errors import ConfigError
+from workflow_sdk.supervisor.checks import listen_problem
 from workflow_sdk.supervisor.stats import RESTART_REASONS, SupervisorStats
 
 log = logging.getLogger("workflow_sdk.supervisor")
@@ -132,7 +134,11 @@ class MetricsServer:
         self.port = 0
 
     def start(self, bind: str, port: int) -> int:
-        server, thread = start_http_server(port, addr=bind, registry=self.registry)
+        """Listen on ``bind:port``; a ``ConfigError`` names the key when we cannot."""
+        try:
+            server, thread = start_http_server(port, addr=bind, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(listen_problem(bind, port, exc)) from None
         self._server, self._thread = server, thread
         self.port = int(server.server_address[1])
         log.info("metrics on http://%s:%d/metrics", bind, self.port)

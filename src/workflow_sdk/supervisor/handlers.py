@@ -12,23 +12,39 @@ from workflow_sdk.handler.registry import HandlerRegistry
 DEFAULT_ATTRIBUTE = "registry"
 
 
+def _names_a_prefix(missing: str, module_name: str) -> bool:
+    """True when ``missing`` is ``module_name`` or one of its parent packages."""
+    return module_name == missing or module_name.startswith(missing + ".")
+
+
 def _resolve(spec: str) -> HandlerRegistry:
     module_name, _, attribute = spec.partition(":")
     attribute = attribute or DEFAULT_ATTRIBUTE
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # The module itself (or its package) is missing: a typo or a path
+        # problem, said in one line. A module missing *inside* the handler
+        # code propagates with its traceback, like any other import error.
+        if exc.name is None or not _names_a_prefix(exc.name, module_name):
+            raise
+        raise ConfigError(
+            f"supervisor.handlers: {spec!r}: no module named {exc.name!r} "
+            "(searched the current directory and sys.path, which $PYTHONPATH extends)"
+        ) from None
     try:
         target = module
         for part in attribute.split("."):
             target = getattr(target, part)
     except AttributeError:
         raise ConfigError(
-            f"handlers: {spec!r}: module {module_name} has no {attribute!r}"
+            f"supervisor.handlers: {spec!r}: module {module_name} has no {attribute!r}"
         ) from None
     if not isinstance(target, HandlerRegistry) and callable(target):
         target = target()  # a factory function returning a registry
     if not isinstance(target, HandlerRegistry):
         raise ConfigError(
-            f"handlers: {spec!r} is a {type(target).__name__}, not a HandlerRegistry "
+            f"supervisor.handlers: {spec!r} is a {type(target).__name__}, not a HandlerRegistry "
             "(or a function returning one)"
         )
     return target
@@ -51,7 +67,7 @@ def load_registry(specs: Iterable[str], base: HandlerRegistry | None = None) -> 
         for job_type in registry.job_types():
             if job_type in origin and origin[job_type] != name:
                 raise ConfigError(
-                    f"handlers: job type {job_type!r} is registered by both "
+                    f"supervisor.handlers: job type {job_type!r} is registered by both "
                     f"{origin[job_type]!r} and {name!r}"
                 )
             origin[job_type] = name

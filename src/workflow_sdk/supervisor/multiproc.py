@@ -16,8 +16,10 @@ directory; the supervisor sums them when scraped. Two rules matter:
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
     from workflow_sdk.metrics.metrics import Metrics
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Temporary directories choose_dir made in this process and not yet removed.
+_created: set[str] = set()
 
 
 def choose_dir(configured: str | None, environ: Mapping[str, str] | None = None) -> str:
@@ -37,7 +42,29 @@ def choose_dir(configured: str | None, environ: Mapping[str, str] | None = None)
     runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
     if runtime:
         return os.path.join(runtime, "metrics")
-    return tempfile.mkdtemp(prefix="rochallor-metrics-")
+    path = tempfile.mkdtemp(prefix="rochallor-metrics-")
+    _created.add(path)
+    return path
+
+
+def release_dir(path: str | None) -> None:
+    """Remove ``path`` if ``choose_dir`` created it. A configured directory or
+    systemd's ``RuntimeDirectory`` is left in place (wiped at the next start;
+    systemd removes its own at stop)."""
+    if path is None or path not in _created:
+        return
+    _created.discard(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _release_all() -> None:
+    for path in list(_created):
+        release_dir(path)
+
+
+# For the exit paths that never reach the supervisor's release_dir call (an
+# exception escaping it, sys.exit elsewhere in the program).
+atexit.register(_release_all)
 
 
 def prepare_dir(path: str) -> str:
@@ -108,5 +135,6 @@ __all__ = [
     "install_value_class",
     "metrics_with_identifier",
     "prepare_dir",
+    "release_dir",
     "use_identifier",
 ]

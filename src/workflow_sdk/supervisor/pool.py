@@ -75,6 +75,11 @@ class WorkerPool:
     def __len__(self) -> int:
         return len(self.slots)
 
+    @property
+    def ever_booted(self) -> bool:
+        """Some worker has been ready since the supervisor started."""
+        return self._ever_booted
+
     def capacity(self) -> int:
         """Workers that count towards the pool size (not leaving, not reload extras)."""
         return sum(1 for s in self.slots.values() if not s.retiring and not s.surge)

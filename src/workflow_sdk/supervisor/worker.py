@@ -20,11 +20,11 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
-from workflow_sdk.errors import WorkerShutdown
+from workflow_sdk.errors import ConfigError, WorkerShutdown
 from workflow_sdk.handler.outcome import Outcome, run_handler
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.metrics.metrics import Metrics
-from workflow_sdk.supervisor import multiproc, proctitle
+from workflow_sdk.supervisor import multiproc, proctitle, sigpolicy
 from workflow_sdk.supervisor.handlers import load_registry
 from workflow_sdk.supervisor.logs import configure_logging
 from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
@@ -92,12 +92,11 @@ class Worker:
     def _init_process(self) -> None:
         for name in self.spec.scrub_env:
             os.environ.pop(name, None)
-        # Ctrl-C in a terminal reaches the whole process group; only the
-        # supervisor decides what happens to running jobs.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Ctrl-C in a terminal, and HUP, TTIN or TTOU sent to the process
+        # group, reach every worker: only the supervisor acts on them.
+        sigpolicy.ignore_in_worker()
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(CANCEL_SIGNAL, self._on_cancel)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         configure_logging(self.spec.log_level, self.spec.log_format)
         proctitle.set_title(proctitle.worker_title(self.spec.slot, "booting"))
         if self.spec.metrics_dir:
@@ -113,6 +112,11 @@ class Worker:
                 registry = load_registry(self.spec.handlers, self.spec.registry)
                 if not registry.job_types():
                     raise RuntimeError("no handlers registered (check [supervisor] handlers)")
+            except ConfigError as exc:
+                # Says all there is (a missing module, a wrong attribute): no
+                # traceback through our own code.
+                self.conn.send(BootFailed(os.getpid(), str(exc)))
+                sys.exit(EXIT_BOOT_FAILED)
             except Exception:
                 error = traceback.format_exc(limit=20).rstrip()
                 self.conn.send(BootFailed(os.getpid(), error))

@@ -14,14 +14,20 @@ from types import FrameType
 from workflow_sdk.testing.engine import DEFAULT_TIMER_INTERVAL, LocalEngine
 
 
-def engine_from_args(argv: list[str] | None = None) -> LocalEngine:
+def engine_from_args(
+    argv: list[str] | None = None, prog: str = "python -m workflow_sdk.testing"
+) -> LocalEngine:
     """The (unstarted) engine the command line asks for; exits 2 on bad options."""
     parser = argparse.ArgumentParser(
-        prog="python -m workflow_sdk.testing",
+        prog=prog,
         description="An in-memory Rochallor engine for tests and demos (not for production).",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, help="port (default %(default)s; 0: any free port)"
+    )
     parser.add_argument(
         "--lease-seconds", type=float, default=30.0, help="job lease length (default 30)"
     )
@@ -54,8 +60,8 @@ def engine_from_args(argv: list[str] | None = None) -> LocalEngine:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    engine = engine_from_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m workflow_sdk.testing") -> int:
+    engine = engine_from_args(argv, prog)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
