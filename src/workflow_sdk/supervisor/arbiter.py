@@ -29,7 +29,7 @@ import time
 from multiprocessing.connection import wait
 from queue import SimpleQueue
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import psutil
 
@@ -39,11 +39,11 @@ from workflow_sdk.errors import ConfigError, EngineClientError
 from workflow_sdk.handler.context import build_context
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.handler.registry import HandlerRegistry
-from workflow_sdk.lease import lease_deadline
+from workflow_sdk.lease import DEFAULT_LEASE_SECONDS, lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.retry.backoff import Backoff
-from workflow_sdk.staleness import InstanceReader, JobLiveness, StaleVerdict, check_job
+from workflow_sdk.staleness import InstanceReader, StaleVerdict, check_job
 from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer, PoolState
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
@@ -58,11 +58,12 @@ from workflow_sdk.supervisor.pool import (
     WorkerPool,
 )
 from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
+from workflow_sdk.supervisor.renewal import LeaseRenewer, Support, probe
 from workflow_sdk.supervisor.reporter import Reporter
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
-from workflow_sdk.supervisor.stale_watch import StaleWatcher
 from workflow_sdk.supervisor.stats import SupervisorStats
 from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
+from workflow_sdk.supervisor.watch import JobWatch, StopJob
 from workflow_sdk.supervisor.worker import (
     CANCEL_SIGNAL,
     ENV_PRELOAD_MODULES,
@@ -152,7 +153,7 @@ class Supervisor:
         self._poller: Poller | None = None
         self._reporter: Reporter | None = None
         self._reader: InstanceReader | None = None
-        self._watcher: StaleWatcher | None = None
+        self._watch: JobWatch | None = None
         self._metrics: Metrics | None = None
         self._metrics_dir: str | None = None
         self._metrics_server: MetricsServer | None = None
@@ -235,12 +236,26 @@ class Supervisor:
             report_client, "get_instance_history"
         ):
             self._reader = report_client  # type: ignore[assignment]
-            self._watcher = StaleWatcher(self._reader, self._wake)  # type: ignore[arg-type]
         else:
             log.warning(
                 "the engine client cannot read instances: jobs of cancelled or finished "
                 "instances are not detected (failures are sent as they are)"
             )
+        renewer = self._choose_renewal(report_client)
+        if self.phase is Phase.DONE:
+            return
+        if renewer is not None:
+            self.ledger.renew_every = self.config.supervisor.lease_renewal_interval
+        self._watch = JobWatch(
+            self.ledger,
+            wake=self._wake,
+            reader=self._reader,
+            renewer=renewer,
+            worker_id=worker_id,
+            lease_seconds=self.config.supervisor.lease_seconds,
+            metrics=self._metrics,
+            join_timeout=self.config.engine.timeout * 2 + 1,
+        )
         log.info(
             "supervisor starting: %d workers, engine %s, worker id %s",
             self.pool.target,
@@ -274,8 +289,8 @@ class Supervisor:
             self.pool.remove(slot)
         if self._poller is not None:
             self._poller.close()
-        if self._watcher is not None:
-            self._watcher.close()
+        if self._watch is not None:
+            self._watch.close()
         if self._reporter is not None:
             self._reporter.stop(give_up=True)
         if self._metrics_server is not None:
@@ -427,7 +442,7 @@ class Supervisor:
         slot.jobs_done += 1
         if slot.state is SlotState.BUSY:
             slot.state = SlotState.IDLE
-        self.ledger.finish(entry.job_id)
+        self.ledger.finish(entry.job_id, time.monotonic())
         self._report(outcome, entry, slot)
         self._check_recycle(slot)
         if slot.retiring and slot.state is SlotState.IDLE:
@@ -498,7 +513,7 @@ class Supervisor:
         slot.job = None
         slot.exit_reason = slot.exit_reason or reason
         slot.exit_job_type = entry.job_type
-        self.ledger.finish(entry.job_id)
+        self.ledger.finish(entry.job_id, now)
         outcome = Outcome.failure(
             entry.job_id, entry.job_type, message, retryable=True, duration=now - entry.started_at
         )
@@ -586,7 +601,7 @@ class Supervisor:
             if not slot.conn.closed and slot.conn in ready:
                 self._read_messages(slot)
         self._take_acks()
-        self._take_stale_verdicts()
+        self._take_watch_verdicts()
         assert self._poller is not None
         result = self._poller.take()
         if result is not None:
@@ -673,9 +688,8 @@ class Supervisor:
                 entry.job_type,
                 now - entry.started_at,
             )
-        if self._watcher is not None:
-            for entry in self.ledger.stale_checks_due(now):
-                self._watcher.request(entry.job_id, entry.context)
+        if self._watch is not None:
+            self._watch.ask_due(now)
 
     def _slot_of(self, entry: JobEntry) -> WorkerSlot | None:
         slot = self.pool.slots.get(entry.slot) if entry.slot is not None else None
@@ -723,34 +737,27 @@ class Supervisor:
         if self._metrics is not None:
             self._metrics.stale_job(entry.job_type, reason)
 
-    def _take_stale_verdicts(self) -> None:
-        if self._watcher is None:
+    def _take_watch_verdicts(self) -> None:
+        if self._watch is None:
             return
         now = time.monotonic()
-        for job_id, verdict in self._watcher.take():
-            entry = self.ledger.get(job_id)
-            if entry is None or entry.state is not JobState.RUNNING:
-                continue
-            if not verdict.stale:
-                if verdict.liveness is JobLiveness.UNKNOWN:
-                    log.debug("job %s: stale check inconclusive: %s", job_id, verdict.detail)
-                self.ledger.stale_check_done(job_id, now)
-                continue
-            slot = self._slot_of(entry)
-            if slot is not None:
-                self._stop_stale(slot, entry, verdict, now)
+        for stop in self._watch.take(now):
+            entry = self.ledger.get(stop.job_id)
+            slot = self._slot_of(entry) if entry is not None else None
+            if entry is not None and slot is not None:
+                self._stop_running(slot, entry, stop, now)
 
-    def _stop_stale(
-        self, slot: WorkerSlot, entry: JobEntry, verdict: StaleVerdict, now: float
-    ) -> None:
-        """The job no longer matters: stop its worker, report nothing."""
+    def _stop_running(self, slot: WorkerSlot, entry: JobEntry, stop: StopJob, now: float) -> None:
+        """The job no longer matters, or is no longer ours: stop its worker,
+        report nothing (a fail could fail the instance; the lease's new
+        holder reports the job)."""
         log.info(
-            "job %s (%s) of instance %s no longer matters (%s); stopping worker-%d, "
-            "nothing is reported",
+            "job %s (%s) of instance %s %s (%s); stopping worker-%d, nothing is reported",
             entry.job_id,
             entry.job_type,
             entry.instance_id,
-            verdict.detail,
+            "no longer matters" if stop.reason == "stale" else "is no longer ours",
+            stop.detail,
             slot.slot,
             extra={
                 "job_id": entry.job_id,
@@ -760,14 +767,72 @@ class Supervisor:
             },
         )
         self.ledger.release(entry.job_id)
-        self._count_stale(entry, verdict.reason)
+        if stop.reason == "stale":
+            self._count_stale(entry, stop.stale_reason)
+        else:
+            self.stats.leases_lost += 1
         slot.job = None
         slot.retiring = True
-        slot.exit_reason = "stale"
+        slot.exit_reason = stop.reason
         slot.exit_job_type = entry.job_type
         # The courtesy first (the handler's cancelEvent), then the stop.
         slot.send_signal(CANCEL_SIGNAL)
         slot.terminate(now, KILL_GRACE)
+
+    def _choose_renewal(self, client: object) -> LeaseRenewer | None:
+        """Probe the engine for lease renewal as ``lease_renewal`` says; the
+        client to renew with, or None. May stop the supervisor (``required``)."""
+        mode = self.config.supervisor.lease_renewal
+        worker_id = self.config.supervisor.worker_id
+        if mode == "off" or not hasattr(client, "extend_lease"):
+            if mode == "required":
+                raise ConfigError(
+                    'supervisor.lease_renewal: "required", but the engine client cannot '
+                    "extend leases"
+                )
+            self._warn_long_limits("lease renewal is off")
+            return None
+        renewer = cast(LeaseRenewer, client)
+        support, detail = probe(renewer, worker_id)
+        if support is Support.YES:
+            log.info("lease renewal on: the engine extends leases; running jobs are renewed")
+            return renewer
+        if mode == "required":
+            if support is Support.NO:
+                raise ConfigError(
+                    f'supervisor.lease_renewal: "required", but the engine at '
+                    f"{self.config.engine.url} cannot extend leases (no heartbeat route: a "
+                    'released engine); set lease_renewal = "auto" to run without renewal'
+                )
+            self.fatal_error = f"cannot ask the engine whether it renews leases: {detail}"
+            log.critical('lease_renewal = "required": %s', self.fatal_error)
+            self._exit_code = EXIT_ERROR
+            self.phase = Phase.DONE
+            return None
+        why = (
+            "the engine cannot extend leases"
+            if support is Support.NO
+            else f"the engine could not be asked ({detail})"
+        )
+        log.info("lease renewal off: %s", why)
+        self._warn_long_limits(why)
+        return None
+
+    def _warn_long_limits(self, why: str) -> None:
+        """Say once what a time limit beyond the lease means without renewal."""
+        lease = DEFAULT_LEASE_SECONDS
+        limits = [self.config.supervisor.job_timeout] + [
+            t.timeout for t in self.config.job_types.values()
+        ]
+        if any(limit == 0 or limit > lease for limit in limits):
+            log.warning(
+                "%s: a job that runs longer than the engine's %g s lease may be handed out "
+                "again. This supervisor does not run it twice (re-deliveries are coalesced, "
+                "one result is sent), but another supervisor polling the same job type may "
+                'run it at the same time (see "Long jobs" in the README)',
+                why,
+                lease,
+            )
 
     # -- claiming and dispatch ---------------------------------------------------------
 
@@ -822,7 +887,8 @@ class Supervisor:
 
     def _claim(self, raw: dict[str, Any], poll_sent_at: float, now: float) -> None:
         context = build_context(raw)
-        verdict = self.ledger.claim(context, lease_deadline(raw, poll_sent_at), now)
+        length = lease_seconds(raw)
+        verdict = self.ledger.claim(context, poll_sent_at + length, now, length)
         job_id, job_type = context["id"], context["jobType"]
         if verdict is ClaimVerdict.EXPIRED:
             self.stats.skipped_expired += 1

@@ -28,9 +28,12 @@ else:  # pragma: no cover - exercised on 3.10 only
 ENV_ENGINE_URL = "ROCHALLOR_ENGINE_URL"
 ENV_ENGINE_TOKEN = "ROCHALLOR_ENGINE_TOKEN"
 
-#: The engine's lease is fixed at 30 s; a job timeout below it lets us kill a
-#: hung handler before the engine hands its job to someone else.
-DEFAULT_JOB_TIMEOUT = 25.0
+#: An hour: CPU-heavy handlers (renders, simulations, inference) legitimately
+#: run for minutes, and killing them at the engine's 30 s lease would make
+#: such a fleet useless out of the box; an hour still ends a hung handler.
+#: Set a tighter ``[job_types."x"] timeout`` where jobs are known to be short.
+DEFAULT_JOB_TIMEOUT = 3600.0
+LEASE_RENEWAL_MODES = ("auto", "off", "required")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 
@@ -84,6 +87,13 @@ class PoolConfig:
     #: While a job runs, ask the engine this often whether it still matters
     #: (instance cancelled or finished, step interrupted); 0 = never.
     stale_check_interval: float = 5.0
+    #: Renew running jobs' leases on engines that can: "auto" (probe at
+    #: start-up), "off", or "required" (refuse to start without it).
+    lease_renewal: str = "auto"
+    #: Seconds between renewals of one job's lease; 0 = a third of the lease.
+    lease_renewal_interval: float = 0.0
+    #: Lease asked for at each renewal (5-3600 s); 0 = the engine's default.
+    lease_seconds: int = 0
 
     @property
     def memory_hard_limit_mb(self) -> float:
@@ -194,6 +204,11 @@ _POOL: dict[str, _Spec] = {
     "memory_check_interval": _Spec("float", _positive),
     "preload_handlers": _Spec("bool"),
     "stale_check_interval": _Spec("float", _at_least(0)),
+    "lease_renewal": _Spec("str", _one_of(LEASE_RENEWAL_MODES)),
+    "lease_renewal_interval": _Spec("float", _at_least(0)),
+    "lease_seconds": _Spec(
+        "int", lambda v: None if v == 0 or 5 <= v <= 3600 else f"must be 0 or 5..3600, got {v!r}"
+    ),
 }
 _METRICS: dict[str, _Spec] = {
     "port": _Spec("int", lambda v: None if 0 <= v <= 65535 else f"must be 0..65535, got {v!r}"),

@@ -45,6 +45,8 @@ class JobEntry:
     #: monotonic time after which the engine may hand the job to another worker
     lease_end: float
     claimed_at: float
+    #: seconds the engine grants per claim (and per renewal)
+    lease_length: float = 30.0
     state: JobState = JobState.CLAIMED
     #: worker slot number while RUNNING
     slot: int | None = None
@@ -58,6 +60,12 @@ class JobEntry:
     stale_check_pending: bool = False
     #: times the engine handed this job out again while we held it
     redeliveries: int = 0
+    #: monotonic time of the next lease renewal (engines that renew only)
+    next_renewal: float = math.inf
+    renewal_pending: bool = False
+    renewal_failures: int = 0
+    #: monotonic time its outcome went to the reporter
+    reported_at: float = 0.0
 
     @property
     def job_id(self) -> str:
@@ -89,6 +97,9 @@ class JobLedger:
     def __init__(self, limit: int, stale_interval: float = 0.0) -> None:
         self.limit = limit
         self.stale_interval = stale_interval
+        #: Seconds between lease renewals of a running job; None = no renewal,
+        #: 0 = a third of its lease.
+        self.renew_every: float | None = None
         self._jobs: dict[str, JobEntry] = {}
         #: the most jobs ever held at once (for tests and benchmarks)
         self.peak = 0
@@ -136,6 +147,21 @@ class JobLedger:
             entry.stale_check_pending = True
         return due
 
+    def renewals_due(self, now: float) -> list[JobEntry]:
+        """Running jobs whose lease to renew now (each marked pending)."""
+        if self.renew_every is None:
+            return []
+        due = [e for e in self.running() if not e.renewal_pending and now >= e.next_renewal]
+        for entry in due:
+            entry.renewal_pending = True
+        return due
+
+    def oldest_report(self, now: float) -> tuple[int, float]:
+        """Reports in flight and the age of the oldest one, in seconds."""
+        reporting = [e for e in self._jobs.values() if e.state is JobState.REPORTING]
+        oldest = min((e.reported_at for e in reporting), default=now)
+        return len(reporting), now - oldest
+
     def next_deadline(self) -> float:
         """The earliest time one of the questions above changes its answer."""
         deadline = math.inf
@@ -148,21 +174,28 @@ class JobLedger:
                 deadline = min(deadline, entry.lease_end)
             if not entry.stale_check_pending:
                 deadline = min(deadline, entry.next_stale_check)
+            if not entry.renewal_pending and self.renew_every is not None:
+                deadline = min(deadline, entry.next_renewal)
         return deadline
 
     # -- changes -----------------------------------------------------------------
 
-    def claim(self, context: dict[str, Any], lease_end: float, now: float) -> ClaimVerdict:
+    def claim(
+        self, context: dict[str, Any], lease_end: float, now: float, lease_length: float = 30.0
+    ) -> ClaimVerdict:
         job_id = str(context["id"])
         held = self._jobs.get(job_id)
         if held is not None:
             held.redeliveries += 1
             held.lease_end = max(held.lease_end, lease_end)
+            held.lease_length = lease_length
             held.overrun_logged = held.overrun_logged and now >= held.lease_end
             return ClaimVerdict.DUPLICATE
         if now >= lease_end:
             return ClaimVerdict.EXPIRED
-        self._jobs[job_id] = JobEntry(context=context, lease_end=lease_end, claimed_at=now)
+        self._jobs[job_id] = JobEntry(
+            context=context, lease_end=lease_end, claimed_at=now, lease_length=lease_length
+        )
         self.peak = max(self.peak, len(self._jobs))
         return ClaimVerdict.NEW
 
@@ -175,15 +208,59 @@ class JobLedger:
         entry.timeout_at = now + timeout if timeout > 0 else None
         if self.stale_interval > 0:
             entry.next_stale_check = now + self.stale_interval
+        self._plan_renewal(entry, now)
         return entry
 
-    def finish(self, job_id: str) -> JobEntry | None:
-        """The job's outcome is decided and goes to the reporter."""
+    def _plan_renewal(self, entry: JobEntry, since: float) -> None:
+        if self.renew_every is None:
+            entry.next_renewal = math.inf
+            return
+        every = self.renew_every or entry.lease_length / 3
+        # Never later than a little before the lease ends.
+        entry.next_renewal = min(since + every, entry.lease_end - entry.lease_length / 10)
+
+    def renewed(self, job_id: str, sent_at: float, lease_length: float) -> JobEntry | None:
+        """The engine extended the lease (asked at ``sent_at``)."""
+        entry = self._jobs.get(job_id)
+        if entry is None:
+            return None
+        entry.renewal_pending = False
+        entry.renewal_failures = 0
+        entry.lease_length = lease_length
+        entry.lease_end = max(entry.lease_end, sent_at + lease_length)
+        entry.overrun_logged = False
+        self._plan_renewal(entry, sent_at)
+        return entry
+
+    def renewal_failed(self, job_id: str, now: float, wait: float) -> JobEntry | None:
+        """A renewal got no answer: try again after ``wait``, inside the lease
+        while there is lease left."""
+        entry = self._jobs.get(job_id)
+        if entry is None:
+            return None
+        entry.renewal_pending = False
+        entry.renewal_failures += 1
+        retry_at = now + wait
+        if entry.lease_end > now:
+            retry_at = min(retry_at, now + (entry.lease_end - now) / 2)
+        entry.next_renewal = retry_at
+        return entry
+
+    def stop_renewals(self) -> None:
+        """The engine cannot renew leases after all."""
+        self.renew_every = None
+        for entry in self._jobs.values():
+            entry.next_renewal = math.inf
+            entry.renewal_pending = False
+
+    def finish(self, job_id: str, now: float = 0.0) -> JobEntry | None:
+        """The job's outcome is decided (at ``now``) and goes to the reporter."""
         entry = self._jobs.get(job_id)
         if entry is None or entry.state is not JobState.RUNNING:
             return None
         entry.state = JobState.REPORTING
         entry.slot = None
+        entry.reported_at = now
         return entry
 
     def stale_check_done(self, job_id: str, now: float) -> JobEntry | None:

@@ -18,6 +18,7 @@ RESTART_REASONS = (
     "reload",
     "scale",
     "stale",
+    "lease_lost",
 )
 
 
@@ -33,6 +34,8 @@ class SupervisorStats:
     report_retries: int = 0
     #: jobs found to no longer matter while they ran (stopped, nothing reported)
     stale_jobs: int = 0
+    #: running jobs whose lease renewal the engine refused (stopped, nothing reported)
+    leases_lost: int = 0
     #: claims of a job this supervisor was already running (not started twice)
     redeliveries_coalesced: int = 0
     #: jobs held now (claimed, running, reports in flight) and the most ever

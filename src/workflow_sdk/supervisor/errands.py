@@ -1,0 +1,77 @@
+"""Engine calls the main loop wants made, on a thread of its own.
+
+The main loop must never wait for HTTP: it watches the workers. Calls whose
+answer it needs later (is this job stale? renew this lease) go to an
+``Errands`` thread, which runs them one at a time and hands back
+``(key, answer)`` pairs through ``take()`` after a wake-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from queue import SimpleQueue
+from typing import Generic, TypeVar
+
+log = logging.getLogger("workflow_sdk.supervisor")
+
+Request = TypeVar("Request")
+Answer = TypeVar("Answer")
+
+
+class Errands(Generic[Request, Answer]):
+    """Runs ``work(request)`` for each ``ask(key, request)``, in order.
+
+    ``work`` must not raise; if it does anyway, ``on_error(exc)`` gives the
+    answer, so the main loop always hears back about every key it asked.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[Request], Answer],
+        on_error: Callable[[Exception], Answer],
+        wake: Callable[[], None],
+        join_timeout: float = 30.0,
+    ) -> None:
+        self._work = work
+        self._on_error = on_error
+        self._wake = wake
+        self._join_timeout = join_timeout
+        self._requests: queue.Queue[tuple[str, Request] | None] = queue.Queue()
+        self._answers: SimpleQueue[tuple[str, Answer]] = SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def ask(self, key: str, request: Request) -> None:
+        self._requests.put((key, request))
+
+    def take(self) -> list[tuple[str, Answer]]:
+        """Answers that arrived since the last call (main loop only)."""
+        answers = []
+        while not self._answers.empty():
+            answers.append(self._answers.get())
+        return answers
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._thread.join(timeout=self._join_timeout)
+
+    def _serve(self) -> None:
+        while True:
+            item = self._requests.get()
+            if item is None:
+                return
+            key, request = item
+            try:
+                answer = self._work(request)
+            except Exception as exc:  # keep the thread alive whatever the client does
+                log.exception("%s: unexpected error for %s", self._thread.name, key)
+                answer = self._on_error(exc)
+            self._answers.put((key, answer))
+            self._wake()
+
+
+__all__ = ["Errands"]
