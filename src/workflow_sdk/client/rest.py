@@ -276,7 +276,9 @@ class RestEngineClient:
         self, job_id: str, worker_id: str, variables: dict[str, Any] | None = None
     ) -> None:
         path = wire.complete_path(job_id)
-        self._request("POST", path, body=wire.complete_body(worker_id, variables), expect_json=False)
+        self._request(
+            "POST", path, body=wire.complete_body(worker_id, variables), expect_json=False
+        )
 
     def fail_job(
         self, job_id: str, worker_id: str, error_message: str, retryable: bool = True
