@@ -527,6 +527,32 @@ def test_request_headers_and_body(serve: Serve) -> None:
     assert request.body == b'{"workerId": "w", "errorMessage": "boom", "retryable": false}'
 
 
+def test_header_with_a_line_break_is_refused() -> None:
+    with pytest.raises(ValueError):
+        LeanJobClient("http://engine.test", token="abc\r\nX-Injected: 1")
+    with pytest.raises(ValueError):
+        LeanJobClient("http://engine.test", headers={"X-A": "1\nX-B: 2"})
+
+
+def test_chunked_answer_is_read_and_the_connection_kept(serve: Serve) -> None:
+    job = (
+        b'{"jobs":[{"id":"j-1","instanceId":"i-1","jobType":"t","retriesRemaining":2,'
+        b'"variables":{"big":"' + b"x" * 5000 + b'"}}]}\n'
+    )
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (job[:4000], job[4000:]))
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    )
+    server = serve(_nth([Act(answer), Act(NO_CONTENT)]))
+    with LeanJobClient(server.url, timeout=5) as client:
+        (polled,) = client.poll_jobs("w", ["t"])
+        client.complete_job("j-1", "w")
+    assert polled["variables"] == {"big": "x" * 5000}
+    assert polled["retriesRemaining"] == 2
+    assert server.connections == 1
+
+
 def test_no_authorization_without_token(serve: Serve) -> None:
     server = serve(_nth([Act(EMPTY_POLL)]))
     with LeanJobClient(server.url, timeout=5) as client:

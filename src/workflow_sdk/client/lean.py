@@ -1,8 +1,11 @@
 """A lean client for the three hot calls (poll, complete, fail) on ``http.client``.
 
-``requests`` costs about twice the CPU of a bare ``http.client`` request on a
-kept-alive connection; a supervisor that makes two or three calls per job
-feels it. ``LeanJobClient`` speaks only the ``WorkerEngineClient`` protocol,
+``requests`` costs more than twice the CPU of a bare request on a kept-alive
+connection; a supervisor that makes two or three calls per job feels it.
+``LeanJobClient`` writes each request in one ``sendall`` from a header block
+built once, reads the answer with ``http.client.HTTPResponse`` (status line,
+headers, Content-Length or chunked bodies), speaks only the
+``WorkerEngineClient`` protocol,
 checks and translates exactly as ``RestEngineClient`` does (both go through
 ``workflow_sdk.client.wire`` and ``workflow_sdk.client.models``), and keeps
 one keep-alive connection per calling thread, so the poller and the reporter
@@ -39,7 +42,7 @@ import socket
 import ssl
 import threading
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests.utils
 
@@ -93,12 +96,29 @@ def _dropped(sock: socket.socket) -> bool:
         return True
 
 
+class _Connection:
+    """One thread's kept-alive socket (``None`` until the first call)."""
+
+    sock: socket.socket | None = None
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+
 class _ThreadConnection(threading.local):
-    conn: http.client.HTTPConnection | None = None
+    conn: _Connection | None = None
+
+
+def _check_header(name: str, value: str) -> None:
+    # The header block is written as is: a line break would split a request.
+    if any(c in text for text in (name, value) for c in "\r\n") or ":" in name:
+        raise ValueError(f"invalid header {name!r}: {value!r}")
 
 
 class LeanJobClient:
-    """``WorkerEngineClient`` over ``http.client``; safe to share between threads.
+    """``WorkerEngineClient`` over bare sockets; safe to share between threads.
 
     :param base_url: the engine's REST address, e.g. ``http://engine:8080``.
     :param timeout: seconds for connecting, and for each read and write.
@@ -129,21 +149,28 @@ class LeanJobClient:
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
-        self._prefix = parts.path
+        self._prefix = quote(parts.path, safe="/%:@!$&'()*+,;=")
         self._tls = tls_context(verify) if self._https else None
-        self._headers: dict[str, str] = {
+        fields: dict[str, str] = {
+            "Host": parts.netloc.rpartition("@")[2],
             "User-Agent": f"rochallor-sdk/{_version.VERSION} http.client",
             "Accept": "application/json",
             "Content-Type": "application/json",
         }
-        self._headers.update(headers or {})
+        fields.update(headers or {})
         if token:
-            self._headers["Authorization"] = f"Bearer {token}"
+            fields["Authorization"] = f"Bearer {token}"
+        for name, value in fields.items():
+            _check_header(name, value)
+        # Everything but the request line and Content-Length, encoded once.
+        self._head = "".join(f"{name}: {value}\r\n" for name, value in fields.items()).encode(
+            "latin-1"
+        )
         self._local = _ThreadConnection()
         # Every connection made, with its thread, so close() reaches them all
         # and the connections of threads that ended are closed, not leaked.
         self._lock = threading.Lock()
-        self._made: list[tuple[threading.Thread, http.client.HTTPConnection]] = []
+        self._made: list[tuple[threading.Thread, _Connection]] = []
 
     # -- the WorkerEngineClient protocol ---------------------------------------
 
@@ -170,68 +197,78 @@ class LeanJobClient:
 
     # -- transport -------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> _Connection:
         conn = self._local.conn
         if conn is None:
-            if self._https:
-                conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self.timeout, context=self._tls
-                )
-            else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-            self._local.conn = conn
+            conn = self._local.conn = _Connection()
             with self._lock:
-                alive = [(t, c) for t, c in self._made if t.is_alive()]
                 for thread, old in self._made:
                     if not thread.is_alive():
                         old.close()
-                alive.append((threading.current_thread(), conn))
-                self._made = alive
+                self._made = [(t, c) for t, c in self._made if t.is_alive()]
+                self._made.append((threading.current_thread(), conn))
         return conn
 
-    def _connect(self, conn: http.client.HTTPConnection, url: str) -> None:
-        """Open ``conn``; a failure here means nothing was sent."""
+    def _open(self, url: str) -> socket.socket:
+        """A new connection; a failure here means nothing was sent."""
         try:
-            conn.connect()
-            if conn.sock is not None:
-                # One write per request already; no Nagle wait on the answer's ACK.
-                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = socket.create_connection((self._host, self._port), self.timeout)
         except TimeoutError as exc:
-            conn.close()
             raise wire.connect_timeout_error(exc, method="POST", url=url) from exc
         except OSError as exc:
-            # Refused, unknown host, TLS handshake or certificate refused.
-            conn.close()
+            # Refused, unknown host, unreachable network.
             raise wire.not_connected_error(exc, method="POST", url=url) from exc
+        try:
+            # One write per request; no Nagle wait behind the answer's ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
+        except TimeoutError as exc:
+            sock.close()
+            raise wire.connect_timeout_error(exc, method="POST", url=url) from exc
+        except OSError as exc:
+            # The TLS handshake or the certificate failed.
+            sock.close()
+            raise wire.not_connected_error(exc, method="POST", url=url) from exc
+        return sock
 
     def _call(self, path: str, body: bytes, *, expect_json: bool, resend_after_send: bool) -> Any:
         url = self.base_url + path
-        target = self._prefix + path
+        request = b"".join(
+            (
+                f"POST {self._prefix}{path} HTTP/1.1\r\n".encode("ascii"),
+                self._head,
+                f"Content-Length: {len(body)}\r\n\r\n".encode("ascii"),
+                body,
+            )
+        )
         conn = self._connection()
         for attempt in (1, 2):
             last = attempt == 2
-            reused = conn.sock is not None
-            if reused and _dropped(conn.sock):
+            sock = conn.sock
+            if sock is not None and _dropped(sock):
                 conn.close()
-                reused = False
-            if not reused:
-                self._connect(conn, url)
+                sock = None
+            reused = sock is not None
+            if sock is None:
+                sock = conn.sock = self._open(url)
             try:
-                conn.request("POST", target, body, self._headers)
+                sock.sendall(request)
             except OSError as exc:
                 # The request was not written whole: the engine cannot act on it.
                 conn.close()
                 if reused and not last and isinstance(exc, _STALE_ERRORS):
                     continue
                 raise wire.lost_error(exc, request_sent=False, method="POST", url=url) from exc
+            response = http.client.HTTPResponse(sock, method="POST")
             try:
-                response = conn.getresponse()
+                response.begin()
             except TimeoutError as exc:
                 conn.close()
                 raise wire.answer_timeout_error(self.timeout, exc, method="POST", url=url) from exc
             except (http.client.HTTPException, OSError) as exc:
                 conn.close()
-                # No byte of an answer after the whole request went out.
+                # No answer (or not HTTP) after the whole request went out.
                 stale = isinstance(exc, _STALE_ERRORS)
                 if stale and reused and not last and resend_after_send:
                     continue
@@ -244,6 +281,9 @@ class LeanJobClient:
             except (http.client.HTTPException, OSError) as exc:
                 conn.close()
                 raise wire.lost_error(exc, request_sent=True, method="POST", url=url) from exc
+            if response.will_close:
+                # "Connection: close", or a body that ends with the connection.
+                conn.close()
             return wire.read_answer(
                 response.status,
                 response.reason,
