@@ -420,6 +420,28 @@ def test_complete_is_not_resent_twice(serve: Serve) -> None:
     assert len(server.requests) == 3  # the first, then j-2 on the reused and on a new connection
 
 
+def test_resent_complete_that_cannot_reconnect_may_have_been_sent(serve: Serve) -> None:
+    servers: list[ScriptedServer] = []
+
+    def script(request: Request) -> Act:
+        if "j-2" not in request.line:
+            return Act(NO_CONTENT)
+        # The engine goes away with the second complete unanswered.
+        servers[0].listener.shutdown(socket.SHUT_RDWR)
+        servers[0].listener.close()
+        return Act(then="drop")
+
+    servers.append(serve(script))
+    with LeanJobClient(servers[0].url, timeout=5) as client:
+        client.complete_job("j-1", "w")
+        with pytest.raises(EngineConnectionError) as info:
+            client.complete_job("j-2", "w")
+    # The reconnect was refused, but the first copy may have been acted on.
+    assert "refused" in info.value.message.lower()
+    assert info.value.request_sent is True
+    assert len(servers[0].requests) == 2
+
+
 @pytest.mark.parametrize("how", ["drop", "reset"])
 def test_fail_reset_after_it_was_sent_is_not_resent(serve: Serve, how: str) -> None:
     server = serve(_nth([Act(NO_CONTENT), Act(then=how)]))

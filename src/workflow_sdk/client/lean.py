@@ -50,6 +50,7 @@ from workflow_sdk import _version
 from workflow_sdk.client import models, wire
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.rest import RestEngineClient
+from workflow_sdk.errors import EngineConnectionError
 
 # Failures of a kept-alive connection that the peer closed or reset.
 _STALE_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
@@ -243,6 +244,9 @@ class LeanJobClient:
             )
         )
         conn = self._connection()
+        # Set when a first attempt may have reached the engine (a resent
+        # complete): a failure of the second one must not claim otherwise.
+        maybe_sent = False
         for attempt in (1, 2):
             last = attempt == 2
             sock = conn.sock
@@ -251,7 +255,11 @@ class LeanJobClient:
                 sock = None
             reused = sock is not None
             if sock is None:
-                sock = conn.sock = self._open(url)
+                try:
+                    sock = conn.sock = self._open(url)
+                except EngineConnectionError as exc:
+                    exc.request_sent = exc.request_sent or maybe_sent
+                    raise
             try:
                 sock.sendall(request)
             except OSError as exc:
@@ -259,7 +267,7 @@ class LeanJobClient:
                 conn.close()
                 if reused and not last and isinstance(exc, _STALE_ERRORS):
                     continue
-                raise wire.lost_error(exc, request_sent=False, method="POST", url=url) from exc
+                raise wire.lost_error(exc, request_sent=maybe_sent, method="POST", url=url) from exc
             response = http.client.HTTPResponse(sock, method="POST")
             try:
                 response.begin()
@@ -271,6 +279,7 @@ class LeanJobClient:
                 # No answer (or not HTTP) after the whole request went out.
                 stale = isinstance(exc, _STALE_ERRORS)
                 if stale and reused and not last and resend_after_send:
+                    maybe_sent = True
                     continue
                 raise wire.lost_error(exc, request_sent=True, method="POST", url=url) from exc
             try:
