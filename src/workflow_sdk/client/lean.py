@@ -1,15 +1,15 @@
-"""A lean client for the three hot calls (poll, complete, fail) on ``http.client``.
+"""A lean client for the three hot calls (poll, complete, fail) on plain sockets.
 
 ``requests`` costs more than twice the CPU of a bare request on a kept-alive
 connection; a supervisor that makes two or three calls per job feels it.
 ``LeanJobClient`` writes each request in one ``sendall`` from a header block
-built once, reads the answer with ``http.client.HTTPResponse`` (status line,
-headers, Content-Length or chunked bodies), speaks only the
-``WorkerEngineClient`` protocol,
-checks and translates exactly as ``RestEngineClient`` does (both go through
-``workflow_sdk.client.wire`` and ``workflow_sdk.client.models``), and keeps
-one keep-alive connection per calling thread, so the poller and the reporter
-threads never wait for one another.
+built once, reads the answer with ``workflow_sdk.client.http11`` (status
+line, headers, Content-Length or chunked bodies), speaks only the
+``WorkerEngineClient`` protocol, checks and translates exactly as
+``RestEngineClient`` does (both go through ``workflow_sdk.client.wire`` and
+``workflow_sdk.client.models``), and keeps one keep-alive connection per
+calling thread, so the poller and the reporter threads never wait for one
+another.
 
 A kept-alive connection may have been closed by the engine (its idle timeout
 is 120 s) or by anything in between. The client resends a request on a fresh
@@ -47,7 +47,7 @@ from urllib.parse import quote, urlsplit
 import requests.utils
 
 from workflow_sdk import _version
-from workflow_sdk.client import models, wire
+from workflow_sdk.client import http11, models, wire
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import EngineConnectionError
@@ -119,7 +119,7 @@ def _check_header(name: str, value: str) -> None:
 
 
 class LeanJobClient:
-    """``WorkerEngineClient`` over bare sockets; safe to share between threads.
+    """``WorkerEngineClient`` over plain sockets; safe to share between threads.
 
     :param base_url: the engine's REST address, e.g. ``http://engine:8080``.
     :param timeout: seconds for connecting, and for each read and write.
@@ -154,7 +154,7 @@ class LeanJobClient:
         self._tls = tls_context(verify) if self._https else None
         fields: dict[str, str] = {
             "Host": parts.netloc.rpartition("@")[2],
-            "User-Agent": f"rochallor-sdk/{_version.VERSION} http.client",
+            "User-Agent": f"rochallor-sdk/{_version.VERSION} lean",
             "Accept": "application/json",
             "Content-Type": "application/json",
         }
@@ -268,35 +268,26 @@ class LeanJobClient:
                 if reused and not last and isinstance(exc, _STALE_ERRORS):
                     continue
                 raise wire.lost_error(exc, request_sent=maybe_sent, method="POST", url=url) from exc
-            response = http.client.HTTPResponse(sock, method="POST")
             try:
-                response.begin()
+                answer = http11.read_answer(sock)
             except TimeoutError as exc:
                 conn.close()
                 raise wire.answer_timeout_error(self.timeout, exc, method="POST", url=url) from exc
             except (http.client.HTTPException, OSError) as exc:
                 conn.close()
-                # No answer (or not HTTP) after the whole request went out.
+                # Reset or closed before any byte of an answer (not a cut
+                # answer, not garbage), after the whole request went out.
                 stale = isinstance(exc, _STALE_ERRORS)
                 if stale and reused and not last and resend_after_send:
                     maybe_sent = True
                     continue
                 raise wire.lost_error(exc, request_sent=True, method="POST", url=url) from exc
-            try:
-                data = response.read()
-            except TimeoutError as exc:
-                conn.close()
-                raise wire.answer_timeout_error(self.timeout, exc, method="POST", url=url) from exc
-            except (http.client.HTTPException, OSError) as exc:
-                conn.close()
-                raise wire.lost_error(exc, request_sent=True, method="POST", url=url) from exc
-            if response.will_close:
-                # "Connection: close", or a body that ends with the connection.
+            if not answer.keep_alive:
                 conn.close()
             return wire.read_answer(
-                response.status,
-                response.reason,
-                data,
+                answer.status,
+                answer.reason,
+                answer.body,
                 method="POST",
                 url=url,
                 expect_json=expect_json,
