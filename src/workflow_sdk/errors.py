@@ -60,10 +60,11 @@ class EngineConnectionError(EngineClientError):
     """No HTTP answer arrived: refused, reset, DNS failure, TLS failure, timeout.
 
     ``request_sent`` tells whether the request may have reached the engine.
-    It is False only when the connection was never established (refused,
-    unresolvable host), so nothing was sent and a non-idempotent call such as
-    ``fail_job`` can safely be repeated. When it is True the engine may have
-    acted on the request.
+    It is False only when the engine surely did not receive the whole
+    request: the connection was never established (refused, unresolvable
+    host, TLS handshake failed), or writing the request itself failed, so a
+    non-idempotent call such as ``fail_job`` can safely be repeated. When it
+    is True the engine may have acted on the request.
     """
 
     def __init__(
@@ -86,6 +87,36 @@ class EngineResponseError(EngineClientError):
     """The engine answered 2xx but the body is not the JSON the contract promises."""
 
 
+class DispatchModeError(EngineClientError):
+    """The engine dispatches jobs through Kafka: its poll path answers 410 for good.
+
+    Not retryable. ``dispatch_mode`` is the mode the engine named
+    (``kafka_outbox`` on the released engine). Workers of such an engine
+    consume the jobs from Kafka (``dispatch = "kafka"`` in the supervisor
+    config); ``complete`` and ``fail`` stay the same REST calls.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        dispatch_mode: str,
+        error_code: str | None = None,
+        method: str = "",
+        url: str = "",
+    ) -> None:
+        super().__init__(
+            status_code,
+            message,
+            error_code=error_code,
+            retryable=False,
+            method=method,
+            url=url,
+        )
+        self.dispatch_mode = dispatch_mode
+
+
 class LeaseLostError(EngineClientError):
     """A lease extension was refused: the job may already run elsewhere."""
 
@@ -100,6 +131,7 @@ class WorkerShutdown(BaseException):
 
 __all__ = [
     "ConfigError",
+    "DispatchModeError",
     "EngineClientError",
     "EngineConnectionError",
     "EngineResponseError",

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from workflow_sdk.client import models
+from workflow_sdk.handler.context import build_context
 from workflow_sdk.lease import DEFAULT_LEASE_SECONDS, lease_deadline, lease_seconds
 
 
@@ -55,3 +57,44 @@ def test_deadline_is_poll_send_time_plus_lease() -> None:
     job = {"lockedAt": "2024-03-01T12:00:00Z", "lockExpiresAt": "2024-03-01T12:00:12.5Z"}
     assert lease_deadline(job, 1000.0) == pytest.approx(1012.5)
     assert lease_deadline({}, 50.25) == pytest.approx(80.25)
+
+
+def test_a_parsed_job_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = {
+        "id": "j",
+        "instanceId": "i",
+        "jobType": "t",
+        "lockedAt": "2024-03-01T12:00:00Z",
+        "lockExpiresAt": "2024-03-01T12:00:12.5Z",
+    }
+    calls: list[str] = []
+    real = models.parse_timestamp
+
+    def counting(value: str) -> Any:
+        calls.append(value)
+        return real(value)
+
+    monkeypatch.setattr(models, "parse_timestamp", counting)
+    job = models.parse_job(raw)
+    assert len(calls) == 2  # each stamp once, while the job is checked
+    assert lease_seconds(job) == pytest.approx(12.5)
+    assert lease_deadline(job, 100.0) == pytest.approx(112.5)
+    assert len(calls) == 2
+    # The handler's view is unchanged by the parsed form.
+    assert build_context(job) == build_context(dict(job))
+    # A plain copy is parsed here, to the same length.
+    assert lease_seconds(dict(job)) == pytest.approx(12.5)
+    assert len(calls) == 4
+
+
+def test_non_positive_parsed_length_uses_the_default() -> None:
+    job = models.parse_job(
+        {
+            "id": "j",
+            "instanceId": "i",
+            "jobType": "t",
+            "lockedAt": "2024-03-01T12:00:45Z",
+            "lockExpiresAt": "2024-03-01T12:00:00Z",
+        }
+    )
+    assert lease_seconds(job) == 30.0

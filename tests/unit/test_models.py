@@ -148,6 +148,39 @@ def test_parse_job_keeps_known_and_unknown_fields() -> None:
     assert models.parse_job(raw) == raw
 
 
+def test_parse_job_works_out_the_lease_length_once() -> None:
+    raw = dict(
+        MINIMAL_JOB,
+        lockedAt="2024-03-01T12:00:00.25+01:00",
+        lockExpiresAt="2024-03-01T11:00:30.5Z",
+    )
+    job = models.parse_job(raw)
+    assert isinstance(job, models.ParsedJob)
+    assert isinstance(job, dict)
+    assert job.lease_length == pytest.approx(30.25)
+    # No visible key is added: the handler context and the README shape hold.
+    assert set(job) == set(raw) | {"stepId", "stepExecutionId", "variables", "retriesRemaining"}
+    assert models.lease_length_of(job) == job.lease_length
+    assert models.lease_length_of(dict(job)) == pytest.approx(30.25)
+
+
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        {},
+        {"lockExpiresAt": "2024-03-01T12:00:30Z"},
+        {"lockedAt": "2024-03-01T12:00:00Z"},
+        {"lockedAt": "garbage", "lockExpiresAt": "2024-03-01T12:00:30Z"},
+        {"lockedAt": 5, "lockExpiresAt": "2024-03-01T12:00:30Z"},
+    ],
+)
+def test_parse_job_without_usable_stamps_has_no_lease_length(stamps: dict[str, Any]) -> None:
+    job = models.parse_job(dict(MINIMAL_JOB, **stamps))
+    assert isinstance(job, models.ParsedJob)
+    assert job.lease_length is None
+    assert models.lease_length_of(dict(job)) is None
+
+
 # -- pages and history -------------------------------------------------------
 
 

@@ -1,15 +1,14 @@
 """HTTP client for the engine's REST API (``/v1``), on one ``requests.Session``.
 
 Two layers: the public methods build paths and bodies and check answers;
-``_request`` sends and is the only place where transport failures and error
-answers become SDK exceptions.
+``_request`` sends. What an answer or a transport failure means is decided in
+``workflow_sdk.client.wire``, shared with ``LeanJobClient``; this module only
+says which ``requests`` failure is which case (``_transport_error``).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
-from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -20,31 +19,11 @@ from urllib3.exceptions import (
 )
 
 from workflow_sdk import _version
-from workflow_sdk.client import models
-from workflow_sdk.errors import (
-    EngineClientError,
-    EngineConnectionError,
-    EngineResponseError,
-    EngineTimeoutError,
-    LeaseLostError,
-)
+from workflow_sdk.client import models, wire
+from workflow_sdk.errors import EngineClientError, LeaseLostError
 
 _VERSION = _version.VERSION
-
-# Reasons of a 500 that will never turn into a success on retry: the engine
-# reports unknown jobs, definitions and instances as internal errors.
-_PERMANENT_500_MARKERS = ("not found", "no rows in result set")
-_TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
-# Path characters that may stay as they are (RFC 3986 pchar); everything else
-# is percent-encoded. The engine decodes only definition ids, so ids with
-# ':' must not be turned into '%3A'.
-_SAFE_PATH_CHARS = ":@!$&'()*+,;="
-
-
-def _segment(value: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"an id in a path must be a non-empty string, got {value!r}")
-    return quote(value, safe=_SAFE_PATH_CHARS)
+_segment = wire.segment
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
@@ -60,34 +39,19 @@ def _never_sent(exc: requests.RequestException) -> bool:
     return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 
-def _error_text(response: requests.Response) -> tuple[str, str | None]:
-    """The engine's ``reason``, else ``message``, else the raw body."""
-    raw = response.text.strip()
-    code: str | None = None
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        code = body.get("error") if isinstance(body.get("error"), str) else None
-        for key in ("reason", "message", "hint"):
-            text = body.get(key)
-            if isinstance(text, str) and text:
-                return text, code
-        if code:
-            return code, code
-    if raw:
-        return (raw[:500] + "...") if len(raw) > 500 else raw, code
-    return response.reason or f"HTTP {response.status_code}", code
-
-
-def _is_transient(status: int, message: str) -> bool:
-    if status in _TRANSIENT_STATUSES:
-        return True
-    if status == 500:
-        lowered = message.lower()
-        return not any(marker in lowered for marker in _PERMANENT_500_MARKERS)
-    return False
+def _transport_error(
+    exc: requests.RequestException, timeout: float, *, method: str, url: str
+) -> EngineClientError:
+    """Which of the shared transport failures a ``requests`` exception is."""
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
+        return wire.invalid_url_error(exc, method=method, url=url)
+    if isinstance(exc, requests.Timeout):
+        if _never_sent(exc):
+            return wire.connect_timeout_error(exc, method=method, url=url)
+        return wire.answer_timeout_error(timeout, exc, method=method, url=url)
+    if _never_sent(exc):
+        return wire.not_connected_error(exc, method=method, url=url)
+    return wire.lost_error(exc, request_sent=True, method=method, url=url)
 
 
 class RestEngineClient:
@@ -159,55 +123,17 @@ class RestEngineClient:
             response = self._adapter.send(prepared, timeout=self.timeout, **self._send_settings)
             # Read the body now (as Session.send does): it returns the
             # connection to the pool, and a read error is translated below.
-            response.content  # noqa: B018
-        except requests.Timeout as exc:
-            if _never_sent(exc):
-                raise EngineConnectionError(
-                    f"could not connect to the engine in time: {exc}",
-                    request_sent=False,
-                    method=method,
-                    url=url,
-                ) from exc
-            raise EngineTimeoutError(
-                f"no answer within {self.timeout} s: {exc}",
-                request_sent=True,
-                method=method,
-                url=url,
-            ) from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
-            raise EngineClientError(
-                0, f"invalid engine URL: {exc}", method=method, url=url
-            ) from exc
+            content = response.content
         except requests.RequestException as exc:
-            raise EngineConnectionError(
-                f"engine unreachable: {exc}",
-                request_sent=not _never_sent(exc),
-                method=method,
-                url=url,
-            ) from exc
-
-        if response.status_code >= 400:
-            message, code = _error_text(response)
-            raise EngineClientError(
-                response.status_code,
-                message,
-                error_code=code,
-                retryable=_is_transient(response.status_code, message),
-                method=method,
-                url=url,
-            )
-        if not expect_json:
-            return None
-        try:
-            return response.json()
-        except ValueError as exc:
-            text = response.text.strip()
-            raise EngineResponseError(
-                response.status_code,
-                f"expected a JSON body, got {text[:200]!r}",
-                method=method,
-                url=url,
-            ) from exc
+            raise _transport_error(exc, self.timeout, method=method, url=url) from exc
+        return wire.read_answer(
+            response.status_code,
+            response.reason or "",
+            content or b"",
+            method=method,
+            url=url,
+            expect_json=expect_json,
+        )
 
     def _prepare(
         self, method: str, url: str, body: Any, params: dict[str, Any] | None
@@ -219,19 +145,12 @@ class RestEngineClient:
         try:
             prepared.prepare_url(url, params)
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
-            raise EngineClientError(
-                0, f"invalid engine URL: {exc}", method=method, url=url
-            ) from exc
+            raise wire.invalid_url_error(exc, method=method, url=url) from exc
         if body is None:
             prepared.prepare_headers(self._headers)
             prepared.prepare_body(None, None)
         else:
-            try:
-                # allow_nan=False: the engine's JSON decoder rejects NaN and
-                # Infinity; refuse them here, before anything is sent.
-                data = json.dumps(body, allow_nan=False).encode()
-            except ValueError as exc:
-                raise ValueError(f"request body is not valid JSON: {exc}") from exc
+            data = wire.encode_json(body)
             prepared.prepare_headers(self._json_headers)
             prepared.prepare_body(data, None)
         return prepared
@@ -350,30 +269,23 @@ class RestEngineClient:
 
         ``max_jobs`` must be at least 1: the engine reads 0 as "10".
         """
-        if max_jobs < 1:
-            raise ValueError(f"max_jobs must be >= 1, got {max_jobs}")
-        if isinstance(job_types, str):
-            # list("score") would poll for the job types "s", "c", "o", ...
-            raise TypeError(f"job_types must be a list of strings, got the string {job_types!r}")
-        if not job_types:
-            raise ValueError("job_types must not be empty")
-        payload = {"workerId": worker_id, "jobTypes": list(job_types), "maxJobs": max_jobs}
-        return models.parse_poll(self._request("POST", "/v1/jobs/poll", body=payload))
+        payload = wire.poll_body(worker_id, job_types, max_jobs)
+        return models.parse_poll(self._request("POST", wire.POLL_PATH, body=payload))
 
     def complete_job(
         self, job_id: str, worker_id: str, variables: dict[str, Any] | None = None
     ) -> None:
-        payload = {"workerId": worker_id, "variables": variables or {}}
-        path = f"/v1/jobs/{_segment(job_id)}/complete"
-        self._request("POST", path, body=payload, expect_json=False)
+        path = wire.complete_path(job_id)
+        self._request(
+            "POST", path, body=wire.complete_body(worker_id, variables), expect_json=False
+        )
 
     def fail_job(
         self, job_id: str, worker_id: str, error_message: str, retryable: bool = True
     ) -> None:
         """Fail a job. Not idempotent: never call it twice for one delivery."""
-        payload = {"workerId": worker_id, "errorMessage": error_message, "retryable": retryable}
-        path = f"/v1/jobs/{_segment(job_id)}/fail"
-        self._request("POST", path, body=payload, expect_json=False)
+        payload = wire.fail_body(worker_id, error_message, retryable)
+        self._request("POST", wire.fail_path(job_id), body=payload, expect_json=False)
 
     def extend_lease(
         self, job_id: str, worker_id: str, lease_seconds: int = 0
