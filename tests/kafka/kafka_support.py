@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from workflow_sdk.kafka.consumer import KafkaJobSource
@@ -71,3 +72,45 @@ def drain_nothing(source: KafkaJobSource, seconds: float) -> list[dict[str, Any]
     while time.monotonic() < deadline:
         jobs.extend(source.fetch(10, timeout=0.2))
     return jobs
+
+
+def service_flow(workflow_id: str, job_type: str, retries: int = 0) -> dict[str, Any]:
+    """A definition: one SERVICE_TASK of ``job_type``, then END."""
+    return {
+        "id": workflow_id,
+        "name": workflow_id,
+        "steps": [
+            {
+                "id": "work",
+                "name": "work",
+                "type": "SERVICE_TASK",
+                "jobType": job_type,
+                "retryCount": retries,
+                "nextStep": "end",
+            },
+            {"id": "end", "name": "end", "type": "END"},
+        ],
+    }
+
+
+def read_records(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
+    """The first ``count`` records of ``topic``, read by a throwaway consumer group."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    records: list[Any] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                records.append(message)
+    finally:
+        consumer.close()
+    return records

@@ -6,12 +6,15 @@ import errno
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing.server import EngineHTTPServer
 from workflow_sdk.testing.store import EngineState
+
+if TYPE_CHECKING:
+    from workflow_sdk.testing.kafka_dispatch import DispatchPublisher
 
 T = TypeVar("T")
 
@@ -38,6 +41,13 @@ class LocalEngine:
         engine: 30 s).
     :param sweep_interval: seconds between looks for expired leases; by
         default derived from the lease (see ``default_sweep_interval``).
+    :param dispatch: ``"poll"`` (default) or ``"kafka"``: like an engine with
+        ``WE_DISPATCH_MODE=kafka_outbox``, every claimable job is published to
+        ``workflow.jobs.<jobType>`` on ``brokers`` and polls answer 410 (see
+        ``workflow_sdk.testing.kafka_dispatch``; needs the ``kafka`` extra).
+        Topics are not created: create them as an operator would.
+    :param brokers: ``"host:port[,...]"`` (or a list), required in Kafka mode.
+    :param kafka_config: more librdkafka settings for the publisher.
     """
 
     def __init__(
@@ -47,9 +57,14 @@ class LocalEngine:
         lease_seconds: float = 30.0,
         *,
         sweep_interval: float | None = None,
+        dispatch: str = "poll",
+        brokers: str | Sequence[str] | None = None,
+        kafka_config: Mapping[str, Any] | None = None,
     ) -> None:
         if sweep_interval is not None and sweep_interval <= 0:
             raise ValueError(f"sweep_interval must be > 0, got {sweep_interval}")
+        if dispatch not in ("poll", "kafka"):
+            raise ValueError(f'dispatch must be "poll" or "kafka", got {dispatch!r}')
         self.host = host
         self._port = port
         self.state = EngineState(lease_seconds)
@@ -61,6 +76,19 @@ class LocalEngine:
         self._stopping = threading.Event()
         self._lifecycle = threading.Lock()
         self._bound_before = False
+        self.dispatch = dispatch
+        self.publisher: DispatchPublisher | None = None
+        if dispatch == "kafka":
+            # Imported here: confluent-kafka is an optional dependency.
+            from workflow_sdk.testing.kafka_dispatch import (  # noqa: PLC0415
+                POLL_GONE_BODY,
+                DispatchPublisher,
+            )
+
+            text = brokers if isinstance(brokers, str) else ",".join(brokers or [])
+            self.publisher = DispatchPublisher(text, kafka_config)
+            self.state.job_listener = self.publisher.enqueue
+            self.state.poll_gone = dict(POLL_GONE_BODY)
 
     # -- life cycle ----------------------------------------------------------
 
@@ -85,6 +113,8 @@ class LocalEngine:
             ]
             for thread in self._threads:
                 thread.start()
+            if self.publisher is not None:
+                self.publisher.start()
             return self
 
     def _bind(self) -> EngineHTTPServer:
@@ -118,6 +148,8 @@ class LocalEngine:
                 thread.join(5.0)
             self._threads = []
             self._server = None
+            if self.publisher is not None:
+                self.publisher.stop()
 
     def _shutdown(self, server: EngineHTTPServer) -> None:
         """``server.shutdown()``, without waiting out the accept loop's poll
