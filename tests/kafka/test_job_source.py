@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from workflow_sdk.kafka.consumer import RECORD_KEY, KafkaJobSource, check_topics
 
 from .kafka_support import create_topics, dispatch, drain_nothing, fetch_until, publish
@@ -110,3 +112,46 @@ def test_check_topics_names_the_missing_ones(kafka_bootstrap: str, unique: str) 
     create_topics(kafka_bootstrap, [present])
     assert check_topics(kafka_bootstrap, [present, absent]) == [f"workflow.jobs.{absent}"]
     assert check_topics([kafka_bootstrap], [present]) == []
+
+
+def test_a_rebalance_commits_what_is_done_before_the_partitions_move(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    job_type = f"rebal-{unique}"
+    create_topics(kafka_bootstrap, [job_type], partitions=2)
+    for key in (b"a", b"b", b"c", b"d"):
+        publish(
+            kafka_bootstrap,
+            job_type,
+            [dispatch(job_type, f"old-{key.decode()}", f"d-{key.decode()}")],
+            key=key,
+        )
+    first = KafkaJobSource(kafka_bootstrap, [job_type])
+    second: KafkaJobSource | None = None
+    try:
+        old = fetch_until(first, 4)
+        assert sorted(job["id"] for job in old) == ["old-a", "old-b", "old-c", "old-d"]
+        for job in old:
+            first.mark_done(job)  # done, not committed yet
+        second = KafkaJobSource(kafka_bootstrap, [job_type])
+        # Both members take part in the rebalance; the first commits on revoke.
+        handed_out: list[dict[str, object]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (first.stats.revoked and second.stats.assigned):
+            handed_out += first.fetch(10, timeout=0.1) + second.fetch(10, timeout=0.1)
+        assert first.stats.revoked and second.stats.assigned
+        for key in (b"a", b"b", b"c", b"d"):
+            publish(
+                kafka_bootstrap,
+                job_type,
+                [dispatch(job_type, f"new-{key.decode()}", f"n-{key.decode()}")],
+                key=key,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(handed_out) < 4:
+            handed_out += first.fetch(10, timeout=0.1) + second.fetch(10, timeout=0.1)
+        assert sorted(str(job["id"]) for job in handed_out) == ["new-a", "new-b", "new-c", "new-d"]
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
