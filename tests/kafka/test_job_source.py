@@ -155,3 +155,27 @@ def test_a_rebalance_commits_what_is_done_before_the_partitions_move(
         first.close()
         if second is not None:
             second.close()
+
+
+def test_a_new_dispatch_of_a_running_job_waits_for_that_run(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    # After a retryable fail the engine publishes a new dispatch at once; it
+    # can be fetched before the failed run is marked done. It must still run.
+    job_type = f"defer-{unique}"
+    create_topics(kafka_bootstrap, [job_type])
+    publish(kafka_bootstrap, job_type, [dispatch(job_type, "j1", "first")])
+    source = KafkaJobSource(kafka_bootstrap, [job_type])
+    try:
+        [first] = fetch_until(source, 1)
+        publish(kafka_bootstrap, job_type, [dispatch(job_type, "j1", "retry")])
+        assert drain_nothing(source, 2.0) == []
+        assert source.stats.deferred == 1
+        source.mark_done(first)
+        [retry] = fetch_until(source, 1)
+        assert (retry["id"], retry["dedupId"]) == ("j1", "retry")
+        source.mark_done(retry)
+        assert source.commit(asynchronous=False) == 1
+        assert source.pending_offsets() == 0
+    finally:
+        source.close()

@@ -31,9 +31,11 @@ A record's offset is committed only when it and every earlier record of its
 partition are done (``offsets.OffsetTracker``): the job's result reached the
 engine, or it failed for good, or the record was dropped (malformed, or a
 duplicate of a finished dispatch). A record whose ``dedup_id`` finished
-within the dedup window is dropped. A record for a job that is still running
-here (same ``dedup_id`` or same job id) is not started twice: it is held and
-becomes done with the running job.
+within the dedup window is dropped. A job that is running here is not
+started twice: a record of the same dispatch (same ``dedup_id``) is held and
+becomes done with the running job; another dispatch of the same job id (the
+engine's new dispatch after a retryable fail, which can be fetched before
+the failed run is marked done) waits and is handed out once it is.
 
 Rebalances: on revoke, what is done is committed and the partition is
 forgotten; jobs of it that are still running finish and report, and their
@@ -48,6 +50,7 @@ import logging
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -83,8 +86,10 @@ class SourceStats:
     fetched: int = 0
     #: Records dropped because their dispatch finished within the dedup window.
     duplicates: int = 0
-    #: Records held because the same job was running here.
+    #: Records held because the same dispatch was running here (done with it).
     held_while_running: int = 0
+    #: Other dispatches of a running job, handed out once it finished.
+    deferred: int = 0
     #: Records that are not a usable dispatch (skipped, offset committed).
     malformed: int = 0
     #: Offsets committed (one per partition and commit).
@@ -150,6 +155,10 @@ class KafkaJobSource:
         self._tracker = OffsetTracker()
         self._running: dict[str, _Running] = {}  # job id -> its records
         self._running_dedup: dict[str, str] = {}  # dedup id -> job id
+        # Other dispatches of a running job (job id -> jobs), and those whose
+        # earlier run finished, to hand out first.
+        self._deferred: dict[str, list[dict[str, Any]]] = {}
+        self._ready: deque[dict[str, Any]] = deque()
         self._stats = SourceStats()
         # Driver thread only.
         self._paused: dict[str, set[TopicPartitionKey]] = {t: set() for t in types}
@@ -211,7 +220,7 @@ class KafkaJobSource:
             self._idle()
             return []
         self._resume_all()
-        jobs: list[dict[str, Any]] = []
+        jobs = self._take_ready(max_records)
         deadline = time.monotonic() + max(0.0, timeout)
         consumers = self._rotated()
         while True:
@@ -348,23 +357,42 @@ class KafkaJobSource:
                 )
                 return None
             owner = self._running_dedup.get(dedup_id) if dedup_id else None
-            running = self._running.get(owner or job_id)
-            if running is not None:
-                # The same job runs here now: never twice at once; this record
-                # is done when that run is.
-                running.records.append((tp, offset))
-                if dedup_id:
-                    running.dedup_ids.add(dedup_id)
-                    self._running_dedup[dedup_id] = owner or job_id
+            if owner is not None:
+                # The same dispatch runs here now (a republish or a redelivery):
+                # never twice at once; this record is done when that run is.
+                self._running[owner].records.append((tp, offset))
                 self._bump(held_while_running=1)
                 return None
-            entry = _Running(records=[(tp, offset)])
-            if dedup_id:
-                entry.dedup_ids.add(dedup_id)
-                self._running_dedup[dedup_id] = job_id
-            self._running[job_id] = entry
-            self._bump(fetched=1)
+            if job_id in self._running:
+                # Another dispatch of a job that runs here now: the engine's
+                # new dispatch after a retryable fail, fetched before the
+                # failed run was marked done. It runs once that one is.
+                self._deferred.setdefault(job_id, []).append(job)
+                self._bump(deferred=1)
+                return None
+            self._start_running(job, tp, offset)
         return job
+
+    def _start_running(self, job: dict[str, Any], tp: TopicPartitionKey, offset: int) -> None:
+        # Caller holds ``_lock``.
+        entry = _Running(records=[(tp, offset)])
+        dedup_id = job.get("dedupId")
+        if dedup_id:
+            entry.dedup_ids.add(dedup_id)
+            self._running_dedup[dedup_id] = job["id"]
+        self._running[job["id"]] = entry
+        self._bump(fetched=1)
+
+    def _take_ready(self, max_records: int) -> list[dict[str, Any]]:
+        """Deferred jobs whose earlier run finished, up to ``max_records``."""
+        jobs: list[dict[str, Any]] = []
+        with self._lock:
+            while self._ready and len(jobs) < max_records:
+                job = self._ready.popleft()
+                record = job[RECORD_KEY]
+                self._start_running(job, (record["topic"], record["partition"]), record["offset"])
+                jobs.append(job)
+        return jobs
 
     def _pop_running(self, job: Mapping[str, Any]) -> _Running:
         # Caller holds ``_lock``.
@@ -382,6 +410,11 @@ class KafkaJobSource:
                 running.dedup_ids.add(dedup_id)
         for dedup_id in running.dedup_ids:
             self._running_dedup.pop(dedup_id, None)
+        waiting = self._deferred.get(str(job.get("id")))
+        if waiting:
+            self._ready.append(waiting.pop(0))
+            if not waiting:
+                del self._deferred[str(job.get("id"))]
         return running
 
     def _on_error(self, job_type: str, error: KafkaError) -> None:
