@@ -115,10 +115,11 @@ def fetch(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
         if result.returncode != 0:
             detail = (result.stdout or "")[-3000:] + (result.stderr or "")[-2000:]
             raise KafkaSetupError(f"fetching kafka_2.13 {version} failed:\n{detail}")
-        if libs.exists():
-            shutil.rmtree(libs)
-        (work / "libs").rename(libs)
-        (target / "complete").write_text(f"kafka_2.13 {version}\n")
+        if not (target / "complete").exists():  # else a parallel fetch finished first
+            if libs.exists():
+                shutil.rmtree(libs)
+            (work / "libs").rename(libs)
+            (target / "complete").write_text(f"kafka_2.13 {version}\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return libs
