@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -97,3 +99,31 @@ def test_the_rest_client_still_completes_jobs_in_kafka_mode(
         [record] = read_records(kafka_bootstrap, f"workflow.jobs.{job_type}", 1)
         client.complete_job(decode_dispatch(record.value(), None)["id"], "w", {"ok": True})
     assert kafka_engine.wait_for_instance(instance["id"])["status"] == "COMPLETED"
+
+
+def test_the_engine_command_runs_in_kafka_mode(kafka_bootstrap: str) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workflow_sdk.testing",
+            "--port",
+            "0",
+            "--dispatch",
+            "kafka",
+            "--brokers",
+            kafka_bootstrap,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        answer = requests.post(f"{url}/v1/jobs/poll", json={"workerId": "w"}, timeout=10)
+        assert answer.status_code == 410
+        assert answer.json()["dispatch_mode"] == "kafka_outbox"
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0

@@ -24,9 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lease-seconds", type=float, default=30.0, help="job lease length (default 30)"
     )
+    parser.add_argument(
+        "--dispatch",
+        choices=("poll", "kafka"),
+        default="poll",
+        help="poll (default), or kafka: publish jobs to Kafka, answer polls 410",
+    )
+    parser.add_argument("--brokers", default="", help="Kafka brokers host:port[,...] (kafka mode)")
     args = parser.parse_args(argv)
     if args.lease_seconds <= 0:
         parser.error("--lease-seconds must be > 0")
+    if args.dispatch == "kafka" and not args.brokers:
+        parser.error("--dispatch kafka needs --brokers host:port[,...]")
 
     stop = threading.Event()
 
@@ -36,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        engine = LocalEngine(args.host, args.port, args.lease_seconds).start()
+        engine = LocalEngine(
+            args.host,
+            args.port,
+            args.lease_seconds,
+            dispatch=args.dispatch,
+            brokers=args.brokers or None,
+        ).start()
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
