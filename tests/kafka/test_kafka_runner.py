@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +25,7 @@ from workflow_sdk.testing import LocalEngine
 from .kafka_support import create_topics, publish, read_records, service_flow
 
 TIMEOUT = 60.0
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
@@ -171,3 +176,50 @@ def test_stop_drains_running_jobs_and_commits_them(
         last = client.start_instance(f"wf-{unique}")["id"]
         kafka_engine.wait_for_instance(last, timeout=TIMEOUT)
     assert second_calls == [kafka_engine.jobs(instance_id=last)[0]["id"]]
+
+
+def test_sigterm_drains_running_jobs_and_commits_them(
+    kafka_engine: LocalEngine,
+    client: RestEngineClient,
+    kafka_bootstrap: str,
+    unique: str,
+    tmp_path: Path,
+) -> None:
+    job_type = f"term-{unique}"
+    create_topics(kafka_bootstrap, [job_type])
+    client.upload_definition(service_flow(f"wf-{unique}", job_type))
+    ids = [client.start_instance(f"wf-{unique}")["id"] for _ in range(3)]
+    started = tmp_path / "started"
+    host = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "runner_host.py"),
+            kafka_bootstrap,
+            kafka_engine.url,
+            job_type,
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: started.exists() and len(started.read_text().split()) == 3), (
+            "the runner process did not start its 3 jobs"
+        )
+        host.send_signal(signal.SIGTERM)
+        (tmp_path / "release").touch()  # the handlers finish during the drain
+        out, _ = host.communicate(timeout=TIMEOUT)
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+    assert host.returncode == 0
+    assert "completed=3 abandoned=0" in out
+    kafka_engine.wait_for_instances(ids, timeout=TIMEOUT)
+
+    # The offsets were committed: a new member of the group runs only new work.
+    calls: list[str] = []
+    with running(kafka_bootstrap, client, job_type, lambda job: calls.append(job["id"])):
+        last = client.start_instance(f"wf-{unique}")["id"]
+        kafka_engine.wait_for_instance(last, timeout=TIMEOUT)
+    assert calls == [kafka_engine.jobs(instance_id=last)[0]["id"]]
