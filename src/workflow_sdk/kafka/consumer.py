@@ -110,6 +110,11 @@ class _Running:
     dedup_ids: set[str] = field(default_factory=set)
 
 
+def _record_key(job: Mapping[str, Any]) -> TopicPartitionKey:
+    record = job[RECORD_KEY]
+    return (str(record["topic"]), int(record["partition"]))
+
+
 def _brokers(brokers: str | Sequence[str]) -> str:
     text = brokers if isinstance(brokers, str) else ",".join(brokers)
     if not text.strip():
@@ -522,6 +527,15 @@ class KafkaJobSource:
             for key in keys:
                 unfinished += self._tracker.forget(key)
             self._bump(revoked=len(keys))
+            # Waiting dispatches of revoked partitions never started: the new
+            # owner runs them.
+            self._ready = deque(job for job in self._ready if _record_key(job) not in keys)
+            for job_id in list(self._deferred):
+                kept = [job for job in self._deferred[job_id] if _record_key(job) not in keys]
+                if kept:
+                    self._deferred[job_id] = kept
+                else:
+                    del self._deferred[job_id]
         for paused in self._paused.values():
             paused.difference_update(keys)
         if unfinished:
