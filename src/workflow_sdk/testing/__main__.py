@@ -44,6 +44,13 @@ def engine_from_args(
         help="seconds each job completion takes before its answer, to model a loaded "
         "database (default 0)",
     )
+    parser.add_argument(
+        "--dispatch",
+        choices=("poll", "kafka"),
+        default="poll",
+        help="poll (default), or kafka: publish jobs to Kafka, answer polls 410",
+    )
+    parser.add_argument("--brokers", default="", help="Kafka brokers host:port[,...] (kafka mode)")
     args = parser.parse_args(argv)
     if args.lease_seconds <= 0:
         parser.error("--lease-seconds must be > 0")
@@ -51,12 +58,16 @@ def engine_from_args(
         parser.error("--timer-interval must be > 0")
     if args.complete_delay < 0:
         parser.error("--complete-delay must be >= 0")
+    if args.dispatch == "kafka" and not args.brokers:
+        parser.error("--dispatch kafka needs --brokers host:port[,...]")
     return LocalEngine(
         args.host,
         args.port,
         args.lease_seconds,
         timer_interval=args.timer_interval,
         complete_delay=args.complete_delay,
+        dispatch=args.dispatch,
+        brokers=args.brokers or None,
     )
 
 

@@ -6,12 +6,15 @@ import errno
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing.server import EngineHTTPServer
 from workflow_sdk.testing.store import EngineState
+
+if TYPE_CHECKING:
+    from workflow_sdk.testing.kafka_dispatch import DispatchPublisher
 
 T = TypeVar("T")
 
@@ -51,6 +54,13 @@ class LocalEngine:
         extension" in the contract): ``POST /v1/jobs/{id}/heartbeat`` and
         ``leaseSeconds`` in polls. Default: a released engine (the route
         answers the plain-text 404).
+    :param dispatch: ``"poll"`` (default) or ``"kafka"``: like an engine with
+        ``WE_DISPATCH_MODE=kafka_outbox``, every claimable job is published to
+        ``workflow.jobs.<jobType>`` on ``brokers`` and polls answer 410 (see
+        ``workflow_sdk.testing.kafka_dispatch``; needs the ``kafka`` extra).
+        Topics are not created: create them as an operator would.
+    :param brokers: ``"host:port[,...]"`` (or a list), required in Kafka mode.
+    :param kafka_config: more librdkafka settings for the publisher.
     """
 
     def __init__(
@@ -63,11 +73,16 @@ class LocalEngine:
         timer_interval: float = DEFAULT_TIMER_INTERVAL,
         complete_delay: float = 0.0,
         heartbeat: bool = False,
+        dispatch: str = "poll",
+        brokers: str | Sequence[str] | None = None,
+        kafka_config: Mapping[str, Any] | None = None,
     ) -> None:
         if sweep_interval is not None and sweep_interval <= 0:
             raise ValueError(f"sweep_interval must be > 0, got {sweep_interval}")
         if timer_interval <= 0:
             raise ValueError(f"timer_interval must be > 0, got {timer_interval}")
+        if dispatch not in ("poll", "kafka"):
+            raise ValueError(f'dispatch must be "poll" or "kafka", got {dispatch!r}')
         self.host = host
         self._port = port
         self.state = EngineState(lease_seconds, complete_delay)
@@ -81,6 +96,19 @@ class LocalEngine:
         self._stopping = threading.Event()
         self._lifecycle = threading.Lock()
         self._bound_before = False
+        self.dispatch = dispatch
+        self.publisher: DispatchPublisher | None = None
+        if dispatch == "kafka":
+            # Imported here: confluent-kafka is an optional dependency.
+            from workflow_sdk.testing.kafka_dispatch import (  # noqa: PLC0415
+                POLL_GONE_BODY,
+                DispatchPublisher,
+            )
+
+            text = brokers if isinstance(brokers, str) else ",".join(brokers or [])
+            self.publisher = DispatchPublisher(text, kafka_config)
+            self.state.job_listener = self.publisher.enqueue
+            self.state.poll_gone = dict(POLL_GONE_BODY)
 
     # -- life cycle ----------------------------------------------------------
 
@@ -108,6 +136,8 @@ class LocalEngine:
             ]
             for thread in self._threads:
                 thread.start()
+            if self.publisher is not None:
+                self.publisher.start()
             return self
 
     def _bind(self) -> EngineHTTPServer:
@@ -141,6 +171,8 @@ class LocalEngine:
                 thread.join(5.0)
             self._threads = []
             self._server = None
+            if self.publisher is not None:
+                self.publisher.stop()
 
     def _shutdown(self, server: EngineHTTPServer) -> None:
         """``server.shutdown()``, without waiting out the accept loop's poll

@@ -201,6 +201,8 @@ def _signal(
 def _poll(
     state: EngineState, params: list[str], query: dict[str, list[str]], body: Body
 ) -> tuple[int, Any]:
+    if state.poll_gone is not None:
+        return 410, state.poll_gone  # Kafka dispatch mode: polls are gone for good
     request = _required_object(body)
     worker_id = _field(request, "workerId", str, "")
     job_types = _field(request, "jobTypes", list, [])

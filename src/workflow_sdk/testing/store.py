@@ -296,6 +296,11 @@ class EngineState:
         self._chains: deque[tuple[str, dict[str, Any], str]] = deque()
         self.counters: dict[str, int] = {}
         self.chain_errors: list[str] = []
+        # Kafka dispatch mode (testing/kafka_dispatch.py): called, under the
+        # lock, with each job that becomes claimable (created, or put back by
+        # a retryable fail); and the 410 body polls get instead of jobs.
+        self.job_listener: Callable[[Job], None] | None = None
+        self.poll_gone: dict[str, Any] | None = None
 
     # -- helpers (caller holds the lock) -------------------------------------
 
@@ -378,6 +383,8 @@ class EngineState:
         )
         self._jobs[job.id] = job
         heapq.heappush(self._queues.setdefault(job.job_type, []), (seq, job.id))
+        if self.job_listener is not None:
+            self.job_listener(job)
 
     def _route(self, instance: Instance, step: Step, at: datetime) -> str | None:
         """Where a finished step leads; fails the instance and returns None if nowhere."""
@@ -779,6 +786,8 @@ class EngineState:
         job.lock_expires_at = None
         # Same seq (its old createdAt): it is handed out before newer jobs.
         heapq.heappush(self._queues.setdefault(job.job_type, []), (job.seq, job.id))
+        if self.job_listener is not None:
+            self.job_listener(job)
 
     def _job(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)

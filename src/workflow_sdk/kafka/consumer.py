@@ -1,0 +1,600 @@
+"""``KafkaJobSource``: jobs from the engine's Kafka topics, in the polled-job shape.
+
+One consumer per job type
+-------------------------
+The convention of the engine's other SDKs is one consumer group per job type,
+``workflow.workers.<jobType>``, and a Kafka consumer belongs to exactly one
+group: so the source runs one ``confluent_kafka.Consumer`` per job type,
+subscribed to ``workflow.jobs.<jobType>``. That also keeps job types
+independent: a job type's partitions are spread over the hosts that run it,
+and pausing one type's partitions does not touch another's.
+
+Threads
+-------
+``fetch``, ``commit`` and ``close`` are for one thread, the *driver* (a
+single-threaded main loop, or a thread of its own): librdkafka runs the
+rebalance callbacks inside ``fetch`` on that thread. ``mark_done`` and
+``mark_unfinished`` may be called from any thread (workers finishing jobs);
+they only record, and the driver's next ``commit()`` commits.
+
+Capacity
+--------
+``fetch(n)`` never returns more than ``n`` jobs. ``fetch(0)`` pauses every
+assigned partition and only serves the group (rebalances, liveness:
+librdkafka needs a call at least every ``max.poll.interval.ms``); the next
+``fetch(n > 0)`` resumes them. The driver should call ``fetch`` with its
+free capacity at least every few seconds, also when it is 0.
+
+Commits and duplicates
+----------------------
+A record's offset is committed only when it and every earlier record of its
+partition are done (``offsets.OffsetTracker``): the job's result reached the
+engine, or it failed for good, or the record was dropped (malformed, or a
+duplicate of a finished dispatch). A record whose ``dedup_id`` finished
+within the dedup window is dropped. A job that is running here is not
+started twice: a record of the same dispatch (same ``dedup_id``) is held and
+becomes done with the running job; another dispatch of the same job id (the
+engine's new dispatch after a retryable fail, which can be fetched before
+the failed run is marked done) waits and is handed out once it is.
+
+Rebalances: on revoke, what is done is committed and the partition is
+forgotten; jobs of it that are still running finish and report, and their
+offsets are committed only if the partition comes back (the records are
+fetched again and found done or running). Otherwise the new owner runs
+them again: the documented at-least-once case.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from workflow_sdk.errors import WorkflowSDKError
+from workflow_sdk.kafka.dedup import DEFAULT_MAX_ENTRIES, DEFAULT_WINDOW_SECONDS, DedupWindow
+from workflow_sdk.kafka.dispatch import MalformedDispatch, decode_dispatch, group_for, topic_for
+from workflow_sdk.kafka.offsets import OffsetTracker, TopicPartitionKey
+
+log = logging.getLogger("workflow_sdk.kafka")
+
+#: The key of a fetched job dict that says where its record came from:
+#: ``{"topic": str, "partition": int, "offset": int}``. JSON-shaped, so the
+#: job dict can cross a process boundary; handlers never see it.
+RECORD_KEY = "kafkaRecord"
+
+#: Longest a single ``poll`` waits when several consumers share a fetch.
+_SLICE = 0.05
+
+
+class KafkaSourceError(WorkflowSDKError):
+    """The brokers did not answer, or a consumer could not be set up."""
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """Counters of one ``KafkaJobSource`` (a snapshot)."""
+
+    #: Jobs handed out by ``fetch``.
+    fetched: int = 0
+    #: Records dropped because their dispatch finished within the dedup window.
+    duplicates: int = 0
+    #: Records held because the same dispatch was running here (done with it).
+    held_while_running: int = 0
+    #: Other dispatches of a running job, handed out once it finished.
+    deferred: int = 0
+    #: Records that are not a usable dispatch (skipped, offset committed).
+    malformed: int = 0
+    #: Offsets committed (one per partition and commit).
+    commits: int = 0
+    commit_errors: int = 0
+    #: Jobs whose result did not reach the engine (their offsets stay uncommitted).
+    unfinished: int = 0
+    #: Partitions assigned and revoked over the source's life.
+    assigned: int = 0
+    revoked: int = 0
+
+
+@dataclass
+class _Running:
+    """A job handed out and not finished, with every record it answers for."""
+
+    records: list[tuple[TopicPartitionKey, int]] = field(default_factory=list)
+    dedup_ids: set[str] = field(default_factory=set)
+
+
+def _record_key(job: Mapping[str, Any]) -> TopicPartitionKey:
+    record = job[RECORD_KEY]
+    return (str(record["topic"]), int(record["partition"]))
+
+
+def _brokers(brokers: str | Sequence[str]) -> str:
+    text = brokers if isinstance(brokers, str) else ",".join(brokers)
+    if not text.strip():
+        raise ValueError("no Kafka brokers given (expected 'host:port[,host:port...]')")
+    return text
+
+
+class KafkaJobSource:
+    """Consumes ``workflow.jobs.<jobType>`` for ``job_types``; see the module doc.
+
+    :param brokers: ``"host:port,host:port"`` or a list of ``host:port``.
+    :param job_types: job types to consume (one consumer each).
+    :param group: job type -> consumer group; default ``workflow.workers.<jobType>``.
+    :param dedup_window_seconds: how long a finished ``dedup_id`` is remembered.
+    :param extra_config: more librdkafka settings for every consumer (security:
+        ``security.protocol``, ``sasl.*``, ``ssl.*``...); they win over ours.
+    :param client_id: librdkafka ``client.id``; default ``<host name>``.
+    """
+
+    def __init__(
+        self,
+        brokers: str | Sequence[str],
+        job_types: Sequence[str],
+        *,
+        group: Mapping[str, str] | None = None,
+        dedup_window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        dedup_max_entries: int = DEFAULT_MAX_ENTRIES,
+        extra_config: Mapping[str, Any] | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        types = sorted(set(job_types))
+        if not types:
+            raise ValueError("a KafkaJobSource needs at least one job type")
+        for job_type in types:
+            if not isinstance(job_type, str) or not job_type:
+                raise ValueError(f"job types must be non-empty strings, got {job_type!r}")
+        self.brokers = _brokers(brokers)
+        self.job_types = types
+        self.groups = {t: (group or {}).get(t) or group_for(t) for t in types}
+        self.dedup = DedupWindow(dedup_window_seconds, dedup_max_entries)
+        self._lock = threading.Lock()
+        # Guarded by ``_lock`` (workers call mark_done while the driver fetches).
+        self._tracker = OffsetTracker()
+        self._running: dict[str, _Running] = {}  # job id -> its records
+        self._running_dedup: dict[str, str] = {}  # dedup id -> job id
+        # Other dispatches of a running job (job id -> jobs), and those whose
+        # earlier run finished, to hand out first.
+        self._deferred: dict[str, list[dict[str, Any]]] = {}
+        self._ready: deque[dict[str, Any]] = deque()
+        self._stats = SourceStats()
+        # Driver thread only.
+        self._paused: dict[str, set[TopicPartitionKey]] = {t: set() for t in types}
+        self._missing_logged: set[str] = set()
+        self._rotation = 0
+        self._closed = False
+        base: dict[str, Any] = {
+            "bootstrap.servers": self.brokers,
+            "client.id": client_id or socket.gethostname(),
+            # We commit explicit offsets, in order, after the result is in.
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # Jobs published before the group's first consumer must run too.
+            "auto.offset.reset": "earliest",
+        }
+        self._consumers: dict[str, Consumer] = {}
+        try:
+            for job_type in types:
+                config = {**base, "group.id": self.groups[job_type], **dict(extra_config or {})}
+                consumer = Consumer(config)
+                self._consumers[job_type] = consumer
+                consumer.subscribe(
+                    [topic_for(job_type)],
+                    on_assign=self._on_assign,
+                    on_revoke=self._on_revoke,
+                    on_lost=self._on_lost,
+                )
+        except KafkaException as exc:
+            self._close_consumers()
+            raise KafkaSourceError(f"cannot set up a Kafka consumer: {exc}") from exc
+
+    # -- public ----------------------------------------------------------------
+
+    @property
+    def stats(self) -> SourceStats:
+        with self._lock:
+            return self._stats
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs handed out and not yet marked done or unfinished."""
+        with self._lock:
+            return len(self._running)
+
+    def pending_offsets(self) -> int:
+        """Records fetched whose offsets cannot be committed yet."""
+        with self._lock:
+            return self._tracker.pending()
+
+    def fetch(self, max_records: int, timeout: float = 0.0) -> list[dict[str, Any]]:
+        """Up to ``max_records`` new jobs, waiting up to ``timeout`` s for the first.
+
+        Each job dict has the polled-job keys plus ``dedupId`` and
+        ``kafkaRecord`` (see ``RECORD_KEY``). Driver thread only.
+        """
+        if self._closed:
+            raise RuntimeError("the KafkaJobSource is closed")
+        if max_records <= 0:
+            self._idle()
+            return []
+        self._resume_all()
+        jobs = self._take_ready(max_records)
+        deadline = time.monotonic() + max(0.0, timeout)
+        consumers = self._rotated()
+        while True:
+            for job_type, consumer in consumers:
+                want = max_records - len(jobs)
+                if want <= 0:
+                    return jobs
+                remaining = deadline - time.monotonic()
+                # With one consumer, block on it; with several, take turns.
+                wait = max(0.0, remaining if len(consumers) == 1 else min(remaining, _SLICE))
+                for message in self._take(consumer, want, wait if not jobs else 0.0):
+                    job = self._accept(job_type, message)
+                    if job is not None:
+                        jobs.append(job)
+            if jobs or time.monotonic() >= deadline:
+                return jobs
+
+    def mark_done(self, job: Mapping[str, Any]) -> None:
+        """The job's result reached the engine, or it was dropped or failed for good.
+
+        Its record (and any duplicate held while it ran) becomes committable
+        and its ``dedup_id`` enters the dedup window. Any thread.
+        """
+        with self._lock:
+            running = self._pop_running(job)
+            for dedup_id in running.dedup_ids:
+                self.dedup.add(dedup_id)
+            for tp, offset in running.records:
+                self._tracker.done(tp, offset)
+
+    def mark_unfinished(self, job: Mapping[str, Any]) -> None:
+        """The job's result did not reach the engine (lost report, drain timeout).
+
+        Its offset stays uncommitted, holding back its partition's commit: the
+        record is delivered again after a restart or a rebalance. Any thread.
+        """
+        with self._lock:
+            running = self._pop_running(job)
+            self._bump(unfinished=1)
+        log.warning(
+            "job %s: its result did not reach the engine; its record (%s) stays "
+            "uncommitted and is delivered again after a restart or rebalance",
+            job.get("id"),
+            ", ".join(f"{t}[{p}]@{o}" for (t, p), o in running.records) or "no record",
+        )
+
+    def commit(self, *, asynchronous: bool = True) -> int:
+        """Commit every partition whose done position moved; returns how many. Driver thread."""
+        with self._lock:
+            ready = self._tracker.committable()
+        committed = 0
+        for job_type, consumer in self._consumers.items():
+            topic = topic_for(job_type)
+            offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items() if t == topic]
+            if offsets:
+                committed += self._commit(consumer, offsets, asynchronous=asynchronous)
+        return committed
+
+    def close(self) -> None:
+        """Commit what is done (synchronously) and leave the groups. Driver thread.
+
+        Jobs still running are not waited for: drain first (stop fetching,
+        let them finish and ``mark_done``), then close.
+        """
+        if self._closed:
+            return
+        try:
+            self.commit(asynchronous=False)
+        finally:
+            self._closed = True
+            self._close_consumers()
+
+    # -- fetching ----------------------------------------------------------------
+
+    def _rotated(self) -> list[tuple[str, Consumer]]:
+        # Start each fetch at the next job type so that none starves the others.
+        items = list(self._consumers.items())
+        self._rotation = (self._rotation + 1) % len(items)
+        return items[self._rotation :] + items[: self._rotation]
+
+    def _take(self, consumer: Consumer, want: int, wait: float) -> list[Message]:
+        # poll() returns as soon as one record is there; consume(n, 0) then
+        # takes what is already queued. consume(n, wait) would wait for all n.
+        first = consumer.poll(wait)
+        if first is None:
+            return []
+        if want <= 1:
+            return [first]
+        return [first, *consumer.consume(num_messages=want - 1, timeout=0)]
+
+    def _accept(self, job_type: str, message: Message) -> dict[str, Any] | None:
+        """A fetched record -> a job to run, or None (dropped, held, an error event)."""
+        error = message.error()
+        if error is not None:
+            self._on_error(job_type, error)
+            return None
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            return None
+        tp = (topic, partition)
+        try:
+            job = decode_dispatch(message.value(), message.headers())
+        except MalformedDispatch as exc:
+            log.error(
+                "skipping record %s[%d]@%d: %s (it is committed: it can never run)",
+                topic,
+                partition,
+                offset,
+                exc,
+            )
+            with self._lock:
+                if self._tracker.track(tp, offset):
+                    self._tracker.done(tp, offset)
+                self._bump(malformed=1)
+            return None
+        job[RECORD_KEY] = {"topic": topic, "partition": partition, "offset": offset}
+        job_id: str = job["id"]
+        dedup_id: str | None = job["dedupId"]
+        with self._lock:
+            if not self._tracker.track(tp, offset):
+                # Already tracked in this assignment: handed out before.
+                return None
+            if self.dedup.seen(dedup_id):
+                self._tracker.done(tp, offset)
+                self._bump(duplicates=1)
+                log.info(
+                    "job %s: dispatch %s finished within the dedup window; record "
+                    "%s[%d]@%d skipped",
+                    job_id,
+                    dedup_id,
+                    topic,
+                    partition,
+                    offset,
+                )
+                return None
+            owner = self._running_dedup.get(dedup_id) if dedup_id else None
+            if owner is not None:
+                # The same dispatch runs here now (a republish or a redelivery):
+                # never twice at once; this record is done when that run is.
+                self._running[owner].records.append((tp, offset))
+                self._bump(held_while_running=1)
+                return None
+            if job_id in self._running:
+                # Another dispatch of a job that runs here now: the engine's
+                # new dispatch after a retryable fail, fetched before the
+                # failed run was marked done. It runs once that one is.
+                self._deferred.setdefault(job_id, []).append(job)
+                self._bump(deferred=1)
+                return None
+            self._start_running(job, tp, offset)
+        return job
+
+    def _start_running(self, job: dict[str, Any], tp: TopicPartitionKey, offset: int) -> None:
+        # Caller holds ``_lock``.
+        entry = _Running(records=[(tp, offset)])
+        dedup_id = job.get("dedupId")
+        if dedup_id:
+            entry.dedup_ids.add(dedup_id)
+            self._running_dedup[dedup_id] = job["id"]
+        self._running[job["id"]] = entry
+        self._bump(fetched=1)
+
+    def _take_ready(self, max_records: int) -> list[dict[str, Any]]:
+        """Deferred jobs whose earlier run finished, up to ``max_records``."""
+        jobs: list[dict[str, Any]] = []
+        with self._lock:
+            while self._ready and len(jobs) < max_records:
+                job = self._ready.popleft()
+                record = job[RECORD_KEY]
+                self._start_running(job, (record["topic"], record["partition"]), record["offset"])
+                jobs.append(job)
+        return jobs
+
+    def _pop_running(self, job: Mapping[str, Any]) -> _Running:
+        # Caller holds ``_lock``.
+        running = self._running.pop(str(job.get("id")), None)
+        if running is None:
+            # Not handed out by this source (or already marked): its own record only.
+            record = job.get(RECORD_KEY)
+            running = _Running()
+            if isinstance(record, Mapping):
+                running.records.append(
+                    ((str(record["topic"]), int(record["partition"])), int(record["offset"]))
+                )
+            dedup_id = job.get("dedupId")
+            if isinstance(dedup_id, str) and dedup_id:
+                running.dedup_ids.add(dedup_id)
+        for dedup_id in running.dedup_ids:
+            self._running_dedup.pop(dedup_id, None)
+        waiting = self._deferred.get(str(job.get("id")))
+        if waiting:
+            self._ready.append(waiting.pop(0))
+            if not waiting:
+                del self._deferred[str(job.get("id"))]
+        return running
+
+    def _on_error(self, job_type: str, error: KafkaError) -> None:
+        code = error.code()
+        if code == KafkaError._PARTITION_EOF:
+            return
+        if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            topic = topic_for(job_type)
+            if topic not in self._missing_logged:
+                self._missing_logged.add(topic)
+                log.error(
+                    "Kafka topic %s does not exist: the engine does not create topics, "
+                    "an operator must (%s)",
+                    topic,
+                    error.str(),
+                )
+            return
+        log.warning("Kafka consumer for %s: %s", job_type, error.str())
+
+    # -- pausing -------------------------------------------------------------------
+
+    def _idle(self) -> None:
+        """No capacity: pause everything, serve the group, hand nothing out."""
+        for job_type, consumer in self._consumers.items():
+            self._pause_assigned(job_type, consumer)
+            message = consumer.poll(0)
+            if message is not None and message.error() is None:
+                # A partition assigned during this very poll is not paused yet:
+                # put the record back and pause it.
+                self._unread(job_type, consumer, message)
+            elif message is not None:
+                self._on_error(job_type, message.error())  # type: ignore[arg-type]
+
+    def _pause_assigned(self, job_type: str, consumer: Consumer) -> None:
+        paused = self._paused[job_type]
+        to_pause = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in paused]
+        if to_pause:
+            consumer.pause(to_pause)
+            paused.update((tp.topic, tp.partition) for tp in to_pause)
+
+    def _unread(self, job_type: str, consumer: Consumer, message: Message) -> None:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            return
+        tp = TopicPartition(topic, partition, offset)
+        try:
+            consumer.seek(tp)
+        except KafkaException as exc:
+            log.warning("could not put record %s[%d]@%d back: %s", topic, partition, offset, exc)
+        consumer.pause([TopicPartition(topic, partition)])
+        self._paused[job_type].add((topic, partition))
+
+    def _resume_all(self) -> None:
+        for job_type, consumer in self._consumers.items():
+            paused = self._paused[job_type]
+            if paused:
+                consumer.resume([TopicPartition(t, p) for t, p in paused])
+                paused.clear()
+
+    # -- commits and rebalances -------------------------------------------------
+
+    def _commit(
+        self, consumer: Consumer, offsets: list[TopicPartition], *, asynchronous: bool
+    ) -> int:
+        try:
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            with self._lock:
+                self._bump(commit_errors=1)
+            log.warning("Kafka offset commit failed (retried with the next commit): %s", exc)
+            return 0
+        with self._lock:
+            for tp in offsets:
+                self._tracker.committed((tp.topic, tp.partition), tp.offset)
+            self._bump(commits=len(offsets))
+        return len(offsets)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            self._bump(assigned=len(partitions))
+        log.info(
+            "Kafka partitions assigned: %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions),
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        with self._lock:
+            ready = self._tracker.committable()
+        offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items() if (t, p) in keys]
+        if offsets:
+            self._commit(consumer, offsets, asynchronous=False)
+        self._forget(consumer, keys)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The group moved on without us: committing would be refused.
+        self._forget(consumer, {(tp.topic, tp.partition) for tp in partitions})
+
+    def _forget(self, consumer: Consumer, keys: set[TopicPartitionKey]) -> None:
+        unfinished = 0
+        with self._lock:
+            for key in keys:
+                unfinished += self._tracker.forget(key)
+            self._bump(revoked=len(keys))
+            # Waiting dispatches of revoked partitions never started: the new
+            # owner runs them.
+            self._ready = deque(job for job in self._ready if _record_key(job) not in keys)
+            for job_id in list(self._deferred):
+                kept = [job for job in self._deferred[job_id] if _record_key(job) not in keys]
+                if kept:
+                    self._deferred[job_id] = kept
+                else:
+                    del self._deferred[job_id]
+        for paused in self._paused.values():
+            paused.difference_update(keys)
+        if unfinished:
+            log.info(
+                "Kafka partitions revoked with %d records unfinished: running jobs finish "
+                "and report; the new owner may run them again (at least once)",
+                unfinished,
+            )
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _bump(self, **increments: int) -> None:
+        # Caller holds ``_lock``.
+        stats = self._stats
+        self._stats = replace(
+            stats, **{name: getattr(stats, name) + n for name, n in increments.items()}
+        )
+
+    def _close_consumers(self) -> None:
+        for job_type, consumer in self._consumers.items():
+            try:
+                consumer.close()  # leaves the group at once (no session timeout wait)
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("closing the Kafka consumer for %s: %s", job_type, exc)
+
+
+def check_topics(
+    brokers: str | Sequence[str],
+    job_types: Sequence[str],
+    extra_config: Mapping[str, Any] | None = None,
+    *,
+    timeout: float = 10.0,
+) -> list[str]:
+    """The topics ``workflow.jobs.<jobType>`` of ``job_types`` that do not exist, by name.
+
+    :raises KafkaSourceError: the brokers did not answer within ``timeout``.
+    """
+    config: dict[str, Any] = {"bootstrap.servers": _brokers(brokers), **dict(extra_config or {})}
+    admin = AdminClient(config)
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaSourceError(
+            f"Kafka brokers {config['bootstrap.servers']} did not answer within "
+            f"{timeout:.0f} s: {exc}"
+        ) from exc
+    missing = []
+    for job_type in sorted(set(job_types)):
+        topic = topic_for(job_type)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            missing.append(topic)
+    return missing
+
+
+__all__ = [
+    "RECORD_KEY",
+    "KafkaJobSource",
+    "KafkaSourceError",
+    "SourceStats",
+    "check_topics",
+]

@@ -1,0 +1,100 @@
+"""In-order offset commits: a record's offset is committed only when it and
+every earlier record of its partition are done.
+
+"Done" means the job's result reached the engine, or the record was dropped
+(a duplicate, stale, malformed) or its job failed for good. A record whose
+result never reached the engine stays pending and holds back the commit
+position of its partition: after a restart or a rebalance the record and
+those behind it are delivered again (at least once), never skipped.
+
+Not thread-safe: the owner (``KafkaJobSource``) serialises the calls.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+#: (topic, partition)
+TopicPartitionKey = tuple[str, int]
+
+
+@dataclass
+class _Partition:
+    #: Offsets handed out and not yet contiguous-done, ascending.
+    pending: deque[int] = field(default_factory=deque)
+    #: The same offsets as a set, for membership tests.
+    tracked: set[int] = field(default_factory=set)
+    #: Pending offsets already done (waiting for an earlier one).
+    done: set[int] = field(default_factory=set)
+    #: Next offset to commit (last contiguous done + 1), None before any.
+    position: int | None = None
+    #: The position last committed, None before any commit.
+    committed: int | None = None
+
+
+class OffsetTracker:
+    """Per-partition commit positions that only move over finished records."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[TopicPartitionKey, _Partition] = {}
+
+    def track(self, tp: TopicPartitionKey, offset: int) -> bool:
+        """Note a fetched record. False if ``offset`` is not past the last tracked one
+        (a record seen again while its partition is still tracked: not a new record)."""
+        part = self._partitions.setdefault(tp, _Partition())
+        last = part.pending[-1] if part.pending else None
+        if (last is not None and offset <= last) or (
+            part.position is not None and offset < part.position
+        ):
+            return False
+        part.pending.append(offset)
+        part.tracked.add(offset)
+        return True
+
+    def done(self, tp: TopicPartitionKey, offset: int) -> bool:
+        """Mark a tracked record done. False if it is not tracked (e.g. its
+        partition was revoked since: the new owner handles it)."""
+        part = self._partitions.get(tp)
+        if part is None or offset not in part.tracked or offset in part.done:
+            return False
+        part.done.add(offset)
+        while part.pending and part.pending[0] in part.done:
+            first = part.pending.popleft()
+            part.done.discard(first)
+            part.tracked.discard(first)
+            part.position = first + 1
+        return True
+
+    def committable(self) -> dict[TopicPartitionKey, int]:
+        """Partitions whose commit position moved past the last commit: tp -> offset to commit."""
+        return {
+            tp: part.position
+            for tp, part in self._partitions.items()
+            if part.position is not None
+            and (part.committed is None or part.position > part.committed)
+        }
+
+    def committed(self, tp: TopicPartitionKey, position: int) -> None:
+        """Record that ``position`` was committed for ``tp``."""
+        part = self._partitions.get(tp)
+        if part is not None and (part.committed is None or position > part.committed):
+            part.committed = position
+
+    def forget(self, tp: TopicPartitionKey) -> int:
+        """Drop a revoked partition; returns how many of its records were unfinished."""
+        part = self._partitions.pop(tp, None)
+        return 0 if part is None else len(part.pending)
+
+    def pending(self, tp: TopicPartitionKey | None = None) -> int:
+        """Records handed out and not yet committable (of ``tp``, or of all partitions)."""
+        if tp is not None:
+            part = self._partitions.get(tp)
+            return 0 if part is None else len(part.pending)
+        return sum(len(part.pending) for part in self._partitions.values())
+
+    def partitions(self) -> list[TopicPartitionKey]:
+        return list(self._partitions)
+
+
+__all__ = ["OffsetTracker", "TopicPartitionKey"]

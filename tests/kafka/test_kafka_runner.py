@@ -1,0 +1,225 @@
+"""KafkaRunner end to end: LocalEngine(dispatch="kafka"), a real broker, REST reports."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from workflow_sdk.client.rest import RestEngineClient
+from workflow_sdk.handler.registry import HandlerRegistry
+from workflow_sdk.metrics.metrics import Metrics
+from workflow_sdk.runner.kafka_runner import KafkaRunner
+from workflow_sdk.testing import LocalEngine
+
+from .kafka_support import create_topics, publish, read_records, service_flow
+
+TIMEOUT = 60.0
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def kafka_engine(kafka_bootstrap: str) -> Iterator[LocalEngine]:
+    with LocalEngine(dispatch="kafka", brokers=kafka_bootstrap) as engine:
+        yield engine
+
+
+@pytest.fixture
+def client(kafka_engine: LocalEngine) -> Iterator[RestEngineClient]:
+    with RestEngineClient(kafka_engine.url, timeout=5.0, pool_size=8) as c:
+        yield c
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
+    """For counters that have no condition to wait on."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        pause.wait(0.02)
+    return True
+
+
+@contextmanager
+def running(
+    bootstrap: str,
+    client: RestEngineClient,
+    job_type: str,
+    handler: Callable[[dict[str, Any]], Any],
+    **kwargs: Any,
+) -> Iterator[KafkaRunner]:
+    registry = HandlerRegistry()
+    registry.register(job_type, handler)
+    kwargs.setdefault("drain_timeout", 10.0)
+    runner = KafkaRunner(
+        "kafka-worker", bootstrap, client, registry, metrics=Metrics(CollectorRegistry()), **kwargs
+    )
+    thread = threading.Thread(target=runner.run, name="kafka-runner")
+    thread.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        thread.join(TIMEOUT)
+        assert not thread.is_alive(), "the KafkaRunner did not stop"
+        assert runner.join_workers(10.0)
+
+
+def test_jobs_run_to_completion(
+    kafka_engine: LocalEngine, client: RestEngineClient, kafka_bootstrap: str, unique: str
+) -> None:
+    job_type = f"many-{unique}"
+    create_topics(kafka_bootstrap, [job_type], partitions=3)
+    client.upload_definition(service_flow(f"wf-{unique}", job_type))
+    calls: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def handler(job: dict[str, Any]) -> dict[str, Any]:
+        with lock:
+            calls[job["id"]] += 1
+        return {"doubled": job["variables"]["n"] * 2}
+
+    ids = [client.start_instance(f"wf-{unique}", {"n": n})["id"] for n in range(40)]
+    with running(kafka_bootstrap, client, job_type, handler, parallelism=4) as runner:
+        done = kafka_engine.wait_for_instances(ids, timeout=TIMEOUT)
+        assert wait_until(lambda: runner.stats.completed == 40)
+    assert [i["variables"]["doubled"] for i in done] == [n * 2 for n in range(40)]
+    assert len(calls) == 40 and set(calls.values()) == {1}
+
+
+def test_a_duplicate_dispatch_runs_once(
+    kafka_engine: LocalEngine, client: RestEngineClient, kafka_bootstrap: str, unique: str
+) -> None:
+    job_type = f"dup-{unique}"
+    create_topics(kafka_bootstrap, [job_type])
+    client.upload_definition(service_flow(f"wf-{unique}", job_type))
+    calls: list[str] = []
+    instance = client.start_instance(f"wf-{unique}")
+    [record] = read_records(kafka_bootstrap, f"workflow.jobs.{job_type}", 1)
+    with running(kafka_bootstrap, client, job_type, lambda job: calls.append(job["id"])) as runner:
+        kafka_engine.wait_for_instance(instance["id"], timeout=TIMEOUT)
+        # The relay publishes the same dispatch again (same dedup_id), as after a crash.
+        publish(
+            kafka_bootstrap,
+            job_type,
+            [(record.value(), record.headers())],
+            key=record.key(),
+        )
+        source = runner.source
+        assert source is not None
+        assert wait_until(lambda: source.stats.duplicates == 1)
+    assert len(calls) == 1
+    assert kafka_engine.complete_calls(calls[0]) == 1
+
+
+def test_a_retryable_failure_is_redelivered_by_the_new_dispatch(
+    kafka_engine: LocalEngine, client: RestEngineClient, kafka_bootstrap: str, unique: str
+) -> None:
+    job_type = f"flaky-{unique}"
+    create_topics(kafka_bootstrap, [job_type])
+    client.upload_definition(service_flow(f"wf-{unique}", job_type, retries=1))
+    seen: list[int] = []
+
+    def flaky(job: dict[str, Any]) -> dict[str, Any]:
+        seen.append(job["retriesRemaining"])
+        if len(seen) == 1:
+            raise RuntimeError("first attempt fails")
+        return {"attempts": len(seen)}
+
+    instance = client.start_instance(f"wf-{unique}")
+    with running(kafka_bootstrap, client, job_type, flaky):
+        done = kafka_engine.wait_for_instance(instance["id"], timeout=TIMEOUT)
+    assert done["variables"]["attempts"] == 2
+    assert seen == [1, 0]
+    [job] = kafka_engine.jobs(job_type=job_type)
+    assert (job["failCalls"], job["completeCalls"]) == (1, 1)
+
+
+def test_stop_drains_running_jobs_and_commits_them(
+    kafka_engine: LocalEngine, client: RestEngineClient, kafka_bootstrap: str, unique: str
+) -> None:
+    job_type = f"drain-{unique}"
+    create_topics(kafka_bootstrap, [job_type])
+    client.upload_definition(service_flow(f"wf-{unique}", job_type))
+    release = threading.Event()
+    started: list[str] = []
+
+    def slow(job: dict[str, Any]) -> None:
+        started.append(job["id"])
+        release.wait(TIMEOUT)
+
+    ids = [client.start_instance(f"wf-{unique}")["id"] for _ in range(3)]
+    with running(kafka_bootstrap, client, job_type, slow, parallelism=3) as runner:
+        assert wait_until(lambda: len(started) == 3)
+        runner.stop()
+        # The handlers finish after the stop: the drain waits for them.
+        release.set()
+    kafka_engine.wait_for_instances(ids, timeout=TIMEOUT)
+    assert runner.stats.completed == 3
+    assert runner.stats.abandoned_at_stop == 0
+
+    # A new runner in the same group starts after the committed offsets: it
+    # runs only the job published after the first runner stopped.
+    second_calls: list[str] = []
+    with running(kafka_bootstrap, client, job_type, lambda job: second_calls.append(job["id"])):
+        last = client.start_instance(f"wf-{unique}")["id"]
+        kafka_engine.wait_for_instance(last, timeout=TIMEOUT)
+    assert second_calls == [kafka_engine.jobs(instance_id=last)[0]["id"]]
+
+
+def test_sigterm_drains_running_jobs_and_commits_them(
+    kafka_engine: LocalEngine,
+    client: RestEngineClient,
+    kafka_bootstrap: str,
+    unique: str,
+    tmp_path: Path,
+) -> None:
+    job_type = f"term-{unique}"
+    create_topics(kafka_bootstrap, [job_type])
+    client.upload_definition(service_flow(f"wf-{unique}", job_type))
+    ids = [client.start_instance(f"wf-{unique}")["id"] for _ in range(3)]
+    started = tmp_path / "started"
+    host = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "runner_host.py"),
+            kafka_bootstrap,
+            kafka_engine.url,
+            job_type,
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: started.exists() and len(started.read_text().split()) == 3), (
+            "the runner process did not start its 3 jobs"
+        )
+        host.send_signal(signal.SIGTERM)
+        (tmp_path / "release").touch()  # the handlers finish during the drain
+        out, _ = host.communicate(timeout=TIMEOUT)
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+    assert host.returncode == 0
+    assert "completed=3 abandoned=0" in out
+    kafka_engine.wait_for_instances(ids, timeout=TIMEOUT)
+
+    # The offsets were committed: a new member of the group runs only new work.
+    calls: list[str] = []
+    with running(kafka_bootstrap, client, job_type, lambda job: calls.append(job["id"])):
+        last = client.start_instance(f"wf-{unique}")["id"]
+        kafka_engine.wait_for_instance(last, timeout=TIMEOUT)
+    assert calls == [kafka_engine.jobs(instance_id=last)[0]["id"]]
