@@ -76,12 +76,15 @@ def script(job: dict[str, Any]) -> dict[str, Any] | None:
 
 @registry.register("lifecycle")
 def lifecycle(job: dict[str, Any]) -> dict[str, Any] | None:
-    """Write the pid, wait ``seconds`` (or until the job is cancelled), then do
-    ``then``: ``ok``, ``raise`` or ``nonretryable``. On the way out, write
-    whether the cancel event was set to ``<piddir>/<instanceId>.cancelled``."""
+    """Count the run (a line in ``<piddir>/<instanceId>.runs``), write the pid,
+    wait ``seconds`` (or until the job is cancelled), then do ``then``: ``ok``,
+    ``raise`` or ``nonretryable``. On the way out, write whether the cancel
+    event was set to ``<piddir>/<instanceId>.cancelled``."""
     variables = job["variables"]
     piddir = Path(variables["piddir"])
     cancel = job["cancelEvent"]
+    with (piddir / f"{job['instanceId']}.runs").open("a") as runs:
+        runs.write(f"{os.getpid()}\n")
     (piddir / f"{job['instanceId']}.tmp").write_text(str(os.getpid()))
     (piddir / f"{job['instanceId']}.tmp").rename(piddir / f"{job['instanceId']}.pid")
     try:
@@ -100,3 +103,14 @@ def lifecycle(job: dict[str, Any]) -> dict[str, Any] | None:
 @registry.register("noop")
 def noop(job: dict[str, Any]) -> None:
     return None
+
+
+@registry.register("gil")
+def gil(job: dict[str, Any]) -> dict[str, Any]:
+    """Hold the GIL in one long C call (a big-integer power), ``exponent`` given."""
+    variables = job["variables"]
+    piddir = Path(variables["piddir"])
+    with (piddir / f"{job['instanceId']}.runs").open("a") as runs:
+        runs.write(f"{os.getpid()}\n")
+    digits = pow(3, int(variables["exponent"])).bit_length()
+    return {"bits": digits}
