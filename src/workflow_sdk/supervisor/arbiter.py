@@ -34,6 +34,7 @@ from typing import Any, cast
 import psutil
 
 from workflow_sdk.client.interface import WorkerEngineClient
+from workflow_sdk.client.lean import make_worker_client
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import ConfigError, EngineClientError
 from workflow_sdk.handler.context import build_context
@@ -190,6 +191,21 @@ class Supervisor:
     # -- set-up and tear-down ----------------------------------------------------
 
     def _make_client(self) -> WorkerEngineClient:
+        """For the hot calls (poll, complete, fail): the lean keep-alive client
+        (a quarter of ``requests``' CPU per call), unless a proxy is set."""
+        if self._client is not None:
+            return self._client
+        engine = self.config.engine
+        return make_worker_client(
+            engine.url,
+            engine.timeout,
+            token=engine.token,
+            verify=engine.verify_tls,
+            ca_bundle=engine.ca_bundle,
+        )
+
+    def _make_reader(self) -> object:
+        """For the rare calls (stale checks, lease renewal): the full client."""
         if self._client is not None:
             return self._client
         engine = self.config.engine
@@ -224,24 +240,22 @@ class Supervisor:
         self._ctx.set_forkserver_preload(preload)
         worker_id = self.config.supervisor.worker_id
         self._poller = Poller(self._make_client(), worker_id, self._wake)
-        report_client = self._make_client()
         self._reporter = Reporter(
-            report_client,
+            self._make_client(),
             worker_id,
             deadline=self.config.supervisor.report_deadline,
             on_status=self._on_report_status,
             on_retry=self._on_report_retry,
         )
-        if hasattr(report_client, "get_instance") and hasattr(
-            report_client, "get_instance_history"
-        ):
-            self._reader = report_client  # type: ignore[assignment]
+        reader = self._make_reader()
+        if hasattr(reader, "get_instance") and hasattr(reader, "get_instance_history"):
+            self._reader = cast(InstanceReader, reader)
         else:
             log.warning(
                 "the engine client cannot read instances: jobs of cancelled or finished "
                 "instances are not detected (failures are sent as they are)"
             )
-        renewer = self._choose_renewal(report_client)
+        renewer = self._choose_renewal(reader)
         if self.phase is Phase.DONE:
             return
         if renewer is not None:
