@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from e2e.test_runner_lifecycle_e2e import gil_bound_exponent
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 
 from .conftest import SupervisorProcess, read_pid, start_instances, upload_single_step, wait_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-from test_runner_lifecycle_e2e import gil_bound_exponent
 
 pytestmark = pytest.mark.slow
 

@@ -39,8 +39,12 @@ def test_example_file_is_valid_and_matches_defaults() -> None:
 def test_every_key_of_the_dataclasses_is_documented_in_the_example() -> None:
     text = (REPO / "supervisor.toml.example").read_text()
     defaults = SupervisorConfig()
-    for section in (defaults.engine, defaults.supervisor, defaults.metrics, defaults.logging):
+    sections = (defaults.engine, defaults.supervisor, defaults.metrics, defaults.logging)
+    for section in (*sections, defaults.kafka):
         for f in dataclasses.fields(section):
+            if section is defaults.kafka and f.name == "config":
+                assert "[kafka.config]" in text and "[kafka.config_env]" in text
+                continue
             assert f"{f.name} =" in text or f"# {f.name} =" in text, f.name
 
 
@@ -181,3 +185,35 @@ def test_job_type_sections_without_a_handler_are_named() -> None:
     )
     (warning,) = unhandled_job_types(config, ["y", "z"])
     assert warning.startswith('[job_types."x"] has no handler')
+
+
+def test_kafka_section(tmp_path: Path) -> None:
+    text = (
+        '[engine]\ndispatch = "kafka"\n[supervisor]\nhandlers = ["a"]\n'
+        '[kafka]\nbrokers = ["k1:9092", "k2:9092"]\ngroup = "fleet.{job_type}"\n'
+        '[kafka.config]\n"security.protocol" = "SASL_SSL"\n"enable.idempotence" = true\n'
+        '[kafka.config_env]\n"sasl.password" = "KAFKA_SECRET"\n'
+    )
+    config = load_config(write(tmp_path, text), environ={"KAFKA_SECRET": "s3cret"})
+    assert config.engine.dispatch == "kafka"
+    assert config.kafka.brokers == ("k1:9092", "k2:9092")
+    assert config.kafka.group_for("render") == "fleet.render"
+    assert dict(config.kafka.config) == {
+        "security.protocol": "SASL_SSL",
+        "enable.idempotence": "true",
+        "sasl.password": "s3cret",
+    }
+
+
+def test_kafka_dispatch_needs_brokers_and_set_secrets(tmp_path: Path) -> None:
+    text = (
+        '[engine]\ndispatch = "kafka"\n[supervisor]\nhandlers = ["a"]\n'
+        '[kafka.config_env]\n"sasl.password" = "NOT_SET_ANYWHERE"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    message = str(info.value)
+    assert "kafka.brokers: missing" in message
+    assert "kafka.config_env.sasl.password: environment variable NOT_SET_ANYWHERE is not set" in (
+        message
+    )

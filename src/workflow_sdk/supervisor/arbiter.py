@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -36,10 +37,11 @@ import psutil
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.lean import make_worker_client
 from workflow_sdk.client.rest import RestEngineClient
-from workflow_sdk.errors import ConfigError, EngineClientError
+from workflow_sdk.errors import ConfigError, DispatchModeError, EngineClientError
 from workflow_sdk.handler.context import build_context
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.handler.registry import HandlerRegistry
+from workflow_sdk.jobcore import usable_jobs
 from workflow_sdk.lease import DEFAULT_LEASE_SECONDS, lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
@@ -62,6 +64,7 @@ from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
 from workflow_sdk.supervisor.renewal import LeaseRenewer, Support, probe
 from workflow_sdk.supervisor.reporter import Reporter
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
+from workflow_sdk.supervisor.source import JobSource
 from workflow_sdk.supervisor.stats import SupervisorStats
 from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
 from workflow_sdk.supervisor.watch import JobWatch, StopJob
@@ -97,6 +100,11 @@ _HANDLED_SIGNALS = (
     signal.SIGTTIN,
     signal.SIGTTOU,
 )
+
+
+#: Report endings after which a job is finished for good (a Kafka record's
+#: offset may then be committed); the others leave it to be delivered again.
+_SETTLED = frozenset({ReportStatus.DELIVERED, ReportStatus.STALE, ReportStatus.REJECTED})
 
 
 class _FailCheck:
@@ -151,7 +159,9 @@ class Supervisor:
         self._signals: list[int] = []
         self._wake_r = -1
         self._wake_w = -1
-        self._poller: Poller | None = None
+        #: Where jobs come from: the poller, or (dispatch = "kafka") a Kafka
+        #: feeder, built once the first worker says which job types it serves.
+        self._source: JobSource | None = None
         self._reporter: Reporter | None = None
         self._reader: InstanceReader | None = None
         self._watch: JobWatch | None = None
@@ -239,7 +249,8 @@ class Supervisor:
             preload.append("workflow_sdk.supervisor.preload")
         self._ctx.set_forkserver_preload(preload)
         worker_id = self.config.supervisor.worker_id
-        self._poller = Poller(self._make_client(), worker_id, self._wake)
+        if self.config.engine.dispatch == "poll":
+            self._source = Poller(self._make_client(), worker_id, self._wake)
         self._reporter = Reporter(
             self._make_client(),
             worker_id,
@@ -301,8 +312,9 @@ class Supervisor:
                 slot.process.join(5.0)
             slot.conn.close()
             self.pool.remove(slot)
-        if self._poller is not None:
-            self._poller.close()
+        self._take_acks()  # settle what the reporters finished (Kafka commits it)
+        if self._source is not None:
+            self._source.close()
         if self._watch is not None:
             self._watch.close()
         if self._reporter is not None:
@@ -422,6 +434,8 @@ class Supervisor:
                 for warning in unhandled_job_types(self.config, message.job_types):
                     log.warning(warning)
             self.pool.on_ready(slot, message.job_types)
+            if self.config.engine.dispatch == "kafka" and self._source is None:
+                self._start_kafka(message.job_types)
             log.info(
                 "worker-%d ready, pid %d, job types: %s",
                 slot.slot,
@@ -590,11 +604,12 @@ class Supervisor:
         # what an idle worker waits for, and a completion sent at the same
         # moment doubles the poll's round trip (both compete in the engine and
         # in this process). A report waits for that poll REPORT_HOLD at most.
-        assert self._reporter is not None and self._poller is not None
+        assert self._reporter is not None
         if not self._outbox:
             return
         held = time.monotonic() - self._poll_requested_at < REPORT_HOLD
-        if self._poller.busy and held and self.phase is not Phase.DRAINING:
+        polling = self._source is not None and self._source.busy
+        if polling and held and self.phase is not Phase.DRAINING:
             return
         for outcome, entry in self._outbox:
             check: _FailCheck | None = None
@@ -616,8 +631,7 @@ class Supervisor:
                 self._read_messages(slot)
         self._take_acks()
         self._take_watch_verdicts()
-        assert self._poller is not None
-        result = self._poller.take()
+        result = self._source.take() if self._source is not None else None
         if result is not None:
             self._on_poll_result(result)
         for fd, slot in sentinels.items():
@@ -733,6 +747,8 @@ class Supervisor:
             check = self._fail_checks.pop(outcome.job_id, None)
             if entry is None:
                 continue
+            if self._source is not None and entry.origin is not None:
+                self._source.settle(entry.origin, status in _SETTLED)
             if status is ReportStatus.STALE:
                 verdict = check.verdict if check is not None else None
                 self._count_stale(entry, verdict.reason if verdict else "unknown")
@@ -780,7 +796,9 @@ class Supervisor:
                 "worker": f"worker-{slot.slot}",
             },
         )
-        self.ledger.release(entry.job_id)
+        # Stale: its record is done (nothing will ever report it). Lease lost:
+        # the lease's new holder reports it.
+        self._drop(entry, done=True)
         if stop.reason == "stale":
             self._count_stale(entry, stop.stale_reason)
         else:
@@ -793,11 +811,73 @@ class Supervisor:
         slot.send_signal(CANCEL_SIGNAL)
         slot.terminate(now, KILL_GRACE)
 
+    def _drop(self, entry: JobEntry, *, done: bool) -> None:
+        """The job leaves the ledger without a report of ours."""
+        self.ledger.release(entry.job_id)
+        if self._source is not None and entry.origin is not None:
+            self._source.settle(entry.origin, done)
+
+    def _on_wrong_dispatch(self, error: DispatchModeError) -> None:
+        self.fatal_error = str(error)
+        log.critical(
+            "the engine dispatches jobs through Kafka and refuses polls: set "
+            '[engine] dispatch = "kafka" and [kafka] brokers in %s (%s)',
+            self.config.source,
+            error,
+        )
+        self._exit_code = EXIT_CONFIG
+        self._stop_now("wrong dispatch mode")
+
+    def _start_kafka(self, job_types: tuple[str, ...]) -> None:
+        """Consume the job types the workers serve (known once one is ready)."""
+        from workflow_sdk.kafka.consumer import (  # noqa: PLC0415 - optional dependency
+            KafkaJobSource,
+            KafkaSourceError,
+            check_topics,
+        )
+        from workflow_sdk.supervisor.kafka_feeder import KafkaFeeder  # noqa: PLC0415
+
+        kafka = self.config.kafka
+        try:
+            missing = check_topics(kafka.brokers, job_types, dict(kafka.config))
+        except KafkaSourceError as exc:
+            self._fatal(EXIT_ERROR, f"kafka: the brokers {', '.join(kafka.brokers)} ({exc})")
+            return
+        if missing:
+            self._fatal(
+                EXIT_CONFIG,
+                f"kafka: topic(s) {', '.join(missing)} do not exist on {', '.join(kafka.brokers)}; "
+                "the engine does not create them: create one per job type",
+            )
+            return
+        source = KafkaJobSource(
+            kafka.brokers,
+            job_types,
+            group={t: kafka.group_for(t) for t in job_types},
+            dedup_window_seconds=kafka.dedup_window,
+            extra_config=dict(kafka.config),
+            client_id=self.config.supervisor.worker_id,
+        )
+        self._source = KafkaFeeder(source, self._wake)
+        log.info(
+            "kafka: consuming %s from %s",
+            ", ".join(f"workflow.jobs.{t} (group {kafka.group_for(t)})" for t in job_types),
+            ", ".join(kafka.brokers),
+        )
+
+    def _fatal(self, code: int, message: str) -> None:
+        log.critical("%s; stopping the supervisor", message)
+        self.fatal_error = message
+        self._exit_code = code
+        self._stop_now("fatal error")
+
     def _choose_renewal(self, client: object) -> LeaseRenewer | None:
         """Probe the engine for lease renewal as ``lease_renewal`` says; the
         client to renew with, or None. May stop the supervisor (``required``)."""
         mode = self.config.supervisor.lease_renewal
         worker_id = self.config.supervisor.worker_id
+        if self.config.engine.dispatch == "kafka":
+            return None  # Kafka-dispatched jobs have no lease
         if mode == "off" or not hasattr(client, "extend_lease"):
             if mode == "required":
                 raise ConfigError(
@@ -853,14 +933,13 @@ class Supervisor:
     def _may_poll(self) -> bool:
         return (
             self.phase in (Phase.RUNNING, Phase.RELOADING)
-            and self._poller is not None
-            and not self._poller.busy
+            and self._source is not None
+            and not self._source.busy
             and bool(self.pool.idle())
         )
 
     def _maybe_poll(self, now: float) -> None:
-        assert self._poller is not None
-        if not self._may_poll() or now < self._next_poll_at:
+        if self._source is None or not self._may_poll() or now < self._next_poll_at:
             return
         idle = self.pool.idle()
         # Backpressure: never hold more than the ledger's limit. When reports
@@ -871,11 +950,14 @@ class Supervisor:
         if wanted <= 0:
             return
         self._poll_requested_at = now
-        self._poller.request(wanted, self.pool.job_types(idle))
+        self._source.request(wanted, self.pool.job_types(idle))
 
     def _on_poll_result(self, result: PollResult) -> None:
         now = time.monotonic()
         self.stats.record_poll(len(result.jobs), result.error is not None)
+        if isinstance(result.error, DispatchModeError):
+            self._on_wrong_dispatch(result.error)
+            return
         if result.error is not None:
             wait_s = self._poll_backoff.next_delay()
             self._next_poll_at = now + wait_s
@@ -894,15 +976,17 @@ class Supervisor:
         if self._poll_backoff.failures:
             log.info("engine reachable again after %d failed polls", self._poll_backoff.failures)
         self._poll_backoff.reset()
-        self._next_poll_at = now if result.jobs else now + self.config.supervisor.poll_interval
-        for raw in result.jobs:
-            self._claim(raw, result.sent_at, now)
+        waits = not result.jobs and not result.waited
+        self._next_poll_at = now + self.config.supervisor.poll_interval if waits else now
+        for raw in usable_jobs(result.jobs, log):
+            self._claim(raw, result.sent_at, now, result.leased)
         self._dispatch_claimed(now)
 
-    def _claim(self, raw: dict[str, Any], poll_sent_at: float, now: float) -> None:
+    def _claim(self, raw: dict[str, Any], poll_sent_at: float, now: float, leased: bool) -> None:
         context = build_context(raw)
-        length = lease_seconds(raw)
-        verdict = self.ledger.claim(context, poll_sent_at + length, now, length)
+        # A Kafka job has no lease: it may run as long as it needs.
+        length = lease_seconds(raw) if leased else math.inf
+        verdict = self.ledger.claim(context, poll_sent_at + length, now, length, origin=raw)
         job_id, job_type = context["id"], context["jobType"]
         if verdict is ClaimVerdict.EXPIRED:
             self.stats.skipped_expired += 1
@@ -914,6 +998,9 @@ class Supervisor:
             )
         elif verdict is ClaimVerdict.DUPLICATE:
             self.stats.redeliveries_coalesced += 1
+            if self._source is not None:
+                # Its one report comes from the run in progress.
+                self._source.settle(raw, True)
             entry = self.ledger.get(job_id)
             if entry is not None and entry.redeliveries == 1:
                 log.info(
@@ -1010,8 +1097,7 @@ class Supervisor:
 
     def _healthy(self, now: float) -> bool:
         """The loop runs (we are here); also check the poller is not wedged."""
-        assert self._poller is not None
-        if self._poller.busy:
+        if self._source is not None and self._source.busy:
             return now - self._poll_requested_at < self.config.engine.timeout * 2 + 5
         return True
 
@@ -1093,8 +1179,8 @@ class Supervisor:
         )
 
     def _continue_drain(self, now: float) -> None:
-        assert self._poller is not None and self._reporter is not None
-        poll_in_flight = self._poller.busy
+        assert self._reporter is not None
+        poll_in_flight = self._source is not None and self._source.busy
         for slot in list(self.pool.slots.values()):
             entry = slot.job
             if slot.state is SlotState.IDLE and not poll_in_flight:
@@ -1106,8 +1192,9 @@ class Supervisor:
         if poll_in_flight:
             return
         for entry in self.ledger.claimed():
-            # Claimed by the last poll, never started: the lease returns them.
-            self.ledger.release(entry.job_id)
+            # Claimed by the last poll, never started: the lease returns them
+            # (Kafka: the uncommitted record does).
+            self._drop(entry, done=False)
             self.stats.abandoned += 1
         if self.pool.slots:
             return
@@ -1134,7 +1221,7 @@ class Supervisor:
             slot.slot,
         )
         slot.job = None
-        self.ledger.release(entry.job_id)
+        self._drop(entry, done=False)
         self.stats.abandoned += 1
         slot.terminate(now, 1.0)
 
@@ -1146,7 +1233,7 @@ class Supervisor:
         for slot in list(self.pool.slots.values()):
             if slot.job is not None:
                 self.stats.abandoned += 1
-                self.ledger.release(slot.job.job_id)
+                self._drop(slot.job, done=False)
                 slot.job = None
             slot.terminate(now, 1.0)
         self.phase = Phase.DONE

@@ -132,6 +132,8 @@ def _run(path: str) -> int:
         # The whole traceback is in the log above; repeat the error itself.
         last_line = supervisor.fatal_error.strip().splitlines()[-1:] or ["unknown error"]
         print(f"{PROG}: workers cannot start: {last_line[0]}", file=sys.stderr)
+    elif code != 0 and supervisor.fatal_error:
+        print(f"{PROG}: {supervisor.fatal_error}", file=sys.stderr)
     return code
 
 
@@ -167,6 +169,39 @@ def _check(path: str) -> int:
         print(f"engine {config.engine.url}: unreachable: {problem}", file=sys.stderr)
         return EXIT_ENGINE_UNREACHABLE
     print(f"engine {config.engine.url}: healthy")
+    if config.engine.dispatch == "kafka":
+        return _check_kafka(path, config, job_types)
+    return 0
+
+
+def _check_kafka(path: str, config: SupervisorConfig, job_types: list[str]) -> int:
+    """The brokers answer and every job type's topic exists."""
+    try:
+        from workflow_sdk.kafka.consumer import (  # noqa: PLC0415 - optional dependency
+            KafkaSourceError,
+            check_topics,
+        )
+    except ImportError as exc:
+        print(
+            f"{path}: engine.dispatch: \"kafka\" needs the kafka extra "
+            f"(pip install 'rochallor-sdk[kafka]'): {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    brokers = ", ".join(config.kafka.brokers)
+    try:
+        missing = check_topics(config.kafka.brokers, job_types, dict(config.kafka.config))
+    except KafkaSourceError as exc:
+        print(f"kafka {brokers}: unreachable: {exc}", file=sys.stderr)
+        return EXIT_ENGINE_UNREACHABLE
+    if missing:
+        print(
+            f"kafka {brokers}: missing topic(s) {', '.join(missing)} (the engine does not "
+            "create them: create one per job type)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    print(f"kafka {brokers}: topics " + ", ".join(f"workflow.jobs.{t}" for t in job_types))
     return 0
 
 

@@ -34,6 +34,7 @@ ENV_ENGINE_TOKEN = "ROCHALLOR_ENGINE_TOKEN"
 #: Set a tighter ``[job_types."x"] timeout`` where jobs are known to be short.
 DEFAULT_JOB_TIMEOUT = 3600.0
 LEASE_RENEWAL_MODES = ("auto", "off", "required")
+DISPATCH_MODES = ("poll", "kafka")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 
@@ -57,6 +58,9 @@ class EngineConfig:
     token: str | None = None
     verify_tls: bool = True
     ca_bundle: str | None = None
+    #: How jobs arrive: "poll" (the engine's REST poll), or "kafka" (an engine
+    #: with WE_DISPATCH_MODE=kafka_outbox publishes them; see [kafka]).
+    dispatch: str = "poll"
 
 
 @dataclass(frozen=True)
@@ -124,12 +128,31 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class KafkaConfig:
+    """The ``[kafka]`` section (``[engine] dispatch = "kafka"``)."""
+
+    brokers: tuple[str, ...] = ()
+    #: Consumer group per job type; "{job_type}" is replaced. Default: the
+    #: other SDKs' convention, "workflow.workers.{job_type}".
+    group: str = "workflow.workers.{job_type}"
+    #: Seconds a finished dispatch's dedup_id is remembered (duplicates skipped).
+    dedup_window: float = 600.0
+    #: librdkafka settings ([kafka.config], plus [kafka.config_env] resolved
+    #: from the environment: secrets stay out of the file).
+    config: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def group_for(self, job_type: str) -> str:
+        return self.group.replace("{job_type}", job_type)
+
+
+@dataclass(frozen=True)
 class SupervisorConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     supervisor: PoolConfig = field(default_factory=PoolConfig)
     job_types: Mapping[str, JobTypeConfig] = field(default_factory=lambda: MappingProxyType({}))
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
     #: Where this configuration came from (a path, or ``<dict>``).
     source: str = "<code>"
 
@@ -185,6 +208,7 @@ _ENGINE: dict[str, _Spec] = {
     "token_env": _Spec("str"),
     "verify_tls": _Spec("bool"),
     "ca_bundle": _Spec("str"),
+    "dispatch": _Spec("str", _one_of(DISPATCH_MODES)),
 }
 _POOL: dict[str, _Spec] = {
     "handlers": _Spec("str-list", _handler_specs),
@@ -216,6 +240,11 @@ _METRICS: dict[str, _Spec] = {
     "dir": _Spec("str", lambda v: None if v.strip() else "must not be empty"),
 }
 _JOB_TYPE: dict[str, _Spec] = {"timeout": _Spec("float", _at_least(0))}
+_KAFKA: dict[str, _Spec] = {
+    "brokers": _Spec("str-list", lambda v: None if v else "must list at least one host:port"),
+    "group": _Spec("str", lambda v: None if v.strip() else "must not be empty"),
+    "dedup_window": _Spec("float", _at_least(0)),
+}
 _LOGGING: dict[str, _Spec] = {
     "level": _Spec("str", _one_of(LOG_LEVELS)),
     "format": _Spec("str", _one_of(LOG_FORMATS)),
@@ -302,7 +331,7 @@ def parse_config(
     """
     env = os.environ if environ is None else environ
     reader = _Reader(source)
-    known = ("engine", "supervisor", "job_types", "logging", "metrics")
+    known = ("engine", "supervisor", "job_types", "logging", "metrics", "kafka")
     for key in data:
         if key not in known:
             reader.problem(key, f"unknown section (known: {', '.join(known)})")
@@ -349,9 +378,12 @@ def parse_config(
             continue
         job_types[name] = JobTypeConfig(**reader.section(table, prefix, _JOB_TYPE))
 
+    kafka = _kafka_section(reader, data, env, engine.get("dispatch", "poll"))
+
     if reader.problems:
         raise ConfigError("\n".join(reader.problems))
     return SupervisorConfig(
+        kafka=kafka,
         engine=EngineConfig(**engine),
         supervisor=PoolConfig(**pool),
         job_types=MappingProxyType(job_types),
@@ -359,6 +391,36 @@ def parse_config(
         metrics=MetricsConfig(**metrics),
         source=source,
     )
+
+
+def _kafka_section(
+    reader: _Reader, data: Mapping[str, Any], env: Mapping[str, str], dispatch: str
+) -> KafkaConfig:
+    table = dict(reader.table(data, "kafka"))
+    client_config: dict[str, str] = {}
+    for name in ("config", "config_env"):
+        sub = table.pop(name, {})
+        if not isinstance(sub, Mapping):
+            reader.problem(f"kafka.{name}", "must be a table")
+            continue
+        for key, value in sub.items():
+            where = f"kafka.{name}.{key}"
+            if not isinstance(value, (str, int, float, bool)):
+                reader.problem(where, f"must be a string or a number, got {value!r}")
+            elif name == "config":
+                client_config[key] = str(value).lower() if isinstance(value, bool) else str(value)
+            elif not env.get(str(value)):
+                reader.problem(where, f"environment variable {value} is not set")
+            else:
+                client_config[key] = env[str(value)]
+    kafka = reader.section(table, "kafka", _KAFKA)
+    if dispatch == "kafka" and not kafka.get("brokers"):
+        reader.problem(
+            "kafka.brokers",
+            'missing: [engine] dispatch = "kafka" needs the brokers, '
+            'e.g. brokers = ["kafka-1:9092"]',
+        )
+    return KafkaConfig(**kafka, config=MappingProxyType(client_config))
 
 
 def load_config(
@@ -400,6 +462,7 @@ __all__ = [
     "ENV_ENGINE_URL",
     "EngineConfig",
     "JobTypeConfig",
+    "KafkaConfig",
     "LoggingConfig",
     "MetricsConfig",
     "PoolConfig",

@@ -45,8 +45,10 @@ class JobEntry:
     #: monotonic time after which the engine may hand the job to another worker
     lease_end: float
     claimed_at: float
-    #: seconds the engine grants per claim (and per renewal)
+    #: seconds the engine grants per claim (and per renewal); inf = no lease
     lease_length: float = 30.0
+    #: the job as its source gave it (a Kafka record's coordinates included)
+    origin: dict[str, Any] | None = None
     state: JobState = JobState.CLAIMED
     #: worker slot number while RUNNING
     slot: int | None = None
@@ -181,7 +183,13 @@ class JobLedger:
     # -- changes -----------------------------------------------------------------
 
     def claim(
-        self, context: dict[str, Any], lease_end: float, now: float, lease_length: float = 30.0
+        self,
+        context: dict[str, Any],
+        lease_end: float,
+        now: float,
+        lease_length: float = 30.0,
+        *,
+        origin: dict[str, Any] | None = None,
     ) -> ClaimVerdict:
         job_id = str(context["id"])
         held = self._jobs.get(job_id)
@@ -194,7 +202,11 @@ class JobLedger:
         if now >= lease_end:
             return ClaimVerdict.EXPIRED
         self._jobs[job_id] = JobEntry(
-            context=context, lease_end=lease_end, claimed_at=now, lease_length=lease_length
+            context=context,
+            lease_end=lease_end,
+            claimed_at=now,
+            lease_length=lease_length,
+            origin=origin,
         )
         self.peak = max(self.peak, len(self._jobs))
         return ClaimVerdict.NEW
@@ -212,7 +224,7 @@ class JobLedger:
         return entry
 
     def _plan_renewal(self, entry: JobEntry, since: float) -> None:
-        if self.renew_every is None:
+        if self.renew_every is None or math.isinf(entry.lease_length):
             entry.next_renewal = math.inf
             return
         every = self.renew_every or entry.lease_length / 3

@@ -29,6 +29,10 @@ class PollResult:
     latency: float
     jobs: list[dict[str, Any]] = field(default_factory=list)
     error: WorkflowSDKError | None = None
+    #: the jobs carry a lease (``lockedAt``/``lockExpiresAt``); Kafka jobs do not
+    leased: bool = True
+    #: the source already waited for jobs: ask again at once, even if it had none
+    waited: bool = False
 
 
 class Poller:
@@ -69,6 +73,9 @@ class Poller:
         result = self.results.get()
         self._busy = False
         return result
+
+    def settle(self, job: dict[str, Any], done: bool) -> None:
+        """Nothing to do: the engine tracks a polled job through its lease."""
 
     def close(self) -> None:
         with self._cond:

@@ -1,0 +1,119 @@
+"""Jobs from the engine's Kafka topics, for the supervisor (``dispatch = "kafka"``).
+
+One thread drives a ``KafkaJobSource`` (librdkafka wants one thread for
+fetching, committing and the rebalance callbacks): it fetches as many
+records as the main loop asked for and hands them back like a poll answer;
+between requests it keeps serving the consumer groups (paused partitions,
+heartbeats, rebalances) and commits what is done. The main loop never
+blocks on Kafka.
+
+Backpressure is the same as for polls: the main loop asks for no more than
+its idle workers and its ledger's room allow, and while it asks for nothing
+every partition stays paused, so records wait in Kafka, not in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from queue import SimpleQueue
+from typing import Any
+
+from workflow_sdk.errors import WorkflowSDKError
+from workflow_sdk.kafka.consumer import KafkaJobSource
+from workflow_sdk.supervisor.poller import PollResult
+
+log = logging.getLogger("workflow_sdk.supervisor")
+
+#: Longest one fetch waits for records (an empty answer then comes back).
+FETCH_WAIT = 0.5
+#: How often the groups are served and offsets committed between requests.
+SERVE_EVERY = 0.2
+
+
+class KafkaFeeder:
+    def __init__(self, source: KafkaJobSource, wake: Callable[[], None]) -> None:
+        self._source = source
+        self._wake = wake
+        self._cond = threading.Condition()
+        self._request: int | None = None
+        self._busy = False
+        self._closed = False
+        self._results: SimpleQueue[PollResult] = SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="kafka-feeder", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def request(self, max_jobs: int, job_types: Sequence[str]) -> None:
+        # The source consumes every job type it was built for; the pool's
+        # workers all serve the same handlers, so the types need no filter.
+        with self._cond:
+            if self._busy or self._closed:
+                raise RuntimeError("a fetch is already in flight")
+            self._busy = True
+            self._request = max_jobs
+            self._cond.notify()
+
+    def take(self) -> PollResult | None:
+        if self._results.empty():
+            return None
+        result = self._results.get()
+        self._busy = False
+        return result
+
+    def settle(self, job: dict[str, Any], done: bool) -> None:
+        # Any thread: the source only records; the feeder thread commits.
+        if done:
+            self._source.mark_done(job)
+        else:
+            self._source.mark_unfinished(job)
+
+    def close(self) -> None:
+        """Stop fetching; the thread commits what is done and leaves the groups."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=30.0)
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    if self._request is None and not self._closed:
+                        self._cond.wait(SERVE_EVERY)
+                    if self._closed:
+                        return
+                    wanted, self._request = self._request, None
+                if wanted is None:
+                    self._fetch(0)  # serve the groups, partitions stay paused
+                    continue
+                sent_at = time.monotonic()
+                result = self._fetch(wanted, sent_at)
+                self._results.put(result)
+                self._wake()
+        finally:
+            try:
+                self._source.close()  # commits what is done, leaves the groups
+            except Exception:
+                log.exception("kafka: closing the consumers failed")
+
+    def _fetch(self, wanted: int, sent_at: float = 0.0) -> PollResult:
+        try:
+            jobs = self._source.fetch(wanted, timeout=FETCH_WAIT if wanted else 0.0)
+            self._source.commit()
+            error: WorkflowSDKError | None = None
+        except WorkflowSDKError as exc:
+            jobs, error = [], exc
+        except Exception as exc:  # keep the thread alive whatever librdkafka does
+            log.exception("kafka: unexpected error while fetching")
+            jobs, error = [], WorkflowSDKError(f"{type(exc).__name__}: {exc}")
+        latency = time.monotonic() - sent_at if sent_at else 0.0
+        return PollResult(wanted, sent_at, latency, jobs, error, leased=False, waited=error is None)
+
+
+__all__ = ["FETCH_WAIT", "KafkaFeeder"]

@@ -1,0 +1,221 @@
+"""The supervisor in Kafka dispatch mode: a real broker, a real LocalEngine, real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from process.conftest import SupervisorProcess, wait_for
+from workflow_sdk.client.rest import RestEngineClient
+from workflow_sdk.testing import LocalEngine
+
+from .kafka_support import create_topics, publish, read_records, service_flow
+
+pytestmark = pytest.mark.slow
+
+HANDLERS = """
+import os
+import time
+from pathlib import Path
+
+from workflow_sdk import HandlerRegistry
+
+registry = HandlerRegistry()
+RUNS = Path(os.environ.get("KAFKA_TEST_RUNS", "."))
+
+
+@registry.register("{job_type}")
+def work(job):
+    # One line per run, in a file per process (appends of one short line).
+    with (RUNS / f"{{os.getpid()}}.txt").open("a") as out:
+        out.write(job["id"] + "\\n")
+    time.sleep(float(job["variables"].get("seconds", 0.005)))
+    return {{"done": True}}
+"""
+
+
+@pytest.fixture
+def kafka_engine(kafka_bootstrap: str) -> Iterator[LocalEngine]:
+    with LocalEngine(dispatch="kafka", brokers=kafka_bootstrap) as engine:
+        yield engine
+
+
+@pytest.fixture
+def client(kafka_engine: LocalEngine) -> Iterator[RestEngineClient]:
+    with RestEngineClient(kafka_engine.url, timeout=5.0) as c:
+        yield c
+
+
+@pytest.fixture
+def job_type(unique: str) -> str:
+    return f"kjob-{unique}"
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "runs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def start(
+    tmp_path: Path,
+    kafka_engine: LocalEngine,
+    *,
+    kafka_bootstrap: str,
+    job_type: str,
+    unique: str,
+    runs_dir: Path,
+) -> Iterator[Callable[..., SupervisorProcess]]:
+    (tmp_path / f"kafka_handlers_{unique}.py").write_text(HANDLERS.format(job_type=job_type))
+    started: list[SupervisorProcess] = []
+
+    def run(workers: int = 2, dispatch: str = "kafka", extra: str = "") -> SupervisorProcess:
+        config = tmp_path / "supervisor.toml"
+        config.write_text(
+            f'[engine]\nurl = "{kafka_engine.url}"\ntimeout = 5\ndispatch = "{dispatch}"\n'
+            f'[supervisor]\nhandlers = ["kafka_handlers_{unique}:registry"]\n'
+            f"workers = {workers}\npoll_interval = 0.1\ngraceful_timeout = 20\n"
+            f'[kafka]\nbrokers = ["{kafka_bootstrap}"]\ngroup = "sv-{unique}.{{job_type}}"\n'
+            f"{extra}\n"
+        )
+        env = dict(os.environ, KAFKA_TEST_RUNS=str(runs_dir))
+        env.pop("ROCHALLOR_ENGINE_URL", None)
+        process = SupervisorProcess(config, tmp_path, env)
+        started.append(process)
+        return process
+
+    yield run
+    for process in started:
+        process.reap()
+
+
+def runs(runs_dir: Path) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for path in runs_dir.glob("*.txt"):
+        counts.update(path.read_text().split())
+    return counts
+
+
+def busy_worker(sv: SupervisorProcess) -> psutil.Process:
+    def find() -> psutil.Process | None:
+        for worker in sv.workers():
+            try:
+                if "busy" in " ".join(worker.cmdline()):
+                    return worker
+            except psutil.Error:
+                continue
+        return None
+
+    found: psutil.Process = wait_for(find, 20, "a busy worker")
+    return found
+
+
+def test_300_jobs_survive_a_killed_worker_and_a_restart(
+    kafka_engine: LocalEngine,
+    client: RestEngineClient,
+    *,
+    start: Callable[..., SupervisorProcess],
+    kafka_bootstrap: str,
+    job_type: str,
+    runs_dir: Path,
+) -> None:
+    create_topics(kafka_bootstrap, [job_type], partitions=3)
+    client.upload_definition(service_flow("kflow", job_type, retries=2))
+    ids = [client.start_instance("kflow", {"seconds": 0.02})["id"] for _ in range(300)]
+    sv = start(workers=2)
+
+    def completed() -> int:
+        return sum(1 for i in kafka_engine.instances() if i["status"] == "COMPLETED")
+
+    wait_for(lambda: completed() >= 60, 60, "60 completed instances")
+    victim = busy_worker(sv)
+    victim.kill()
+    wait_for(lambda: completed() >= 150, 60, "150 completed instances")
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(40) == 0
+    log = sv.log()
+    assert "killed by SIGKILL" in log
+    second = start(workers=2)
+    kafka_engine.wait_for_instances(ids, "COMPLETED", timeout=120)
+    second.signal(signal.SIGTERM)
+    assert second.wait(40) == 0
+    counts = runs(runs_dir)
+    jobs = {job["id"] for job in kafka_engine.jobs(job_type=job_type)}
+    assert set(counts) == jobs
+    twice = {job for job, n in counts.items() if n > 1}
+    assert max(counts.values()) <= 2
+    # Only the interrupted job runs again (its retry): a clean TERM commits
+    # what finished, so the restarted supervisor reruns nothing else.
+    interrupted = {
+        line.split("job ", 1)[1].split(" ", 1)[0]
+        for line in log.splitlines()
+        if "killed by SIGKILL" in line and "running this job" in line
+    }
+    assert twice <= interrupted, (twice, interrupted)
+
+
+def test_a_duplicate_dispatch_runs_once(
+    kafka_engine: LocalEngine,
+    client: RestEngineClient,
+    *,
+    start: Callable[..., SupervisorProcess],
+    kafka_bootstrap: str,
+    job_type: str,
+    runs_dir: Path,
+) -> None:
+    create_topics(kafka_bootstrap, [job_type])
+    client.upload_definition(service_flow("dup", job_type))
+    (iid,) = [client.start_instance("dup", {"seconds": 0.5})["id"]]
+    kafka_engine.publisher.wait_published(1)  # type: ignore[union-attr]
+    # The engine's relay publishing the same dispatch again after a crash.
+    (record,) = read_records(kafka_bootstrap, f"workflow.jobs.{job_type}", 1)
+    publish(kafka_bootstrap, job_type, [(record.value(), record.headers())], key=record.key())
+    sv = start(workers=2)
+    kafka_engine.wait_for_instance(iid, "COMPLETED", timeout=60)
+    # Give the duplicate every chance to run: more jobs behind it complete.
+    more = [client.start_instance("dup", {"seconds": 0.01})["id"] for _ in range(5)]
+    kafka_engine.wait_for_instances(more, "COMPLETED", timeout=60)
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(30) == 0
+    (job,) = kafka_engine.jobs(instance_id=iid)
+    assert runs(runs_dir)[job["id"]] == 1
+    assert job["completeCalls"] == 1
+
+
+def test_a_missing_topic_is_named_by_check_and_at_start(
+    kafka_engine: LocalEngine, start: Callable[..., SupervisorProcess], job_type: str
+) -> None:
+    sv = start(workers=1)
+    assert sv.wait(30) == 2
+    assert f"workflow.jobs.{job_type}" in sv.log()
+    assert "do not exist" in sv.log()
+    result = subprocess.run(
+        [sys.executable, "-m", "workflow_sdk.supervisor", "check", "-c", str(sv.config_path)],
+        cwd=sv.config_path.parent,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result
+    assert f"missing topic(s) workflow.jobs.{job_type}" in result.stderr
+
+
+def test_poll_mode_against_a_kafka_engine_stops_with_what_to_set(
+    kafka_engine: LocalEngine, start: Callable[..., SupervisorProcess]
+) -> None:
+    sv = start(workers=1, dispatch="poll")
+    assert sv.wait(30) == 2
+    log = sv.log()
+    assert 'dispatch = "kafka"' in log
+    assert log.count("poll failed") == 0  # not a retry loop
