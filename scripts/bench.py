@@ -557,7 +557,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--table-from", metavar="FILE", help="only print the table of an earlier JSON file"
     )
+    parser.add_argument(
+        "--dispatch",
+        choices=("poll", "kafka", "both"),
+        default="poll",
+        help="poll: this benchmark (default); kafka: the supervisor in Kafka dispatch mode "
+        "beside poll mode (benchlib/kafka_bench.py, writes <output>-kafka.json); both: the two",
+    )
     args = parser.parse_args(argv)
+    if args.dispatch != "poll" and not args.table_from:
+        from benchlib.kafka_bench import compare  # noqa: PLC0415
+
+        code = 0
+        if args.dispatch == "both":
+            code = main([*(sys.argv[1:] if argv is None else argv), "--dispatch", "poll"])
+        return code or compare(args)
     if args.table_from:
         print(table(json.loads(Path(args.table_from).read_text())))
         return 0

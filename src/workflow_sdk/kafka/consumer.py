@@ -228,6 +228,10 @@ class KafkaJobSource:
         jobs = self._take_ready(max_records)
         deadline = time.monotonic() + max(0.0, timeout)
         consumers = self._rotated()
+        # With several consumers, a first pass takes what every one of them
+        # has already fetched, without waiting: a job type with nothing to do
+        # must not delay the others' records by a slice per fetch.
+        first_pass = len(consumers) > 1
         while True:
             for job_type, consumer in consumers:
                 want = max_records - len(jobs)
@@ -236,10 +240,13 @@ class KafkaJobSource:
                 remaining = deadline - time.monotonic()
                 # With one consumer, block on it; with several, take turns.
                 wait = max(0.0, remaining if len(consumers) == 1 else min(remaining, _SLICE))
-                for message in self._take(consumer, want, wait if not jobs else 0.0):
+                if jobs or first_pass:
+                    wait = 0.0
+                for message in self._take(consumer, want, wait):
                     job = self._accept(job_type, message)
                     if job is not None:
                         jobs.append(job)
+            first_pass = False
             if jobs or time.monotonic() >= deadline:
                 return jobs
 

@@ -1,0 +1,760 @@
+"""``scripts/bench --dispatch kafka``: the supervisor in Kafka dispatch mode beside poll mode.
+
+One run, one machine, the same jobs: a fresh single-node Kafka broker
+(``scripts/kafka.py``) for the whole run, topics ``workflow.jobs.<jobType>``
+with one partition per worker, and for every batch a fresh local engine
+process (``python -m workflow_sdk.testing``, with ``--dispatch kafka
+--brokers ...`` in Kafka mode) and a fresh supervisor (``benchlib.kafka_host``,
+which stamps job arrival the same way in both modes). Batches:
+
+1. Throughput: N no-op jobs and N CPU-bound jobs (``--cpu-ms`` of the
+   handler thread's CPU), pre-created, drained by ``--workers`` workers;
+   jobs/s between the 10th and 90th percentile completion (the engine's
+   ``completedAt``), as in ``benchlib.scenarios``. Parent CPU per job: the
+   supervisor process's CPU time (every thread: its main loop, the poller or
+   the Kafka feeder, the reporters, librdkafka's threads) over that window,
+   divided by the jobs completed in it.
+2. Open-loop dispatch latency: the workers are ready and idle (the parent's
+   idle CPU is measured then), and the benchmark creates no-op instances at
+   a fixed rate, each carrying ``time.time()`` taken just before its
+   ``POST /v1/instances`` (``CREATED_AT``). Latency *created -> handler* is
+   the handler's first line minus that stamp: the engine creating the job,
+   plus in poll mode the wait for the next poll (an empty poll waits
+   ``poll_interval``, 1 s by default) and its answer, and in Kafka mode the
+   engine's relay publishing the record, the broker, and the feeder's fetch;
+   then the supervisor handing it to a worker. The same definition in both
+   modes, from one clock (the machine's wall clock).
+
+Both batches also give *source -> handler*: from the moment the poll answer
+(poll mode) or the Kafka fetch (Kafka mode) handed the decoded jobs to the
+supervisor's source thread, to the handler's first line (``time.monotonic()``
+in both processes): the supervisor's own dispatch path.
+
+Without Java (or Maven for the first jar fetch) or the ``kafka`` extra, the
+comparison is skipped with a message saying how to get them (exit status 0).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import psutil
+
+from benchlib.handlers import CPU_JOB, NOOP_JOB
+from benchlib.procs import (
+    SCRIPTS,
+    Child,
+    CpuSampler,
+    SupervisorProcess,
+    machine_cpu,
+    process_cpu,
+    tree_cpu,
+    wait_for_quiet,
+)
+from benchlib.stats import percentile, spread, steady_window
+from workflow_sdk.client.models import parse_timestamp
+from workflow_sdk.client.rest import RestEngineClient
+
+POLL = "poll"
+KAFKA = "kafka"
+MODES = (POLL, KAFKA)
+#: Instance variable: ``time.time()`` just before the instance was created.
+CREATED_AT = "_benchCreatedWall"
+#: Printed (and exit status 0) when the comparison cannot run here.
+SKIPPED = "kafka comparison skipped"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the broker ----------------------------------------------------------------
+
+
+def broker_script() -> ModuleType:
+    """``scripts/kafka.py`` (not a package: loaded by path, as the Kafka tests do)."""
+    name = "rochallor_kafka_script"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / "kafka.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def unavailable() -> str | None:
+    """Why the comparison cannot run on this machine, or None."""
+    script = broker_script()
+    missing = script.missing_tools()
+    if missing:
+        return f"{', '.join(missing)} not found; {script.HOW_TO_GET_JAVA}"
+    try:
+        import confluent_kafka  # noqa: F401, PLC0415
+    except ImportError:
+        return "confluent-kafka is not installed: pip install -e '.[kafka]' (or '.[dev]')"
+    return None
+
+
+@dataclass
+class BrokerSession:
+    bootstrap: str
+    pid: int
+    started_in: float
+    partitions: int
+
+
+def _create_topics(bootstrap: str, partitions: int) -> None:
+    # A function of its own: the admin client is gone when it returns (it
+    # would otherwise log its lost connection when the broker stops).
+    from confluent_kafka.admin import AdminClient, NewTopic  # noqa: PLC0415
+
+    from workflow_sdk.kafka.dispatch import topic_for  # noqa: PLC0415
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + 60.0
+    while not admin.list_topics(timeout=5.0).brokers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"broker {bootstrap} gives no metadata")
+        time.sleep(0.2)
+    topics = [
+        NewTopic(topic_for(t), num_partitions=partitions, replication_factor=1)
+        for t in (NOOP_JOB, CPU_JOB)
+    ]
+    for future in admin.create_topics(topics, operation_timeout=30).values():
+        future.result(30)
+
+
+@contextmanager
+def broker_session(partitions: int) -> Iterator[BrokerSession]:
+    """A fresh broker with the benchmark's topics; stopped and reaped on the way out."""
+    broker = broker_script().start()
+    try:
+        _create_topics(broker.bootstrap, partitions)
+        yield BrokerSession(broker.bootstrap, broker.process.pid, broker.started_in, partitions)
+    finally:
+        broker.stop()
+
+
+def start_group_at_end(bootstrap: str, group: str, job_type: str) -> None:
+    """Commit the end of every partition of ``job_type``'s topic for ``group``.
+
+    Each batch has a group of its own, and an engine of its own: the records
+    earlier batches left in the topic belong to engines that are gone. The
+    supervisor's consumers (``auto.offset.reset = earliest``) then start at
+    this batch's first record.
+    """
+    from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
+
+    from workflow_sdk.kafka.dispatch import topic_for  # noqa: PLC0415
+
+    topic = topic_for(job_type)
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10.0).topics[topic].partitions
+        ends = []
+        for partition in partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10.0)
+            ends.append(TopicPartition(topic, partition, high))
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+# -- processes -------------------------------------------------------------------
+
+
+class EngineProcess(Child):
+    """A local engine process; in Kafka mode it publishes every job to the broker."""
+
+    def __init__(self, log_path: Path, brokers: str | None) -> None:
+        argv = [sys.executable, "-m", "workflow_sdk.testing", "--port", "0"]
+        if brokers:
+            argv += ["--dispatch", "kafka", "--brokers", brokers]
+        super().__init__(argv, log_path, capture_first_line=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().strip()
+        if not line.startswith("http://"):
+            self.stop()
+            raise RuntimeError(f"the local engine did not start: {line!r}\n{self.log_tail()}")
+        self.url = line
+
+
+class StampedSupervisor(SupervisorProcess):
+    """The supervisor under ``benchlib.kafka_host`` (both dispatch modes)."""
+
+    def __init__(self, config: Path, log_path: Path) -> None:
+        argv = [sys.executable, "-m", "benchlib.kafka_host", "run", "-c", str(config)]
+        Child.__init__(self, argv, log_path)
+
+    def wait_assigned(self, timeout: float = 60.0) -> None:
+        """Until the Kafka consumer logged its partition assignment."""
+        deadline = time.monotonic() + timeout
+        while "Kafka partitions assigned" not in self.log_path.read_text(errors="replace"):
+            if not self.alive():
+                raise RuntimeError(f"the supervisor exited early:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no Kafka partitions assigned in {timeout} s")
+            time.sleep(0.05)
+
+
+def supervisor_config(
+    path: Path, url: str, workers: int, broker: BrokerSession | None, group: str
+) -> Path:
+    """Defaults everywhere except what a benchmark must set."""
+    text = f'[engine]\nurl = "{url}"\ntimeout = 10.0\n'
+    if broker is not None:
+        text += 'dispatch = "kafka"\n'
+        text += f'[kafka]\nbrokers = ["{broker.bootstrap}"]\ngroup = "{group}"\n'
+    text += (
+        "[supervisor]\n"
+        'handlers = ["benchlib.handlers:registry"]\n'
+        f"workers = {workers}\n"
+        "[logging]\n"
+        'level = "INFO"\n'
+    )
+    path.write_text(text)
+    return path
+
+
+def _definition(job_type: str) -> dict[str, Any]:
+    return {
+        "id": f"bench-{job_type}",
+        "name": f"benchmark {job_type}",
+        "steps": [
+            {"id": "work", "name": "Work", "type": "SERVICE_TASK", "jobType": job_type,
+             "nextStep": "end"},
+            {"id": "end", "name": "End", "type": "END"},
+        ],
+    }  # fmt: skip
+
+
+def _count(client: RestEngineClient, definition_id: str, status: str) -> int:
+    return int(client.list_instances(definition_id, status, page_size=1)["total"])
+
+
+def _wait_done(
+    client: RestEngineClient, definition_id: str, jobs: int, worker: Child, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        done = _count(client, definition_id, "COMPLETED")
+        if done >= jobs:
+            return
+        failed = _count(client, definition_id, "FAILED")
+        if failed:
+            raise RuntimeError(f"{failed} instances FAILED\n{worker.log_tail()}")
+        if not worker.alive():
+            raise RuntimeError(f"the supervisor exited early:\n{worker.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{done}/{jobs} done after {timeout:.0f} s\n{worker.log_tail()}")
+        time.sleep(0.1)
+
+
+# -- one batch -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    mode: str  # POLL or KAFKA
+    job_type: str
+    jobs: int
+    workers: int
+    cpu_ms: float = 0.0
+    #: 0: pre-create every instance (throughput); > 0: create them at this
+    #: rate once the supervisor is ready (open-loop latency).
+    rate: float = 0.0
+    idle_seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        kind = "open-loop" if self.rate else ("cpu" if self.job_type == CPU_JOB else "noop")
+        return f"{kind}-{self.mode}"
+
+
+@dataclass
+class Result:
+    label: str
+    mode: str
+    jobs: int
+    rate: float
+    window_seconds: float
+    parent_cpu_pct: float
+    #: Parent CPU time per job completed in the steady window, ms.
+    parent_cpu_ms_per_job: float
+    engine_cpu_pct: float
+    broker_cpu_pct: float
+    machine_cpu_pct: float
+    foreign_cpu_pct: float
+    idle_parent_cpu_pct: float | None = None
+    source_to_handler_ms: list[float] = field(default_factory=list)
+    created_to_handler_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out = {k: v for k, v in vars(self).items() if not k.endswith("_ms")}
+        out["source_to_handler_ms"] = latency_summary(self.source_to_handler_ms)
+        out["created_to_handler_ms"] = latency_summary(self.created_to_handler_ms)
+        return out
+
+
+def latency_summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "max": max(values),
+        "count": float(len(values)),
+    }
+
+
+def _idle_cpu(process: psutil.Process, seconds: float) -> float:
+    before = process.cpu_times()
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    after = process.cpu_times()
+    used = (after.user + after.system) - (before.user + before.system)
+    return 100.0 * used / (time.monotonic() - t0)
+
+
+def _create_open_loop(
+    client: RestEngineClient, definition_id: str, count: int, rate: float, ms: float
+) -> None:
+    """``count`` instances at ``rate`` per second, each stamped just before its request."""
+    t0 = time.monotonic()
+    for i in range(count):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        client.start_instance(definition_id, {"ms": ms, CREATED_AT: time.time()})
+
+
+def run_batch(batch: Batch, workdir: Path, broker: BrokerSession | None) -> Result:
+    """One batch on a fresh engine and supervisor; ``broker`` only in Kafka mode."""
+    tag = f"{batch.label}-{time.strftime('%H%M%S')}-{os.urandom(2).hex()}"
+    group = f"bench.{tag}.{{job_type}}"
+    kafka = broker if batch.mode == KAFKA else None
+    if kafka is not None:
+        # The supervisor consumes every job type its handlers serve.
+        for job_type in (NOOP_JOB, CPU_JOB):
+            start_group_at_end(kafka.bootstrap, group.replace("{job_type}", job_type), job_type)
+    engine = EngineProcess(workdir / f"{tag}.engine.log", kafka.bootstrap if kafka else None)
+    sv: StampedSupervisor | None = None
+    idle: float | None = None
+    try:
+        with RestEngineClient(engine.url, timeout=30.0, pool_size=8) as client:
+            definition = _definition(batch.job_type)
+            client.upload_definition(definition)
+            if not batch.rate:
+                for _ in range(batch.jobs):
+                    client.start_instance(definition["id"], {"ms": batch.cpu_ms})
+            config = workdir / f"{tag}.toml"
+            supervisor_config(config, engine.url, batch.workers, kafka, group)
+            sv = StampedSupervisor(config, workdir / f"{tag}.log")
+            readers = {
+                "parent": process_cpu(sv.ps),
+                "tree": tree_cpu(sv.ps),
+                "engine": process_cpu(engine.ps),
+                "bench": process_cpu(psutil.Process()),
+                "machine": machine_cpu,
+            }
+            if kafka is not None:
+                readers["broker"] = process_cpu(psutil.Process(kafka.pid))
+            sampler: CpuSampler | None = None
+            if batch.rate:
+                sv.wait_ready(batch.workers)
+                if kafka is not None:
+                    sv.wait_assigned()
+                time.sleep(0.5)  # let start-up settle before measuring idle
+                idle = _idle_cpu(sv.ps, batch.idle_seconds) if batch.idle_seconds else None
+                sampler = CpuSampler(readers)
+                _create_open_loop(client, definition["id"], batch.jobs, batch.rate, batch.cpu_ms)
+            else:
+                sampler = CpuSampler(readers)
+            budget = 60.0 + 3.0 * batch.jobs * max(batch.cpu_ms, 5.0) / 1000.0
+            try:
+                _wait_done(client, definition["id"], batch.jobs, sv, budget)
+            finally:
+                sampler.stop()
+            code = sv.stop()
+            if code not in (0, None):
+                raise RuntimeError(f"{batch.label}: exit status {code}\n{sv.log_tail()}")
+            items = client.list_instances(definition["id"], page_size=batch.jobs + 100)["items"]
+    finally:
+        if sv is not None:
+            sv.stop()
+        engine.stop()
+    finished = [parse_timestamp(i["completedAt"]).timestamp() for i in items]
+    start, end, count = steady_window(finished)
+    ours = ["tree", "engine", "bench"] + (["broker"] if kafka is not None else [])
+    machine = sampler.cpu_between("machine", start, end)
+    parent = sampler.cpu_between("parent", start, end)
+    variables = [i.get("variables") or {} for i in items]
+    return Result(
+        label=batch.label,
+        mode=batch.mode,
+        jobs=len(finished),
+        rate=count / (end - start) if end > start else math.inf,
+        window_seconds=end - start,
+        parent_cpu_pct=parent,
+        parent_cpu_ms_per_job=10.0 * parent * (end - start) / count if count else math.nan,
+        engine_cpu_pct=sampler.cpu_between("engine", start, end),
+        broker_cpu_pct=sampler.cpu_between("broker", start, end) if kafka else 0.0,
+        machine_cpu_pct=machine,
+        foreign_cpu_pct=max(0.0, machine - sum(sampler.cpu_between(n, start, end) for n in ours)),
+        idle_parent_cpu_pct=idle,
+        source_to_handler_ms=[
+            (v["startedMono"] - v["polledMono"]) * 1000.0
+            for v in variables
+            if isinstance(v.get("polledMono"), (int, float))
+        ],
+        created_to_handler_ms=[
+            (v["startedWall"] - v[CREATED_AT]) * 1000.0
+            for v in variables
+            if isinstance(v.get(CREATED_AT), (int, float))
+        ],
+    )
+
+
+# -- the comparison --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    repeat: int
+    jobs: int
+    noop_jobs: int
+    cpu_ms: float
+    workers: int
+    partitions: int
+    open_loop_jobs: int
+    open_loop_rate: float
+    idle_seconds: float
+    max_foreign_cpu: float
+    quiet_wait: float
+
+
+PRESETS: dict[str, dict[str, float]] = {
+    "full": {"repeat": 1, "jobs": 400, "open": 300, "idle": 3.0, "quiet": 30},
+    "quick": {"repeat": 1, "jobs": 120, "open": 100, "idle": 1.0, "quiet": 3},
+    "smoke": {"repeat": 1, "jobs": 8, "open": 8, "idle": 0.3, "quiet": 0},
+}
+
+
+def settings_from(args: Any) -> Settings:
+    preset = PRESETS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    jobs = args.jobs or int(preset["jobs"])
+    workers = args.workers or _default_workers()
+    return Settings(
+        repeat=args.repeat or int(preset["repeat"]),
+        jobs=jobs,
+        noop_jobs=args.noop_jobs or 5 * jobs,
+        cpu_ms=args.cpu_ms,
+        workers=workers,
+        partitions=workers,
+        open_loop_jobs=int(preset["open"]),
+        open_loop_rate=20.0,
+        idle_seconds=args.idle_seconds or preset["idle"],
+        max_foreign_cpu=args.max_foreign_cpu,
+        quiet_wait=args.quiet_wait if args.quiet_wait >= 0 else preset["quiet"],
+    )
+
+
+def _default_workers() -> int:
+    from workflow_sdk.supervisor.config import default_worker_count  # noqa: PLC0415
+
+    return default_worker_count()
+
+
+def batches(s: Settings, index: int) -> list[Batch]:
+    """Every batch of one repeat; poll and Kafka take turns going first."""
+    kinds = [
+        (NOOP_JOB, s.noop_jobs, 0.0, 0.0, 0.0),
+        (CPU_JOB, s.jobs, s.cpu_ms, 0.0, 0.0),
+        (NOOP_JOB, s.open_loop_jobs, 0.0, s.open_loop_rate, s.idle_seconds),
+    ]
+    order = MODES if index % 2 == 0 else MODES[::-1]
+    return [
+        Batch(mode, job_type, jobs, s.workers, ms, rate, idle)
+        for job_type, jobs, ms, rate, idle in kinds
+        for mode in order
+    ]
+
+
+def measure(s: Settings, workdir: Path, broker: BrokerSession) -> list[dict[str, Result]]:
+    repeats: list[dict[str, Result]] = []
+    for index in range(s.repeat):
+        found: dict[str, Result] = {}
+        for batch in batches(s, index):
+            if s.quiet_wait > 0:
+                wait_for_quiet(s.max_foreign_cpu, s.quiet_wait)
+            began = time.monotonic()
+            result = run_batch(batch, workdir, broker if batch.mode == KAFKA else None)
+            lat = latency_summary(result.created_to_handler_ms or result.source_to_handler_ms)
+            say(
+                f"[{index + 1}/{s.repeat}] {result.label:<16} {result.rate:8.1f} jobs/s  parent "
+                f"{result.parent_cpu_ms_per_job:6.3f} ms/job ({result.parent_cpu_pct:5.1f}%), "
+                f"engine {result.engine_cpu_pct:5.1f}%, broker {result.broker_cpu_pct:5.1f}%, "
+                f"others {result.foreign_cpu_pct:5.1f}%; latency p50 {lat.get('p50', math.nan):.2f}"
+                f" ms; {time.monotonic() - began:4.1f} s"
+            )
+            found[result.label] = result
+        repeats.append(found)
+    return repeats
+
+
+def aggregate(repeats: list[dict[str, Result]]) -> dict[str, Any]:
+    def runs(label: str, pick: Any) -> list[float]:
+        return [float(pick(r[label])) for r in repeats]
+
+    def latency(label: str, attr: str) -> dict[str, Any]:
+        per_run = [latency_summary(getattr(r[label], attr)) for r in repeats]
+        per_run = [p for p in per_run if p]
+        return {q: spread([p[q] for p in per_run]) for q in ("p50", "p99")} if per_run else {}
+
+    out: dict[str, Any] = {}
+    for kind in ("noop", "cpu"):
+        entry: dict[str, Any] = {}
+        for mode in MODES:
+            label = f"{kind}-{mode}"
+            entry[mode] = {
+                "jobs_per_s": spread(runs(label, lambda r: r.rate)),
+                "parent_cpu_ms_per_job": spread(runs(label, lambda r: r.parent_cpu_ms_per_job)),
+                "parent_cpu_pct": spread(runs(label, lambda r: r.parent_cpu_pct)),
+                "engine_cpu_pct": spread(runs(label, lambda r: r.engine_cpu_pct)),
+                "broker_cpu_pct": spread(runs(label, lambda r: r.broker_cpu_pct)),
+                "machine_cpu_pct": spread(runs(label, lambda r: r.machine_cpu_pct)),
+                "foreign_cpu_pct": spread(runs(label, lambda r: r.foreign_cpu_pct)),
+                "source_to_handler_ms": latency(label, "source_to_handler_ms"),
+            }
+        pairs = list(zip(_by(repeats, kind, KAFKA), _by(repeats, kind, POLL), strict=True))
+        entry["ratio_jobs_per_s"] = spread([k.rate / p.rate for k, p in pairs])
+        entry["ratio_parent_cpu_per_job"] = spread(
+            [k.parent_cpu_ms_per_job / p.parent_cpu_ms_per_job for k, p in pairs]
+        )
+        out[kind] = entry
+    open_loop: dict[str, Any] = {}
+    for mode in MODES:
+        label = f"open-loop-{mode}"
+        open_loop[mode] = {
+            "created_to_handler_ms": latency(label, "created_to_handler_ms"),
+            "source_to_handler_ms": latency(label, "source_to_handler_ms"),
+            "idle_parent_cpu_pct": spread(
+                [
+                    r[label].idle_parent_cpu_pct
+                    for r in repeats
+                    if r[label].idle_parent_cpu_pct is not None
+                ]
+            ),
+            "parent_cpu_ms_per_job": spread(runs(label, lambda r: r.parent_cpu_ms_per_job)),
+        }
+    out["open_loop"] = open_loop
+    return out
+
+
+def _by(repeats: list[dict[str, Result]], kind: str, mode: str) -> list[Result]:
+    return [r[f"{kind}-{mode}"] for r in repeats]
+
+
+@dataclass(frozen=True)
+class Goal:
+    name: str
+    path: tuple[str, ...]
+    op: str
+    target: float
+
+
+GOALS = (
+    Goal("no-op jobs/s kafka/poll", ("noop", "ratio_jobs_per_s"), ">=", 1.0),
+    Goal("CPU-bound jobs/s kafka/poll", ("cpu", "ratio_jobs_per_s"), ">=", 1.0),
+    # "The same parent CPU per job": within a tenth.
+    Goal("no-op parent CPU/job kafka/poll", ("noop", "ratio_parent_cpu_per_job"), "<=", 1.1),
+    Goal("CPU-bound parent CPU/job kafka/poll", ("cpu", "ratio_parent_cpu_per_job"), "<=", 1.1),
+)
+
+
+def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
+    judged = []
+    for goal in GOALS:
+        node: Any = results
+        for part in goal.path:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        value = node.get("median") if isinstance(node, dict) else None
+        met = None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            met = value >= goal.target if goal.op == ">=" else value <= goal.target
+        judged.append(
+            {"goal": f"{goal.name} {goal.op} {goal.target:g}", "value": value, "met": met}
+        )
+    return judged
+
+
+def _fmt(stat: dict[str, Any] | None, digits: int = 1) -> str:
+    if not stat or stat.get("median") is None:
+        return "n/a"
+    if len(stat.get("runs", [])) <= 1:
+        return f"{stat['median']:.{digits}f}"
+    return f"{stat['median']:.{digits}f} [{stat['min']:.{digits}f}-{stat['max']:.{digits}f}]"
+
+
+def _ratio(kafka: dict[str, Any] | None, poll: dict[str, Any] | None) -> str:
+    k, p = (kafka or {}).get("median"), (poll or {}).get("median")
+    if not isinstance(k, (int, float)) or not isinstance(p, (int, float)) or not p:
+        return "n/a"
+    return f"{k / p:.2f}"
+
+
+def table(report: dict[str, Any]) -> str:
+    st, r = report["settings"], report["results"]
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(
+        label: str, poll: dict[str, Any] | None, kafka: dict[str, Any] | None, digits: int = 1
+    ) -> None:
+        rows.append((label, _fmt(poll, digits), _fmt(kafka, digits), _ratio(kafka, poll)))
+
+    for kind, title in (
+        ("noop", f"no-op x {st['noop_jobs']}"),
+        ("cpu", f"CPU-bound {st['cpu_ms']:g} ms x {st['jobs']}"),
+    ):
+        p, k = r[kind][POLL], r[kind][KAFKA]
+        row(f"{title}: jobs/s", p["jobs_per_s"], k["jobs_per_s"])
+        row(
+            f"{title}: parent CPU per job, ms",
+            p["parent_cpu_ms_per_job"],
+            k["parent_cpu_ms_per_job"],
+            3,
+        )
+        row(f"{title}: parent CPU, % of a core", p["parent_cpu_pct"], k["parent_cpu_pct"])
+        for q in ("p50", "p99"):
+            row(
+                f"{title}: source -> handler {q}, ms",
+                p["source_to_handler_ms"].get(q),
+                k["source_to_handler_ms"].get(q),
+                2,
+            )
+        row(f"{title}: engine CPU, %", p["engine_cpu_pct"], k["engine_cpu_pct"])
+        rows.append((f"{title}: broker CPU, %", "-", _fmt(k["broker_cpu_pct"]), ""))
+    op, ok = r["open_loop"][POLL], r["open_loop"][KAFKA]
+    title = f"open loop, no-op at {st['open_loop_rate']:g}/s x {st['open_loop_jobs']}"
+    for q in ("p50", "p99"):
+        row(
+            f"{title}: created -> handler {q}, ms",
+            op["created_to_handler_ms"].get(q),
+            ok["created_to_handler_ms"].get(q),
+            2,
+        )
+    for q in ("p50", "p99"):
+        row(
+            f"{title}: source -> handler {q}, ms",
+            op["source_to_handler_ms"].get(q),
+            ok["source_to_handler_ms"].get(q),
+            2,
+        )
+    row(
+        f"idle parent CPU ({st['idle_seconds']:g} s, ready workers), % of a core",
+        op["idle_parent_cpu_pct"],
+        ok["idle_parent_cpu_pct"],
+        2,
+    )
+    width = max(len(x[0]) for x in rows)
+    lines = [
+        f"Kafka dispatch vs poll: {st['workers']} workers, {st['partitions']} partitions per "
+        f"topic, median [min-max] of {st['repeat']} run(s); broker {report['broker']}",
+        "",
+        f"| {'measure':<{width}} | poll | kafka | kafka/poll |",
+        f"|{'-' * (width + 2)}|------|-------|------------|",
+    ]
+    lines += [f"| {a:<{width}} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    if st["jobs"] < 100:
+        lines += ["", "(a smoke-sized run: the figures say nothing about performance)"]
+    lines += ["", "Goals (issue 13):"]
+    for goal in report["goals"]:
+        verdict = {True: "met   ", False: "MISSED", None: "n/a   "}[goal["met"]]
+        value = "n/a" if goal["value"] is None else f"{goal['value']:.3g}"
+        lines.append(f"  [{verdict}] {goal['goal']}: {value}")
+    return "\n".join(lines)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def output_path(output: str) -> Path:
+    """``bench-results.json`` -> ``bench-results-kafka.json``."""
+    path = Path(output)
+    return path.with_name(f"{path.stem}-kafka{path.suffix or '.json'}")
+
+
+def compare(args: Any) -> int:
+    """Entry point for ``scripts/bench --dispatch kafka``; returns the exit status."""
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    why = unavailable()
+    if why:
+        say(f"{SKIPPED}: {why}")
+        return 0
+    s = settings_from(args)
+    workdir = Path(tempfile.mkdtemp(prefix="rochallor-kbench-"))
+    say(
+        f"kafka vs poll: {s.repeat} run(s); {s.noop_jobs} no-op, {s.jobs} CPU-bound x "
+        f"{s.cpu_ms:g} ms, open loop {s.open_loop_jobs} at {s.open_loop_rate:g}/s; "
+        f"{s.workers} workers; logs in {workdir}"
+    )
+    began = time.monotonic()
+    ok = False
+    try:
+        with broker_session(s.partitions) as broker:
+            say(f"broker {broker.bootstrap} started in {broker.started_in:.1f} s")
+            repeats = measure(s, workdir, broker)
+        results = aggregate(repeats)
+        report: dict[str, Any] = {
+            "settings": vars(s),
+            "broker": f"Apache Kafka {broker_script().KAFKA_VERSION} (KRaft, one node)",
+            "results": results,
+            "runs": [{k: v.summary() for k, v in r.items()} for r in repeats],
+        }
+        report["goals"] = judge(results)
+        report["seconds"] = round(time.monotonic() - began, 1)
+        out = output_path(args.output)
+        out.write_text(json.dumps(_finite(report), indent=2) + "\n")
+        print(table(report))
+        print(f"\nwritten: {out} ({report['seconds']:.0f} s)")
+        ok = True
+        return 0
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except Exception as exc:
+        say(f"kafka benchmark failed: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        if ok and not args.keep_logs:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            say(f"logs kept in {workdir}")
+
+
+__all__ = ["SKIPPED", "compare", "output_path", "table", "unavailable"]
