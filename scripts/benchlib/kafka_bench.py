@@ -156,7 +156,7 @@ def start_group_at_end(bootstrap: str, group: str, job_type: str) -> None:
     supervisor's consumers (``auto.offset.reset = earliest``) then start at
     this batch's first record.
     """
-    from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
+    from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
 
     from workflow_sdk.kafka.dispatch import topic_for  # noqa: PLC0415
 
@@ -165,12 +165,22 @@ def start_group_at_end(bootstrap: str, group: str, job_type: str) -> None:
         {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
     )
     try:
-        partitions = consumer.list_topics(topic, timeout=10.0).topics[topic].partitions
-        ends = []
-        for partition in partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10.0)
-            ends.append(TopicPartition(topic, partition, high))
-        consumer.commit(offsets=ends, asynchronous=False)
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                partitions = consumer.list_topics(topic, timeout=10.0).topics[topic].partitions
+                ends = []
+                for partition in partitions:
+                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10.0)
+                    ends.append(TopicPartition(topic, partition, high))
+                consumer.commit(offsets=ends, asynchronous=False)
+                return
+            except KafkaException as exc:
+                # Right after the topics were created their partitions may
+                # have no leader yet ("Not leader for partition").
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cannot position group {group}: {exc}") from exc
+                time.sleep(0.2)
     finally:
         consumer.close()
 

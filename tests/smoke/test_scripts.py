@@ -158,3 +158,45 @@ def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     assert len(report["goals"]) == 6
     assert all(goal["met"] in (True, False) for goal in report["goals"])
     assert leftovers(result) == []
+
+
+def _kafka_unavailable() -> str | None:
+    """Why ``scripts/bench --dispatch kafka`` cannot run here (no Java, no extra)."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from benchlib.kafka_bench import unavailable  # noqa: PLC0415
+
+        return unavailable()
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+@pytest.mark.timeout(180)
+def test_bench_kafka_smoke_run_compares_both_dispatch_modes(tmp_path: Path) -> None:
+    why = _kafka_unavailable()
+    if why:
+        pytest.skip(f"Kafka bench skipped: {why}")
+    output = tmp_path / "bench.json"
+    result = run_script(
+        [str(SCRIPTS / "bench.py"), "--dispatch", "kafka", "--smoke", "--output", str(output)],
+        150,
+        tmp_path,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "Goals (issue 13):" in result.stdout
+    assert not output.exists()  # the poll-only benchmark did not run
+    report = json.loads((tmp_path / "bench-kafka.json").read_text())
+    results = report["results"]
+    for kind in ("noop", "cpu"):
+        for mode in ("poll", "kafka"):
+            figures = results[kind][mode]
+            assert figures["jobs_per_s"]["median"] > 0, (kind, mode)
+            assert figures["parent_cpu_ms_per_job"]["median"] > 0, (kind, mode)
+            assert figures["source_to_handler_ms"]["p50"]["median"] is not None, (kind, mode)
+        assert results[kind]["ratio_jobs_per_s"]["median"] > 0
+    for mode in ("poll", "kafka"):
+        latency = results["open_loop"][mode]["created_to_handler_ms"]
+        assert latency["p50"]["median"] > 0 and latency["p99"]["median"] > 0, mode
+    assert len(report["goals"]) == 4
+    assert all(goal["met"] in (True, False) for goal in report["goals"])
+    assert leftovers(result) == []

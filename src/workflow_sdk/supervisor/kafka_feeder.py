@@ -31,6 +31,11 @@ log = logging.getLogger("workflow_sdk.supervisor")
 FETCH_WAIT = 0.5
 #: How often the groups are served and offsets committed between requests.
 SERVE_EVERY = 0.2
+#: Least time between two offset commits while fetching. One commit per
+#: fetch would be a broker round trip (and its work in the broker and in
+#: librdkafka) for every one or two jobs when jobs are short; a record done
+#: meanwhile is committed with the next one (and on close, synchronously).
+COMMIT_EVERY = 0.2
 
 
 class KafkaFeeder:
@@ -42,6 +47,7 @@ class KafkaFeeder:
         self._busy = False
         self._closed = False
         self._results: SimpleQueue[PollResult] = SimpleQueue()
+        self._next_commit = 0.0  # feeder thread only
         self._thread = threading.Thread(target=self._serve, name="kafka-feeder", daemon=True)
         self._thread.start()
 
@@ -105,7 +111,10 @@ class KafkaFeeder:
     def _fetch(self, wanted: int, sent_at: float = 0.0) -> PollResult:
         try:
             jobs = self._source.fetch(wanted, timeout=FETCH_WAIT if wanted else 0.0)
-            self._source.commit()
+            now = time.monotonic()
+            if now >= self._next_commit:
+                self._source.commit()
+                self._next_commit = now + COMMIT_EVERY
             error: WorkflowSDKError | None = None
         except WorkflowSDKError as exc:
             jobs, error = [], exc
@@ -116,4 +125,4 @@ class KafkaFeeder:
         return PollResult(wanted, sent_at, latency, jobs, error, leased=False, waited=error is None)
 
 
-__all__ = ["FETCH_WAIT", "KafkaFeeder"]
+__all__ = ["COMMIT_EVERY", "FETCH_WAIT", "KafkaFeeder"]
