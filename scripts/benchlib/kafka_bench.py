@@ -36,39 +36,50 @@ comparison is skipped with a message saying how to get them (exit status 0).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psutil
 
 from benchlib.handlers import CPU_JOB, NOOP_JOB
+from benchlib.kafka_procs import (
+    BrokerSession,
+    EngineProcess,
+    StampedSupervisor,
+    broker_script,
+    broker_session,
+    definition,
+    start_group_at_end,
+    supervisor_config,
+    unavailable,
+)
+from benchlib.kafka_report import (
+    KAFKA,
+    MODES,
+    aggregate,
+    finite,
+    judge,
+    latency_summary,
+    table,
+)
 from benchlib.procs import (
-    SCRIPTS,
     Child,
     CpuSampler,
-    SupervisorProcess,
     machine_cpu,
     process_cpu,
     tree_cpu,
     wait_for_quiet,
 )
-from benchlib.stats import percentile, spread, steady_window
+from benchlib.stats import steady_window
 from workflow_sdk.client.models import parse_timestamp
 from workflow_sdk.client.rest import RestEngineClient
 
-POLL = "poll"
-KAFKA = "kafka"
-MODES = (POLL, KAFKA)
 #: Instance variable: ``time.time()`` just before the instance was created.
 CREATED_AT = "_benchCreatedWall"
 #: Printed (and exit status 0) when the comparison cannot run here.
@@ -77,180 +88,6 @@ SKIPPED = "kafka comparison skipped"
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-# -- the broker ----------------------------------------------------------------
-
-
-def broker_script() -> ModuleType:
-    """``scripts/kafka.py`` (not a package: loaded by path, as the Kafka tests do)."""
-    name = "rochallor_kafka_script"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / "kafka.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def unavailable() -> str | None:
-    """Why the comparison cannot run on this machine, or None."""
-    script = broker_script()
-    missing = script.missing_tools()
-    if missing:
-        return f"{', '.join(missing)} not found; {script.HOW_TO_GET_JAVA}"
-    try:
-        import confluent_kafka  # noqa: F401, PLC0415
-    except ImportError:
-        return "confluent-kafka is not installed: pip install -e '.[kafka]' (or '.[dev]')"
-    return None
-
-
-@dataclass
-class BrokerSession:
-    bootstrap: str
-    pid: int
-    started_in: float
-    partitions: int
-
-
-def _create_topics(bootstrap: str, partitions: int) -> None:
-    # A function of its own: the admin client is gone when it returns (it
-    # would otherwise log its lost connection when the broker stops).
-    from confluent_kafka.admin import AdminClient, NewTopic  # noqa: PLC0415
-
-    from workflow_sdk.kafka.dispatch import topic_for  # noqa: PLC0415
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline = time.monotonic() + 60.0
-    while not admin.list_topics(timeout=5.0).brokers:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"broker {bootstrap} gives no metadata")
-        time.sleep(0.2)
-    topics = [
-        NewTopic(topic_for(t), num_partitions=partitions, replication_factor=1)
-        for t in (NOOP_JOB, CPU_JOB)
-    ]
-    for future in admin.create_topics(topics, operation_timeout=30).values():
-        future.result(30)
-
-
-@contextmanager
-def broker_session(partitions: int) -> Iterator[BrokerSession]:
-    """A fresh broker with the benchmark's topics; stopped and reaped on the way out."""
-    broker = broker_script().start()
-    try:
-        _create_topics(broker.bootstrap, partitions)
-        yield BrokerSession(broker.bootstrap, broker.process.pid, broker.started_in, partitions)
-    finally:
-        broker.stop()
-
-
-def start_group_at_end(bootstrap: str, group: str, job_type: str) -> None:
-    """Commit the end of every partition of ``job_type``'s topic for ``group``.
-
-    Each batch has a group of its own, and an engine of its own: the records
-    earlier batches left in the topic belong to engines that are gone. The
-    supervisor's consumers (``auto.offset.reset = earliest``) then start at
-    this batch's first record.
-    """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
-
-    from workflow_sdk.kafka.dispatch import topic_for  # noqa: PLC0415
-
-    topic = topic_for(job_type)
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
-    )
-    try:
-        deadline = time.monotonic() + 30.0
-        while True:
-            try:
-                partitions = consumer.list_topics(topic, timeout=10.0).topics[topic].partitions
-                ends = []
-                for partition in partitions:
-                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10.0)
-                    ends.append(TopicPartition(topic, partition, high))
-                consumer.commit(offsets=ends, asynchronous=False)
-                return
-            except KafkaException as exc:
-                # Right after the topics were created their partitions may
-                # have no leader yet ("Not leader for partition").
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"cannot position group {group}: {exc}") from exc
-                time.sleep(0.2)
-    finally:
-        consumer.close()
-
-
-# -- processes -------------------------------------------------------------------
-
-
-class EngineProcess(Child):
-    """A local engine process; in Kafka mode it publishes every job to the broker."""
-
-    def __init__(self, log_path: Path, brokers: str | None) -> None:
-        argv = [sys.executable, "-m", "workflow_sdk.testing", "--port", "0"]
-        if brokers:
-            argv += ["--dispatch", "kafka", "--brokers", brokers]
-        super().__init__(argv, log_path, capture_first_line=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode().strip()
-        if not line.startswith("http://"):
-            self.stop()
-            raise RuntimeError(f"the local engine did not start: {line!r}\n{self.log_tail()}")
-        self.url = line
-
-
-class StampedSupervisor(SupervisorProcess):
-    """The supervisor under ``benchlib.kafka_host`` (both dispatch modes)."""
-
-    def __init__(self, config: Path, log_path: Path) -> None:
-        argv = [sys.executable, "-m", "benchlib.kafka_host", "run", "-c", str(config)]
-        Child.__init__(self, argv, log_path)
-
-    def wait_assigned(self, timeout: float = 60.0) -> None:
-        """Until the Kafka consumer logged its partition assignment."""
-        deadline = time.monotonic() + timeout
-        while "Kafka partitions assigned" not in self.log_path.read_text(errors="replace"):
-            if not self.alive():
-                raise RuntimeError(f"the supervisor exited early:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no Kafka partitions assigned in {timeout} s")
-            time.sleep(0.05)
-
-
-def supervisor_config(
-    path: Path, url: str, workers: int, broker: BrokerSession | None, group: str
-) -> Path:
-    """Defaults everywhere except what a benchmark must set."""
-    text = f'[engine]\nurl = "{url}"\ntimeout = 10.0\n'
-    if broker is not None:
-        text += 'dispatch = "kafka"\n'
-        text += f'[kafka]\nbrokers = ["{broker.bootstrap}"]\ngroup = "{group}"\n'
-    text += (
-        "[supervisor]\n"
-        'handlers = ["benchlib.handlers:registry"]\n'
-        f"workers = {workers}\n"
-        "[logging]\n"
-        'level = "INFO"\n'
-    )
-    path.write_text(text)
-    return path
-
-
-def _definition(job_type: str) -> dict[str, Any]:
-    return {
-        "id": f"bench-{job_type}",
-        "name": f"benchmark {job_type}",
-        "steps": [
-            {"id": "work", "name": "Work", "type": "SERVICE_TASK", "jobType": job_type,
-             "nextStep": "end"},
-            {"id": "end", "name": "End", "type": "END"},
-        ],
-    }  # fmt: skip
 
 
 def _count(client: RestEngineClient, definition_id: str, status: str) -> int:
@@ -321,18 +158,6 @@ class Result:
         return out
 
 
-def latency_summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    return {
-        "p50": percentile(values, 50),
-        "p90": percentile(values, 90),
-        "p99": percentile(values, 99),
-        "max": max(values),
-        "count": float(len(values)),
-    }
-
-
 def _idle_cpu(process: psutil.Process, seconds: float) -> float:
     before = process.cpu_times()
     t0 = time.monotonic()
@@ -368,11 +193,11 @@ def run_batch(batch: Batch, workdir: Path, broker: BrokerSession | None) -> Resu
     idle: float | None = None
     try:
         with RestEngineClient(engine.url, timeout=30.0, pool_size=8) as client:
-            definition = _definition(batch.job_type)
-            client.upload_definition(definition)
+            flow = definition(batch.job_type)
+            client.upload_definition(flow)
             if not batch.rate:
                 for _ in range(batch.jobs):
-                    client.start_instance(definition["id"], {"ms": batch.cpu_ms})
+                    client.start_instance(flow["id"], {"ms": batch.cpu_ms})
             config = workdir / f"{tag}.toml"
             supervisor_config(config, engine.url, batch.workers, kafka, group)
             sv = StampedSupervisor(config, workdir / f"{tag}.log")
@@ -393,18 +218,18 @@ def run_batch(batch: Batch, workdir: Path, broker: BrokerSession | None) -> Resu
                 time.sleep(0.5)  # let start-up settle before measuring idle
                 idle = _idle_cpu(sv.ps, batch.idle_seconds) if batch.idle_seconds else None
                 sampler = CpuSampler(readers)
-                _create_open_loop(client, definition["id"], batch.jobs, batch.rate, batch.cpu_ms)
+                _create_open_loop(client, flow["id"], batch.jobs, batch.rate, batch.cpu_ms)
             else:
                 sampler = CpuSampler(readers)
             budget = 60.0 + 3.0 * batch.jobs * max(batch.cpu_ms, 5.0) / 1000.0
             try:
-                _wait_done(client, definition["id"], batch.jobs, sv, budget)
+                _wait_done(client, flow["id"], batch.jobs, sv, budget)
             finally:
                 sampler.stop()
             code = sv.stop()
             if code not in (0, None):
                 raise RuntimeError(f"{batch.label}: exit status {code}\n{sv.log_tail()}")
-            items = client.list_instances(definition["id"], page_size=batch.jobs + 100)["items"]
+            items = client.list_instances(flow["id"], page_size=batch.jobs + 100)["items"]
     finally:
         if sv is not None:
             sv.stop()
@@ -528,189 +353,6 @@ def measure(s: Settings, workdir: Path, broker: BrokerSession) -> list[dict[str,
     return repeats
 
 
-def aggregate(repeats: list[dict[str, Result]]) -> dict[str, Any]:
-    def runs(label: str, pick: Any) -> list[float]:
-        return [float(pick(r[label])) for r in repeats]
-
-    def latency(label: str, attr: str) -> dict[str, Any]:
-        per_run = [latency_summary(getattr(r[label], attr)) for r in repeats]
-        per_run = [p for p in per_run if p]
-        return {q: spread([p[q] for p in per_run]) for q in ("p50", "p99")} if per_run else {}
-
-    out: dict[str, Any] = {}
-    for kind in ("noop", "cpu"):
-        entry: dict[str, Any] = {}
-        for mode in MODES:
-            label = f"{kind}-{mode}"
-            entry[mode] = {
-                "jobs_per_s": spread(runs(label, lambda r: r.rate)),
-                "parent_cpu_ms_per_job": spread(runs(label, lambda r: r.parent_cpu_ms_per_job)),
-                "parent_cpu_pct": spread(runs(label, lambda r: r.parent_cpu_pct)),
-                "engine_cpu_pct": spread(runs(label, lambda r: r.engine_cpu_pct)),
-                "broker_cpu_pct": spread(runs(label, lambda r: r.broker_cpu_pct)),
-                "machine_cpu_pct": spread(runs(label, lambda r: r.machine_cpu_pct)),
-                "foreign_cpu_pct": spread(runs(label, lambda r: r.foreign_cpu_pct)),
-                "source_to_handler_ms": latency(label, "source_to_handler_ms"),
-            }
-        pairs = list(zip(_by(repeats, kind, KAFKA), _by(repeats, kind, POLL), strict=True))
-        entry["ratio_jobs_per_s"] = spread([k.rate / p.rate for k, p in pairs])
-        entry["ratio_parent_cpu_per_job"] = spread(
-            [k.parent_cpu_ms_per_job / p.parent_cpu_ms_per_job for k, p in pairs]
-        )
-        out[kind] = entry
-    open_loop: dict[str, Any] = {}
-    for mode in MODES:
-        label = f"open-loop-{mode}"
-        open_loop[mode] = {
-            "created_to_handler_ms": latency(label, "created_to_handler_ms"),
-            "source_to_handler_ms": latency(label, "source_to_handler_ms"),
-            "idle_parent_cpu_pct": spread(
-                [
-                    r[label].idle_parent_cpu_pct
-                    for r in repeats
-                    if r[label].idle_parent_cpu_pct is not None
-                ]
-            ),
-            "parent_cpu_ms_per_job": spread(runs(label, lambda r: r.parent_cpu_ms_per_job)),
-        }
-    out["open_loop"] = open_loop
-    return out
-
-
-def _by(repeats: list[dict[str, Result]], kind: str, mode: str) -> list[Result]:
-    return [r[f"{kind}-{mode}"] for r in repeats]
-
-
-@dataclass(frozen=True)
-class Goal:
-    name: str
-    path: tuple[str, ...]
-    op: str
-    target: float
-
-
-GOALS = (
-    Goal("no-op jobs/s kafka/poll", ("noop", "ratio_jobs_per_s"), ">=", 1.0),
-    Goal("CPU-bound jobs/s kafka/poll", ("cpu", "ratio_jobs_per_s"), ">=", 1.0),
-    # "The same parent CPU per job": within a tenth.
-    Goal("no-op parent CPU/job kafka/poll", ("noop", "ratio_parent_cpu_per_job"), "<=", 1.1),
-    Goal("CPU-bound parent CPU/job kafka/poll", ("cpu", "ratio_parent_cpu_per_job"), "<=", 1.1),
-)
-
-
-def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
-    judged = []
-    for goal in GOALS:
-        node: Any = results
-        for part in goal.path:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        value = node.get("median") if isinstance(node, dict) else None
-        met = None
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            met = value >= goal.target if goal.op == ">=" else value <= goal.target
-        judged.append(
-            {"goal": f"{goal.name} {goal.op} {goal.target:g}", "value": value, "met": met}
-        )
-    return judged
-
-
-def _fmt(stat: dict[str, Any] | None, digits: int = 1) -> str:
-    if not stat or stat.get("median") is None:
-        return "n/a"
-    if len(stat.get("runs", [])) <= 1:
-        return f"{stat['median']:.{digits}f}"
-    return f"{stat['median']:.{digits}f} [{stat['min']:.{digits}f}-{stat['max']:.{digits}f}]"
-
-
-def _ratio(kafka: dict[str, Any] | None, poll: dict[str, Any] | None) -> str:
-    k, p = (kafka or {}).get("median"), (poll or {}).get("median")
-    if not isinstance(k, (int, float)) or not isinstance(p, (int, float)) or not p:
-        return "n/a"
-    return f"{k / p:.2f}"
-
-
-def table(report: dict[str, Any]) -> str:
-    st, r = report["settings"], report["results"]
-    rows: list[tuple[str, str, str, str]] = []
-
-    def row(
-        label: str, poll: dict[str, Any] | None, kafka: dict[str, Any] | None, digits: int = 1
-    ) -> None:
-        rows.append((label, _fmt(poll, digits), _fmt(kafka, digits), _ratio(kafka, poll)))
-
-    for kind, title in (
-        ("noop", f"no-op x {st['noop_jobs']}"),
-        ("cpu", f"CPU-bound {st['cpu_ms']:g} ms x {st['jobs']}"),
-    ):
-        p, k = r[kind][POLL], r[kind][KAFKA]
-        row(f"{title}: jobs/s", p["jobs_per_s"], k["jobs_per_s"])
-        row(
-            f"{title}: parent CPU per job, ms",
-            p["parent_cpu_ms_per_job"],
-            k["parent_cpu_ms_per_job"],
-            3,
-        )
-        row(f"{title}: parent CPU, % of a core", p["parent_cpu_pct"], k["parent_cpu_pct"])
-        for q in ("p50", "p99"):
-            row(
-                f"{title}: source -> handler {q}, ms",
-                p["source_to_handler_ms"].get(q),
-                k["source_to_handler_ms"].get(q),
-                2,
-            )
-        row(f"{title}: engine CPU, %", p["engine_cpu_pct"], k["engine_cpu_pct"])
-        rows.append((f"{title}: broker CPU, %", "-", _fmt(k["broker_cpu_pct"]), ""))
-    op, ok = r["open_loop"][POLL], r["open_loop"][KAFKA]
-    title = f"open loop, no-op at {st['open_loop_rate']:g}/s x {st['open_loop_jobs']}"
-    for q in ("p50", "p99"):
-        row(
-            f"{title}: created -> handler {q}, ms",
-            op["created_to_handler_ms"].get(q),
-            ok["created_to_handler_ms"].get(q),
-            2,
-        )
-    for q in ("p50", "p99"):
-        row(
-            f"{title}: source -> handler {q}, ms",
-            op["source_to_handler_ms"].get(q),
-            ok["source_to_handler_ms"].get(q),
-            2,
-        )
-    row(
-        f"idle parent CPU ({st['idle_seconds']:g} s, ready workers), % of a core",
-        op["idle_parent_cpu_pct"],
-        ok["idle_parent_cpu_pct"],
-        2,
-    )
-    width = max(len(x[0]) for x in rows)
-    lines = [
-        f"Kafka dispatch vs poll: {st['workers']} workers, {st['partitions']} partitions per "
-        f"topic, median [min-max] of {st['repeat']} run(s); broker {report['broker']}",
-        "",
-        f"| {'measure':<{width}} | poll | kafka | kafka/poll |",
-        f"|{'-' * (width + 2)}|------|-------|------------|",
-    ]
-    lines += [f"| {a:<{width}} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    if st["jobs"] < 100:
-        lines += ["", "(a smoke-sized run: the figures say nothing about performance)"]
-    lines += ["", "Goals (issue 13):"]
-    for goal in report["goals"]:
-        verdict = {True: "met   ", False: "MISSED", None: "n/a   "}[goal["met"]]
-        value = "n/a" if goal["value"] is None else f"{goal['value']:.3g}"
-        lines.append(f"  [{verdict}] {goal['goal']}: {value}")
-    return "\n".join(lines)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def output_path(output: str) -> Path:
     """``bench-results.json`` -> ``bench-results-kafka.json``."""
     path = Path(output)
@@ -749,7 +391,7 @@ def compare(args: Any) -> int:
         report["goals"] = judge(results)
         report["seconds"] = round(time.monotonic() - began, 1)
         out = output_path(args.output)
-        out.write_text(json.dumps(_finite(report), indent=2) + "\n")
+        out.write_text(json.dumps(finite(report), indent=2) + "\n")
         print(table(report))
         print(f"\nwritten: {out} ({report['seconds']:.0f} s)")
         ok = True
