@@ -30,12 +30,18 @@ Both batches also give *source -> handler*: from the moment the poll answer
 supervisor's source thread, to the handler's first line (``time.monotonic()``
 in both processes): the supervisor's own dispatch path.
 
+Before each batch the benchmark waits (``--quiet-wait``) for the machine to
+be quiet, and a batch during which other processes used more than
+``--max-foreign-cpu`` % of a core is run again (``--retries``), keeping the
+least disturbed run. Poll and Kafka take turns going first in each repeat.
+
 Without Java (or Maven for the first jar fetch) or the ``kafka`` extra, the
 comparison is skipped with a message saying how to get them (exit status 0).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -150,11 +156,14 @@ class Result:
     idle_parent_cpu_pct: float | None = None
     source_to_handler_ms: list[float] = field(default_factory=list)
     created_to_handler_ms: list[float] = field(default_factory=list)
+    #: How long each worker sat idle between two of its jobs (same pid).
+    worker_gap_ms: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         out = {k: v for k, v in vars(self).items() if not k.endswith("_ms")}
         out["source_to_handler_ms"] = latency_summary(self.source_to_handler_ms)
         out["created_to_handler_ms"] = latency_summary(self.created_to_handler_ms)
+        out["worker_gap_ms"] = latency_summary(self.worker_gap_ms)
         return out
 
 
@@ -263,7 +272,22 @@ def run_batch(batch: Batch, workdir: Path, broker: BrokerSession | None) -> Resu
             for v in variables
             if isinstance(v.get(CREATED_AT), (int, float))
         ],
+        worker_gap_ms=worker_gaps(variables),
     )
+
+
+def worker_gaps(variables: list[dict[str, Any]]) -> list[float]:
+    """Milliseconds each worker process sat idle between two of its jobs
+    (a handler's last line to the next handler's first line, same pid)."""
+    by_pid: dict[int, list[tuple[float, float]]] = {}
+    for v in variables:
+        if isinstance(v.get("startedMono"), float) and isinstance(v.get("endedMono"), float):
+            by_pid.setdefault(v["pid"], []).append((v["startedMono"], v["endedMono"]))
+    gaps: list[float] = []
+    for jobs in by_pid.values():
+        jobs.sort()
+        gaps += [(b[0] - a[1]) * 1000.0 for a, b in itertools.pairwise(jobs)]
+    return gaps
 
 
 # -- the comparison --------------------------------------------------------------
@@ -281,13 +305,15 @@ class Settings:
     open_loop_rate: float
     idle_seconds: float
     max_foreign_cpu: float
+    #: Re-runs of a batch disturbed by other processes.
+    retries: int
     quiet_wait: float
 
 
 PRESETS: dict[str, dict[str, float]] = {
-    "full": {"repeat": 1, "jobs": 400, "open": 300, "idle": 3.0, "quiet": 30},
-    "quick": {"repeat": 1, "jobs": 120, "open": 100, "idle": 1.0, "quiet": 3},
-    "smoke": {"repeat": 1, "jobs": 8, "open": 8, "idle": 0.3, "quiet": 0},
+    "full": {"repeat": 1, "jobs": 400, "open": 300, "idle": 3.0, "quiet": 30, "retries": 2},
+    "quick": {"repeat": 1, "jobs": 120, "open": 100, "idle": 1.0, "quiet": 3, "retries": 0},
+    "smoke": {"repeat": 1, "jobs": 8, "open": 8, "idle": 0.3, "quiet": 0, "retries": 0},
 }
 
 
@@ -306,6 +332,7 @@ def settings_from(args: Any) -> Settings:
         open_loop_rate=20.0,
         idle_seconds=args.idle_seconds or preset["idle"],
         max_foreign_cpu=args.max_foreign_cpu,
+        retries=args.retries if args.retries >= 0 else int(preset["retries"]),
         quiet_wait=args.quiet_wait if args.quiet_wait >= 0 else preset["quiet"],
     )
 
@@ -336,21 +363,39 @@ def measure(s: Settings, workdir: Path, broker: BrokerSession) -> list[dict[str,
     for index in range(s.repeat):
         found: dict[str, Result] = {}
         for batch in batches(s, index):
-            if s.quiet_wait > 0:
-                wait_for_quiet(s.max_foreign_cpu, s.quiet_wait)
-            began = time.monotonic()
-            result = run_batch(batch, workdir, broker if batch.mode == KAFKA else None)
-            lat = latency_summary(result.created_to_handler_ms or result.source_to_handler_ms)
-            say(
-                f"[{index + 1}/{s.repeat}] {result.label:<16} {result.rate:8.1f} jobs/s  parent "
-                f"{result.parent_cpu_ms_per_job:6.3f} ms/job ({result.parent_cpu_pct:5.1f}%), "
-                f"engine {result.engine_cpu_pct:5.1f}%, broker {result.broker_cpu_pct:5.1f}%, "
-                f"others {result.foreign_cpu_pct:5.1f}%; latency p50 {lat.get('p50', math.nan):.2f}"
-                f" ms; {time.monotonic() - began:4.1f} s"
-            )
-            found[result.label] = result
+            found[batch.label] = _measure_batch(s, batch, workdir, broker, index)
         repeats.append(found)
     return repeats
+
+
+def _measure_batch(
+    s: Settings, batch: Batch, workdir: Path, broker: BrokerSession, index: int
+) -> Result:
+    """One batch; run again (``s.retries`` times at most) while other processes
+    used more than ``s.max_foreign_cpu`` % of a core meanwhile. Keeps the least
+    disturbed run."""
+    best: Result | None = None
+    for attempt in range(s.retries + 1):
+        if s.quiet_wait > 0:
+            wait_for_quiet(s.max_foreign_cpu, s.quiet_wait)
+        began = time.monotonic()
+        result = run_batch(batch, workdir, broker if batch.mode == KAFKA else None)
+        lat = latency_summary(result.created_to_handler_ms or result.source_to_handler_ms)
+        say(
+            f"[{index + 1}/{s.repeat}] {result.label:<16} {result.rate:8.1f} jobs/s  parent "
+            f"{result.parent_cpu_ms_per_job:6.3f} ms/job ({result.parent_cpu_pct:5.1f}%), "
+            f"engine {result.engine_cpu_pct:5.1f}%, broker {result.broker_cpu_pct:5.1f}%, "
+            f"others {result.foreign_cpu_pct:5.1f}%; latency p50 {lat.get('p50', math.nan):.2f}"
+            f" ms; {time.monotonic() - began:4.1f} s"
+        )
+        if best is None or result.foreign_cpu_pct < best.foreign_cpu_pct:
+            best = result
+        if result.foreign_cpu_pct <= s.max_foreign_cpu:
+            break
+        if attempt < s.retries:
+            say(f"[{index + 1}/{s.repeat}] other processes used the CPU meanwhile: again")
+    assert best is not None
+    return best
 
 
 def output_path(output: str) -> Path:

@@ -51,6 +51,7 @@ def aggregate(repeats: list[dict[str, Result]]) -> dict[str, Any]:
                 "machine_cpu_pct": spread(runs(label, lambda r: r.machine_cpu_pct)),
                 "foreign_cpu_pct": spread(runs(label, lambda r: r.foreign_cpu_pct)),
                 "source_to_handler_ms": latency(label, "source_to_handler_ms"),
+                "worker_gap_ms": latency(label, "worker_gap_ms"),
             }
         pairs = list(zip(_by(repeats, kind, KAFKA), _by(repeats, kind, POLL), strict=True))
         entry["ratio_jobs_per_s"] = spread([k.rate / p.rate for k, p in pairs])
@@ -154,8 +155,16 @@ def table(report: dict[str, Any]) -> str:
                 k["source_to_handler_ms"].get(q),
                 2,
             )
+        for q in ("p50", "p99"):
+            row(
+                f"{title}: worker idle between two jobs {q}, ms",
+                p["worker_gap_ms"].get(q),
+                k["worker_gap_ms"].get(q),
+                2,
+            )
         row(f"{title}: engine CPU, %", p["engine_cpu_pct"], k["engine_cpu_pct"])
         rows.append((f"{title}: broker CPU, %", "-", _fmt(k["broker_cpu_pct"]), ""))
+        row(f"{title}: other processes' CPU, %", p["foreign_cpu_pct"], k["foreign_cpu_pct"])
     op, ok = r["open_loop"][POLL], r["open_loop"][KAFKA]
     title = f"open loop, no-op at {st['open_loop_rate']:g}/s x {st['open_loop_jobs']}"
     for q in ("p50", "p99"):
