@@ -562,12 +562,15 @@ def main(argv: list[str] | None = None) -> int:
         choices=("poll", "kafka", "both"),
         default="poll",
         help="poll: this benchmark (default); kafka: the supervisor in Kafka dispatch mode "
-        "beside poll mode (benchlib/kafka_bench.py, writes <output>-kafka.json); both: the two",
+        "beside poll mode (benchlib/kafka_bench.py, writes <output>-kafka.json; with "
+        "--table-from, prints that file's table); both: the two",
     )
     args = parser.parse_args(argv)
-    if args.dispatch != "poll" and not args.table_from:
-        from benchlib.kafka_bench import compare  # noqa: PLC0415
+    if args.dispatch != "poll":
+        from benchlib.kafka_bench import compare, print_table  # noqa: PLC0415
 
+        if args.table_from:
+            return print_table(args.table_from)
         code = 0
         if args.dispatch == "both":
             code = main([*(sys.argv[1:] if argv is None else argv), "--dispatch", "poll"])

@@ -404,6 +404,12 @@ def output_path(output: str) -> Path:
     return path.with_name(f"{path.stem}-kafka{path.suffix or '.json'}")
 
 
+def print_table(path: str) -> int:
+    """``--dispatch kafka --table-from FILE``: the table of an earlier run."""
+    print(table(json.loads(Path(path).read_text())))
+    return 0
+
+
 def compare(args: Any) -> int:
     """Entry point for ``scripts/bench --dispatch kafka``; returns the exit status."""
     import shutil  # noqa: PLC0415
@@ -454,4 +460,4 @@ def compare(args: Any) -> int:
             say(f"logs kept in {workdir}")
 
 
-__all__ = ["SKIPPED", "compare", "output_path", "table", "unavailable"]
+__all__ = ["SKIPPED", "compare", "output_path", "print_table", "unavailable"]

@@ -196,6 +196,15 @@ def table(report: dict[str, Any]) -> str:
         f"|{'-' * (width + 2)}|------|-------|------------|",
     ]
     lines += [f"| {a:<{width}} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines += [
+        "",
+        "source -> handler: the poll answer (poll) or the Kafka fetch (kafka) handed the decoded",
+        "  jobs to the supervisor's source thread -> the handler's first line in a worker.",
+        "created -> handler: just before POST /v1/instances -> the handler's first line",
+        "  (poll mode waits poll_interval after an empty poll; kafka adds relay, broker, fetch).",
+        "parent CPU per job: the supervisor process's CPU (all threads, librdkafka's too) in the",
+        "  steady window / jobs completed in it. The broker runs on this machine too.",
+    ]
     if st["jobs"] < 100:
         lines += ["", "(a smoke-sized run: the figures say nothing about performance)"]
     lines += ["", "Goals (issue 13):"]
