@@ -125,4 +125,4 @@ class KafkaFeeder:
         return PollResult(wanted, sent_at, latency, jobs, error, leased=False, waited=error is None)
 
 
-__all__ = ["COMMIT_EVERY", "FETCH_WAIT", "KafkaFeeder"]
+__all__ = ["FETCH_WAIT", "KafkaFeeder"]
