@@ -41,7 +41,7 @@ from workflow_sdk.errors import ConfigError, DispatchModeError, EngineClientErro
 from workflow_sdk.handler.context import build_context
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.handler.registry import HandlerRegistry
-from workflow_sdk.jobcore import usable_jobs
+from workflow_sdk.jobcore import PollOutageLog, record_outcome, usable_jobs
 from workflow_sdk.lease import DEFAULT_LEASE_SECONDS, lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
@@ -171,6 +171,8 @@ class Supervisor:
         self._views: tuple[WorkerView, ...] = ()
         self._announcer = Announcer(SystemdNotifier(None), os.path.basename(config.source))
         self._poll_backoff = Backoff()
+        self._outage = PollOutageLog(log)
+        self._next_backlog_gauge = 0.0
         self._poll_requested_at = 0.0
         self._next_poll_at = 0.0
         self._next_rss_sample = 0.0
@@ -471,6 +473,7 @@ class Supervisor:
         if slot.state is SlotState.BUSY:
             slot.state = SlotState.IDLE
         self.ledger.finish(entry.job_id, time.monotonic())
+        entry.handler_ran = done.handler_ran
         self._report(outcome, entry, slot)
         self._check_recycle(slot)
         if slot.retiring and slot.state is SlotState.IDLE:
@@ -545,9 +548,6 @@ class Supervisor:
         outcome = Outcome.failure(
             entry.job_id, entry.job_type, message, retryable=True, duration=now - entry.started_at
         )
-        if self._metrics is not None:
-            self._metrics.observe_handler(entry.job_type, outcome.duration)
-            self._metrics.job_finished(entry.job_type, "failure")
         self._report(outcome, entry, slot)
 
     def _on_death(self, slot: WorkerSlot) -> None:
@@ -739,6 +739,8 @@ class Supervisor:
 
     def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
         self.stats.record_report_retry()
+        if self._metrics is not None:
+            self._metrics.report_retry(outcome.job_type)
 
     def _take_acks(self) -> None:
         while not self._acks.empty():
@@ -749,18 +751,21 @@ class Supervisor:
                 continue
             if self._source is not None and entry.origin is not None:
                 self._source.settle(entry.origin, status in _SETTLED)
+            stale_reason = "unknown"
             if status is ReportStatus.STALE:
-                verdict = check.verdict if check is not None else None
-                self._count_stale(entry, verdict.reason if verdict else "unknown")
-            elif (
-                status is ReportStatus.DELIVERED
-                and not outcome.succeeded
-                and outcome.retryable
-                and entry.retries_remaining > 0
-                and self._metrics is not None
-            ):
-                # Counted once the engine took the retry, as the Runner does.
-                self._metrics.retry(entry.job_type)
+                self.stats.stale_jobs += 1
+                if check is not None and check.verdict is not None:
+                    stale_reason = check.verdict.reason
+            if self._metrics is not None:
+                # The Runner's rule, counted once the report's fate is known.
+                record_outcome(
+                    self._metrics,
+                    outcome,
+                    entry.retries_remaining,
+                    status,
+                    handler_ran=entry.handler_ran,
+                    stale_reason=stale_reason,
+                )
 
     def _count_stale(self, entry: JobEntry, reason: str) -> None:
         self.stats.stale_jobs += 1
@@ -961,20 +966,11 @@ class Supervisor:
         if result.error is not None:
             wait_s = self._poll_backoff.next_delay()
             self._next_poll_at = now + wait_s
-            failures = self._poll_backoff.failures
-            level = logging.WARNING if failures == 1 or failures % 20 == 0 else logging.DEBUG
-            log.log(
-                level,
-                "poll failed (%d in a row), next try in %.1f s: %s",
-                failures,
-                wait_s,
-                result.error,
-            )
+            self._outage.failed(result.error, wait_s)
             return
         if self._metrics is not None:
             self._metrics.observe_poll(result.latency, len(result.jobs))
-        if self._poll_backoff.failures:
-            log.info("engine reachable again after %d failed polls", self._poll_backoff.failures)
+        self._outage.succeeded()
         self._poll_backoff.reset()
         waits = not result.jobs and not result.waited
         self._next_poll_at = now + self.config.supervisor.poll_interval if waits else now
@@ -1081,6 +1077,9 @@ class Supervisor:
         )
         self.stats.jobs_held = len(self.ledger)
         self.stats.jobs_held_peak = self.ledger.peak
+        if self._metrics is not None and now >= self._next_backlog_gauge:
+            self._metrics.set_report_backlog(*self.ledger.oldest_report(now))
+            self._next_backlog_gauge = now + 1.0
         phase = self.phase.value if self.phase in (Phase.DRAINING, Phase.RELOADING) else ""
         self._announcer.publish(
             now,

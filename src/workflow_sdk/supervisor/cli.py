@@ -183,7 +183,7 @@ def _check_kafka(path: str, config: SupervisorConfig, job_types: list[str]) -> i
         )
     except ImportError as exc:
         print(
-            f"{path}: engine.dispatch: \"kafka\" needs the kafka extra "
+            f'{path}: engine.dispatch: "kafka" needs the kafka extra '
             f"(pip install 'rochallor-sdk[kafka]'): {exc}",
             file=sys.stderr,
         )
