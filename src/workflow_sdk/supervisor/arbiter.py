@@ -255,6 +255,7 @@ class Supervisor:
                 "the engine client cannot read instances: jobs of cancelled or finished "
                 "instances are not detected (failures are sent as they are)"
             )
+            self.ledger.stale_interval = 0.0  # nothing could answer the checks
         try:
             renewer = plan_renewal(self.config, reader)
         except RenewalUnavailableError as exc:
@@ -580,6 +581,7 @@ class Supervisor:
             self._continue_reload()
             self._trim_pool(now)
             self._fill_pool()
+            self._dispatch_claimed(now)
             self._maybe_poll(now)
         self._publish(now)
 
@@ -961,7 +963,8 @@ class Supervisor:
                 new, engine=self.config.engine, metrics=self.config.metrics
             )
             self._resize(new.supervisor.workers)
-            self.ledger.stale_interval = new.supervisor.stale_check_interval
+            if self._reader is not None:
+                self.ledger.stale_interval = new.supervisor.stale_check_interval
         self._announcer.reloading()
         self.phase = Phase.RELOADING
         count = self.pool.begin_reload()
