@@ -6,16 +6,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from runner_support import run_in_thread
+from runner_support import wait_until as poll_until
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.metrics.metrics import Metrics
@@ -40,15 +42,8 @@ def client(kafka_engine: LocalEngine) -> Iterator[RestEngineClient]:
         yield c
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    """For counters that have no condition to wait on."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.02)
-    return True
+#: For counters that have no condition to wait on.
+wait_until = partial(poll_until, timeout=TIMEOUT, pause=0.02)
 
 
 @contextmanager
@@ -65,15 +60,8 @@ def running(
     runner = KafkaRunner(
         "kafka-worker", bootstrap, client, registry, metrics=Metrics(CollectorRegistry()), **kwargs
     )
-    thread = threading.Thread(target=runner.run, name="kafka-runner")
-    thread.start()
-    try:
+    with run_in_thread(runner, TIMEOUT, name="kafka-runner"):
         yield runner
-    finally:
-        runner.stop()
-        thread.join(TIMEOUT)
-        assert not thread.is_alive(), "the KafkaRunner did not stop"
-        assert runner.join_workers(10.0)
 
 
 def test_jobs_run_to_completion(
