@@ -48,7 +48,7 @@ from workflow_sdk.jobcore import record_outcome
 from workflow_sdk.kafka.consumer import KafkaJobSource
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import DEFAULT_REPORT_DEADLINE, ReportStatus
-from workflow_sdk.runner.threads import StopFlag, Tally, WorkerThreads, report, run_job
+from workflow_sdk.runner.threads import Lifecycle, Tally, WorkerThreads, report, run_job
 
 log = logging.getLogger("workflow_sdk.runner.kafka")
 
@@ -139,8 +139,7 @@ class KafkaRunner:
         self.job_types = types
 
         self._cond = threading.Condition()
-        # Guarded by ``_cond`` (as are the workers' idle count and the stats).
-        self._state = "new"
+        # One lock for the stats, the workers' idle count and the run's state.
         self._stats = Tally(self._cond, KafkaRunnerStats())
         self._workers = WorkerThreads(
             self._cond,
@@ -151,7 +150,7 @@ class KafkaRunner:
             log=log,
             job_of=lambda job: job,
         )
-        self._stop = StopFlag(self._cond)
+        self._life = Lifecycle(self._cond, "KafkaRunner")
         self._give_up = threading.Event()
         self._source: KafkaJobSource | None = None
 
@@ -168,21 +167,12 @@ class KafkaRunner:
 
     def stop(self) -> None:
         """Stop fetching; ``run()`` drains, commits, leaves the groups, returns. Any thread."""
-        self._stop.request()
+        self._life.request_stop()
 
     def run(self, stop_event: threading.Event | None = None) -> None:
         """Consume and run jobs until stopped; blocks. A KafkaRunner runs once."""
-        with self._cond:
-            if self._state != "new":
-                raise RuntimeError("a KafkaRunner runs once; create a new one to run again")
-            self._state = "running"
-        self._stop.external = stop_event
-        try:
-            with self._stop.signals():
-                self._run()
-        finally:
-            with self._cond:
-                self._state = "done"
+        with self._life.running(stop_event):
+            self._run()
 
     def _run(self) -> None:
         source = KafkaJobSource(
@@ -213,7 +203,7 @@ class KafkaRunner:
 
     def _drive(self, source: KafkaJobSource) -> None:
         last_commit = time.monotonic()
-        while not self._stop.is_set():
+        while not self._life.stopping():
             with self._cond:
                 if self._workers.idle == 0:
                     # A freed thread or a stop notifies; the timeout keeps the
@@ -235,13 +225,7 @@ class KafkaRunner:
     def _process(self, job: dict[str, Any]) -> None:
         handler = self.registry.get(job["jobType"])
         self._stats.count(jobs_started=1)
-        outcome = run_job(
-            handler,
-            job,
-            self.worker_id,
-            log,
-            on_crash=lambda: self._stats.count(handler_crashes=1),
-        )
+        outcome = run_job(handler, job, self.worker_id, log, tally=self._stats)
         # No lease in this mode: a fail is never withheld for time.
         status, stale_reason = report(
             self.client,
@@ -273,9 +257,9 @@ class KafkaRunner:
     # -- stop ----------------------------------------------------------------------
 
     def _shutdown(self, source: KafkaJobSource) -> None:
-        if self._stop.signum is not None:
+        if self._life.signum is not None:
             log.info(
-                "kafka runner %s: received signal %d, stopping", self.worker_id, self._stop.signum
+                "kafka runner %s: received signal %d, stopping", self.worker_id, self._life.signum
             )
         busy = self._workers.drain(self.drain_timeout)
         if busy:

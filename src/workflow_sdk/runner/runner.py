@@ -81,7 +81,7 @@ from workflow_sdk.lease import lease_deadline, lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import DEFAULT_REPORT_DEADLINE, ReportStatus
 from workflow_sdk.retry.backoff import Backoff
-from workflow_sdk.runner.threads import StopFlag, Tally, WorkerThreads, report, run_job
+from workflow_sdk.runner.threads import Lifecycle, Tally, WorkerThreads, report, run_job
 from workflow_sdk.runner.watch import (
     CANCEL_LEASE_LOST,
     CANCEL_SHUTDOWN,
@@ -252,9 +252,8 @@ class Runner:
         self._watch_thread: threading.Thread | None = None
 
         self._cond = threading.Condition()
-        # Guarded by ``_cond`` (as are the workers' idle count and the stats).
+        # One lock for this, the stats, the workers' idle count and the run's state.
         self._unstarted = 0  # jobs handed to a worker that did not start yet
-        self._state = "new"  # new -> running -> done
         self._stats = Tally(self._cond, RunnerStats())
         self._workers = WorkerThreads(
             self._cond,
@@ -265,7 +264,7 @@ class Runner:
             log=log,
             job_of=lambda work: work[0],
         )
-        self._stop = StopFlag(self._cond)
+        self._life = Lifecycle(self._cond, "Runner")
         self._tick: float | None = None
         self._give_up = threading.Event()
         # Jobs an engine sent beyond what was asked for, waiting for a thread
@@ -295,7 +294,7 @@ class Runner:
 
         Safe from any thread (a handler included) and before ``run()``.
         """
-        self._stop.request()
+        self._life.request_stop()
 
     def run(
         self, stop_event: threading.Event | None = None, shutdown_timeout: float | None = None
@@ -311,19 +310,10 @@ class Runner:
             if not shutdown_timeout >= 0:
                 raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout!r}")
             self.drain_timeout = float(shutdown_timeout)
-        with self._cond:
-            if self._state != "new":
-                raise RuntimeError("a Runner runs once; create a new Runner to run again")
-            self._state = "running"
-        self._stop.external = stop_event
-        try:
-            with self._stop.signals() as by_signal:
-                if by_signal or stop_event is not None:
-                    self._tick = _TICK
-                self._run()
-        finally:
-            with self._cond:
-                self._state = "done"
+        with self._life.running(stop_event) as by_signal:
+            if by_signal or stop_event is not None:
+                self._tick = _TICK
+            self._run()
 
     def _run(self) -> None:
         self._start_workers()
@@ -352,13 +342,10 @@ class Runner:
 
     # -- poller ----------------------------------------------------------------
 
-    def _stopping(self) -> bool:
-        return self._stop.is_set()
-
     def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> None:
         """Wait (holding ``_cond``) until ``predicate()``, a stop, or ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not predicate() and not self._stopping():
+        while not predicate() and not self._life.stopping():
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return
@@ -383,7 +370,7 @@ class Runner:
                 while backlog and self._workers.idle > 0:
                     self._dispatch(backlog.popleft())
                 self._wait(lambda: self._workers.idle > 0 and self._unstarted == 0, None)
-                if self._stopping():
+                if self._life.stopping():
                     return
                 if backlog:
                     continue
@@ -471,7 +458,7 @@ class Runner:
                 job,
                 self.worker_id,
                 log,
-                on_crash=lambda: self._stats.count(handler_crashes=1),
+                tally=self._stats,
                 cancel=entry.cancel,
             )
             self._watch.finish(entry)
@@ -547,8 +534,8 @@ class Runner:
     # -- shutdown --------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        if self._stop.signum is not None:
-            log.info("runner %s: received signal %d, stopping", self.worker_id, self._stop.signum)
+        if self._life.signum is not None:
+            log.info("runner %s: received signal %d, stopping", self.worker_id, self._life.signum)
         leftover = len(self._backlog)
         self._backlog.clear()
         if leftover:

@@ -4,8 +4,8 @@
 where jobs come from and in what a report's fate means to that source. The
 rest is the same and lives here once:
 
-- ``StopFlag``: ``stop()``, SIGTERM/SIGINT or an external event ask for the
-  stop; the signal handlers while ``run()`` runs.
+- ``Lifecycle``: a runner runs once, until ``stop()``, SIGTERM/SIGINT or
+  an external event asks it to stop; the signal handlers while it runs.
 - ``Tally``: the counters of a frozen stats dataclass, replaced whole under
   the runner's lock so a reader always gets a consistent snapshot.
 - ``WorkerThreads``: a fixed set of daemon threads that run the work handed
@@ -57,35 +57,58 @@ _COUNTER_OF = {
 }
 
 
-class StopFlag:
-    """Whether a runner should stop: ``request()``, SIGTERM/SIGINT, or ``external``.
+class Lifecycle:
+    """One run of a runner (new -> running -> done) and whether it should stop.
 
-    Set by plain assignments: a signal handler runs in the main thread
-    between two bytecodes, possibly while the runner's loop holds its lock.
+    The stop is asked for by ``request_stop()``, SIGTERM/SIGINT or the run's
+    ``stop_event``, by plain assignments: a signal handler runs in the main
+    thread between two bytecodes, possibly while the runner's loop holds its
+    lock.
+
+    :param what: the runner's class name, for the error of a second run.
     """
 
-    def __init__(self, cond: threading.Condition) -> None:
+    def __init__(self, cond: threading.Condition, what: str) -> None:
         self._cond = cond
-        self.requested = False
+        self._what = what
+        self._state = "new"  # guarded by ``cond``
+        self._requested = False
         #: The signal that asked for the stop, if one did (the runner logs it).
         self.signum: int | None = None
-        #: An event whose setting also asks for the stop (``run``'s ``stop_event``).
-        self.external: threading.Event | None = None
+        self._external: threading.Event | None = None
 
-    def request(self) -> None:
+    @contextmanager
+    def running(self, stop_event: threading.Event | None) -> Iterator[bool]:
+        """The run, once: ``stop_event`` also asks for the stop while it lasts;
+        yields whether SIGTERM/SIGINT do (see ``_signals``)."""
+        with self._cond:
+            if self._state != "new":
+                raise RuntimeError(
+                    f"a {self._what} runs once; create a new {self._what} to run again"
+                )
+            self._state = "running"
+        self._external = stop_event
+        try:
+            with self._signals() as by_signal:
+                yield by_signal
+        finally:
+            with self._cond:
+                self._state = "done"
+
+    def request_stop(self) -> None:
         """Ask for the stop and wake whatever waits on the runner's condition."""
-        self.requested = True
+        self._requested = True
         with self._cond:
             self._cond.notify_all()
 
-    def is_set(self) -> bool:
-        if self.requested:
+    def stopping(self) -> bool:
+        if self._requested:
             return True
-        external = self.external
+        external = self._external
         return external is not None and external.is_set()
 
     @contextmanager
-    def signals(self) -> Iterator[bool]:
+    def _signals(self) -> Iterator[bool]:
         """SIGTERM/SIGINT set the flag while the block runs; yields whether they do.
 
         Only the main thread may install signal handlers: elsewhere nothing is
@@ -110,7 +133,7 @@ class StopFlag:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Assignments only (see the class): the runner logs the signal.
         self.signum = signum
-        self.requested = True
+        self._requested = True
 
 
 class Tally(Generic[S]):
@@ -247,12 +270,13 @@ def run_job(
     worker_id: str,
     log: logging.Logger,
     *,
-    on_crash: Callable[[], None],
+    tally: Tally[Any],
     cancel: threading.Event | None = None,
 ) -> Outcome:
     """The outcome of ``job``: its handler's, or the retryable failure of having
-    no handler or of a handler that raised a BaseException (``on_crash`` is
-    called then). ``cancel``, when given, is the handler's ``cancelEvent``."""
+    no handler or of a handler that raised a BaseException (counted in
+    ``tally`` as ``handler_crashes``). ``cancel``, when given, is the
+    handler's ``cancelEvent``."""
     job_id: str = job["id"]
     job_type: str = job["jobType"]
     if handler is None:
@@ -267,7 +291,7 @@ def run_job(
         return run_handler(handler, context)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt, WorkerShutdown...
         duration = time.perf_counter() - started
-        on_crash()
+        tally.count(handler_crashes=1)
         log.error(
             "job %s (%s): handler raised %s; the job is failed retryable and the runner goes on",
             job_id,
@@ -326,4 +350,4 @@ def report(
     return status, (verdicts[-1].reason if verdicts else "")
 
 
-__all__ = ["StopFlag", "Tally", "WorkerThreads", "report", "run_job"]
+__all__ = ["Lifecycle", "Tally", "WorkerThreads", "report", "run_job"]
