@@ -424,21 +424,20 @@ class Runner:
 
     def _run_work(self, work: _Work) -> None:
         job, poll_sent_at = work
-        marked = False
         try:
             lease_end = lease_deadline(job, poll_sent_at)
-            expired = time.monotonic() >= lease_end
+        except BaseException:
+            # A bug of ours (WorkerThreads logs it): the poller must not wait
+            # for this job to start.
             with self._cond:
                 self._unstarted -= 1
-                marked = True
-                self._stats.count_locked(**{"skipped_expired" if expired else "jobs_started": 1})
                 self._cond.notify_all()
-        finally:
-            if not marked:
-                # Only a bug of ours gets here; the poller must not wait for this job.
-                with self._cond:
-                    self._unstarted -= 1
-                    self._cond.notify_all()
+            raise
+        expired = time.monotonic() >= lease_end
+        with self._cond:
+            self._unstarted -= 1
+            self._stats.count_locked(**{"skipped_expired" if expired else "jobs_started": 1})
+            self._cond.notify_all()
         if expired:
             log.warning(
                 "job %s (%s): its lease passed before a thread could start it; "
