@@ -13,7 +13,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from runner_support import run_in_thread
@@ -28,18 +27,6 @@ from .kafka_support import create_topics, publish, read_records, service_flow
 
 TIMEOUT = 60.0
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def kafka_engine(kafka_bootstrap: str) -> Iterator[LocalEngine]:
-    with LocalEngine(dispatch="kafka", brokers=kafka_bootstrap) as engine:
-        yield engine
-
-
-@pytest.fixture
-def client(kafka_engine: LocalEngine) -> Iterator[RestEngineClient]:
-    with RestEngineClient(kafka_engine.url, timeout=5.0, pool_size=8) as c:
-        yield c
 
 
 #: For counters that have no condition to wait on.
