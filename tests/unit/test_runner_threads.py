@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,21 +13,11 @@ from runner_support import wait_until
 from workflow_sdk.errors import EngineClientError
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus
+from workflow_sdk.runner import RunnerStats
 from workflow_sdk.runner.threads import Lifecycle, Tally, WorkerThreads, report, run_job
 
 WAIT = 5.0
 log = logging.getLogger("test.runner.threads")
-
-
-@dataclass(frozen=True)
-class Counts:
-    completed: int = 0
-    failed: int = 0
-    fails_withheld: int = 0
-    reports_rejected: int = 0
-    stale: int = 0
-    reports_lost: int = 0
-    handler_crashes: int = 0
 
 
 class ReportClient:
@@ -64,12 +53,12 @@ def job(job_id: str = "j1") -> dict[str, Any]:
 
 
 def test_tally_counts_into_a_fresh_snapshot() -> None:
-    tally = Tally(threading.Condition(), Counts())
+    tally = Tally(threading.Condition(), RunnerStats())
     before = tally.snapshot()
     tally.count(completed=2, failed=1)
     tally.count(completed=1)
-    assert tally.snapshot() == Counts(completed=3, failed=1)
-    assert before == Counts()  # a snapshot does not move
+    assert tally.snapshot() == RunnerStats(completed=3, failed=1)
+    assert before == RunnerStats()  # a snapshot does not move
 
 
 def test_lifecycle_runs_once_and_sees_its_stop_event() -> None:
@@ -152,7 +141,7 @@ def test_drain_returns_the_threads_still_busy() -> None:
 
 
 def test_run_job_turns_a_base_exception_into_a_counted_retryable_failure() -> None:
-    tally = Tally(threading.Condition(), Counts())
+    tally = Tally(threading.Condition(), RunnerStats())
 
     def handler(job: dict[str, Any]) -> None:
         raise SystemExit(3)
@@ -182,7 +171,7 @@ FAILED = Outcome.failure("j1", "work", "boom", retryable=True)
 def test_report_counts_each_fate_once(
     outcome: Outcome, refuse: bool, lease_passed: bool, status: ReportStatus, counter: str
 ) -> None:
-    tally = Tally(threading.Condition(), Counts())
+    tally = Tally(threading.Condition(), RunnerStats())
     client = ReportClient(refuse=refuse)
     got = report(
         client,
@@ -196,5 +185,5 @@ def test_report_counts_each_fate_once(
     )
     # A client without instance reads is not asked about staleness.
     assert got == (status, "")
-    assert tally.snapshot() == Counts(**{counter: 1})
+    assert tally.snapshot() == RunnerStats(**{counter: 1})
     assert len(client.calls) == (0 if lease_passed else 1)
