@@ -78,6 +78,8 @@ class EngineState:
         self.complete_delay = float(complete_delay)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
+        # Both shared with the flow (it counts starts and cancelled jobs, and
+        # notes chains it cannot start): cleared in place, never replaced.
         self.counters: dict[str, int] = {}
         self.chain_errors: list[str] = []
         self._catalog = Catalog()
