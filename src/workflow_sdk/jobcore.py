@@ -1,4 +1,4 @@
-"""Rules about one job that the threaded Runner and the supervisor share.
+"""Rules about one job that the threaded runners and the supervisor share.
 
 Free of threads and processes on purpose: each runtime calls these from
 wherever it handles a job, and both then behave and count the same way.

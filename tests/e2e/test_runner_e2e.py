@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from runner_support import run_in_thread
+from runner_support import wait_until as poll_until
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import NonRetryableError
 from workflow_sdk.handler.registry import HandlerRegistry
@@ -48,15 +50,8 @@ def end_step() -> dict[str, Any]:
     return {"id": "end", "name": "end", "type": "END"}
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    """For the runner's counters, which have no condition to wait on."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.01)
-    return True
+#: For the runner's counters, which have no condition to wait on.
+wait_until = partial(poll_until, timeout=TIMEOUT)
 
 
 @contextmanager
@@ -71,15 +66,8 @@ def running(
     kwargs.setdefault("poll_interval", 0.05)
     kwargs.setdefault("drain_timeout", 5.0)
     runner = Runner(client, registry, "e2e-worker", metrics=Metrics(CollectorRegistry()), **kwargs)
-    thread = threading.Thread(target=runner.run, name="e2e-runner")
-    thread.start()
-    try:
+    with run_in_thread(runner, TIMEOUT, name="e2e-runner"):
         yield runner
-    finally:
-        runner.stop()
-        thread.join(TIMEOUT)
-        assert not thread.is_alive(), "run() did not return"
-        assert runner.join_workers(TIMEOUT)
 
 
 def test_instances_complete_with_handler_variables_merged(

@@ -13,11 +13,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from runner_support import run_in_thread
+from runner_support import wait_until as poll_until
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import NonRetryableError
 from workflow_sdk.handler.registry import HandlerRegistry
@@ -47,15 +50,8 @@ def definition(retries: int) -> dict[str, Any]:
     }
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    """For the runner's counters and metrics, which have no condition to wait on."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.01)
-    return True
+#: For the runner's counters and metrics, which have no condition to wait on.
+wait_until = partial(poll_until, timeout=TIMEOUT)
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -77,15 +73,8 @@ def running(
     kwargs.setdefault("parallelism", 1)
     with RestEngineClient(engine.url, timeout=10.0) as client:
         runner = Runner(client, registry, "e2e-life-worker", metrics=metrics, **kwargs)
-        thread = threading.Thread(target=runner.run, name="e2e-life-runner")
-        thread.start()
-        try:
+        with run_in_thread(runner, TIMEOUT, name="e2e-life-runner"):
             yield runner
-        finally:
-            runner.stop()
-            thread.join(TIMEOUT)
-            assert not thread.is_alive(), "run() did not return"
-            assert runner.join_workers(TIMEOUT)
 
 
 @pytest.fixture

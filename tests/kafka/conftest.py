@@ -19,6 +19,9 @@ from types import ModuleType
 
 import pytest
 
+from workflow_sdk.client.rest import RestEngineClient
+from workflow_sdk.testing import LocalEngine
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -75,6 +78,20 @@ def kafka_bootstrap() -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def kafka_engine(kafka_bootstrap: str) -> Iterator[LocalEngine]:
+    """A ``LocalEngine(dispatch="kafka")`` publishing to this session's broker."""
+    with LocalEngine(dispatch="kafka", brokers=kafka_bootstrap) as engine:
+        yield engine
+
+
+@pytest.fixture
+def client(kafka_engine: LocalEngine) -> Iterator[RestEngineClient]:
+    """A REST client of ``kafka_engine``, with room for a runner's threads."""
+    with RestEngineClient(kafka_engine.url, timeout=5.0, pool_size=8) as c:
+        yield c
 
 
 @pytest.fixture

@@ -6,16 +6,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client import CollectorRegistry
 
+from runner_support import run_in_thread
+from runner_support import wait_until as poll_until
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.metrics.metrics import Metrics
@@ -28,27 +29,8 @@ TIMEOUT = 60.0
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture
-def kafka_engine(kafka_bootstrap: str) -> Iterator[LocalEngine]:
-    with LocalEngine(dispatch="kafka", brokers=kafka_bootstrap) as engine:
-        yield engine
-
-
-@pytest.fixture
-def client(kafka_engine: LocalEngine) -> Iterator[RestEngineClient]:
-    with RestEngineClient(kafka_engine.url, timeout=5.0, pool_size=8) as c:
-        yield c
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    """For counters that have no condition to wait on."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.02)
-    return True
+#: For counters that have no condition to wait on.
+wait_until = partial(poll_until, timeout=TIMEOUT, pause=0.02)
 
 
 @contextmanager
@@ -65,15 +47,8 @@ def running(
     runner = KafkaRunner(
         "kafka-worker", bootstrap, client, registry, metrics=Metrics(CollectorRegistry()), **kwargs
     )
-    thread = threading.Thread(target=runner.run, name="kafka-runner")
-    thread.start()
-    try:
+    with run_in_thread(runner, TIMEOUT, name="kafka-runner"):
         yield runner
-    finally:
-        runner.stop()
-        thread.join(TIMEOUT)
-        assert not thread.is_alive(), "the KafkaRunner did not stop"
-        assert runner.join_workers(10.0)
 
 
 def test_jobs_run_to_completion(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -14,12 +13,6 @@ from workflow_sdk.kafka.dispatch import CONTENT_TYPE, decode_dispatch
 from workflow_sdk.testing import LocalEngine
 
 from .kafka_support import create_topics, read_records, service_flow
-
-
-@pytest.fixture
-def kafka_engine(kafka_bootstrap: str) -> Iterator[LocalEngine]:
-    with LocalEngine(dispatch="kafka", brokers=kafka_bootstrap) as engine:
-        yield engine
 
 
 def test_a_job_is_published_with_the_contracts_topic_key_headers_and_fields(

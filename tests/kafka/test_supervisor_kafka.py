@@ -43,18 +43,6 @@ def work(job):
 
 
 @pytest.fixture
-def kafka_engine(kafka_bootstrap: str) -> Iterator[LocalEngine]:
-    with LocalEngine(dispatch="kafka", brokers=kafka_bootstrap) as engine:
-        yield engine
-
-
-@pytest.fixture
-def client(kafka_engine: LocalEngine) -> Iterator[RestEngineClient]:
-    with RestEngineClient(kafka_engine.url, timeout=5.0) as c:
-        yield c
-
-
-@pytest.fixture
 def job_type(unique: str) -> str:
     return f"kjob-{unique}"
 

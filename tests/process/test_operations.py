@@ -30,8 +30,9 @@ def metrics_url(sv: SupervisorProcess) -> str:
     return match.group(1)
 
 
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in a Prometheus text exposition."""
+def sample(text: str, name: str, default: float | None = None, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition (``default``
+    when it is not there yet, if given)."""
     for line in text.splitlines():
         if not line.startswith(name):
             continue
@@ -40,6 +41,8 @@ def sample(text: str, name: str, **labels: str) -> float:
             continue
         if all(f'{k}="{v}"' in head for k, v in labels.items()):
             return float(value)
+    if default is not None:
+        return default
     raise AssertionError(f"no sample {name} {labels} in:\n{text}")
 
 
@@ -64,7 +67,9 @@ def test_metrics_are_aggregated_and_exact_across_recycled_workers(
 
     def scraped_all() -> str | None:
         text = requests.get(url, timeout=5).text
-        done = sample(text, "workflow_sdk_jobs_completed_total", job_type="cpu", outcome="success")
+        done = sample(
+            text, "workflow_sdk_jobs_completed_total", 0.0, job_type="cpu", outcome="success"
+        )
         return text if done == jobs else None
 
     text = wait_for(scraped_all, 20, "every completion in /metrics")
@@ -271,8 +276,15 @@ def test_preloaded_handlers_are_imported_once_and_their_metrics_stay_exact(
     done = engine.wait_for_instances(ids, "COMPLETED", timeout=60)
 
     def all_counted() -> str | None:
+        # The handler counts in the worker; the parent counts a job once the
+        # engine has acknowledged its report (a moment after the instance
+        # completes).
         text = requests.get(url, timeout=5).text
-        return text if sample(text, "preloaded_seen_total") == jobs else None
+        seen = sample(text, "preloaded_seen_total", 0.0)
+        done = sample(
+            text, "workflow_sdk_jobs_completed_total", 0.0, job_type="pre", outcome="success"
+        )
+        return text if (seen, done) == (jobs, jobs) else None
 
     text = wait_for(all_counted, 20, "every job counted")
     importers = {int(line) for line in imports.read_text().split()}

@@ -10,14 +10,17 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from runner_support import run_in_thread
+from runner_support import wait_until as poll_until
 from workflow_sdk.errors import (
     EngineClientError,
     EngineConnectionError,
@@ -180,40 +183,15 @@ def make_runner(
     return Runner(client, registry, "test-worker", metrics=metrics, **kwargs)
 
 
-@contextmanager
 def running(
     runner: Runner, stop_event: threading.Event | None = None
-) -> Iterator[threading.Thread]:
+) -> AbstractContextManager[threading.Thread]:
     """Run ``runner`` in a thread; on exit stop it and join every thread."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            runner.run(stop_event)
-        except BaseException as exc:  # pragma: no cover - surfaced below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="runner-under-test")
-    thread.start()
-    try:
-        yield thread
-    finally:
-        runner.stop()
-        thread.join(WAIT + runner.drain_timeout)
-        assert not thread.is_alive(), "run() did not return"
-        assert runner.join_workers(WAIT), "worker threads did not end"
-    assert not errors, errors
+    return run_in_thread(runner, WAIT + runner.drain_timeout, stop_event=stop_event)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """For conditions not tied to the fake client's condition (runner stats)."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.005)
-    return True
+#: For conditions not tied to the fake client's condition (runner stats).
+wait_until = partial(poll_until, timeout=WAIT, pause=0.005)
 
 
 # -- outcomes --------------------------------------------------------------------

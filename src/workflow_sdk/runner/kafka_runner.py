@@ -36,23 +36,19 @@ group.
 from __future__ import annotations
 
 import logging
-import queue
-import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from types import FrameType
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from workflow_sdk.client.interface import WorkerEngineClient
-from workflow_sdk.handler.context import build_context
-from workflow_sdk.handler.outcome import Outcome, describe_exception, run_handler
 from workflow_sdk.handler.registry import HandlerRegistry
+from workflow_sdk.jobcore import record_outcome
 from workflow_sdk.kafka.consumer import KafkaJobSource
 from workflow_sdk.metrics.metrics import Metrics
-from workflow_sdk.reporting import DEFAULT_REPORT_DEADLINE, ReportStatus, deliver
-from workflow_sdk.staleness import InstanceReader, StaleVerdict, check_job
+from workflow_sdk.reporting import DEFAULT_REPORT_DEADLINE, ReportStatus
+from workflow_sdk.runner.threads import Lifecycle, Tally, WorkerThreads, report, run_job
 
 log = logging.getLogger("workflow_sdk.runner.kafka")
 
@@ -60,8 +56,6 @@ log = logging.getLogger("workflow_sdk.runner.kafka")
 _SERVE_EVERY = 0.5
 #: Longest one fetch blocks waiting for records (a stop is seen after it).
 _FETCH_WAIT = 0.2
-
-_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
 @dataclass(frozen=True)
@@ -145,25 +139,26 @@ class KafkaRunner:
         self.job_types = types
 
         self._cond = threading.Condition()
-        # Guarded by ``_cond``.
-        self._idle = parallelism
-        self._stats = KafkaRunnerStats()
-        self._state = "new"
-        # Plain assignments (a signal handler sets them).
-        self._stop_requested = False
-        self._stop_signal: int | None = None
-        self._external_stop: threading.Event | None = None
+        # One lock for the stats, the workers' idle count and the run's state.
+        self._stats = Tally(self._cond, KafkaRunnerStats())
+        self._workers = WorkerThreads(
+            self._cond,
+            parallelism,
+            self._process,
+            name="workflow-kafka-runner",
+            label="kafka runner",
+            log=log,
+            job_of=lambda job: job,
+        )
+        self._life = Lifecycle(self._cond, "KafkaRunner")
         self._give_up = threading.Event()
-        self._work: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
         self._source: KafkaJobSource | None = None
 
     # -- public ------------------------------------------------------------------
 
     @property
     def stats(self) -> KafkaRunnerStats:
-        with self._cond:
-            return self._stats
+        return self._stats.snapshot()
 
     @property
     def source(self) -> KafkaJobSource | None:
@@ -172,74 +167,54 @@ class KafkaRunner:
 
     def stop(self) -> None:
         """Stop fetching; ``run()`` drains, commits, leaves the groups, returns. Any thread."""
-        self._stop_requested = True
-        with self._cond:
-            self._cond.notify_all()
+        self._life.request_stop()
 
     def run(self, stop_event: threading.Event | None = None) -> None:
         """Consume and run jobs until stopped; blocks. A KafkaRunner runs once."""
-        with self._cond:
-            if self._state != "new":
-                raise RuntimeError("a KafkaRunner runs once; create a new one to run again")
-            self._state = "running"
-        self._external_stop = stop_event
-        previous = self._install_signal_handlers()
+        with self._life.running(stop_event):
+            self._run()
+
+    def _run(self) -> None:
+        source = KafkaJobSource(
+            self.brokers,
+            self.job_types,
+            dedup_window_seconds=self.dedup_window_seconds,
+            extra_config=self.extra_kafka_config,
+            client_id=self.worker_id,
+        )
+        self._source = source
+        self._workers.start()
+        log.info(
+            "kafka runner %s started: job types %s, %d threads",
+            self.worker_id,
+            self.job_types,
+            self.parallelism,
+        )
         try:
-            source = KafkaJobSource(
-                self.brokers,
-                self.job_types,
-                dedup_window_seconds=self.dedup_window_seconds,
-                extra_config=self.extra_kafka_config,
-                client_id=self.worker_id,
-            )
-            self._source = source
-            self._start_workers()
-            log.info(
-                "kafka runner %s started: job types %s, %d threads",
-                self.worker_id,
-                self.job_types,
-                self.parallelism,
-            )
-            try:
-                self._drive(source)
-            finally:
-                self._shutdown(source)
+            self._drive(source)
         finally:
-            self._restore_signal_handlers(previous)
-            with self._cond:
-                self._state = "done"
+            self._shutdown(source)
 
     def join_workers(self, timeout: float | None = None) -> bool:
         """Wait for the worker threads to end after ``run()`` returned."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(remaining)
-        return not any(thread.is_alive() for thread in self._threads)
+        return self._workers.join(timeout)
 
     # -- driver --------------------------------------------------------------------
 
-    def _stopping(self) -> bool:
-        if self._stop_requested:
-            return True
-        external = self._external_stop
-        return external is not None and external.is_set()
-
     def _drive(self, source: KafkaJobSource) -> None:
         last_commit = time.monotonic()
-        while not self._stopping():
+        while not self._life.stopping():
             with self._cond:
-                if self._idle == 0:
+                if self._workers.idle == 0:
                     # A freed thread or a stop notifies; the timeout keeps the
                     # group served (and sees a stop_event or signal).
                     self._cond.wait(_SERVE_EVERY)
-                free = self._idle
+                free = self._workers.idle
             jobs = source.fetch(free, timeout=_FETCH_WAIT if free else 0.0)
             if jobs:
                 with self._cond:
-                    self._idle -= len(jobs)
-                for job in jobs:
-                    self._work.put(job)
+                    for job in jobs:
+                        self._workers.hand(job)
             now = time.monotonic()
             if now - last_commit >= self.commit_interval:
                 source.commit()
@@ -247,129 +222,48 @@ class KafkaRunner:
 
     # -- workers -------------------------------------------------------------------
 
-    def _start_workers(self) -> None:
-        for index in range(self.parallelism):
-            thread = threading.Thread(
-                target=self._worker_loop, name=f"workflow-kafka-runner-{index}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
-
-    def _worker_loop(self) -> None:
-        while True:
-            job = self._work.get()
-            if job is None:
-                return
-            try:
-                self._process(job)
-            except BaseException:
-                # A bug of ours (handler errors are caught below): keep the slot.
-                log.exception(
-                    "kafka runner: unexpected error while processing job %s", job.get("id")
-                )
-            finally:
-                with self._cond:
-                    self._idle += 1
-                    self._cond.notify_all()
-
     def _process(self, job: dict[str, Any]) -> None:
-        job_type: str = job["jobType"]
-        handler = self.registry.get(job_type)
-        self._count(jobs_started=1)
-        if handler is None:
-            outcome = Outcome.failure(
-                job["id"],
-                job_type,
-                f"no handler registered for job type {job_type!r} in worker {self.worker_id}",
-                retryable=True,
-            )
-            log.error("job %s: %s", job["id"], outcome.error_message)
-        else:
-            started = time.perf_counter()
-            try:
-                outcome = run_handler(handler, build_context(job))
-            except BaseException as exc:  # SystemExit, KeyboardInterrupt, WorkerShutdown...
-                self._count(handler_crashes=1)
-                log.error(
-                    "job %s (%s): handler raised %s; the job is failed retryable",
-                    job["id"],
-                    job_type,
-                    type(exc).__name__,
-                    exc_info=True,
-                )
-                outcome = Outcome.failure(
-                    job["id"],
-                    job_type,
-                    describe_exception(exc),
-                    retryable=True,
-                    duration=time.perf_counter() - started,
-                )
-            self.metrics.observe_handler(job_type, outcome.duration)
-        self.metrics.job_finished(job_type, "success" if outcome.succeeded else "failure")
-        self._report(job, outcome)
-
-    def _report(self, job: dict[str, Any], outcome: Outcome) -> None:
-        verdicts: list[StaleVerdict] = []
-
-        def stale_check() -> StaleVerdict:
-            verdict = check_job(cast(InstanceReader, self.client), job)
-            verdicts.append(verdict)
-            return verdict
-
-        # A client without the instance reads (a bare WorkerEngineClient)
-        # cannot be asked: its fails follow the plain rules.
-        has_reads = hasattr(self.client, "get_instance") and hasattr(
-            self.client, "get_instance_history"
-        )
-        status = deliver(
+        handler = self.registry.get(job["jobType"])
+        self._stats.count(jobs_started=1)
+        outcome = run_job(handler, job, self.worker_id, log, tally=self._stats)
+        # No lease in this mode: a fail is never withheld for time.
+        status, stale_reason = report(
             self.client,
             self.worker_id,
             outcome,
+            job,
+            self._stats,
             deadline=self.report_deadline,
             give_up=self._give_up,
-            stale_check=stale_check if has_reads else None,
+        )
+        record_outcome(
+            self.metrics,
+            outcome,
+            job.get("retriesRemaining"),
+            status,
+            handler_ran=handler is not None,
+            stale_reason=stale_reason,
         )
         source = self._source
-        if status is ReportStatus.LOST:
-            self._count(reports_lost=1)
-            if source is not None:
-                source.mark_unfinished(job)
+        if source is None:
             return
-        if status is ReportStatus.DELIVERED:
-            if outcome.succeeded:
-                self._count(completed=1)
-            else:
-                self._count(failed=1)
-                retries = job.get("retriesRemaining")
-                if outcome.retryable and isinstance(retries, int) and retries > 0:
-                    self.metrics.retry(outcome.job_type)
-        elif status is ReportStatus.STALE:
-            self._count(stale=1)
-            if verdicts:
-                self.metrics.stale_job(outcome.job_type, verdicts[-1].reason)
-        else:  # REJECTED (WITHHELD cannot happen: no lease in this mode)
-            self._count(reports_rejected=1)
-        if source is not None:
+        # A lost report leaves the record uncommitted: the group delivers it
+        # again. Delivered, stale or rejected, the job is finished.
+        if status is ReportStatus.LOST:
+            source.mark_unfinished(job)
+        else:
             source.mark_done(job)
 
     # -- stop ----------------------------------------------------------------------
 
     def _shutdown(self, source: KafkaJobSource) -> None:
-        if self._stop_signal is not None:
+        if self._life.signum is not None:
             log.info(
-                "kafka runner %s: received signal %d, stopping", self.worker_id, self._stop_signal
+                "kafka runner %s: received signal %d, stopping", self.worker_id, self._life.signum
             )
-        drain_end = time.monotonic() + self.drain_timeout
-        with self._cond:
-            while self._idle < self.parallelism:
-                remaining = drain_end - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            busy = self.parallelism - self._idle
-            if busy:
-                self._bump(abandoned_at_stop=busy)
+        busy = self._workers.drain(self.drain_timeout)
         if busy:
+            self._stats.count(abandoned_at_stop=busy)
             log.error(
                 "kafka runner %s: %d handlers still running after the %.1f s drain; "
                 "abandoning them (their records are not committed: the group delivers "
@@ -382,41 +276,8 @@ class KafkaRunner:
         try:
             source.close()  # commits what is done, leaves the groups
         finally:
-            for _ in self._threads:
-                self._work.put(None)
-            if not busy:
-                self.join_workers(timeout=5.0)
+            self._workers.end(join=not busy)
         log.info("kafka runner %s stopped: %s", self.worker_id, self.stats)
-
-    # -- helpers -------------------------------------------------------------------
-
-    def _count(self, **increments: int) -> None:
-        with self._cond:
-            self._bump(**increments)
-
-    def _bump(self, **increments: int) -> None:
-        stats = self._stats
-        self._stats = replace(
-            stats, **{name: getattr(stats, name) + n for name, n in increments.items()}
-        )
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # Assignments only: the driver may hold a lock.
-        self._stop_signal = signum
-        self._stop_requested = True
-
-    def _install_signal_handlers(self) -> dict[int, _SignalHandler]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous: dict[int, _SignalHandler] = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._on_signal)
-        return previous
-
-    def _restore_signal_handlers(self, previous: dict[int, _SignalHandler]) -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 __all__ = ["KafkaRunner", "KafkaRunnerStats"]

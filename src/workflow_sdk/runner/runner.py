@@ -60,32 +60,28 @@ handler stuck for ever is abandoned and does not hang the shutdown.
 from __future__ import annotations
 
 import logging
-import queue
-import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from types import FrameType
 from typing import Any
 
 from workflow_sdk.client.interface import WorkerEngineClient
-from workflow_sdk.handler.context import build_context
-from workflow_sdk.handler.outcome import Outcome, describe_exception, run_handler
-from workflow_sdk.handler.registry import Handler, HandlerRegistry
+from workflow_sdk.handler.outcome import Outcome
+from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.jobcore import (
     OUTAGE_LOG_EVERY,
     PollOutageLog,
     default_worker_id,
-    no_handler_outcome,
     record_outcome,
     usable_jobs,
 )
 from workflow_sdk.lease import lease_deadline, lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
-from workflow_sdk.reporting import DEFAULT_REPORT_DEADLINE, ReportStatus, deliver
+from workflow_sdk.reporting import DEFAULT_REPORT_DEADLINE, ReportStatus
 from workflow_sdk.retry.backoff import Backoff
+from workflow_sdk.runner.threads import Lifecycle, Tally, WorkerThreads, report, run_job
 from workflow_sdk.runner.watch import (
     CANCEL_LEASE_LOST,
     CANCEL_SHUTDOWN,
@@ -94,7 +90,6 @@ from workflow_sdk.runner.watch import (
     WatchedJob,
     reader_of,
 )
-from workflow_sdk.staleness import StaleVerdict, check_job
 
 log = logging.getLogger("workflow_sdk.runner")
 
@@ -107,8 +102,6 @@ _OUTAGE_LOG_EVERY = OUTAGE_LOG_EVERY
 DEFAULT_STALE_CHECK_INTERVAL = 5.0
 #: The engine's accepted range for a requested lease (0 = its default).
 _LEASE_RANGE = (5, 3600)
-
-_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
 @dataclass(frozen=True)
@@ -259,19 +252,21 @@ class Runner:
         self._watch_thread: threading.Thread | None = None
 
         self._cond = threading.Condition()
-        # All below are guarded by ``_cond``.
-        self._idle = parallelism  # worker threads free for a new job
+        # One lock for this, the stats, the workers' idle count and the run's state.
         self._unstarted = 0  # jobs handed to a worker that did not start yet
-        self._stats = RunnerStats()
-        self._state = "new"  # new -> running -> done
-        # Set by stop() or a signal handler: plain assignments, no lock.
-        self._stop_requested = False
-        self._stop_signal: int | None = None
-        self._external_stop: threading.Event | None = None
+        self._stats = Tally(self._cond, RunnerStats())
+        self._workers = WorkerThreads(
+            self._cond,
+            parallelism,
+            self._run_work,
+            name="workflow-runner",
+            label="runner",
+            log=log,
+            job_of=lambda work: work[0],
+        )
+        self._life = Lifecycle(self._cond, "Runner")
         self._tick: float | None = None
         self._give_up = threading.Event()
-        self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
         # Jobs an engine sent beyond what was asked for, waiting for a thread
         # (poller thread only).
         self._backlog: deque[_Work] = deque()
@@ -282,27 +277,24 @@ class Runner:
     def stats(self) -> RunnerStats:
         """A snapshot of the counters."""
         watch = self._watch
-        with self._cond:
-            return replace(
-                self._stats,
-                lease_renewals=watch.renewals_accepted,
-                leases_lost=watch.leases_lost,
-            )
+        return replace(
+            self._stats.snapshot(),
+            lease_renewals=watch.renewals_accepted,
+            leases_lost=watch.leases_lost,
+        )
 
     @property
     def busy(self) -> int:
         """Worker threads currently holding a job."""
         with self._cond:
-            return self.parallelism - self._idle
+            return self._workers.busy
 
     def stop(self) -> None:
         """Stop claiming; ``run()`` drains in-flight handlers, then returns.
 
         Safe from any thread (a handler included) and before ``run()``.
         """
-        self._stop_requested = True
-        with self._cond:
-            self._cond.notify_all()
+        self._life.request_stop()
 
     def run(
         self, stop_event: threading.Event | None = None, shutdown_timeout: float | None = None
@@ -318,34 +310,27 @@ class Runner:
             if not shutdown_timeout >= 0:
                 raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout!r}")
             self.drain_timeout = float(shutdown_timeout)
-        with self._cond:
-            if self._state != "new":
-                raise RuntimeError("a Runner runs once; create a new Runner to run again")
-            self._state = "running"
-        self._external_stop = stop_event
-        previous = self._install_signal_handlers()
-        if previous or stop_event is not None:
-            self._tick = _TICK
+        with self._life.running(stop_event) as by_signal:
+            if by_signal or stop_event is not None:
+                self._tick = _TICK
+            self._run()
+
+    def _run(self) -> None:
+        self._start_workers()
+        log.info(
+            "runner %s started: job types %s, %d threads, lease renewal %s, stale checks %s",
+            self.worker_id,
+            self.job_types,
+            self.parallelism,
+            "on" if self.heartbeat else "off",
+            f"every {self.stale_check_interval:g} s"
+            if self.stale_check_interval and reader_of(self.client) is not None
+            else "off",
+        )
         try:
-            self._start_workers()
-            log.info(
-                "runner %s started: job types %s, %d threads, lease renewal %s, stale checks %s",
-                self.worker_id,
-                self.job_types,
-                self.parallelism,
-                "on" if self.heartbeat else "off",
-                f"every {self.stale_check_interval:g} s"
-                if self.stale_check_interval and reader_of(self.client) is not None
-                else "off",
-            )
-            try:
-                self._poll_loop()
-            finally:
-                self._shutdown()
+            self._poll_loop()
         finally:
-            self._restore_signal_handlers(previous)
-            with self._cond:
-                self._state = "done"
+            self._shutdown()
 
     def join_workers(self, timeout: float | None = None) -> bool:
         """Wait for the worker threads to end after ``run()`` returned.
@@ -353,47 +338,14 @@ class Runner:
         ``run()`` does not wait for a handler stuck past the drain; this lets
         tests and embedders wait for it. True when every thread has ended.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(remaining)
-        return not any(thread.is_alive() for thread in self._threads)
-
-    # -- stop and signals ------------------------------------------------------
-
-    def _stopping(self) -> bool:
-        if self._stop_requested:
-            return True
-        external = self._external_stop
-        return external is not None and external.is_set()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # Runs in the main thread between two bytecodes, possibly while the
-        # poller holds a lock: assignments only (logged by the poller).
-        self._stop_signal = signum
-        self._stop_requested = True
-
-    def _install_signal_handlers(self) -> dict[int, _SignalHandler]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous: dict[int, _SignalHandler] = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._on_signal)
-        return previous
-
-    def _restore_signal_handlers(self, previous: dict[int, _SignalHandler]) -> None:
-        for signum, handler in previous.items():
-            # None: the previous handler was not installed from Python and
-            # cannot be put back; the default is the closest.
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        return self._workers.join(timeout)
 
     # -- poller ----------------------------------------------------------------
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> None:
         """Wait (holding ``_cond``) until ``predicate()``, a stop, or ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not predicate() and not self._stopping():
+        while not predicate() and not self._life.stopping():
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return
@@ -405,17 +357,6 @@ class Runner:
         with self._cond:
             self._wait(lambda: False, seconds)
 
-    def _count(self, **increments: int) -> None:
-        with self._cond:
-            self._bump(**increments)
-
-    def _bump(self, **increments: int) -> None:
-        # Caller holds ``_cond``.
-        stats = self._stats
-        self._stats = replace(
-            stats, **{name: getattr(stats, name) + n for name, n in increments.items()}
-        )
-
     def _poll_loop(self) -> None:
         """Claim and hand out jobs until stopped."""
         backlog = self._backlog
@@ -426,14 +367,14 @@ class Runner:
                 # Hand out what an engine sent beyond what was asked for (it
                 # should not happen); then wait until every handed-out job has
                 # started and a thread is idle.
-                while backlog and self._idle > 0:
+                while backlog and self._workers.idle > 0:
                     self._dispatch(backlog.popleft())
-                self._wait(lambda: self._idle > 0 and self._unstarted == 0, None)
-                if self._stopping():
+                self._wait(lambda: self._workers.idle > 0 and self._unstarted == 0, None)
+                if self._life.stopping():
                     return
                 if backlog:
                     continue
-                free = self._idle
+                free = self._workers.idle
 
             poll_sent_at = time.monotonic()
             try:
@@ -441,7 +382,7 @@ class Runner:
                 if not isinstance(jobs, list):
                     raise TypeError(f"poll_jobs returned {type(jobs).__name__}, not a list")
             except Exception as exc:
-                self._count(poll_errors=1)
+                self._stats.count(poll_errors=1)
                 wait = backoff.next_delay()
                 outage.failed(exc, wait)
                 self._pause(wait)
@@ -460,18 +401,17 @@ class Runner:
                     free,
                 )
             with self._cond:
-                self._bump(polls=1, jobs_claimed=len(claimed))
+                self._stats.count_locked(polls=1, jobs_claimed=len(claimed))
                 backlog.extend(claimed)
-                while backlog and self._idle > 0:
+                while backlog and self._workers.idle > 0:
                     self._dispatch(backlog.popleft())
             if not claimed:
                 self._pause(self.poll_interval)
 
     def _dispatch(self, work: _Work) -> None:
         # Caller holds ``_cond`` and has checked that a thread is idle.
-        self._idle -= 1
         self._unstarted += 1
-        self._work.put(work)
+        self._workers.hand(work)
 
     # -- workers ---------------------------------------------------------------
 
@@ -480,64 +420,46 @@ class Runner:
             target=self._watch.run, name="workflow-runner-watch", daemon=True
         )
         self._watch_thread.start()
-        for index in range(self.parallelism):
-            thread = threading.Thread(
-                target=self._worker_loop,
-                name=f"workflow-runner-{index}",
-                daemon=True,
-            )
-            self._threads.append(thread)
-            thread.start()
+        self._workers.start()
 
-    def _worker_loop(self) -> None:
-        while True:
-            work = self._work.get()
-            if work is None:
-                return
-            job, poll_sent_at = work
-            marked = False
-            try:
-                lease_end = lease_deadline(job, poll_sent_at)
-                expired = time.monotonic() >= lease_end
-                with self._cond:
-                    self._unstarted -= 1
-                    marked = True
-                    self._bump(**{"skipped_expired" if expired else "jobs_started": 1})
-                    self._cond.notify_all()
-                if expired:
-                    log.warning(
-                        "job %s (%s): its lease passed before a thread could start it; "
-                        "not started (the engine delivers it again)",
-                        job["id"],
-                        job["jobType"],
-                    )
-                else:
-                    self._process(job, lease_end)
-            except BaseException:
-                # Only a bug of ours (or of the metrics or client code) gets
-                # here: handler errors are caught in _call_handler. Keep the
-                # thread and its slot alive regardless.
-                log.exception("runner: unexpected error while processing job %s", job.get("id"))
-            finally:
-                with self._cond:
-                    if not marked:
-                        self._unstarted -= 1
-                    self._idle += 1
-                    self._cond.notify_all()
+    def _run_work(self, work: _Work) -> None:
+        job, poll_sent_at = work
+        try:
+            lease_end = lease_deadline(job, poll_sent_at)
+        except BaseException:
+            # A bug of ours (WorkerThreads logs it): the poller must not wait
+            # for this job to start.
+            with self._cond:
+                self._unstarted -= 1
+                self._cond.notify_all()
+            raise
+        expired = time.monotonic() >= lease_end
+        with self._cond:
+            self._unstarted -= 1
+            self._stats.count_locked(**{"skipped_expired" if expired else "jobs_started": 1})
+            self._cond.notify_all()
+        if expired:
+            log.warning(
+                "job %s (%s): its lease passed before a thread could start it; "
+                "not started (the engine delivers it again)",
+                job["id"],
+                job["jobType"],
+            )
+        else:
+            self._process(job, lease_end)
 
     def _process(self, job: dict[str, Any], lease_end: float) -> None:
-        job_id: str = job["id"]
-        job_type: str = job["jobType"]
-        handler = self.registry.get(job_type)
+        handler = self.registry.get(job["jobType"])
         entry = self._watch.add(job, lease_end, lease_seconds(job))
         try:
-            if handler is None:
-                outcome = no_handler_outcome(job_id, job_type, self.worker_id)
-                log.error("job %s: %s", job_id, outcome.error_message)
-            else:
-                context = build_context(job)
-                context["cancelEvent"] = entry.cancel
-                outcome = self._call_handler(handler, context)
+            outcome = run_job(
+                handler,
+                job,
+                self.worker_id,
+                log,
+                tally=self._stats,
+                cancel=entry.cancel,
+            )
             self._watch.finish(entry)
             # The lease as renewed so far (no renewal lands once the handler is done).
             status, stale_reason = self._report(job, outcome, entry.lease_end, entry)
@@ -551,29 +473,6 @@ class Runner:
             )
         finally:
             self._watch.remove(entry)
-
-    def _call_handler(self, handler: Handler, context: dict[str, Any]) -> Outcome:
-        started = time.perf_counter()
-        try:
-            return run_handler(handler, context)
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt, WorkerShutdown...
-            duration = time.perf_counter() - started
-            self._count(handler_crashes=1)
-            log.error(
-                "job %s (%s): handler raised %s; the job is failed retryable and the "
-                "runner goes on",
-                context["id"],
-                context["jobType"],
-                type(exc).__name__,
-                exc_info=True,
-            )
-            return Outcome.failure(
-                context["id"],
-                context["jobType"],
-                describe_exception(exc),
-                retryable=True,
-                duration=duration,
-            )
 
     def _report(
         self, job: dict[str, Any], outcome: Outcome, lease_end: float, entry: WatchedJob
@@ -589,7 +488,7 @@ class Runner:
             )
             return None, ""
         if entry.cancel_reason == CANCEL_STALE:
-            self._count(stale=1)
+            self._stats.count(stale=1)
             log.info(
                 "job %s (%s) no longer matters (%s); its %s is not reported",
                 job["id"],
@@ -601,7 +500,7 @@ class Runner:
         if entry.cancel_reason == CANCEL_SHUTDOWN and not outcome.succeeded:
             # The handler may have failed because it was asked to stop: the
             # engine delivers the job again after its lease.
-            self._count(fails_withheld=1)
+            self._stats.count(fails_withheld=1)
             log.warning(
                 "job %s (%s) failed during shutdown; the failure is not sent (the engine "
                 "delivers the job again after its lease): %s",
@@ -612,54 +511,34 @@ class Runner:
             return ReportStatus.WITHHELD, ""
 
         def on_retry(_outcome: Outcome, _exc: Exception) -> None:
-            self._count(report_retries=1)
+            self._stats.count(report_retries=1)
             self.metrics.report_retry(outcome.job_type)
-
-        verdicts: list[StaleVerdict] = []
-        stale_check = None
-        reader = reader_of(self.client)
-        if reader is not None:
-
-            def stale_check() -> StaleVerdict:
-                verdict = check_job(reader, job)
-                verdicts.append(verdict)
-                return verdict
 
         self._watch.report_began(outcome)
         try:
-            status = deliver(
+            return report(
                 self.client,
                 self.worker_id,
                 outcome,
+                job,
+                self._stats,
                 deadline=self.report_deadline,
                 give_up=self._give_up,
                 on_retry=on_retry,
                 lease_end=lease_end,
-                stale_check=stale_check,
             )
         finally:
             self._watch.report_ended(outcome)
-        if status is ReportStatus.DELIVERED:
-            self._count(**{"completed" if outcome.succeeded else "failed": 1})
-        elif status is ReportStatus.WITHHELD:
-            self._count(fails_withheld=1)
-        elif status is ReportStatus.REJECTED:
-            self._count(reports_rejected=1)
-        elif status is ReportStatus.STALE:
-            self._count(stale=1)
-        else:
-            self._count(reports_lost=1)
-        return status, (verdicts[-1].reason if verdicts else "")
 
     # -- shutdown --------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        if self._stop_signal is not None:
-            log.info("runner %s: received signal %d, stopping", self.worker_id, self._stop_signal)
+        if self._life.signum is not None:
+            log.info("runner %s: received signal %d, stopping", self.worker_id, self._life.signum)
         leftover = len(self._backlog)
         self._backlog.clear()
         if leftover:
-            self._count(dropped_at_stop=leftover)
+            self._stats.count(dropped_at_stop=leftover)
             log.warning(
                 "runner %s: %d claimed jobs never started; the engine delivers them again "
                 "after their lease",
@@ -675,14 +554,7 @@ class Runner:
             )
         # The drain may not be cut short by the stop that started it.
         self._tick = None
-        drain_end = time.monotonic() + self.drain_timeout
-        with self._cond:
-            while self._idle < self.parallelism:
-                remaining = drain_end - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            busy = self.parallelism - self._idle
+        busy = self._workers.drain(self.drain_timeout)
         if busy:
             log.error(
                 "runner %s: %d handlers still running after the %.1f s drain; abandoning "
@@ -695,12 +567,8 @@ class Runner:
         self._watch.stop()
         if self._watch_thread is not None:
             self._watch_thread.join(5.0)
-        for _ in self._threads:
-            self._work.put(None)
-        # Idle threads end at once; a thread in a report retry ends as soon as
-        # it sees ``_give_up``. Stuck handlers are left behind (daemon threads).
-        if not busy:
-            self.join_workers(timeout=5.0)
+        # Stuck handlers are left behind (daemon threads).
+        self._workers.end(join=not busy)
         log.info("runner %s stopped: %s", self.worker_id, self.stats)
 
 

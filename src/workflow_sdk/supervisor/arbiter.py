@@ -29,7 +29,6 @@ import signal
 import time
 from multiprocessing.connection import wait
 from queue import SimpleQueue
-from types import FrameType
 from typing import Any, cast
 
 import psutil
@@ -41,8 +40,8 @@ from workflow_sdk.errors import ConfigError, DispatchModeError, EngineClientErro
 from workflow_sdk.handler.context import build_context
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.handler.registry import HandlerRegistry
-from workflow_sdk.jobcore import usable_jobs
-from workflow_sdk.lease import DEFAULT_LEASE_SECONDS, lease_seconds
+from workflow_sdk.jobcore import PollOutageLog, record_outcome, usable_jobs
+from workflow_sdk.lease import lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.retry.backoff import Backoff
@@ -51,6 +50,7 @@ from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer, PoolState
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
 from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
+from workflow_sdk.supervisor.joblog import log_outcome, log_stopped
 from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
 from workflow_sdk.supervisor.poller import Poller, PollResult
 from workflow_sdk.supervisor.pool import (
@@ -61,8 +61,9 @@ from workflow_sdk.supervisor.pool import (
     WorkerPool,
 )
 from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
-from workflow_sdk.supervisor.renewal import LeaseRenewer, Support, probe
+from workflow_sdk.supervisor.renewal import RenewalUnavailableError, plan_renewal
 from workflow_sdk.supervisor.reporter import Reporter
+from workflow_sdk.supervisor.signals import SignalInbox
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.source import JobSource
 from workflow_sdk.supervisor.stats import SupervisorStats
@@ -93,13 +94,6 @@ REPORT_HOLD = 0.05
 HELD_PER_WORKER = 2
 #: Environment variables that belong to this process only.
 PRIVATE_ENV = (*SYSTEMD_ENV, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-_HANDLED_SIGNALS = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGTTIN,
-    signal.SIGTTOU,
-)
 
 
 #: Report endings after which a job is finished for good (a Kafka record's
@@ -156,9 +150,7 @@ class Supervisor:
         )
         self._client = client
         self._ctx = multiprocessing.get_context("forkserver")
-        self._signals: list[int] = []
-        self._wake_r = -1
-        self._wake_w = -1
+        self.signals = SignalInbox()
         #: Where jobs come from: the poller, or (dispatch = "kafka") a Kafka
         #: feeder, built once the first worker says which job types it serves.
         self._source: JobSource | None = None
@@ -171,6 +163,8 @@ class Supervisor:
         self._views: tuple[WorkerView, ...] = ()
         self._announcer = Announcer(SystemdNotifier(None), os.path.basename(config.source))
         self._poll_backoff = Backoff()
+        self._outage = PollOutageLog(log)
+        self._next_backlog_gauge = 0.0
         self._poll_requested_at = 0.0
         self._next_poll_at = 0.0
         self._next_rss_sample = 0.0
@@ -196,7 +190,7 @@ class Supervisor:
 
     def request_stop(self) -> None:
         """Begin a graceful stop, as SIGTERM does (safe from any thread)."""
-        self._record_signal(signal.SIGTERM, None)
+        self.signals.record(signal.SIGTERM)
 
     # -- set-up and tear-down ----------------------------------------------------
 
@@ -230,12 +224,7 @@ class Supervisor:
         )
         for name in PRIVATE_ENV:
             os.environ.pop(name, None)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        for signum in _HANDLED_SIGNALS:
-            signal.signal(signum, self._record_signal)
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self.signals.install()
         if self.config.metrics.port is not None:
             self._setup_metrics()
         # The fork server imports these once; every worker forked from it
@@ -250,7 +239,7 @@ class Supervisor:
         self._ctx.set_forkserver_preload(preload)
         worker_id = self.config.supervisor.worker_id
         if self.config.engine.dispatch == "poll":
-            self._source = Poller(self._make_client(), worker_id, self._wake)
+            self._source = Poller(self._make_client(), worker_id, self.signals.wake)
         self._reporter = Reporter(
             self._make_client(),
             worker_id,
@@ -266,14 +255,17 @@ class Supervisor:
                 "the engine client cannot read instances: jobs of cancelled or finished "
                 "instances are not detected (failures are sent as they are)"
             )
-        renewer = self._choose_renewal(reader)
-        if self.phase is Phase.DONE:
+            self.ledger.stale_interval = 0.0  # nothing could answer the checks
+        try:
+            renewer = plan_renewal(self.config, reader)
+        except RenewalUnavailableError as exc:
+            self._fatal(EXIT_ERROR, f'lease_renewal = "required": {exc}')
             return
         if renewer is not None:
             self.ledger.renew_every = self.config.supervisor.lease_renewal_interval
         self._watch = JobWatch(
             self.ledger,
-            wake=self._wake,
+            wake=self.signals.wake,
             reader=self._reader,
             renewer=renewer,
             worker_id=worker_id,
@@ -322,39 +314,14 @@ class Supervisor:
         if self._metrics_server is not None:
             self._metrics_server.stop()
         self._announcer.close()
-        signal.set_wakeup_fd(-1)
-        for signum in _HANDLED_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
-        if self._wake_r >= 0:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+        self.signals.close()
         multiproc.release_dir(self._metrics_dir)
         log.info("supervisor stopped (%s)", self.stats.summary())
 
-    # -- signals and wake-ups ------------------------------------------------------
-
-    def _record_signal(self, signum: int, frame: FrameType | None) -> None:
-        # Only record: the main loop acts. set_wakeup_fd wakes the loop for
-        # real signals; request_stop() from a thread needs the explicit wake.
-        self._signals.append(signum)
-        self._wake()
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except OSError:
-            pass  # the pipe is full (a wake-up is pending anyway) or closed
-
-    def _drain_wake_pipe(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+    # -- signals -----------------------------------------------------------------
 
     def _handle_signals(self) -> None:
-        while self._signals:
-            signum = self._signals.pop(0)
+        for signum in self.signals.take():
             name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT):
                 if self.phase is Phase.DRAINING:
@@ -471,6 +438,7 @@ class Supervisor:
         if slot.state is SlotState.BUSY:
             slot.state = SlotState.IDLE
         self.ledger.finish(entry.job_id, time.monotonic())
+        entry.handler_ran = done.handler_ran
         self._report(outcome, entry, slot)
         self._check_recycle(slot)
         if slot.retiring and slot.state is SlotState.IDLE:
@@ -492,44 +460,8 @@ class Supervisor:
 
     def _report(self, outcome: Outcome, entry: JobEntry, slot: WorkerSlot) -> None:
         """Log the outcome (the one line per job event) and queue its report."""
-        now = time.monotonic()
         self.stats.record_outcome(outcome)
-        fields = {
-            "job_id": entry.job_id,
-            "job_type": entry.job_type,
-            "instance_id": entry.instance_id,
-            "worker": f"worker-{slot.slot}",
-        }
-        if outcome.succeeded:
-            if now > entry.lease_end:
-                log.warning(
-                    "job %s (%s) finished %.1f s after its lease ran out; reporting it anyway",
-                    entry.job_id,
-                    entry.job_type,
-                    now - entry.lease_end,
-                    extra=fields,
-                )
-            # DEBUG: at hundreds of jobs a second an INFO line per success
-            # floods the journal and costs the parent a few % of a core.
-            log.debug(
-                "job %s (%s) succeeded in %.3f s",
-                entry.job_id,
-                entry.job_type,
-                outcome.duration,
-                extra=fields,
-            )
-        else:
-            # The worker does not log a handler's failure: this is its one line
-            # (with the handler's traceback, when there is one, below it).
-            text = (
-                f"job {entry.job_id} ({entry.job_type}) of instance {entry.instance_id} failed "
-                f"on worker-{slot.slot} after {outcome.duration:.3f} s "
-                f"({'retryable' if outcome.retryable else 'not retryable'}): "
-                f"{outcome.error_message}"
-            )
-            if outcome.traceback:
-                text += "\n" + outcome.traceback.rstrip()
-            log.warning("%s", text, extra=fields)
+        log_outcome(outcome, entry, slot.slot, time.monotonic())
         self._outbox.append((outcome, entry))
 
     def _fail_running(
@@ -545,9 +477,6 @@ class Supervisor:
         outcome = Outcome.failure(
             entry.job_id, entry.job_type, message, retryable=True, duration=now - entry.started_at
         )
-        if self._metrics is not None:
-            self._metrics.observe_handler(entry.job_type, outcome.duration)
-            self._metrics.job_finished(entry.job_type, "failure")
         self._report(outcome, entry, slot)
 
     def _on_death(self, slot: WorkerSlot) -> None:
@@ -622,7 +551,7 @@ class Supervisor:
     def _tick_once(self) -> None:
         now = time.monotonic()
         ready = self._wait(self._next_deadline(now) - now)
-        self._drain_wake_pipe()
+        self.signals.drain()
         self._handle_signals()
         sentinels: dict[int, WorkerSlot] = {}
         for slot in list(self.pool.slots.values()):
@@ -652,11 +581,12 @@ class Supervisor:
             self._continue_reload()
             self._trim_pool(now)
             self._fill_pool()
+            self._dispatch_claimed(now)
             self._maybe_poll(now)
         self._publish(now)
 
     def _wait(self, timeout: float) -> list[Any]:
-        waitables: list[Any] = [self._wake_r]
+        waitables: list[Any] = [self.signals.read_fd]
         for slot in self.pool.slots.values():
             if not slot.conn.closed:
                 waitables.append(slot.conn)
@@ -735,10 +665,12 @@ class Supervisor:
         # A reporter thread: record, and let the main loop release the job.
         self.stats.record_report(status)
         self._acks.put((outcome, status))
-        self._wake()
+        self.signals.wake()
 
     def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
         self.stats.record_report_retry()
+        if self._metrics is not None:
+            self._metrics.report_retry(outcome.job_type)
 
     def _take_acks(self) -> None:
         while not self._acks.empty():
@@ -749,18 +681,21 @@ class Supervisor:
                 continue
             if self._source is not None and entry.origin is not None:
                 self._source.settle(entry.origin, status in _SETTLED)
+            stale_reason = "unknown"
             if status is ReportStatus.STALE:
-                verdict = check.verdict if check is not None else None
-                self._count_stale(entry, verdict.reason if verdict else "unknown")
-            elif (
-                status is ReportStatus.DELIVERED
-                and not outcome.succeeded
-                and outcome.retryable
-                and entry.retries_remaining > 0
-                and self._metrics is not None
-            ):
-                # Counted once the engine took the retry, as the Runner does.
-                self._metrics.retry(entry.job_type)
+                self.stats.stale_jobs += 1
+                if check is not None and check.verdict is not None:
+                    stale_reason = check.verdict.reason
+            if self._metrics is not None:
+                # The Runner's rule, counted once the report's fate is known.
+                record_outcome(
+                    self._metrics,
+                    outcome,
+                    entry.retries_remaining,
+                    status,
+                    handler_ran=entry.handler_ran,
+                    stale_reason=stale_reason,
+                )
 
     def _count_stale(self, entry: JobEntry, reason: str) -> None:
         self.stats.stale_jobs += 1
@@ -781,21 +716,7 @@ class Supervisor:
         """The job no longer matters, or is no longer ours: stop its worker,
         report nothing (a fail could fail the instance; the lease's new
         holder reports the job)."""
-        log.info(
-            "job %s (%s) of instance %s %s (%s); stopping worker-%d, nothing is reported",
-            entry.job_id,
-            entry.job_type,
-            entry.instance_id,
-            "no longer matters" if stop.reason == "stale" else "is no longer ours",
-            stop.detail,
-            slot.slot,
-            extra={
-                "job_id": entry.job_id,
-                "job_type": entry.job_type,
-                "instance_id": entry.instance_id,
-                "worker": f"worker-{slot.slot}",
-            },
-        )
+        log_stopped(entry, slot.slot, stop.reason == "stale", stop.detail)
         # Stale: its record is done (nothing will ever report it). Lease lost:
         # the lease's new holder reports it.
         self._drop(entry, done=True)
@@ -830,103 +751,24 @@ class Supervisor:
 
     def _start_kafka(self, job_types: tuple[str, ...]) -> None:
         """Consume the job types the workers serve (known once one is ready)."""
-        from workflow_sdk.kafka.consumer import (  # noqa: PLC0415 - optional dependency
-            KafkaJobSource,
-            KafkaSourceError,
-            check_topics,
+        # Imported here: the kafka extra is only needed in Kafka mode.
+        from workflow_sdk.supervisor.kafka_feeder import (  # noqa: PLC0415
+            KafkaUnavailableError,
+            open_feeder,
         )
-        from workflow_sdk.supervisor.kafka_feeder import KafkaFeeder  # noqa: PLC0415
 
-        kafka = self.config.kafka
         try:
-            missing = check_topics(kafka.brokers, job_types, dict(kafka.config))
-        except KafkaSourceError as exc:
-            self._fatal(EXIT_ERROR, f"kafka: the brokers {', '.join(kafka.brokers)} ({exc})")
-            return
-        if missing:
-            self._fatal(
-                EXIT_CONFIG,
-                f"kafka: topic(s) {', '.join(missing)} do not exist on {', '.join(kafka.brokers)}; "
-                "the engine does not create them: create one per job type",
+            self._source = open_feeder(
+                self.config.kafka, job_types, self.config.supervisor.worker_id, self.signals.wake
             )
-            return
-        source = KafkaJobSource(
-            kafka.brokers,
-            job_types,
-            group={t: kafka.group_for(t) for t in job_types},
-            dedup_window_seconds=kafka.dedup_window,
-            extra_config=dict(kafka.config),
-            client_id=self.config.supervisor.worker_id,
-        )
-        self._source = KafkaFeeder(source, self._wake)
-        log.info(
-            "kafka: consuming %s from %s",
-            ", ".join(f"workflow.jobs.{t} (group {kafka.group_for(t)})" for t in job_types),
-            ", ".join(kafka.brokers),
-        )
+        except KafkaUnavailableError as exc:
+            self._fatal(EXIT_CONFIG if exc.missing_topics else EXIT_ERROR, str(exc))
 
     def _fatal(self, code: int, message: str) -> None:
         log.critical("%s; stopping the supervisor", message)
         self.fatal_error = message
         self._exit_code = code
         self._stop_now("fatal error")
-
-    def _choose_renewal(self, client: object) -> LeaseRenewer | None:
-        """Probe the engine for lease renewal as ``lease_renewal`` says; the
-        client to renew with, or None. May stop the supervisor (``required``)."""
-        mode = self.config.supervisor.lease_renewal
-        worker_id = self.config.supervisor.worker_id
-        if self.config.engine.dispatch == "kafka":
-            return None  # Kafka-dispatched jobs have no lease
-        if mode == "off" or not hasattr(client, "extend_lease"):
-            if mode == "required":
-                raise ConfigError(
-                    'supervisor.lease_renewal: "required", but the engine client cannot '
-                    "extend leases"
-                )
-            self._warn_long_limits("lease renewal is off")
-            return None
-        renewer = cast(LeaseRenewer, client)
-        support, detail = probe(renewer, worker_id)
-        if support is Support.YES:
-            log.info("lease renewal on: the engine extends leases; running jobs are renewed")
-            return renewer
-        if mode == "required":
-            if support is Support.NO:
-                raise ConfigError(
-                    f'supervisor.lease_renewal: "required", but the engine at '
-                    f"{self.config.engine.url} cannot extend leases (no heartbeat route: a "
-                    'released engine); set lease_renewal = "auto" to run without renewal'
-                )
-            self.fatal_error = f"cannot ask the engine whether it renews leases: {detail}"
-            log.critical('lease_renewal = "required": %s', self.fatal_error)
-            self._exit_code = EXIT_ERROR
-            self.phase = Phase.DONE
-            return None
-        why = (
-            "the engine cannot extend leases"
-            if support is Support.NO
-            else f"the engine could not be asked ({detail})"
-        )
-        log.info("lease renewal off: %s", why)
-        self._warn_long_limits(why)
-        return None
-
-    def _warn_long_limits(self, why: str) -> None:
-        """Say once what a time limit beyond the lease means without renewal."""
-        lease = DEFAULT_LEASE_SECONDS
-        limits = [self.config.supervisor.job_timeout] + [
-            t.timeout for t in self.config.job_types.values()
-        ]
-        if any(limit == 0 or limit > lease for limit in limits):
-            log.warning(
-                "%s: a job that runs longer than the engine's %g s lease may be handed out "
-                "again. This supervisor does not run it twice (re-deliveries are coalesced, "
-                "one result is sent), but another supervisor polling the same job type may "
-                'run it at the same time (see "Long jobs" in the README)',
-                why,
-                lease,
-            )
 
     # -- claiming and dispatch ---------------------------------------------------------
 
@@ -961,20 +803,11 @@ class Supervisor:
         if result.error is not None:
             wait_s = self._poll_backoff.next_delay()
             self._next_poll_at = now + wait_s
-            failures = self._poll_backoff.failures
-            level = logging.WARNING if failures == 1 or failures % 20 == 0 else logging.DEBUG
-            log.log(
-                level,
-                "poll failed (%d in a row), next try in %.1f s: %s",
-                failures,
-                wait_s,
-                result.error,
-            )
+            self._outage.failed(result.error, wait_s)
             return
         if self._metrics is not None:
             self._metrics.observe_poll(result.latency, len(result.jobs))
-        if self._poll_backoff.failures:
-            log.info("engine reachable again after %d failed polls", self._poll_backoff.failures)
+        self._outage.succeeded()
         self._poll_backoff.reset()
         waits = not result.jobs and not result.waited
         self._next_poll_at = now + self.config.supervisor.poll_interval if waits else now
@@ -1081,6 +914,9 @@ class Supervisor:
         )
         self.stats.jobs_held = len(self.ledger)
         self.stats.jobs_held_peak = self.ledger.peak
+        if self._metrics is not None and now >= self._next_backlog_gauge:
+            self._metrics.set_report_backlog(*self.ledger.oldest_report(now))
+            self._next_backlog_gauge = now + 1.0
         phase = self.phase.value if self.phase in (Phase.DRAINING, Phase.RELOADING) else ""
         self._announcer.publish(
             now,
@@ -1127,7 +963,8 @@ class Supervisor:
                 new, engine=self.config.engine, metrics=self.config.metrics
             )
             self._resize(new.supervisor.workers)
-            self.ledger.stale_interval = new.supervisor.stale_check_interval
+            if self._reader is not None:
+                self.ledger.stale_interval = new.supervisor.stale_check_interval
         self._announcer.reloading()
         self.phase = Phase.RELOADING
         count = self.pool.begin_reload()

@@ -81,8 +81,8 @@ class PoolCollector(Collector):
             ("poll_errors", "Polls that failed", stats.poll_errors),
             (
                 "stale_jobs",
-                "Running jobs stopped because they no longer mattered (instance finished or "
-                "cancelled, step interrupted)",
+                "Jobs that no longer mattered (instance finished or cancelled, step "
+                "interrupted): stopped while running, or their fail not sent",
                 stats.stale_jobs,
             ),
             (

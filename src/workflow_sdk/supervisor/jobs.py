@@ -68,6 +68,8 @@ class JobEntry:
     renewal_failures: int = 0
     #: monotonic time its outcome went to the reporter
     reported_at: float = 0.0
+    #: a handler ran for it (false: no handler for its type in the worker)
+    handler_ran: bool = True
 
     @property
     def job_id(self) -> str:

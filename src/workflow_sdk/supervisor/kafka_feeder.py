@@ -22,7 +22,8 @@ from queue import SimpleQueue
 from typing import Any
 
 from workflow_sdk.errors import WorkflowSDKError
-from workflow_sdk.kafka.consumer import KafkaJobSource
+from workflow_sdk.kafka.consumer import KafkaJobSource, KafkaSourceError, check_topics
+from workflow_sdk.supervisor.config import KafkaConfig
 from workflow_sdk.supervisor.poller import PollResult
 
 log = logging.getLogger("workflow_sdk.supervisor")
@@ -125,4 +126,44 @@ class KafkaFeeder:
         return PollResult(wanted, sent_at, latency, jobs, error, leased=False, waited=error is None)
 
 
-__all__ = ["FETCH_WAIT", "KafkaFeeder"]
+class KafkaUnavailableError(WorkflowSDKError):
+    """The feeder cannot start: ``missing_topics`` (an operator's error), or
+    the brokers did not answer."""
+
+    def __init__(self, message: str, missing_topics: list[str]) -> None:
+        super().__init__(message)
+        self.missing_topics = missing_topics
+
+
+def open_feeder(
+    kafka: KafkaConfig, job_types: Sequence[str], client_id: str, wake: Callable[[], None]
+) -> KafkaFeeder:
+    """Check the topics, then consume ``job_types`` (one group each)."""
+    brokers = ", ".join(kafka.brokers)
+    try:
+        missing = check_topics(kafka.brokers, job_types, dict(kafka.config))
+    except KafkaSourceError as exc:
+        raise KafkaUnavailableError(f"kafka: the brokers {brokers} ({exc})", []) from exc
+    if missing:
+        raise KafkaUnavailableError(
+            f"kafka: topic(s) {', '.join(missing)} do not exist on {brokers}; the engine "
+            "does not create them: create one per job type",
+            missing,
+        )
+    source = KafkaJobSource(
+        kafka.brokers,
+        job_types,
+        group={t: kafka.group_for(t) for t in job_types},
+        dedup_window_seconds=kafka.dedup_window,
+        extra_config=dict(kafka.config),
+        client_id=client_id,
+    )
+    log.info(
+        "kafka: consuming %s from %s",
+        ", ".join(f"workflow.jobs.{t} (group {kafka.group_for(t)})" for t in job_types),
+        brokers,
+    )
+    return KafkaFeeder(source, wake)
+
+
+__all__ = ["FETCH_WAIT", "KafkaFeeder", "KafkaUnavailableError", "open_feeder"]

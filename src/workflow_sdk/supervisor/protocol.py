@@ -42,6 +42,8 @@ class JobDone:
 
     outcome: Outcome
     rss_bytes: int
+    #: false when the worker had no handler for the job's type
+    handler_ran: bool = True
 
 
 WorkerMessage = Ready | BootFailed | JobDone

@@ -14,12 +14,17 @@ never on the main loop.
 from __future__ import annotations
 
 import enum
+import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from workflow_sdk.errors import EngineClientError, LeaseLostError, WorkflowSDKError
+from workflow_sdk.errors import ConfigError, EngineClientError, LeaseLostError, WorkflowSDKError
+from workflow_sdk.lease import DEFAULT_LEASE_SECONDS
+from workflow_sdk.supervisor.config import SupervisorConfig
+
+log = logging.getLogger("workflow_sdk.supervisor")
 
 
 class LeaseRenewer(Protocol):
@@ -88,4 +93,70 @@ def probe(client: LeaseRenewer, worker_id: str) -> tuple[Support, str]:
     return (Support.NO, "") if answer is None else (Support.YES, "")
 
 
-__all__ = ["LeaseRenewer", "RenewalAnswer", "RenewalResult", "Support", "probe", "renew"]
+class RenewalUnavailableError(WorkflowSDKError):
+    """``lease_renewal = "required"`` and the engine could not be asked."""
+
+
+def plan_renewal(config: SupervisorConfig, client: object) -> LeaseRenewer | None:
+    """The client to renew leases with, as ``[supervisor] lease_renewal`` says,
+    or None. Raises ``ConfigError`` when renewal is required and the engine
+    cannot renew, ``RenewalUnavailableError`` when it cannot be asked."""
+    if config.engine.dispatch == "kafka":
+        return None  # Kafka-dispatched jobs have no lease
+    mode = config.supervisor.lease_renewal
+    if mode == "off" or not hasattr(client, "extend_lease"):
+        if mode == "required":
+            raise ConfigError(
+                'supervisor.lease_renewal: "required", but the engine client cannot extend leases'
+            )
+        warn_long_limits(config, "lease renewal is off")
+        return None
+    renewer = cast(LeaseRenewer, client)
+    support, detail = probe(renewer, config.supervisor.worker_id)
+    if support is Support.YES:
+        log.info("lease renewal on: the engine extends leases; running jobs are renewed")
+        return renewer
+    if mode == "required":
+        if support is Support.NO:
+            raise ConfigError(
+                f'supervisor.lease_renewal: "required", but the engine at {config.engine.url} '
+                "cannot extend leases (no heartbeat route: a released engine); set "
+                'lease_renewal = "auto" to run without renewal'
+            )
+        raise RenewalUnavailableError(f"cannot ask the engine whether it renews leases: {detail}")
+    why = (
+        "the engine cannot extend leases"
+        if support is Support.NO
+        else f"the engine could not be asked ({detail})"
+    )
+    log.info("lease renewal off: %s", why)
+    warn_long_limits(config, why)
+    return None
+
+
+def warn_long_limits(config: SupervisorConfig, why: str) -> None:
+    """Say once what a time limit beyond the lease means without renewal."""
+    lease = DEFAULT_LEASE_SECONDS
+    limits = [config.supervisor.job_timeout] + [t.timeout for t in config.job_types.values()]
+    if any(limit == 0 or limit > lease for limit in limits):
+        log.warning(
+            "%s: a job that runs longer than the engine's %g s lease may be handed out "
+            "again. This supervisor does not run it twice (re-deliveries are coalesced, "
+            "one result is sent), but another supervisor polling the same job type may "
+            'run it at the same time (see "Long jobs" in the README)',
+            why,
+            lease,
+        )
+
+
+__all__ = [
+    "LeaseRenewer",
+    "RenewalAnswer",
+    "RenewalResult",
+    "RenewalUnavailableError",
+    "Support",
+    "plan_renewal",
+    "probe",
+    "renew",
+    "warn_long_limits",
+]

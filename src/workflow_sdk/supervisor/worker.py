@@ -23,7 +23,7 @@ from typing import Any
 from workflow_sdk.errors import ConfigError, WorkerShutdown
 from workflow_sdk.handler.outcome import Outcome, run_handler
 from workflow_sdk.handler.registry import HandlerRegistry
-from workflow_sdk.metrics.metrics import Metrics
+from workflow_sdk.jobcore import no_handler_outcome
 from workflow_sdk.supervisor import multiproc, proctitle, sigpolicy
 from workflow_sdk.supervisor.handlers import load_registry
 from workflow_sdk.supervisor.logs import configure_logging
@@ -72,7 +72,6 @@ class Worker:
     def __init__(self, spec: WorkerSpec, conn: Connection) -> None:
         self.spec = spec
         self.conn = conn
-        self.metrics: Metrics | None = None
         #: Set when the parent says the running job no longer matters.
         self.cancel_event = threading.Event()
 
@@ -103,7 +102,6 @@ class Worker:
             # Before the handlers are imported, so that metrics they define
             # at import time are written to this slot's files too.
             multiproc.use_identifier(f"worker{self.spec.slot}")
-            self.metrics = Metrics()
 
     def run(self) -> None:
         try:
@@ -140,8 +138,8 @@ class Worker:
                 continue
             context = message.context
             self._set_busy_title(context)
-            outcome = self._run(registry, context)
-            self.conn.send(JobDone(outcome, current_rss()))
+            outcome, handler_ran = self._run(registry, context)
+            self.conn.send(JobDone(outcome, current_rss(), handler_ran))
             proctitle.set_title(idle)
 
     def _set_busy_title(self, context: dict[str, Any]) -> None:
@@ -149,26 +147,19 @@ class Worker:
         state = f"busy {context['jobType']} job={context['id']} since {started}"
         proctitle.set_title(proctitle.worker_title(self.spec.slot, state))
 
-    def _run(self, registry: HandlerRegistry, context: dict[str, Any]) -> Outcome:
+    def _run(self, registry: HandlerRegistry, context: dict[str, Any]) -> tuple[Outcome, bool]:
+        """The job's outcome, and whether a handler ran for it."""
         handler = registry.get(context["jobType"])
         if handler is None:
-            message = f"no handler for job type {context['jobType']!r} in this worker"
-            return Outcome.failure(context["id"], context["jobType"], message, retryable=True)
+            who = f"worker-{self.spec.slot}"
+            return no_handler_outcome(context["id"], context["jobType"], who), False
         self.cancel_event.clear()
         context["cancelEvent"] = self.cancel_event
         # Plain variables: the supervisor never imports handler code, so it
         # could not unpickle a handler's own dict or str subclasses. The
-        # parent writes the failure's log line (one per job event).
-        outcome = run_handler(handler, context, plain_variables=True, log_failures=False)
-        if self.metrics is not None:
-            self._record(outcome, context)
-        return outcome
-
-    def _record(self, outcome: Outcome, context: dict[str, Any]) -> None:
-        # Retries are counted by the parent, once the engine took the fail.
-        assert self.metrics is not None
-        self.metrics.observe_handler(outcome.job_type, outcome.duration)
-        self.metrics.job_finished(outcome.job_type, "success" if outcome.succeeded else "failure")
+        # parent writes the failure's log line (one per job event) and counts
+        # the job in the shared metrics once its report's fate is known.
+        return run_handler(handler, context, plain_variables=True, log_failures=False), True
 
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:

@@ -24,7 +24,7 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, Message, Producer
 
 from workflow_sdk.kafka.dispatch import encode_dispatch, topic_for
-from workflow_sdk.testing.store import Job, _UlidFactory
+from workflow_sdk.testing.records import Job, UlidFactory
 
 _log = logging.getLogger("workflow_sdk.testing")
 
@@ -47,7 +47,7 @@ class DispatchPublisher:
             raise ValueError('LocalEngine(dispatch="kafka") needs brokers="host:port[,...]"')
         self.brokers = brokers
         self.extra_config = dict(extra_config or {})
-        self._ids = _UlidFactory()
+        self._ids = UlidFactory()
         self._queue: queue.SimpleQueue[_Record | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         # Guarded by ``_cond``.
