@@ -20,8 +20,8 @@ one ``time.monotonic()`` per answer and one dict copy per job, in both modes.
 
 The poll client comes from a ``Supervisor`` subclass overriding its client
 factory; the Kafka source is swapped by replacing the ``KafkaJobSource`` name
-of ``workflow_sdk.kafka.consumer``, which the supervisor looks up when it
-starts consuming. Nothing else of the supervisor is touched.
+in ``workflow_sdk.kafka.consumer`` and ``workflow_sdk.supervisor.kafka_feeder``
+before the supervisor starts consuming. Nothing else of the supervisor is touched.
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ def _install_stamping_source() -> None:
             return jobs
 
     consumer.KafkaJobSource = StampingSource  # type: ignore[misc]
+    # The feeder module binds the name at import: replace it there too.
+    from workflow_sdk.supervisor import kafka_feeder  # noqa: PLC0415
+
+    if hasattr(kafka_feeder, "KafkaJobSource"):
+        kafka_feeder.KafkaJobSource = StampingSource  # type: ignore[misc]
 
 
 def main(argv: list[str] | None = None) -> int:
