@@ -148,6 +148,7 @@ def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     latency = results["dispatch_latency_ms"]["poll_answer_to_handler"]
     assert latency["p50"]["median"] is not None and latency["p99"]["median"] is not None
     assert results["parent_cpu_pct"]["idle"]["median"] is not None
+    assert results["parent_cpu_ms_per_job"]["cpu_bound"]["median"] > 0
     memory = results["memory_mib"]
     assert memory["supervisor_parent"]["rss_mib"]["median"] > 0
     assert len(memory["workers"]) == report["settings"]["workers"]
@@ -155,6 +156,6 @@ def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     slow = results["slow_engine"]
     assert slow["claimed_twice"] == 0
     assert 1 <= slow["held_at_most"] <= slow["held_bound"]
-    assert len(report["goals"]) == 6
+    assert len(report["goals"]) == 7
     assert all(goal["met"] in (True, False) for goal in report["goals"])
     assert leftovers(result) == []
