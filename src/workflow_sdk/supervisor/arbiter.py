@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import multiprocessing
 import os
 import signal
 import time
-from multiprocessing.connection import wait
 from queue import SimpleQueue
 from types import FrameType
 from typing import Any, cast
@@ -47,6 +47,7 @@ from workflow_sdk.retry.backoff import Backoff
 from workflow_sdk.staleness import InstanceReader, StaleVerdict, check_job
 from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer, PoolState
+from workflow_sdk.supervisor.claims import ClaimPolicy
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
 from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
 from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
@@ -64,6 +65,7 @@ from workflow_sdk.supervisor.reporter import Reporter
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.stats import SupervisorStats
 from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
+from workflow_sdk.supervisor.waitset import WaitSet
 from workflow_sdk.supervisor.watch import JobWatch, StopJob
 from workflow_sdk.supervisor.worker import (
     CANCEL_SIGNAL,
@@ -84,6 +86,9 @@ EXIT_BOOT_FAILED = 3
 KILL_GRACE = 3.0
 #: Seconds between RSS samples of busy workers.
 RSS_SAMPLE_INTERVAL = 1.0
+#: Seconds between two updates of the /metrics view, title and systemd status:
+#: every tick (two or three per job) cost the parent a few % of its CPU per job.
+PUBLISH_INTERVAL = 0.1
 #: Seconds a report may wait for the poll in flight to return first.
 REPORT_HOLD = 0.05
 #: Jobs held at most (claimed, running, reports in flight), per worker.
@@ -146,11 +151,16 @@ class Supervisor:
         self.ledger = JobLedger(
             HELD_PER_WORKER * config.supervisor.workers, config.supervisor.stale_check_interval
         )
+        #: How many jobs to claim: per idle worker, and ahead for short job types.
+        self.claims = ClaimPolicy()
         self._client = client
         self._ctx = multiprocessing.get_context("forkserver")
         self._signals: list[int] = []
         self._wake_r = -1
         self._wake_w = -1
+        self._waitset = WaitSet()
+        self._next_publish = 0.0
+        self._publish_due = False
         self._poller: Poller | None = None
         self._reporter: Reporter | None = None
         self._reader: InstanceReader | None = None
@@ -313,6 +323,7 @@ class Supervisor:
         signal.set_wakeup_fd(-1)
         for signum in _HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        self._waitset.close()
         if self._wake_r >= 0:
             os.close(self._wake_r)
             os.close(self._wake_w)
@@ -435,6 +446,15 @@ class Supervisor:
         else:
             log.error("worker-%d sent an unexpected message: %r", slot.slot, message)
 
+    def _read_message(self, slot: WorkerSlot) -> None:
+        """Take one message from a worker whose channel is readable: one per
+        wake-up (a worker sends one per job; more wake the next wait at once),
+        without the extra poll per message ``_read_messages`` pays."""
+        try:
+            self._on_message(slot, slot.conn.recv())
+        except (EOFError, OSError):
+            pass  # the worker is gone; its sentinel tells the rest
+
     def _read_messages(self, slot: WorkerSlot) -> None:
         """Take everything the worker has sent (before judging its death)."""
         try:
@@ -456,11 +476,17 @@ class Supervisor:
         slot.jobs_done += 1
         if slot.state is SlotState.BUSY:
             slot.state = SlotState.IDLE
-        self.ledger.finish(entry.job_id, time.monotonic())
+        now = time.monotonic()
+        self.ledger.finish(entry.job_id, now)
+        lease = entry.lease_length if entry.lease_end != math.inf else math.inf
+        self.claims.observe(entry.job_type, outcome.duration, lease)
         self._report(outcome, entry, slot)
         self._check_recycle(slot)
         if slot.retiring and slot.state is SlotState.IDLE:
             slot.close_channel()
+        elif self.phase is not Phase.DRAINING:
+            # A job claimed ahead starts now, without waiting for a poll.
+            self._dispatch_claimed(now)
 
     def _check_recycle(self, slot: WorkerSlot) -> None:
         reason = self.pool.recycle_reason(slot, self._recycle_policy())
@@ -589,12 +615,14 @@ class Supervisor:
         # Reports leave after the poll for the workers they freed: the poll is
         # what an idle worker waits for, and a completion sent at the same
         # moment doubles the poll's round trip (both compete in the engine and
-        # in this process). A report waits for that poll REPORT_HOLD at most.
+        # in this process). A report waits for that poll REPORT_HOLD at most,
+        # and only while a worker is idle: when none is, the poll claims
+        # ahead, and no worker waits for it.
         assert self._reporter is not None and self._poller is not None
         if not self._outbox:
             return
         held = time.monotonic() - self._poll_requested_at < REPORT_HOLD
-        if self._poller.busy and held and self.phase is not Phase.DRAINING:
+        if self._poller.busy and held and self.phase is not Phase.DRAINING and self.pool.idle():
             return
         for outcome, entry in self._outbox:
             check: _FailCheck | None = None
@@ -613,7 +641,7 @@ class Supervisor:
         for slot in list(self.pool.slots.values()):
             sentinels[slot.sentinel()] = slot
             if not slot.conn.closed and slot.conn in ready:
-                self._read_messages(slot)
+                self._read_message(slot)
         self._take_acks()
         self._take_watch_verdicts()
         assert self._poller is not None
@@ -647,11 +675,13 @@ class Supervisor:
             if not slot.conn.closed:
                 waitables.append(slot.conn)
             waitables.append(slot.sentinel())
-        return wait(waitables, max(0.0, timeout))
+        return self._waitset.wait(waitables, timeout)
 
     def _next_deadline(self, now: float) -> float:
         deadline = now + 1.0
-        if self._may_poll():
+        # Only when a poll would go out: held back (no room, jobs waiting),
+        # a passed poll time would make the loop spin until an ack comes.
+        if self._may_poll() and self._poll_plan()[0] > 0:
             deadline = min(deadline, self._next_poll_at)
         # Only deadlines still ahead, or that act once when reached: a passed
         # deadline left in here would make the loop spin.
@@ -663,10 +693,12 @@ class Supervisor:
                 deadline = min(deadline, slot.boot_deadline)
         if self.phase is Phase.DRAINING and now < self._drain_deadline:
             deadline = min(deadline, self._drain_deadline)
+        if self._publish_due:
+            deadline = min(deadline, self._next_publish)
         watchdog = self._announcer.next_deadline()
         if watchdog is not None:
             deadline = min(deadline, watchdog)
-        if self._outbox:
+        if self._outbox and self._poll_requested_at + REPORT_HOLD > now:
             deadline = min(deadline, self._poll_requested_at + REPORT_HOLD)
         return deadline
 
@@ -855,23 +887,43 @@ class Supervisor:
             self.phase in (Phase.RUNNING, Phase.RELOADING)
             and self._poller is not None
             and not self._poller.busy
-            and bool(self.pool.idle())
         )
+
+    def _poll_plan(self) -> tuple[int, list[str], int]:
+        """Jobs to claim now, of which types, and the idle workers they serve.
+
+        One per idle worker; one ahead per worker for job types measured
+        short (``ClaimPolicy``). Backpressure: never beyond the ledger's
+        room, so when reports lag claiming waits, and no claimed job waits
+        past its lease.
+        """
+        idle = self.pool.idle()
+        ready = [s for s in self.pool.slots.values() if s.state is SlotState.BUSY]
+        ready = [s for s in ready if not s.retiring] + idle
+        if idle:
+            types = self.pool.job_types(idle)
+        else:
+            types = self.claims.short_types(self.pool.job_types(ready))
+        wanted = self.claims.wanted(
+            len(idle),
+            self.ledger.count(JobState.CLAIMED),
+            self.ledger.room(),
+            types,
+            workers=len(ready),
+        )
+        return wanted, types, len(idle)
 
     def _maybe_poll(self, now: float) -> None:
         assert self._poller is not None
         if not self._may_poll() or now < self._next_poll_at:
             return
-        idle = self.pool.idle()
-        # Backpressure: never hold more than the ledger's limit. When reports
-        # lag, claiming waits, so no claimed job waits past its lease.
-        wanted = min(len(idle) - self.ledger.count(JobState.CLAIMED), self.ledger.room())
-        if wanted < len(idle):
+        wanted, types, idle = self._poll_plan()
+        if wanted < idle:
             self.stats.claims_held_back += 1
         if wanted <= 0:
             return
         self._poll_requested_at = now
-        self._poller.request(wanted, self.pool.job_types(idle))
+        self._poller.request(wanted, types)
 
     def _on_poll_result(self, result: PollResult) -> None:
         now = time.monotonic()
@@ -987,7 +1039,13 @@ class Supervisor:
         self._fail_running(slot, entry, message, "recycle_memory", now)
 
     def _publish(self, now: float) -> None:
-        """The /metrics view of the workers, the title and systemd's status."""
+        """The /metrics view of the workers, the title and systemd's status,
+        at most every ``PUBLISH_INTERVAL`` (a skipped update is due then)."""
+        if now < self._next_publish:
+            self._publish_due = True
+            return
+        self._publish_due = False
+        self._next_publish = now + PUBLISH_INTERVAL
         slots = self.pool.slots.values()
         self._views = tuple(
             WorkerView(s.slot, s.pid, s.state is SlotState.BUSY, s.ps) for s in slots
