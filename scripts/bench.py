@@ -11,9 +11,11 @@ process per batch), measures:
    worker per CPU, of the threaded Runner (16 threads) and of the supervisor
    with one worker; ratios supervisor/Runner and supervisor/(N x one worker).
 2. No-op jobs: supervisor vs Runner jobs/s and the ratio.
-3. The supervisor's dispatch latency: from the moment the poll answer has
-   reached the supervisor (stamped by the poller thread's client, see
-   ``benchlib/sv_host.py``) to the first line of the handler in the worker;
+3. The supervisor's dispatch latency: from the moment a job is ready (its
+   poll answer has reached the supervisor, stamped by the poller thread's
+   client, see ``benchlib/sv_host.py``, and its worker has finished the job
+   before: a job claimed ahead waits for a busy worker by design) to the
+   first line of the handler in the worker;
    and, for reference, from the engine's claim of the job (``lockedAt``) to
    the handler, which adds the engine's answer and its trip back.
 4. The supervisor parent's CPU while idle and while busy; RSS and USS of the
@@ -427,7 +429,7 @@ def table(report: dict[str, Any]) -> str:
     ]
     section(f"Supervisor dispatch latency, ms ({n} workers, CPU-bound jobs)")
     for kind, label in (
-        ("poll_answer_to_handler", "poll answer received -> handler's first line"),
+        ("poll_answer_to_handler", "job ready (polled, worker free) -> handler's first line"),
         ("claim_to_handler", "engine claim (lockedAt) -> handler's first line"),
     ):
         rows.append((f"{label}, p50", fmt(lat[kind].get("p50"), 2)))

@@ -30,11 +30,26 @@ def test_too_few_samples_are_not_enough() -> None:
 
 
 def test_short_types_get_one_ahead_per_worker_less_those_waiting() -> None:
-    policy = ClaimPolicy()
+    policy = ClaimPolicy(ahead_batch=1)
     measured(policy, "a", 0.02)
     assert policy.wanted(1, 0, 10, ["a"], workers=2) == 3
     assert policy.wanted(0, 1, 10, ["a"], workers=2) == 1
     assert policy.wanted(0, 2, 10, ["a"], workers=2) == 0
+
+
+def test_polls_only_for_jobs_ahead_wait_for_a_batch() -> None:
+    policy = ClaimPolicy(ahead_batch=2)
+    measured(policy, "a", 0.02)
+    # No worker idle: one job ahead missing is not worth a poll yet...
+    assert policy.wanted(0, 1, 10, ["a"], workers=2) == 0
+    # ...two are.
+    assert policy.wanted(0, 0, 10, ["a"], workers=2) == 2
+    assert policy.wanted(0, 0, 1, ["a"], workers=2) == 0
+    # An idle worker never waits for a batch.
+    assert policy.wanted(1, 1, 10, ["a"], workers=2) == 2
+    assert policy.wanted(1, 0, 1, ["a"], workers=2) == 1
+    # One worker: a batch of one.
+    assert policy.wanted(0, 0, 10, ["a"], workers=1) == 1
 
 
 def test_never_beyond_the_room() -> None:
@@ -84,6 +99,7 @@ def test_without_a_lease_any_measured_type_is_claimed_ahead() -> None:
     measured(policy, "k", 10.0, lease=math.inf)
     assert policy.short("k")
     assert policy.wanted(0, 0, 3, ["k"], workers=4) == 3
+    assert policy.wanted(0, 0, 1, ["k"], workers=4) == 0
 
 
 def test_no_workers_no_ahead_and_no_types_no_ahead() -> None:

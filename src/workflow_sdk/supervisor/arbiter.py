@@ -181,6 +181,8 @@ class Supervisor:
         #: How each report ended, from the reporter threads to the main loop.
         self._acks: SimpleQueue[tuple[Outcome, ReportStatus]] = SimpleQueue()
         self._fail_checks: dict[str, _FailCheck] = {}
+        #: Whether a report's answer wakes the loop (read by reporter threads).
+        self._ack_wake = True
 
     # -- public ------------------------------------------------------------------
 
@@ -345,8 +347,9 @@ class Supervisor:
             pass  # the pipe is full (a wake-up is pending anyway) or closed
 
     def _drain_wake_pipe(self) -> None:
+        # A short read emptied the pipe: no second read just to see EAGAIN.
         try:
-            while os.read(self._wake_r, 4096):
+            while len(os.read(self._wake_r, 4096)) == 4096:
                 pass
         except BlockingIOError:
             pass
@@ -506,6 +509,9 @@ class Supervisor:
         """Log the outcome (the one line per job event) and queue its report."""
         now = time.monotonic()
         self.stats.record_outcome(outcome)
+        self._outbox.append((outcome, entry))
+        if outcome.succeeded and now <= entry.lease_end and not log.isEnabledFor(logging.DEBUG):
+            return  # the common case: nothing to log, no log fields to build
         fields = {
             "job_id": entry.job_id,
             "job_type": entry.job_type,
@@ -542,7 +548,6 @@ class Supervisor:
             if outcome.traceback:
                 text += "\n" + outcome.traceback.rstrip()
             log.warning("%s", text, extra=fields)
-        self._outbox.append((outcome, entry))
 
     def _fail_running(
         self, slot: WorkerSlot, entry: JobEntry, message: str, reason: str, now: float
@@ -634,8 +639,14 @@ class Supervisor:
 
     def _tick_once(self) -> None:
         now = time.monotonic()
-        ready = self._wait(self._next_deadline(now) - now)
-        self._drain_wake_pipe()
+        timeout = self._next_deadline(now) - now
+        # The flag was set before this look; a reporter thread queues its
+        # answer before reading the flag: one of the two sees the other.
+        if self._ack_wake and not self._acks.empty():
+            timeout = 0.0
+        ready = self._wait(timeout)
+        if self._wake_r in ready:
+            self._drain_wake_pipe()
         self._handle_signals()
         sentinels: dict[int, WorkerSlot] = {}
         for slot in list(self.pool.slots.values()):
@@ -668,6 +679,7 @@ class Supervisor:
             self._fill_pool()
             self._maybe_poll(now)
         self._publish(now)
+        self._ack_wake = self._acks_urgent()
 
     def _wait(self, timeout: float) -> list[Any]:
         waitables: list[Any] = [self._wake_r]
@@ -679,9 +691,10 @@ class Supervisor:
 
     def _next_deadline(self, now: float) -> float:
         deadline = now + 1.0
-        # Only when a poll would go out: held back (no room, jobs waiting),
-        # a passed poll time would make the loop spin until an ack comes.
-        if self._may_poll() and self._poll_plan()[0] > 0:
+        # Only a poll time still ahead (a poll due now went out last tick),
+        # and only when a poll would go out then: held back (no room, jobs
+        # waiting), a passed poll time would make the loop spin.
+        if self._next_poll_at > now and self._may_poll() and self._poll_plan()[0] > 0:
             deadline = min(deadline, self._next_poll_at)
         # Only deadlines still ahead, or that act once when reached: a passed
         # deadline left in here would make the loop spin.
@@ -753,7 +766,8 @@ class Supervisor:
         # A reporter thread: record, and let the main loop release the job.
         self.stats.record_report(status)
         self._acks.put((outcome, status))
-        self._wake()
+        if self._ack_wake:
+            self._wake()
 
     def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
         self.stats.record_report_retry()
@@ -889,35 +903,55 @@ class Supervisor:
             and not self._poller.busy
         )
 
-    def _poll_plan(self) -> tuple[int, list[str], int]:
-        """Jobs to claim now, of which types, and the idle workers they serve.
+    def _poll_plan(self) -> tuple[int, list[str], int, int]:
+        """Jobs to claim now, of which types, the idle workers they serve,
+        and the jobs it would be with all the ledger's room free.
 
         One per idle worker; one ahead per worker for job types measured
         short (``ClaimPolicy``). Backpressure: never beyond the ledger's
         room, so when reports lag claiming waits, and no claimed job waits
         past its lease.
         """
-        idle = self.pool.idle()
-        ready = [s for s in self.pool.slots.values() if s.state is SlotState.BUSY]
-        ready = [s for s in ready if not s.retiring] + idle
+        # One pass over the slots: this runs on every tick.
+        idle: list[WorkerSlot] = []
+        ready = 0
+        for slot in self.pool.slots.values():
+            if slot.retiring:
+                continue
+            if slot.state is SlotState.IDLE:
+                idle.append(slot)
+                ready += 1
+            elif slot.state is SlotState.BUSY:
+                ready += 1
         if idle:
             types = self.pool.job_types(idle)
         else:
-            types = self.claims.short_types(self.pool.job_types(ready))
-        wanted = self.claims.wanted(
-            len(idle),
-            self.ledger.count(JobState.CLAIMED),
-            self.ledger.room(),
-            types,
-            workers=len(ready),
-        )
-        return wanted, types, len(idle)
+            busy = [
+                s for s in self.pool.slots.values() if s.state is SlotState.BUSY and not s.retiring
+            ]
+            types = self.claims.short_types(self.pool.job_types(busy))
+        waiting = self.ledger.count(JobState.CLAIMED)
+        wanted = self.claims.wanted(len(idle), waiting, self.ledger.room(), types, workers=ready)
+        unbounded = self.claims.wanted(len(idle), waiting, self.ledger.limit, types, workers=ready)
+        return wanted, types, len(idle), unbounded
+
+    def _acks_urgent(self) -> bool:
+        """Whether a report's answer must wake the loop at once: it frees room
+        a held-back poll waits for, or no job runs (nothing else wakes the
+        loop soon). Otherwise it waits for the next wake-up (a worker's
+        result, a poll's answer): one wake-up fewer per job."""
+        if self.phase is not Phase.RUNNING or self.ledger.count(JobState.RUNNING) == 0:
+            return True
+        if not self._may_poll():
+            return False
+        wanted, _, _, unbounded = self._poll_plan()
+        return unbounded > wanted
 
     def _maybe_poll(self, now: float) -> None:
         assert self._poller is not None
         if not self._may_poll() or now < self._next_poll_at:
             return
-        wanted, types, idle = self._poll_plan()
+        wanted, types, idle, _ = self._poll_plan()
         if wanted < idle:
             self.stats.claims_held_back += 1
         if wanted <= 0:

@@ -29,6 +29,10 @@ AHEAD_SHARE = 0.02
 MIN_SAMPLES = 3
 #: Weight of the newest run in the moving average (a slow run counts at once).
 SMOOTHING = 0.3
+#: Jobs a poll only for jobs ahead (no worker idle) asks for at least: one
+#: poll per job costs the parent as much CPU as the rest of the job's
+#: handling; claimed jobs still waiting cover the workers meanwhile.
+AHEAD_BATCH = 2
 
 
 class ClaimPolicy:
@@ -40,15 +44,20 @@ class ClaimPolicy:
         share: float = AHEAD_SHARE,
         min_samples: int = MIN_SAMPLES,
         smoothing: float = SMOOTHING,
+        ahead_batch: int = AHEAD_BATCH,
     ) -> None:
         if not 0 < smoothing <= 1:
             raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
         self.share = share
         self.min_samples = min_samples
         self.smoothing = smoothing
+        self.ahead_batch = max(1, ahead_batch)
         self._average: dict[str, float] = {}
         self._samples: dict[str, int] = {}
         self._lease: dict[str, float] = {}
+        #: The verdict of ``short`` per type, kept up to date by ``observe``
+        #: (asked on every tick of the main loop).
+        self._short: set[str] = set()
 
     def observe(self, job_type: str, seconds: float, lease: float) -> None:
         """A handler of ``job_type`` ran ``seconds``; its job had a lease of
@@ -64,6 +73,10 @@ class ClaimPolicy:
             self._average[job_type] = max(seconds, smoothed) if seconds > previous else smoothed
         self._samples[job_type] = self._samples.get(job_type, 0) + 1
         self._lease[job_type] = lease
+        if self._judge(job_type):
+            self._short.add(job_type)
+        else:
+            self._short.discard(job_type)
 
     def average(self, job_type: str) -> float | None:
         """The moving average of ``job_type``'s handler time, if measured."""
@@ -71,6 +84,9 @@ class ClaimPolicy:
 
     def short(self, job_type: str) -> bool:
         """Measured, and one handler run is a sliver of the lease."""
+        return job_type in self._short
+
+    def _judge(self, job_type: str) -> bool:
         if self._samples.get(job_type, 0) < self.min_samples:
             return False
         lease = self._lease.get(job_type, 0.0)
@@ -79,7 +95,7 @@ class ClaimPolicy:
         return self._average[job_type] < self.share * lease
 
     def short_types(self, job_types: Sequence[str]) -> list[str]:
-        return [t for t in job_types if self.short(t)]
+        return [t for t in job_types if t in self._short]
 
     def wanted(
         self,
@@ -93,12 +109,17 @@ class ClaimPolicy:
 
         One per idle worker; when every type of the poll is short, also one
         ahead for each of ``workers`` (the ready workers serving them). Less
-        the claimed jobs already waiting, never more than ``room``.
+        the claimed jobs already waiting, never more than ``room``. With no
+        worker idle, nothing until ``ahead_batch`` jobs (at most ``workers``)
+        can be asked for in one poll.
         """
         target = idle_workers
-        if workers > 0 and job_types and all(self.short(t) for t in job_types):
+        if workers > 0 and job_types and self._short.issuperset(job_types):
             target += workers
-        return max(0, min(target - claimed_waiting, room))
+        wanted = max(0, min(target - claimed_waiting, room))
+        if idle_workers == 0 and wanted < min(self.ahead_batch, workers):
+            return 0
+        return wanted
 
 
 __all__ = ["AHEAD_SHARE", "ClaimPolicy"]
