@@ -159,3 +159,17 @@ def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     assert len(report["goals"]) == 7
     assert all(goal["met"] in (True, False) for goal in report["goals"])
     assert leftovers(result) == []
+
+
+@pytest.mark.timeout(180)
+def test_parent_profile_names_the_threads_and_profiles_the_loop(tmp_path: Path) -> None:
+    argv = [str(SCRIPTS / "parent_profile.py"), "--kind", "noop", "--jobs", "200", "--profile"]
+    result = run_script(argv, 150, tmp_path)
+    out = result.stdout
+    assert result.returncode == 0, f"{out}\n{result.stderr}"
+    assert re.search(r"parent CPU per job: \d+ us", out), out
+    # The main loop, the poller and the reporters, by name.
+    for name in ("MainThread", "poller", "reporters"):
+        assert re.search(rf"^  {name}\s+\d+ us/job", out, re.MULTILINE), (name, out)
+    assert "_tick_once" in out
+    assert leftovers(result) == []

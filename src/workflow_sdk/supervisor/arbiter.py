@@ -160,6 +160,8 @@ class Supervisor:
         self._wake_w = -1
         self._waitset = WaitSet()
         self._next_publish = 0.0
+        #: The ledger's next deadline, as of the start of this tick.
+        self._ledger_due = 0.0
         self._publish_due = False
         self._poller: Poller | None = None
         self._reporter: Reporter | None = None
@@ -671,15 +673,16 @@ class Supervisor:
             self._next_rss_sample = now + min(
                 RSS_SAMPLE_INTERVAL, self.config.supervisor.memory_check_interval
             )
+        plan = None
         if self.phase is Phase.DRAINING:
             self._continue_drain(now)
         else:
             self._continue_reload()
             self._trim_pool(now)
             self._fill_pool()
-            self._maybe_poll(now)
+            plan = self._maybe_poll(now)
         self._publish(now)
-        self._ack_wake = self._acks_urgent()
+        self._ack_wake = self._acks_urgent(plan)
 
     def _wait(self, timeout: float) -> list[Any]:
         waitables: list[Any] = [self._wake_r]
@@ -698,7 +701,8 @@ class Supervisor:
             deadline = min(deadline, self._next_poll_at)
         # Only deadlines still ahead, or that act once when reached: a passed
         # deadline left in here would make the loop spin.
-        deadline = min(deadline, self.ledger.next_deadline())
+        self._ledger_due = self.ledger.next_deadline()
+        deadline = min(deadline, self._ledger_due)
         for slot in self.pool.slots.values():
             if slot.kill_at is not None:
                 deadline = min(deadline, slot.kill_at)
@@ -731,6 +735,11 @@ class Supervisor:
                 "(boot_timeout); does importing the handlers hang?"
             )
             slot.send_signal(signal.SIGKILL)
+        if now < self._ledger_due:
+            # No time limit, lease, stale check or renewal is due: skip the
+            # scans of the running jobs (a job started this tick is at the
+            # earliest due next tick, whose deadline counts it).
+            return
         for entry in self.ledger.timed_out(now):
             running_on = self._slot_of(entry)
             if running_on is None:
@@ -935,7 +944,7 @@ class Supervisor:
         unbounded = self.claims.wanted(len(idle), waiting, self.ledger.limit, types, workers=ready)
         return wanted, types, len(idle), unbounded
 
-    def _acks_urgent(self) -> bool:
+    def _acks_urgent(self, plan: tuple[int, list[str], int, int] | None) -> bool:
         """Whether a report's answer must wake the loop at once: it frees room
         a held-back poll waits for, or no job runs (nothing else wakes the
         loop soon). Otherwise it waits for the next wake-up (a worker's
@@ -944,20 +953,24 @@ class Supervisor:
             return True
         if not self._may_poll():
             return False
-        wanted, _, _, unbounded = self._poll_plan()
+        wanted, _, _, unbounded = plan or self._poll_plan()
         return unbounded > wanted
 
-    def _maybe_poll(self, now: float) -> None:
+    def _maybe_poll(self, now: float) -> tuple[int, list[str], int, int] | None:
+        """Request a poll if one is wanted; the plan when it was computed and
+        no poll went out (the loop reuses it this tick)."""
         assert self._poller is not None
         if not self._may_poll() or now < self._next_poll_at:
-            return
-        wanted, types, idle, _ = self._poll_plan()
+            return None
+        plan = self._poll_plan()
+        wanted, types, idle, _ = plan
         if wanted < idle:
             self.stats.claims_held_back += 1
         if wanted <= 0:
-            return
+            return plan
         self._poll_requested_at = now
         self._poller.request(wanted, types)
+        return None
 
     def _on_poll_result(self, result: PollResult) -> None:
         now = time.monotonic()
