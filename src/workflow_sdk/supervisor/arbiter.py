@@ -163,6 +163,8 @@ class Supervisor:
         #: The ledger's next deadline, as of the start of this tick.
         self._ledger_due = 0.0
         self._publish_due = False
+        #: (slot, pid) of every worker at the last publish.
+        self._members: tuple[tuple[int, int], ...] = ()
         self._poller: Poller | None = None
         self._reporter: Reporter | None = None
         self._reader: InstanceReader | None = None
@@ -680,6 +682,11 @@ class Supervisor:
             self._continue_reload()
             self._trim_pool(now)
             self._fill_pool()
+            # A job claimed ahead waits for a busy worker; a worker can also
+            # become idle without a result (a replacement just booted): it
+            # takes the job too, or the job would wait for a poll that its
+            # own claim holds back. Expired waiting jobs are dropped here.
+            self._dispatch_claimed(now)
             plan = self._maybe_poll(now)
         self._publish(now)
         self._ack_wake = self._acks_urgent(plan)
@@ -1087,10 +1094,14 @@ class Supervisor:
 
     def _publish(self, now: float) -> None:
         """The /metrics view of the workers, the title and systemd's status,
-        at most every ``PUBLISH_INTERVAL`` (a skipped update is due then)."""
-        if now < self._next_publish:
+        at most every ``PUBLISH_INTERVAL`` (a skipped update is due then),
+        and at once when a worker came or went (a scrape must not read a
+        process that is gone)."""
+        members = tuple((s.slot, s.pid) for s in self.pool.slots.values())
+        if now < self._next_publish and members == self._members:
             self._publish_due = True
             return
+        self._members = members
         self._publish_due = False
         self._next_publish = now + PUBLISH_INTERVAL
         slots = self.pool.slots.values()
