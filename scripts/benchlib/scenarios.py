@@ -201,12 +201,22 @@ def run_batch(batch: Batch, workdir: Path) -> BatchResult:
 
 
 def dispatch_latencies(result: BatchResult) -> dict[str, list[float]]:
-    """Milliseconds per job: poll answer -> handler, and engine claim -> handler."""
+    """Milliseconds per job: ready -> handler, and engine claim -> handler.
+
+    "Ready" is the later of the poll answer's arrival and the end of the
+    previous job on the same worker: a job claimed ahead (for a worker still
+    busy) waits for that worker by design, and that wait is not dispatch.
+    """
     from_poll: list[float] = []
     from_claim: list[float] = []
-    for v in result.variables:
+    previous_end: dict[int, float] = {}
+    timed = [v for v in result.variables if isinstance(v.get("startedMono"), float)]
+    for v in sorted(timed, key=lambda v: float(v["startedMono"])):
         if isinstance(v.get("polledMono"), (int, float)):
-            from_poll.append((v["startedMono"] - v["polledMono"]) * 1000.0)
+            ready = max(v["polledMono"], previous_end.get(v.get("pid", 0), -math.inf))
+            from_poll.append((v["startedMono"] - ready) * 1000.0)
+        if isinstance(v.get("endedMono"), float):
+            previous_end[v.get("pid", 0)] = v["endedMono"]
         if v.get("lockExpiresAt"):
             claimed = parse_timestamp(v["lockExpiresAt"]).timestamp() - result.lease_seconds
             from_claim.append((v["startedWall"] - claimed) * 1000.0)

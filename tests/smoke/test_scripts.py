@@ -148,6 +148,7 @@ def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     latency = results["dispatch_latency_ms"]["poll_answer_to_handler"]
     assert latency["p50"]["median"] is not None and latency["p99"]["median"] is not None
     assert results["parent_cpu_pct"]["idle"]["median"] is not None
+    assert results["parent_cpu_ms_per_job"]["cpu_bound"]["median"] > 0
     memory = results["memory_mib"]
     assert memory["supervisor_parent"]["rss_mib"]["median"] > 0
     assert len(memory["workers"]) == report["settings"]["workers"]
@@ -155,7 +156,7 @@ def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     slow = results["slow_engine"]
     assert slow["claimed_twice"] == 0
     assert 1 <= slow["held_at_most"] <= slow["held_bound"]
-    assert len(report["goals"]) == 6
+    assert len(report["goals"]) == 7
     assert all(goal["met"] in (True, False) for goal in report["goals"])
     assert leftovers(result) == []
 
@@ -199,4 +200,17 @@ def test_bench_kafka_smoke_run_compares_both_dispatch_modes(tmp_path: Path) -> N
         assert latency["p50"]["median"] > 0 and latency["p99"]["median"] > 0, mode
     assert len(report["goals"]) == 4
     assert all(goal["met"] in (True, False) for goal in report["goals"])
+
+
+@pytest.mark.timeout(180)
+def test_parent_profile_names_the_threads_and_profiles_the_loop(tmp_path: Path) -> None:
+    argv = [str(SCRIPTS / "parent_profile.py"), "--kind", "noop", "--jobs", "200", "--profile"]
+    result = run_script(argv, 150, tmp_path)
+    out = result.stdout
+    assert result.returncode == 0, f"{out}\n{result.stderr}"
+    assert re.search(r"parent CPU per job: \d+ us", out), out
+    # The main loop, the poller and the reporters, by name.
+    for name in ("MainThread", "poller", "reporters"):
+        assert re.search(rf"^  {name}\s+\d+ us/job", out, re.MULTILINE), (name, out)
+    assert "_tick_once" in out
     assert leftovers(result) == []

@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import signal
 import time
-from multiprocessing.connection import wait
 from queue import SimpleQueue
 from typing import Any, cast
 
@@ -48,6 +47,7 @@ from workflow_sdk.retry.backoff import Backoff
 from workflow_sdk.staleness import InstanceReader, StaleVerdict, check_job
 from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer, PoolState
+from workflow_sdk.supervisor.claims import ClaimPolicy
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
 from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
 from workflow_sdk.supervisor.joblog import log_outcome, log_stopped
@@ -68,6 +68,7 @@ from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.source import JobSource
 from workflow_sdk.supervisor.stats import SupervisorStats
 from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
+from workflow_sdk.supervisor.waitset import WaitSet
 from workflow_sdk.supervisor.watch import JobWatch, StopJob
 from workflow_sdk.supervisor.worker import (
     CANCEL_SIGNAL,
@@ -88,6 +89,9 @@ EXIT_BOOT_FAILED = 3
 KILL_GRACE = 3.0
 #: Seconds between RSS samples of busy workers.
 RSS_SAMPLE_INTERVAL = 1.0
+#: Seconds between two updates of the /metrics view, title and systemd status:
+#: every tick (two or three per job) cost the parent a few % of its CPU per job.
+PUBLISH_INTERVAL = 0.1
 #: Seconds a report may wait for the poll in flight to return first.
 REPORT_HOLD = 0.05
 #: Jobs held at most (claimed, running, reports in flight), per worker.
@@ -148,12 +152,21 @@ class Supervisor:
         self.ledger = JobLedger(
             HELD_PER_WORKER * config.supervisor.workers, config.supervisor.stale_check_interval
         )
+        #: How many jobs to claim: per idle worker, and ahead for short job types.
+        self.claims = ClaimPolicy()
         self._client = client
         self._ctx = multiprocessing.get_context("forkserver")
         self.signals = SignalInbox()
         #: Where jobs come from: the poller, or (dispatch = "kafka") a Kafka
         #: feeder, built once the first worker says which job types it serves.
         self._source: JobSource | None = None
+        self._waitset = WaitSet()
+        self._next_publish = 0.0
+        #: The ledger's next deadline, as of the start of this tick.
+        self._ledger_due = 0.0
+        self._publish_due = False
+        #: (slot, pid) of every worker at the last publish.
+        self._members: tuple[tuple[int, int], ...] = ()
         self._reporter: Reporter | None = None
         self._reader: InstanceReader | None = None
         self._watch: JobWatch | None = None
@@ -175,6 +188,8 @@ class Supervisor:
         #: How each report ended, from the reporter threads to the main loop.
         self._acks: SimpleQueue[tuple[Outcome, ReportStatus]] = SimpleQueue()
         self._fail_checks: dict[str, _FailCheck] = {}
+        #: Whether a report's answer wakes the loop (read by reporter threads).
+        self._ack_wake = True
 
     # -- public ------------------------------------------------------------------
 
@@ -315,6 +330,7 @@ class Supervisor:
             self._metrics_server.stop()
         self._announcer.close()
         self.signals.close()
+        self._waitset.close()
         multiproc.release_dir(self._metrics_dir)
         log.info("supervisor stopped (%s)", self.stats.summary())
 
@@ -416,6 +432,15 @@ class Supervisor:
         else:
             log.error("worker-%d sent an unexpected message: %r", slot.slot, message)
 
+    def _read_message(self, slot: WorkerSlot) -> None:
+        """Take one message from a worker whose channel is readable: one per
+        wake-up (a worker sends one per job; more wake the next wait at once),
+        without the extra poll per message ``_read_messages`` pays."""
+        try:
+            self._on_message(slot, slot.conn.recv())
+        except (EOFError, OSError):
+            pass  # the worker is gone; its sentinel tells the rest
+
     def _read_messages(self, slot: WorkerSlot) -> None:
         """Take everything the worker has sent (before judging its death)."""
         try:
@@ -437,12 +462,18 @@ class Supervisor:
         slot.jobs_done += 1
         if slot.state is SlotState.BUSY:
             slot.state = SlotState.IDLE
-        self.ledger.finish(entry.job_id, time.monotonic())
+        now = time.monotonic()
+        self.ledger.finish(entry.job_id, now)
         entry.handler_ran = done.handler_ran
+        lease = entry.lease_length if entry.lease_end != math.inf else math.inf
+        self.claims.observe(entry.job_type, outcome.duration, lease)
         self._report(outcome, entry, slot)
         self._check_recycle(slot)
         if slot.retiring and slot.state is SlotState.IDLE:
             slot.close_channel()
+        elif self.phase is not Phase.DRAINING:
+            # A job claimed ahead starts now, without waiting for a poll.
+            self._dispatch_claimed(now)
 
     def _check_recycle(self, slot: WorkerSlot) -> None:
         reason = self.pool.recycle_reason(slot, self._recycle_policy())
@@ -532,13 +563,15 @@ class Supervisor:
         # Reports leave after the poll for the workers they freed: the poll is
         # what an idle worker waits for, and a completion sent at the same
         # moment doubles the poll's round trip (both compete in the engine and
-        # in this process). A report waits for that poll REPORT_HOLD at most.
+        # in this process). A report waits for that poll REPORT_HOLD at most,
+        # and only while a worker is idle: when none is, the poll claims
+        # ahead, and no worker waits for it.
         assert self._reporter is not None
         if not self._outbox:
             return
         held = time.monotonic() - self._poll_requested_at < REPORT_HOLD
         polling = self._source is not None and self._source.busy
-        if polling and held and self.phase is not Phase.DRAINING:
+        if polling and held and self.phase is not Phase.DRAINING and self.pool.idle():
             return
         for outcome, entry in self._outbox:
             check: _FailCheck | None = None
@@ -550,14 +583,20 @@ class Supervisor:
 
     def _tick_once(self) -> None:
         now = time.monotonic()
-        ready = self._wait(self._next_deadline(now) - now)
-        self.signals.drain()
+        timeout = self._next_deadline(now) - now
+        # The flag was set before this look; a reporter thread queues its
+        # answer before reading the flag: one of the two sees the other.
+        if self._ack_wake and not self._acks.empty():
+            timeout = 0.0
+        ready = self._wait(timeout)
+        if self.signals.read_fd in ready:
+            self.signals.drain()
         self._handle_signals()
         sentinels: dict[int, WorkerSlot] = {}
         for slot in list(self.pool.slots.values()):
             sentinels[slot.sentinel()] = slot
             if not slot.conn.closed and slot.conn in ready:
-                self._read_messages(slot)
+                self._read_message(slot)
         self._take_acks()
         self._take_watch_verdicts()
         result = self._source.take() if self._source is not None else None
@@ -575,15 +614,21 @@ class Supervisor:
             self._next_rss_sample = now + min(
                 RSS_SAMPLE_INTERVAL, self.config.supervisor.memory_check_interval
             )
+        plan = None
         if self.phase is Phase.DRAINING:
             self._continue_drain(now)
         else:
             self._continue_reload()
             self._trim_pool(now)
             self._fill_pool()
+            # A job claimed ahead waits for a busy worker; a worker can also
+            # become idle without a result (a replacement just booted): it
+            # takes the job too, or the job would wait for a poll that its
+            # own claim holds back. Expired waiting jobs are dropped here.
             self._dispatch_claimed(now)
-            self._maybe_poll(now)
+            plan = self._maybe_poll(now)
         self._publish(now)
+        self._ack_wake = self._acks_urgent(plan)
 
     def _wait(self, timeout: float) -> list[Any]:
         waitables: list[Any] = [self.signals.read_fd]
@@ -591,15 +636,19 @@ class Supervisor:
             if not slot.conn.closed:
                 waitables.append(slot.conn)
             waitables.append(slot.sentinel())
-        return wait(waitables, max(0.0, timeout))
+        return self._waitset.wait(waitables, timeout)
 
     def _next_deadline(self, now: float) -> float:
         deadline = now + 1.0
-        if self._may_poll():
+        # Only a poll time still ahead (a poll due now went out last tick),
+        # and only when a poll would go out then: held back (no room, jobs
+        # waiting), a passed poll time would make the loop spin.
+        if self._next_poll_at > now and self._may_poll() and self._poll_plan()[0] > 0:
             deadline = min(deadline, self._next_poll_at)
         # Only deadlines still ahead, or that act once when reached: a passed
         # deadline left in here would make the loop spin.
-        deadline = min(deadline, self.ledger.next_deadline())
+        self._ledger_due = self.ledger.next_deadline()
+        deadline = min(deadline, self._ledger_due)
         for slot in self.pool.slots.values():
             if slot.kill_at is not None:
                 deadline = min(deadline, slot.kill_at)
@@ -607,10 +656,12 @@ class Supervisor:
                 deadline = min(deadline, slot.boot_deadline)
         if self.phase is Phase.DRAINING and now < self._drain_deadline:
             deadline = min(deadline, self._drain_deadline)
+        if self._publish_due:
+            deadline = min(deadline, self._next_publish)
         watchdog = self._announcer.next_deadline()
         if watchdog is not None:
             deadline = min(deadline, watchdog)
-        if self._outbox:
+        if self._outbox and self._poll_requested_at + REPORT_HOLD > now:
             deadline = min(deadline, self._poll_requested_at + REPORT_HOLD)
         return deadline
 
@@ -630,6 +681,11 @@ class Supervisor:
                 "(boot_timeout); does importing the handlers hang?"
             )
             slot.send_signal(signal.SIGKILL)
+        if now < self._ledger_due:
+            # No time limit, lease, stale check or renewal is due: skip the
+            # scans of the running jobs (a job started this tick is at the
+            # earliest due next tick, whose deadline counts it).
+            return
         for entry in self.ledger.timed_out(now):
             running_on = self._slot_of(entry)
             if running_on is None:
@@ -665,7 +721,8 @@ class Supervisor:
         # A reporter thread: record, and let the main loop release the job.
         self.stats.record_report(status)
         self._acks.put((outcome, status))
-        self.signals.wake()
+        if self._ack_wake:
+            self.signals.wake()
 
     def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
         self.stats.record_report_retry()
@@ -777,22 +834,66 @@ class Supervisor:
             self.phase in (Phase.RUNNING, Phase.RELOADING)
             and self._source is not None
             and not self._source.busy
-            and bool(self.pool.idle())
         )
 
-    def _maybe_poll(self, now: float) -> None:
+    def _poll_plan(self) -> tuple[int, list[str], int, int]:
+        """Jobs to claim now, of which types, the idle workers they serve,
+        and the jobs it would be with all the ledger's room free.
+
+        One per idle worker; one ahead per worker for job types measured
+        short (``ClaimPolicy``). Backpressure: never beyond the ledger's
+        room, so when reports lag claiming waits, and no claimed job waits
+        past its lease.
+        """
+        # One pass over the slots: this runs on every tick.
+        idle: list[WorkerSlot] = []
+        ready = 0
+        for slot in self.pool.slots.values():
+            if slot.retiring:
+                continue
+            if slot.state is SlotState.IDLE:
+                idle.append(slot)
+                ready += 1
+            elif slot.state is SlotState.BUSY:
+                ready += 1
+        if idle:
+            types = self.pool.job_types(idle)
+        else:
+            busy = [
+                s for s in self.pool.slots.values() if s.state is SlotState.BUSY and not s.retiring
+            ]
+            types = self.claims.short_types(self.pool.job_types(busy))
+        waiting = self.ledger.count(JobState.CLAIMED)
+        wanted = self.claims.wanted(len(idle), waiting, self.ledger.room(), types, workers=ready)
+        unbounded = self.claims.wanted(len(idle), waiting, self.ledger.limit, types, workers=ready)
+        return wanted, types, len(idle), unbounded
+
+    def _acks_urgent(self, plan: tuple[int, list[str], int, int] | None) -> bool:
+        """Whether a report's answer must wake the loop at once: it frees room
+        a held-back poll waits for, or no job runs (nothing else wakes the
+        loop soon). Otherwise it waits for the next wake-up (a worker's
+        result, a poll's answer): one wake-up fewer per job."""
+        if self.phase is not Phase.RUNNING or self.ledger.count(JobState.RUNNING) == 0:
+            return True
+        if not self._may_poll():
+            return False
+        wanted, _, _, unbounded = plan or self._poll_plan()
+        return unbounded > wanted
+
+    def _maybe_poll(self, now: float) -> tuple[int, list[str], int, int] | None:
+        """Request a poll if one is wanted; the plan when it was computed and
+        no poll went out (the loop reuses it this tick)."""
         if self._source is None or not self._may_poll() or now < self._next_poll_at:
-            return
-        idle = self.pool.idle()
-        # Backpressure: never hold more than the ledger's limit. When reports
-        # lag, claiming waits, so no claimed job waits past its lease.
-        wanted = min(len(idle) - self.ledger.count(JobState.CLAIMED), self.ledger.room())
-        if wanted < len(idle):
+            return None
+        plan = self._poll_plan()
+        wanted, types, idle, _ = plan
+        if wanted < idle:
             self.stats.claims_held_back += 1
         if wanted <= 0:
-            return
+            return plan
         self._poll_requested_at = now
-        self._source.request(wanted, self.pool.job_types(idle))
+        self._source.request(wanted, types)
+        return None
 
     def _on_poll_result(self, result: PollResult) -> None:
         now = time.monotonic()
@@ -907,7 +1008,17 @@ class Supervisor:
         self._fail_running(slot, entry, message, "recycle_memory", now)
 
     def _publish(self, now: float) -> None:
-        """The /metrics view of the workers, the title and systemd's status."""
+        """The /metrics view of the workers, the title and systemd's status,
+        at most every ``PUBLISH_INTERVAL`` (a skipped update is due then),
+        and at once when a worker came or went (a scrape must not read a
+        process that is gone)."""
+        members = tuple((s.slot, s.pid) for s in self.pool.slots.values())
+        if now < self._next_publish and members == self._members:
+            self._publish_due = True
+            return
+        self._members = members
+        self._publish_due = False
+        self._next_publish = now + PUBLISH_INTERVAL
         slots = self.pool.slots.values()
         self._views = tuple(
             WorkerView(s.slot, s.pid, s.state is SlotState.BUSY, s.ps) for s in slots

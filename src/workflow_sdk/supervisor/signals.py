@@ -52,8 +52,9 @@ class SignalInbox:
 
     def drain(self) -> None:
         """Empty the wake-up pipe (the loop is awake now)."""
+        # A short read emptied the pipe: no second read just to see EAGAIN.
         try:
-            while os.read(self.read_fd, 4096):
+            while len(os.read(self.read_fd, 4096)) == 4096:
                 pass
         except BlockingIOError:
             pass

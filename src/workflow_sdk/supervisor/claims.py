@@ -1,0 +1,125 @@
+"""How many jobs to claim: one per idle worker, and one ahead per worker for short jobs.
+
+Claiming only for idle workers makes every job wait one poll round trip
+after its worker frees up. For short jobs that round trip is a large part of
+the job. When a job type is measured short, the parent may hold one claimed
+job per worker in waiting, so a worker that finishes starts the next job
+straight away.
+
+A job claimed ahead waits for a worker, and its lease runs meanwhile. The
+wait is about one handler run (the worker finishes its current job first),
+so a job type counts as short only when its measured handler time is under
+``AHEAD_SHARE`` of its lease: the wait then costs a sliver of the lease and
+the lease check before the start (``Supervisor._dispatch_claimed``) is left
+with nothing to catch. Unmeasured and long job types are never claimed
+ahead, and nothing is ever claimed beyond the job ledger's room.
+
+Without a lease (jobs from Kafka: ``lease = inf``) there is no lease to burn;
+any measured job type may be claimed ahead, within the same room.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+#: A job type is short when its handler time is under this share of its lease.
+AHEAD_SHARE = 0.02
+#: Handler runs measured before a job type may be claimed ahead.
+MIN_SAMPLES = 3
+#: Weight of the newest run in the moving average (a slow run counts at once).
+SMOOTHING = 0.3
+#: Jobs a poll only for jobs ahead (no worker idle) asks for at least: one
+#: poll per job costs the parent as much CPU as the rest of the job's
+#: handling; claimed jobs still waiting cover the workers meanwhile.
+AHEAD_BATCH = 2
+
+
+class ClaimPolicy:
+    """Per job type: a moving average of handler time; the claim count to ask for."""
+
+    def __init__(
+        self,
+        *,
+        share: float = AHEAD_SHARE,
+        min_samples: int = MIN_SAMPLES,
+        smoothing: float = SMOOTHING,
+        ahead_batch: int = AHEAD_BATCH,
+    ) -> None:
+        if not 0 < smoothing <= 1:
+            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+        self.share = share
+        self.min_samples = min_samples
+        self.smoothing = smoothing
+        self.ahead_batch = max(1, ahead_batch)
+        self._average: dict[str, float] = {}
+        self._samples: dict[str, int] = {}
+        self._lease: dict[str, float] = {}
+        #: The verdict of ``short`` per type, kept up to date by ``observe``
+        #: (asked on every tick of the main loop).
+        self._short: set[str] = set()
+
+    def observe(self, job_type: str, seconds: float, lease: float) -> None:
+        """A handler of ``job_type`` ran ``seconds``; its job had a lease of
+        ``lease`` seconds (``inf``: no lease)."""
+        seconds = max(0.0, seconds)
+        previous = self._average.get(job_type)
+        if previous is None:
+            self._average[job_type] = seconds
+        else:
+            # The slower of the new run and the smoothed average: one long
+            # run stops claiming ahead at once; it resumes as runs get short.
+            smoothed = previous + self.smoothing * (seconds - previous)
+            self._average[job_type] = max(seconds, smoothed) if seconds > previous else smoothed
+        self._samples[job_type] = self._samples.get(job_type, 0) + 1
+        self._lease[job_type] = lease
+        if self._judge(job_type):
+            self._short.add(job_type)
+        else:
+            self._short.discard(job_type)
+
+    def average(self, job_type: str) -> float | None:
+        """The moving average of ``job_type``'s handler time, if measured."""
+        return self._average.get(job_type)
+
+    def short(self, job_type: str) -> bool:
+        """Measured, and one handler run is a sliver of the lease."""
+        return job_type in self._short
+
+    def _judge(self, job_type: str) -> bool:
+        if self._samples.get(job_type, 0) < self.min_samples:
+            return False
+        lease = self._lease.get(job_type, 0.0)
+        if math.isinf(lease):
+            return True
+        return self._average[job_type] < self.share * lease
+
+    def short_types(self, job_types: Sequence[str]) -> list[str]:
+        return [t for t in job_types if t in self._short]
+
+    def wanted(
+        self,
+        idle_workers: int,
+        claimed_waiting: int,
+        room: int,
+        job_types: Sequence[str],
+        workers: int = 0,
+    ) -> int:
+        """Jobs to claim now for a poll over ``job_types``.
+
+        One per idle worker; when every type of the poll is short, also one
+        ahead for each of ``workers`` (the ready workers serving them). Less
+        the claimed jobs already waiting, never more than ``room``. With no
+        worker idle, nothing until ``ahead_batch`` jobs (at most ``workers``)
+        can be asked for in one poll.
+        """
+        target = idle_workers
+        if workers > 0 and job_types and self._short.issuperset(job_types):
+            target += workers
+        wanted = max(0, min(target - claimed_waiting, room))
+        if idle_workers == 0 and wanted < min(self.ahead_batch, workers):
+            return 0
+        return wanted
+
+
+__all__ = ["AHEAD_SHARE", "ClaimPolicy"]

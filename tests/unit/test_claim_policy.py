@@ -1,0 +1,114 @@
+"""ClaimPolicy: claim ahead only for measured short job types, within the room."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from workflow_sdk.supervisor.claims import ClaimPolicy
+
+
+def measured(policy: ClaimPolicy, job_type: str, seconds: float, lease: float = 30.0) -> None:
+    for _ in range(policy.min_samples):
+        policy.observe(job_type, seconds, lease)
+
+
+def test_unmeasured_types_get_one_job_per_idle_worker() -> None:
+    policy = ClaimPolicy()
+    assert policy.wanted(2, 0, 10, ["a"], workers=2) == 2
+    assert not policy.short("a")
+
+
+def test_too_few_samples_are_not_enough() -> None:
+    policy = ClaimPolicy(min_samples=3)
+    policy.observe("a", 0.01, 30.0)
+    policy.observe("a", 0.01, 30.0)
+    assert policy.wanted(0, 0, 10, ["a"], workers=2) == 0
+    policy.observe("a", 0.01, 30.0)
+    assert policy.wanted(0, 0, 10, ["a"], workers=2) == 2
+
+
+def test_short_types_get_one_ahead_per_worker_less_those_waiting() -> None:
+    policy = ClaimPolicy(ahead_batch=1)
+    measured(policy, "a", 0.02)
+    assert policy.wanted(1, 0, 10, ["a"], workers=2) == 3
+    assert policy.wanted(0, 1, 10, ["a"], workers=2) == 1
+    assert policy.wanted(0, 2, 10, ["a"], workers=2) == 0
+
+
+def test_polls_only_for_jobs_ahead_wait_for_a_batch() -> None:
+    policy = ClaimPolicy(ahead_batch=2)
+    measured(policy, "a", 0.02)
+    # No worker idle: one job ahead missing is not worth a poll yet...
+    assert policy.wanted(0, 1, 10, ["a"], workers=2) == 0
+    # ...two are.
+    assert policy.wanted(0, 0, 10, ["a"], workers=2) == 2
+    assert policy.wanted(0, 0, 1, ["a"], workers=2) == 0
+    # An idle worker never waits for a batch.
+    assert policy.wanted(1, 1, 10, ["a"], workers=2) == 2
+    assert policy.wanted(1, 0, 1, ["a"], workers=2) == 1
+    # One worker: a batch of one.
+    assert policy.wanted(0, 0, 10, ["a"], workers=1) == 1
+
+
+def test_never_beyond_the_room() -> None:
+    policy = ClaimPolicy()
+    measured(policy, "a", 0.02)
+    assert policy.wanted(2, 0, 1, ["a"], workers=2) == 1
+    assert policy.wanted(2, 0, 0, ["a"], workers=2) == 0
+
+
+def test_long_types_are_not_claimed_ahead() -> None:
+    policy = ClaimPolicy()
+    # 2 % of a 30 s lease is 0.6 s.
+    measured(policy, "long", 0.7)
+    assert not policy.short("long")
+    assert policy.wanted(0, 0, 10, ["long"], workers=2) == 0
+    assert policy.wanted(1, 0, 10, ["long"], workers=2) == 1
+
+
+def test_a_short_lease_makes_a_type_long() -> None:
+    policy = ClaimPolicy()
+    measured(policy, "a", 0.2, lease=5.0)
+    assert not policy.short("a")
+
+
+def test_one_long_type_in_the_poll_stops_claiming_ahead() -> None:
+    policy = ClaimPolicy()
+    measured(policy, "a", 0.01)
+    measured(policy, "b", 5.0)
+    assert policy.wanted(1, 0, 10, ["a", "b"], workers=2) == 1
+    assert policy.short_types(["a", "b", "c"]) == ["a"]
+
+
+def test_one_slow_run_stops_claiming_ahead_at_once_and_it_resumes_later() -> None:
+    policy = ClaimPolicy(smoothing=0.5)
+    measured(policy, "a", 0.01)
+    policy.observe("a", 2.0, 30.0)
+    assert not policy.short("a")
+    for _ in range(20):
+        policy.observe("a", 0.01, 30.0)
+    assert policy.short("a")
+    average = policy.average("a")
+    assert average is not None and average < 0.6
+
+
+def test_without_a_lease_any_measured_type_is_claimed_ahead() -> None:
+    policy = ClaimPolicy()
+    measured(policy, "k", 10.0, lease=math.inf)
+    assert policy.short("k")
+    assert policy.wanted(0, 0, 3, ["k"], workers=4) == 3
+    assert policy.wanted(0, 0, 1, ["k"], workers=4) == 0
+
+
+def test_no_workers_no_ahead_and_no_types_no_ahead() -> None:
+    policy = ClaimPolicy()
+    measured(policy, "a", 0.01)
+    assert policy.wanted(0, 0, 10, ["a"], workers=0) == 0
+    assert policy.wanted(0, 0, 10, [], workers=2) == 0
+
+
+def test_bad_smoothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="smoothing"):
+        ClaimPolicy(smoothing=0.0)
