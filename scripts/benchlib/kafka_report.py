@@ -54,9 +54,9 @@ def aggregate(repeats: list[dict[str, Result]]) -> dict[str, Any]:
                 "worker_gap_ms": latency(label, "worker_gap_ms"),
             }
         pairs = list(zip(_by(repeats, kind, KAFKA), _by(repeats, kind, POLL), strict=True))
-        entry["ratio_jobs_per_s"] = spread([k.rate / p.rate for k, p in pairs])
+        entry["ratio_jobs_per_s"] = spread([_divide(k.rate, p.rate) for k, p in pairs])
         entry["ratio_parent_cpu_per_job"] = spread(
-            [k.parent_cpu_ms_per_job / p.parent_cpu_ms_per_job for k, p in pairs]
+            [_divide(k.parent_cpu_ms_per_job, p.parent_cpu_ms_per_job) for k, p in pairs]
         )
         out[kind] = entry
     open_loop: dict[str, Any] = {}
@@ -117,6 +117,14 @@ def _fmt(stat: dict[str, Any] | None, digits: int = 1) -> str:
     if len(stat.get("runs", [])) <= 1:
         return f"{stat['median']:.{digits}f}"
     return f"{stat['median']:.{digits}f} [{stat['min']:.{digits}f}-{stat['max']:.{digits}f}]"
+
+
+def _divide(a: float, b: float) -> float:
+    """a / b, or NaN where it means nothing: a tiny smoke batch can measure
+    no parent CPU at all (psutil's clock ticks are 10 ms)."""
+    if not b or not math.isfinite(a) or not math.isfinite(b):
+        return math.nan
+    return a / b
 
 
 def _ratio(kafka: dict[str, Any] | None, poll: dict[str, Any] | None) -> str:
