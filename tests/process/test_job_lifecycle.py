@@ -18,8 +18,9 @@ from .conftest import SupervisorProcess, read_pid, start_instances, upload_singl
 pytestmark = pytest.mark.slow
 
 Start = Callable[..., SupervisorProcess]
-#: Seconds between SIGTERM and SIGKILL for a worker (arbiter.KILL_GRACE).
-KILL_GRACE = 3.0
+#: Seconds from the cancel signal to SIGTERM, and from SIGTERM to SIGKILL
+#: (arbiter.CANCEL_GRACE + arbiter.KILL_GRACE).
+KILL_GRACE = 1.0 + 3.0
 
 
 def _gone(pid: int) -> bool:

@@ -87,6 +87,10 @@ EXIT_BOOT_FAILED = 3
 
 #: Seconds between SIGTERM and SIGKILL when a worker must go.
 KILL_GRACE = 3.0
+#: Seconds between the cancel signal (the handler's ``cancelEvent``) and
+#: SIGTERM for a job that no longer matters: time for a handler that watches
+#: the event to clean up and return.
+CANCEL_GRACE = 1.0
 #: Seconds between RSS samples of busy workers.
 RSS_SAMPLE_INTERVAL = 1.0
 #: Seconds between two updates of the /metrics view, title and systemd status:
@@ -652,6 +656,8 @@ class Supervisor:
         for slot in self.pool.slots.values():
             if slot.kill_at is not None:
                 deadline = min(deadline, slot.kill_at)
+            if slot.term_at is not None:
+                deadline = min(deadline, slot.term_at)
             if slot.state is SlotState.BOOTING:
                 deadline = min(deadline, slot.boot_deadline)
         if self.phase is Phase.DRAINING and now < self._drain_deadline:
@@ -667,6 +673,9 @@ class Supervisor:
 
     def _enforce_deadlines(self, now: float) -> None:
         for slot in list(self.pool.slots.values()):
+            if slot.term_at is not None and now >= slot.term_at:
+                slot.term_at = None
+                slot.terminate(now, KILL_GRACE)
             if slot.kill_at is not None and now >= slot.kill_at:
                 log.warning(
                     "worker-%d (pid %d) still alive after SIGTERM; sending SIGKILL",
@@ -785,9 +794,11 @@ class Supervisor:
         slot.retiring = True
         slot.exit_reason = stop.reason
         slot.exit_job_type = entry.job_type
-        # The courtesy first (the handler's cancelEvent), then the stop.
+        # The courtesy first (the handler's cancelEvent), then, after a short
+        # grace in which the handler may clean up and return, the stop.
         slot.send_signal(CANCEL_SIGNAL)
-        slot.terminate(now, KILL_GRACE)
+        slot.state = SlotState.STOPPING
+        slot.term_at = now + CANCEL_GRACE
 
     def _drop(self, entry: JobEntry, *, done: bool) -> None:
         """The job leaves the ledger without a report of ours."""

@@ -38,6 +38,8 @@ class WorkerSlot:
     boot_error: str = ""
     #: monotonic time at which SIGKILL follows the SIGTERM we sent
     kill_at: float | None = None
+    #: monotonic time at which SIGTERM follows the cancel signal we sent
+    term_at: float | None = None
     #: signals the supervisor itself sent (to tell an OOM kill from ours)
     signals_sent: set[int] = field(default_factory=set)
     #: why the slot is being replaced (timeout, crash...), for logs and metrics
