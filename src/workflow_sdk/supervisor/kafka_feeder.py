@@ -15,16 +15,14 @@ every partition stays paused, so records wait in Kafka, not in this process.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
-from queue import SimpleQueue
 from typing import Any
 
 from workflow_sdk.errors import WorkflowSDKError
 from workflow_sdk.kafka.consumer import KafkaJobSource, KafkaSourceError, check_topics
 from workflow_sdk.supervisor.config import KafkaConfig
-from workflow_sdk.supervisor.poller import PollResult
+from workflow_sdk.supervisor.source import PollResult, SourceThread
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -39,39 +37,16 @@ SERVE_EVERY = 0.2
 COMMIT_EVERY = 0.2
 
 
-class KafkaFeeder:
+class KafkaFeeder(SourceThread):
+    """Jobs from Kafka (``dispatch = "kafka"``), answered like polls."""
+
+    # Between requests: serve the groups (partitions stay paused) and commit.
+    idle_every = SERVE_EVERY
+
     def __init__(self, source: KafkaJobSource, wake: Callable[[], None]) -> None:
         self._source = source
-        self._wake = wake
-        self._cond = threading.Condition()
-        self._request: int | None = None
-        self._busy = False
-        self._closed = False
-        self._results: SimpleQueue[PollResult] = SimpleQueue()
         self._next_commit = 0.0  # feeder thread only
-        self._thread = threading.Thread(target=self._serve, name="kafka-feeder", daemon=True)
-        self._thread.start()
-
-    @property
-    def busy(self) -> bool:
-        return self._busy
-
-    def request(self, max_jobs: int, job_types: Sequence[str]) -> None:
-        # The source consumes every job type it was built for; the pool's
-        # workers all serve the same handlers, so the types need no filter.
-        with self._cond:
-            if self._busy or self._closed:
-                raise RuntimeError("a fetch is already in flight")
-            self._busy = True
-            self._request = max_jobs
-            self._cond.notify()
-
-    def take(self) -> PollResult | None:
-        if self._results.empty():
-            return None
-        result = self._results.get()
-        self._busy = False
-        return result
+        super().__init__("kafka-feeder", wake)
 
     def settle(self, job: dict[str, Any], done: bool) -> None:
         # Any thread: the source only records; the feeder thread commits.
@@ -80,34 +55,19 @@ class KafkaFeeder:
         else:
             self._source.mark_unfinished(job)
 
-    def close(self) -> None:
-        """Stop fetching; the thread commits what is done and leaves the groups."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout=30.0)
+    def _answer(self, max_jobs: int, job_types: tuple[str, ...]) -> PollResult:
+        # The source consumes every job type it was built for; the pool's
+        # workers all serve the same handlers, so the types need no filter.
+        return self._fetch(max_jobs, time.monotonic())
 
-    def _serve(self) -> None:
+    def _idle(self) -> None:
+        self._fetch(0)
+
+    def _finish(self) -> None:
         try:
-            while True:
-                with self._cond:
-                    if self._request is None and not self._closed:
-                        self._cond.wait(SERVE_EVERY)
-                    if self._closed:
-                        return
-                    wanted, self._request = self._request, None
-                if wanted is None:
-                    self._fetch(0)  # serve the groups, partitions stay paused
-                    continue
-                sent_at = time.monotonic()
-                result = self._fetch(wanted, sent_at)
-                self._results.put(result)
-                self._wake()
-        finally:
-            try:
-                self._source.close()  # commits what is done, leaves the groups
-            except Exception:
-                log.exception("kafka: closing the consumers failed")
+            self._source.close()  # commits what is done, leaves the groups
+        except Exception:
+            log.exception("kafka: closing the consumers failed")
 
     def _fetch(self, wanted: int, sent_at: float = 0.0) -> PollResult:
         try:

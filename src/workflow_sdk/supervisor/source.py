@@ -10,10 +10,29 @@ commits a record's offset only then; the poll source has nothing to do).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from queue import SimpleQueue
 from typing import Any, Protocol
 
-from workflow_sdk.supervisor.poller import PollResult
+from workflow_sdk.errors import WorkflowSDKError
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """A source's answer to one request (a poll, or a Kafka fetch)."""
+
+    asked: int
+    #: ``time.monotonic()`` just before the request was sent (lease arithmetic).
+    sent_at: float
+    latency: float
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    error: WorkflowSDKError | None = None
+    #: the jobs carry a lease (``lockedAt``/``lockExpiresAt``); Kafka jobs do not
+    leased: bool = True
+    #: the source already waited for jobs: ask again at once, even if it had none
+    waited: bool = False
 
 
 class JobSource(Protocol):
@@ -35,4 +54,85 @@ class JobSource(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["JobSource"]
+class SourceThread:
+    """One request at a time, answered on a thread of its own.
+
+    The main loop calls ``request``, then ``take`` after the wake-up;
+    ``busy`` is true in between. A subclass answers in ``_answer`` (on the
+    thread), may do housekeeping in ``_idle`` every ``idle_every`` seconds
+    while no request is out, and releases what it holds in ``_finish`` when
+    the thread ends. It sets its own attributes before calling
+    ``super().__init__``, which starts the thread.
+    """
+
+    #: Seconds between ``_idle`` calls while no request is out; None = never.
+    idle_every: float | None = None
+
+    def __init__(self, name: str, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        self._cond = threading.Condition()
+        self._request: tuple[int, tuple[str, ...]] | None = None
+        self._busy = False
+        self._closed = False
+        self.results: SimpleQueue[PollResult] = SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        """A request is out and its answer not yet taken."""
+        return self._busy
+
+    def request(self, max_jobs: int, job_types: Sequence[str]) -> None:
+        with self._cond:
+            if self._busy or self._closed:
+                raise RuntimeError(f"{self._thread.name}: a request is already in flight")
+            self._busy = True
+            self._request = (max_jobs, tuple(job_types))
+            self._cond.notify()
+
+    def take(self) -> PollResult | None:
+        """The answer to the request, once it came (call from the main loop)."""
+        if self.results.empty():
+            return None
+        result = self.results.get()
+        self._busy = False
+        return result
+
+    def settle(self, job: dict[str, Any], done: bool) -> None:
+        """Nothing to do by default (see ``JobSource.settle``)."""
+
+    def close(self, join_timeout: float = 30.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=join_timeout)
+
+    def _answer(self, max_jobs: int, job_types: tuple[str, ...]) -> PollResult:
+        raise NotImplementedError
+
+    def _idle(self) -> None:
+        """Housekeeping while no request is out (every ``idle_every`` s)."""
+
+    def _finish(self) -> None:
+        """The thread is ending: release what the source holds."""
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    if self._request is None and not self._closed:
+                        self._cond.wait(self.idle_every)
+                    if self._closed:
+                        return
+                    request, self._request = self._request, None
+                if request is None:
+                    self._idle()
+                    continue
+                self.results.put(self._answer(*request))
+                self._wake()
+        finally:
+            self._finish()
+
+
+__all__ = ["JobSource", "PollResult", "SourceThread"]
