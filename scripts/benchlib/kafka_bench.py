@@ -75,13 +75,13 @@ from benchlib.kafka_report import (
     table,
 )
 from benchlib.procs import (
-    Child,
     CpuSampler,
     machine_cpu,
     process_cpu,
     tree_cpu,
     wait_for_quiet,
 )
+from benchlib.scenarios import wait_done
 from benchlib.stats import steady_window
 from workflow_sdk.client.models import parse_timestamp
 from workflow_sdk.client.rest import RestEngineClient
@@ -94,28 +94,6 @@ SKIPPED = "kafka comparison skipped"
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def _count(client: RestEngineClient, definition_id: str, status: str) -> int:
-    return int(client.list_instances(definition_id, status, page_size=1)["total"])
-
-
-def _wait_done(
-    client: RestEngineClient, definition_id: str, jobs: int, worker: Child, timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        done = _count(client, definition_id, "COMPLETED")
-        if done >= jobs:
-            return
-        failed = _count(client, definition_id, "FAILED")
-        if failed:
-            raise RuntimeError(f"{failed} instances FAILED\n{worker.log_tail()}")
-        if not worker.alive():
-            raise RuntimeError(f"the supervisor exited early:\n{worker.log_tail()}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{done}/{jobs} done after {timeout:.0f} s\n{worker.log_tail()}")
-        time.sleep(0.1)
 
 
 # -- one batch -------------------------------------------------------------------
@@ -232,7 +210,7 @@ def run_batch(batch: Batch, workdir: Path, broker: BrokerSession | None) -> Resu
                 sampler = CpuSampler(readers)
             budget = 60.0 + 3.0 * batch.jobs * max(batch.cpu_ms, 5.0) / 1000.0
             try:
-                _wait_done(client, flow["id"], batch.jobs, sv, budget)
+                wait_done(client, flow["id"], batch.jobs, sv, budget)
             finally:
                 sampler.stop()
             code = sv.stop()

@@ -116,7 +116,7 @@ def _count(client: RestEngineClient, definition_id: str, status: str) -> int:
     return int(client.list_instances(definition_id, status, page_size=1)["total"])
 
 
-def _wait_done(
+def wait_done(
     client: RestEngineClient, definition_id: str, jobs: int, worker: Child, timeout: float
 ) -> None:
     deadline = time.monotonic() + timeout
@@ -131,7 +131,7 @@ def _wait_done(
             raise RuntimeError(f"the worker process exited early:\n{worker.log_tail()}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{done}/{jobs} done after {timeout:.0f} s\n{worker.log_tail()}")
-        time.sleep(0.25)
+        time.sleep(0.1)
 
 
 def _memory(worker: Child) -> dict[str, Any]:
@@ -169,7 +169,7 @@ def run_batch(batch: Batch, workdir: Path) -> BatchResult:
             )
             budget = 60.0 + 3.0 * batch.jobs * max(batch.cpu_ms, 5.0) / 1000.0
             try:
-                _wait_done(client, definition["id"], batch.jobs, worker, budget)
+                wait_done(client, definition["id"], batch.jobs, worker, budget)
             finally:
                 sampler.stop()
             memory = _memory(worker) if batch.memory else None
