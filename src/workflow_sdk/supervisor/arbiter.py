@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import signal
 import time
-from queue import SimpleQueue
 from typing import Any, cast
 
 import psutil
@@ -44,7 +43,7 @@ from workflow_sdk.lease import lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.retry.backoff import Backoff
-from workflow_sdk.staleness import InstanceReader, StaleVerdict, check_job
+from workflow_sdk.staleness import InstanceReader
 from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer, PoolState
 from workflow_sdk.supervisor.claims import ClaimPolicy
@@ -63,6 +62,7 @@ from workflow_sdk.supervisor.pool import (
 from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
 from workflow_sdk.supervisor.renewal import RenewalUnavailableError, plan_renewal
 from workflow_sdk.supervisor.reporter import Reporter
+from workflow_sdk.supervisor.reports import ReportDesk
 from workflow_sdk.supervisor.signals import SignalInbox
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.source import JobSource
@@ -102,27 +102,6 @@ REPORT_HOLD = 0.05
 HELD_PER_WORKER = 2
 #: Environment variables that belong to this process only.
 PRIVATE_ENV = (*SYSTEMD_ENV, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-
-
-#: Report endings after which a job is finished for good (a Kafka record's
-#: offset may then be committed); the others leave it to be delivered again.
-_SETTLED = frozenset({ReportStatus.DELIVERED, ReportStatus.STALE, ReportStatus.REJECTED})
-
-
-class _FailCheck:
-    """The stale check a failure's report runs first (on a reporter thread).
-
-    Keeps the verdict, so the main loop can count a stale job by its reason.
-    """
-
-    def __init__(self, reader: InstanceReader, context: dict[str, Any]) -> None:
-        self._reader = reader
-        self._context = context
-        self.verdict: StaleVerdict | None = None
-
-    def __call__(self) -> StaleVerdict:
-        self.verdict = check_job(self._reader, self._context)
-        return self.verdict
 
 
 class Supervisor:
@@ -187,13 +166,8 @@ class Supervisor:
         self._next_rss_sample = 0.0
         self._drain_deadline = 0.0
         self._exit_code = EXIT_OK
-        #: Outcomes decided this tick, handed to the reporter at its end.
-        self._outbox: list[tuple[Outcome, JobEntry]] = []
-        #: How each report ended, from the reporter threads to the main loop.
-        self._acks: SimpleQueue[tuple[Outcome, ReportStatus]] = SimpleQueue()
-        self._fail_checks: dict[str, _FailCheck] = {}
-        #: Whether a report's answer wakes the loop (read by reporter threads).
-        self._ack_wake = True
+        #: Outcomes from this tick's decisions to the engine's answers.
+        self.reports = ReportDesk(None, self.signals.wake)
 
     # -- public ------------------------------------------------------------------
 
@@ -269,6 +243,7 @@ class Supervisor:
         reader = self._make_reader()
         if hasattr(reader, "get_instance") and hasattr(reader, "get_instance_history"):
             self._reader = cast(InstanceReader, reader)
+            self.reports.reader = self._reader
         else:
             log.warning(
                 "the engine client cannot read instances: jobs of cancelled or finished "
@@ -497,7 +472,7 @@ class Supervisor:
         """Log the outcome (the one line per job event) and queue its report."""
         self.stats.record_outcome(outcome)
         log_outcome(outcome, entry, slot.slot, time.monotonic())
-        self._outbox.append((outcome, entry))
+        self.reports.queue(outcome, entry)
 
     def _fail_running(
         self, slot: WorkerSlot, entry: JobEntry, message: str, reason: str, now: float
@@ -571,26 +546,20 @@ class Supervisor:
         # and only while a worker is idle: when none is, the poll claims
         # ahead, and no worker waits for it.
         assert self._reporter is not None
-        if not self._outbox:
+        if not self.reports.queued:
             return
         held = time.monotonic() - self._poll_requested_at < REPORT_HOLD
         polling = self._source is not None and self._source.busy
         if polling and held and self.phase is not Phase.DRAINING and self.pool.idle():
             return
-        for outcome, entry in self._outbox:
-            check: _FailCheck | None = None
-            if not outcome.succeeded and self._reader is not None:
-                check = _FailCheck(self._reader, entry.context)
-                self._fail_checks[outcome.job_id] = check
-            self._reporter.submit(outcome, entry.lease_end, check)
-        self._outbox.clear()
+        self.reports.flush(self._reporter)
 
     def _tick_once(self) -> None:
         now = time.monotonic()
         timeout = self._next_deadline(now) - now
         # The flag was set before this look; a reporter thread queues its
         # answer before reading the flag: one of the two sees the other.
-        if self._ack_wake and not self._acks.empty():
+        if self.reports.wake_on_answer and self.reports.answered():
             timeout = 0.0
         ready = self._wait(timeout)
         if self.signals.read_fd in ready:
@@ -632,7 +601,7 @@ class Supervisor:
             self._dispatch_claimed(now)
             plan = self._maybe_poll(now)
         self._publish(now)
-        self._ack_wake = self._acks_urgent(plan)
+        self.reports.wake_on_answer = self._acks_urgent(plan)
 
     def _wait(self, timeout: float) -> list[Any]:
         waitables: list[Any] = [self.signals.read_fd]
@@ -667,7 +636,7 @@ class Supervisor:
         watchdog = self._announcer.next_deadline()
         if watchdog is not None:
             deadline = min(deadline, watchdog)
-        if self._outbox and self._poll_requested_at + REPORT_HOLD > now:
+        if self.reports.queued and self._poll_requested_at + REPORT_HOLD > now:
             deadline = min(deadline, self._poll_requested_at + REPORT_HOLD)
         return deadline
 
@@ -729,9 +698,7 @@ class Supervisor:
     def _on_report_status(self, outcome: Outcome, status: ReportStatus) -> None:
         # A reporter thread: record, and let the main loop release the job.
         self.stats.record_report(status)
-        self._acks.put((outcome, status))
-        if self._ack_wake:
-            self.signals.wake()
+        self.reports.on_status(outcome, status)
 
     def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
         self.stats.record_report_retry()
@@ -739,28 +706,23 @@ class Supervisor:
             self._metrics.report_retry(outcome.job_type)
 
     def _take_acks(self) -> None:
-        while not self._acks.empty():
-            outcome, status = self._acks.get()
-            entry = self.ledger.release(outcome.job_id)
-            check = self._fail_checks.pop(outcome.job_id, None)
+        for answer in self.reports.take():
+            entry = self.ledger.release(answer.outcome.job_id)
             if entry is None:
                 continue
             if self._source is not None and entry.origin is not None:
-                self._source.settle(entry.origin, status in _SETTLED)
-            stale_reason = "unknown"
-            if status is ReportStatus.STALE:
+                self._source.settle(entry.origin, answer.settled)
+            if answer.status is ReportStatus.STALE:
                 self.stats.stale_jobs += 1
-                if check is not None and check.verdict is not None:
-                    stale_reason = check.verdict.reason
             if self._metrics is not None:
                 # The Runner's rule, counted once the report's fate is known.
                 record_outcome(
                     self._metrics,
-                    outcome,
+                    answer.outcome,
                     entry.retries_remaining,
-                    status,
+                    answer.status,
                     handler_ran=entry.handler_ran,
-                    stale_reason=stale_reason,
+                    stale_reason=answer.stale_reason,
                 )
 
     def _count_stale(self, entry: JobEntry, reason: str) -> None:

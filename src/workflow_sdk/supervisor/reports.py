@@ -1,0 +1,113 @@
+"""The report desk: outcomes from the main loop's decision to the engine's answer.
+
+The main loop ``queue``s each job's outcome during a tick and ``flush``es
+them to the reporter threads at its end (a failure with the stale check it
+must run first). The reporter threads answer through ``on_status``; the
+main loop ``take``s the answers and releases the jobs. The desk holds no
+policy: when to flush, and what an answer means for the ledger, the source
+and the metrics, is the arbiter's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from queue import SimpleQueue
+from typing import Any
+
+from workflow_sdk.handler.outcome import Outcome
+from workflow_sdk.reporting import ReportStatus
+from workflow_sdk.staleness import InstanceReader, StaleVerdict, check_job
+from workflow_sdk.supervisor.jobs import JobEntry
+from workflow_sdk.supervisor.reporter import Reporter
+
+#: Report endings after which a job is finished for good (a Kafka record's
+#: offset may then be committed); the others leave it to be delivered again.
+SETTLED = frozenset({ReportStatus.DELIVERED, ReportStatus.STALE, ReportStatus.REJECTED})
+
+
+class FailCheck:
+    """The stale check a failure's report runs first (on a reporter thread).
+
+    Keeps the verdict, so the main loop can count a stale job by its reason.
+    """
+
+    def __init__(self, reader: InstanceReader, context: dict[str, Any]) -> None:
+        self._reader = reader
+        self._context = context
+        self.verdict: StaleVerdict | None = None
+
+    def __call__(self) -> StaleVerdict:
+        self.verdict = check_job(self._reader, self._context)
+        return self.verdict
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How one report ended."""
+
+    outcome: Outcome
+    status: ReportStatus
+    #: the stale verdict's reason (metric label) when ``status`` is STALE
+    stale_reason: str = "unknown"
+
+    @property
+    def settled(self) -> bool:
+        return self.status in SETTLED
+
+
+class ReportDesk:
+    def __init__(self, reader: InstanceReader | None, wake: Callable[[], None]) -> None:
+        self.reader = reader
+        self._wake = wake
+        self._outbox: list[tuple[Outcome, JobEntry]] = []
+        self._answers: SimpleQueue[tuple[Outcome, ReportStatus]] = SimpleQueue()
+        self._checks: dict[str, FailCheck] = {}
+        #: Whether an answer wakes the main loop (read by reporter threads;
+        #: the loop sets it before it looks at ``answered``).
+        self.wake_on_answer = True
+
+    # -- main loop ---------------------------------------------------------------
+
+    def queue(self, outcome: Outcome, entry: JobEntry) -> None:
+        self._outbox.append((outcome, entry))
+
+    @property
+    def queued(self) -> bool:
+        return bool(self._outbox)
+
+    def flush(self, reporter: Reporter) -> None:
+        """Hand every queued outcome to the reporter threads."""
+        for outcome, entry in self._outbox:
+            check: FailCheck | None = None
+            if not outcome.succeeded and self.reader is not None:
+                check = FailCheck(self.reader, entry.context)
+                self._checks[outcome.job_id] = check
+            reporter.submit(outcome, entry.lease_end, check)
+        self._outbox.clear()
+
+    def answered(self) -> bool:
+        return not self._answers.empty()
+
+    def take(self) -> list[Answer]:
+        answers = []
+        while not self._answers.empty():
+            outcome, status = self._answers.get()
+            check = self._checks.pop(outcome.job_id, None)
+            reason = "unknown"
+            if check is not None and check.verdict is not None and check.verdict.reason:
+                reason = check.verdict.reason
+            answers.append(Answer(outcome, status, reason))
+        return answers
+
+    # -- reporter threads ----------------------------------------------------------
+
+    def on_status(self, outcome: Outcome, status: ReportStatus) -> None:
+        # Queued before the flag is read: the loop sets the flag before it
+        # looks at ``answered``, so one of the two sees the other.
+        self._answers.put((outcome, status))
+        if self.wake_on_answer:
+            self._wake()
+
+
+__all__ = ["SETTLED", "Answer", "FailCheck", "ReportDesk"]
