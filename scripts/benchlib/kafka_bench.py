@@ -60,7 +60,6 @@ from benchlib.kafka_procs import (
     StampedSupervisor,
     broker_script,
     broker_session,
-    definition,
     start_group_at_end,
     supervisor_config,
     unavailable,
@@ -81,7 +80,7 @@ from benchlib.procs import (
     tree_cpu,
     wait_for_quiet,
 )
-from benchlib.scenarios import wait_done
+from benchlib.scenarios import definition, wait_done
 from benchlib.stats import steady_window
 from workflow_sdk.client.models import parse_timestamp
 from workflow_sdk.client.rest import RestEngineClient

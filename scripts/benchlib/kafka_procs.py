@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from benchlib.handlers import CPU_JOB, NOOP_JOB
 from benchlib.procs import SCRIPTS, Child, SupervisorProcess
@@ -179,15 +178,3 @@ def supervisor_config(
     )
     path.write_text(text)
     return path
-
-
-def definition(job_type: str) -> dict[str, Any]:
-    return {
-        "id": f"bench-{job_type}",
-        "name": f"benchmark {job_type}",
-        "steps": [
-            {"id": "work", "name": "Work", "type": "SERVICE_TASK", "jobType": job_type,
-             "nextStep": "end"},
-            {"id": "end", "name": "End", "type": "END"},
-        ],
-    }  # fmt: skip

@@ -95,7 +95,7 @@ def supervisor_config(path: Path, url: str, workers: int) -> Path:
     return path
 
 
-def _definition(job_type: str) -> dict[str, Any]:
+def definition(job_type: str) -> dict[str, Any]:
     return {
         "id": f"bench-{job_type}",
         "name": f"benchmark {job_type}",
@@ -149,9 +149,9 @@ def run_batch(batch: Batch, workdir: Path) -> BatchResult:
     worker: Child | None = None
     try:
         with RestEngineClient(engine.url, timeout=30.0, pool_size=8) as client:
-            definition = _definition(batch.job_type)
-            client.upload_definition(definition)
-            _create_instances(client, definition["id"], batch.jobs, batch.cpu_ms)
+            flow = definition(batch.job_type)
+            client.upload_definition(flow)
+            _create_instances(client, flow["id"], batch.jobs, batch.cpu_ms)
             if batch.kind == RUNNER:
                 worker = RunnerProcess(engine.url, batch.workers, workdir / f"{tag}.log")
             else:
@@ -169,14 +169,14 @@ def run_batch(batch: Batch, workdir: Path) -> BatchResult:
             )
             budget = 60.0 + 3.0 * batch.jobs * max(batch.cpu_ms, 5.0) / 1000.0
             try:
-                wait_done(client, definition["id"], batch.jobs, worker, budget)
+                wait_done(client, flow["id"], batch.jobs, worker, budget)
             finally:
                 sampler.stop()
             memory = _memory(worker) if batch.memory else None
             code = worker.stop()
             if code not in (0, None):
                 raise RuntimeError(f"{batch.label}: exit status {code}\n{worker.log_tail()}")
-            items = client.list_instances(definition["id"], page_size=batch.jobs + 100)["items"]
+            items = client.list_instances(flow["id"], page_size=batch.jobs + 100)["items"]
     finally:
         if worker is not None:
             worker.stop()
