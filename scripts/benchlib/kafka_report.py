@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from benchlib.stats import percentile, spread
+from benchlib.scenarios import latency_summary
+from benchlib.stats import spread
 
 if TYPE_CHECKING:
     from benchlib.kafka_bench import Result
@@ -14,18 +15,6 @@ if TYPE_CHECKING:
 POLL = "poll"
 KAFKA = "kafka"
 MODES = (POLL, KAFKA)
-
-
-def latency_summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    return {
-        "p50": percentile(values, 50),
-        "p90": percentile(values, 90),
-        "p99": percentile(values, 99),
-        "max": max(values),
-        "count": float(len(values)),
-    }
 
 
 def aggregate(repeats: list[dict[str, Result]]) -> dict[str, Any]:
