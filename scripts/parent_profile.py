@@ -33,21 +33,9 @@ from pathlib import Path
 import psutil
 from benchlib.handlers import CPU_JOB, NOOP_JOB
 from benchlib.procs import Child, EngineProcess
-from benchlib.scenarios import supervisor_config
+from benchlib.scenarios import definition, supervisor_config
 
 from workflow_sdk.client.rest import RestEngineClient
-
-
-def definition(job_type: str) -> dict[str, object]:
-    return {
-        "id": f"profile-{job_type}",
-        "name": f"profile {job_type}",
-        "steps": [
-            {"id": "work", "name": "Work", "type": "SERVICE_TASK", "jobType": job_type,
-             "nextStep": "end"},
-            {"id": "end", "name": "End", "type": "END"},
-        ],
-    }  # fmt: skip
 
 
 def completed(client: RestEngineClient, definition_id: str) -> int:
