@@ -132,6 +132,10 @@ def table(report: dict[str, Any]) -> str:
     ) -> None:
         rows.append((label, _fmt(poll, digits), _fmt(kafka, digits), _ratio(kafka, poll)))
 
+    def quantiles(label: str, key: str, poll: dict[str, Any], kafka: dict[str, Any]) -> None:
+        for q in ("p50", "p99"):
+            row(f"{label} {q}, ms", poll[key].get(q), kafka[key].get(q), 2)
+
     for kind, title in (
         ("noop", f"no-op x {st['noop_jobs']}"),
         ("cpu", f"CPU-bound {st['cpu_ms']:g} ms x {st['jobs']}"),
@@ -145,39 +149,15 @@ def table(report: dict[str, Any]) -> str:
             3,
         )
         row(f"{title}: parent CPU, % of a core", p["parent_cpu_pct"], k["parent_cpu_pct"])
-        for q in ("p50", "p99"):
-            row(
-                f"{title}: source -> handler {q}, ms",
-                p["source_to_handler_ms"].get(q),
-                k["source_to_handler_ms"].get(q),
-                2,
-            )
-        for q in ("p50", "p99"):
-            row(
-                f"{title}: worker idle between two jobs {q}, ms",
-                p["worker_gap_ms"].get(q),
-                k["worker_gap_ms"].get(q),
-                2,
-            )
+        quantiles(f"{title}: source -> handler", "source_to_handler_ms", p, k)
+        quantiles(f"{title}: worker idle between two jobs", "worker_gap_ms", p, k)
         row(f"{title}: engine CPU, %", p["engine_cpu_pct"], k["engine_cpu_pct"])
         rows.append((f"{title}: broker CPU, %", "-", _fmt(k["broker_cpu_pct"]), ""))
         row(f"{title}: other processes' CPU, %", p["foreign_cpu_pct"], k["foreign_cpu_pct"])
     op, ok = r["open_loop"][POLL], r["open_loop"][KAFKA]
     title = f"open loop, no-op at {st['open_loop_rate']:g}/s x {st['open_loop_jobs']}"
-    for q in ("p50", "p99"):
-        row(
-            f"{title}: created -> handler {q}, ms",
-            op["created_to_handler_ms"].get(q),
-            ok["created_to_handler_ms"].get(q),
-            2,
-        )
-    for q in ("p50", "p99"):
-        row(
-            f"{title}: source -> handler {q}, ms",
-            op["source_to_handler_ms"].get(q),
-            ok["source_to_handler_ms"].get(q),
-            2,
-        )
+    quantiles(f"{title}: created -> handler", "created_to_handler_ms", op, ok)
+    quantiles(f"{title}: source -> handler", "source_to_handler_ms", op, ok)
     row(
         f"idle parent CPU ({st['idle_seconds']:g} s, ready workers), % of a core",
         op["idle_parent_cpu_pct"],
