@@ -6,7 +6,11 @@ import math
 
 import pytest
 
-from workflow_sdk.supervisor.claims import ClaimPolicy
+from unit.test_worker_pool import make_slot
+from workflow_sdk.supervisor.claims import ClaimPolicy, plan_poll
+from workflow_sdk.supervisor.jobs import JobLedger
+from workflow_sdk.supervisor.pool import WorkerPool
+from workflow_sdk.supervisor.slots import SlotState
 
 
 def measured(policy: ClaimPolicy, job_type: str, seconds: float, lease: float = 30.0) -> None:
@@ -112,3 +116,37 @@ def test_no_workers_no_ahead_and_no_types_no_ahead() -> None:
 def test_bad_smoothing_is_refused() -> None:
     with pytest.raises(ValueError, match="smoothing"):
         ClaimPolicy(smoothing=0.0)
+
+
+def _pool(*states: SlotState, job_type: str = "t") -> WorkerPool:
+    pool = WorkerPool(len(states))
+    for number, state in enumerate(states, 1):
+        pool.add(make_slot(number, state, job_types=frozenset({job_type})))
+    return pool
+
+
+def _ledger(limit: int, held: int) -> JobLedger:
+    ledger = JobLedger(limit)
+    for n in range(held):
+        ledger.claim({"id": f"j{n}", "jobType": "t"}, lease_end=30.0, now=0.0)
+        ledger.start(f"j{n}", slot=1, now=0.0, timeout=0)
+    return ledger
+
+
+def test_plan_claims_one_per_idle_worker_within_the_room() -> None:
+    plan = plan_poll(_pool(SlotState.IDLE, SlotState.IDLE), _ledger(4, 0), ClaimPolicy())
+    assert (plan.wanted, plan.job_types, plan.idle, plan.held_back) == (2, ["t"], 2, False)
+
+
+def test_plan_is_held_back_when_reports_fill_the_ledger() -> None:
+    plan = plan_poll(_pool(SlotState.IDLE, SlotState.BUSY), _ledger(2, 2), ClaimPolicy())
+    assert (plan.wanted, plan.unbounded, plan.held_back) == (0, 1, True)
+
+
+def test_plan_claims_ahead_only_for_short_types_when_no_worker_is_idle() -> None:
+    policy = ClaimPolicy()
+    pool = _pool(SlotState.BUSY, SlotState.BUSY)
+    assert plan_poll(pool, _ledger(4, 0), policy).wanted == 0  # unmeasured: nothing ahead
+    measured(policy, "t", 0.01)
+    plan = plan_poll(pool, _ledger(4, 0), policy)
+    assert (plan.wanted, plan.job_types) == (2, ["t"])

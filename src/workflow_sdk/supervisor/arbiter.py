@@ -46,7 +46,7 @@ from workflow_sdk.retry.backoff import Backoff
 from workflow_sdk.staleness import InstanceReader
 from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer, PoolState
-from workflow_sdk.supervisor.claims import ClaimPolicy
+from workflow_sdk.supervisor.claims import ClaimPolicy, PollPlan, plan_poll
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
 from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
 from workflow_sdk.supervisor.joblog import log_outcome, log_stopped
@@ -616,7 +616,11 @@ class Supervisor:
         # Only a poll time still ahead (a poll due now went out last tick),
         # and only when a poll would go out then: held back (no room, jobs
         # waiting), a passed poll time would make the loop spin.
-        if self._next_poll_at > now and self._may_poll() and self._poll_plan()[0] > 0:
+        if (
+            self._next_poll_at > now
+            and self._may_poll()
+            and plan_poll(self.pool, self.ledger, self.claims).wanted > 0
+        ):
             deadline = min(deadline, self._next_poll_at)
         # Only deadlines still ahead, or that act once when reached: a passed
         # deadline left in here would make the loop spin.
@@ -809,39 +813,7 @@ class Supervisor:
             and not self._source.busy
         )
 
-    def _poll_plan(self) -> tuple[int, list[str], int, int]:
-        """Jobs to claim now, of which types, the idle workers they serve,
-        and the jobs it would be with all the ledger's room free.
-
-        One per idle worker; one ahead per worker for job types measured
-        short (``ClaimPolicy``). Backpressure: never beyond the ledger's
-        room, so when reports lag claiming waits, and no claimed job waits
-        past its lease.
-        """
-        # One pass over the slots: this runs on every tick.
-        idle: list[WorkerSlot] = []
-        ready = 0
-        for slot in self.pool.slots.values():
-            if slot.retiring:
-                continue
-            if slot.state is SlotState.IDLE:
-                idle.append(slot)
-                ready += 1
-            elif slot.state is SlotState.BUSY:
-                ready += 1
-        if idle:
-            types = self.pool.job_types(idle)
-        else:
-            busy = [
-                s for s in self.pool.slots.values() if s.state is SlotState.BUSY and not s.retiring
-            ]
-            types = self.claims.short_types(self.pool.job_types(busy))
-        waiting = self.ledger.count(JobState.CLAIMED)
-        wanted = self.claims.wanted(len(idle), waiting, self.ledger.room(), types, workers=ready)
-        unbounded = self.claims.wanted(len(idle), waiting, self.ledger.limit, types, workers=ready)
-        return wanted, types, len(idle), unbounded
-
-    def _acks_urgent(self, plan: tuple[int, list[str], int, int] | None) -> bool:
+    def _acks_urgent(self, plan: PollPlan | None) -> bool:
         """Whether a report's answer must wake the loop at once: it frees room
         a held-back poll waits for, or no job runs (nothing else wakes the
         loop soon). Otherwise it waits for the next wake-up (a worker's
@@ -850,22 +822,20 @@ class Supervisor:
             return True
         if not self._may_poll():
             return False
-        wanted, _, _, unbounded = plan or self._poll_plan()
-        return unbounded > wanted
+        return (plan or plan_poll(self.pool, self.ledger, self.claims)).held_back
 
-    def _maybe_poll(self, now: float) -> tuple[int, list[str], int, int] | None:
+    def _maybe_poll(self, now: float) -> PollPlan | None:
         """Request a poll if one is wanted; the plan when it was computed and
         no poll went out (the loop reuses it this tick)."""
         if self._source is None or not self._may_poll() or now < self._next_poll_at:
             return None
-        plan = self._poll_plan()
-        wanted, types, idle, _ = plan
-        if wanted < idle:
+        plan = plan_poll(self.pool, self.ledger, self.claims)
+        if plan.wanted < plan.idle:
             self.stats.claims_held_back += 1
-        if wanted <= 0:
+        if plan.wanted <= 0:
             return plan
         self._poll_requested_at = now
-        self._source.request(wanted, types)
+        self._source.request(plan.wanted, plan.job_types)
         return None
 
     def _on_poll_result(self, result: PollResult) -> None:

@@ -22,6 +22,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+from workflow_sdk.supervisor.jobs import JobLedger, JobState
+from workflow_sdk.supervisor.pool import WorkerPool
+from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
 
 #: A job type is short when its handler time is under this share of its lease.
 AHEAD_SHARE = 0.02
@@ -122,4 +127,43 @@ class ClaimPolicy:
         return wanted
 
 
-__all__ = ["AHEAD_SHARE", "ClaimPolicy"]
+@dataclass(frozen=True)
+class PollPlan:
+    """Verdict: how many jobs to claim now, and of which types."""
+
+    wanted: int
+    job_types: list[str]
+    #: idle workers the poll serves
+    idle: int
+    #: what ``wanted`` would be with all of the ledger's room free
+    unbounded: int
+
+    @property
+    def held_back(self) -> bool:
+        """The ledger's room keeps the poll below what the workers want."""
+        return self.unbounded > self.wanted
+
+
+def plan_poll(pool: WorkerPool, ledger: JobLedger, policy: ClaimPolicy) -> PollPlan:
+    """One per idle worker; one ahead per worker for job types measured
+    short. Backpressure: never beyond the ledger's room, so when reports lag
+    claiming waits, and no claimed job waits past its lease."""
+    # One pass over the slots: this runs on every tick.
+    idle: list[WorkerSlot] = []
+    busy: list[WorkerSlot] = []
+    for slot in pool.slots.values():
+        if slot.retiring:
+            continue
+        if slot.state is SlotState.IDLE:
+            idle.append(slot)
+        elif slot.state is SlotState.BUSY:
+            busy.append(slot)
+    types = pool.job_types(idle) if idle else policy.short_types(pool.job_types(busy))
+    waiting = ledger.count(JobState.CLAIMED)
+    ready = len(idle) + len(busy)
+    wanted = policy.wanted(len(idle), waiting, ledger.room(), types, workers=ready)
+    unbounded = policy.wanted(len(idle), waiting, ledger.limit, types, workers=ready)
+    return PollPlan(wanted, types, len(idle), unbounded)
+
+
+__all__ = ["AHEAD_SHARE", "ClaimPolicy", "PollPlan", "plan_poll"]
