@@ -92,6 +92,27 @@ def test_handler_import_error_exits_non_zero_with_the_error(
     assert "workers cannot start" in log
 
 
+def test_a_sigterm_reaching_a_worker_that_is_exiting_after_a_failed_boot_prints_no_traceback(
+    start_supervisor: Start, tmp_path: Path
+) -> None:
+    # The supervisor stops the other workers when one cannot boot; a worker
+    # that failed too may be inside multiprocessing's exit functions when its
+    # SIGTERM lands. Here the module makes that happen every time: it
+    # registers an exit function that sends the worker SIGTERM. The fixture's
+    # teardown fails on any "Process worker-N:" traceback.
+    (tmp_path / "term_at_exit.py").write_text(
+        "import os, signal\n"
+        "from multiprocessing import util\n"
+        "util.Finalize(None, os.kill, args=(os.getpid(), signal.SIGTERM), exitpriority=100)\n"
+        "raise RuntimeError('model file missing')\n"
+    )
+    sv = start_supervisor(workers=1, handlers="term_at_exit", PYTHONPATH=str(tmp_path))
+    assert sv.wait(30) == 3
+    log = sv.log()
+    assert "RuntimeError: model file missing" in log
+    assert "Process worker-" not in log, log
+
+
 def test_sigterm_under_load_reports_every_running_job_and_exits_zero(
     engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, piddir: Path
 ) -> None:

@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from workflow_sdk.errors import ConfigError, WorkerShutdown
 from workflow_sdk.handler.outcome import Outcome, run_handler
@@ -113,12 +113,9 @@ class Worker:
             except ConfigError as exc:
                 # Says all there is (a missing module, a wrong attribute): no
                 # traceback through our own code.
-                self.conn.send(BootFailed(os.getpid(), str(exc)))
-                sys.exit(EXIT_BOOT_FAILED)
+                self._exit_boot_failed(str(exc))
             except Exception:
-                error = traceback.format_exc(limit=20).rstrip()
-                self.conn.send(BootFailed(os.getpid(), error))
-                sys.exit(EXIT_BOOT_FAILED)
+                self._exit_boot_failed(traceback.format_exc(limit=20).rstrip())
             self.conn.send(Ready(os.getpid(), tuple(registry.job_types())))
             self._loop(registry)
         except WorkerShutdown:
@@ -126,7 +123,13 @@ class Worker:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
         except (EOFError, BrokenPipeError, ConnectionResetError):
-            pass  # the supervisor closed the channel or is gone: exit quietly
+            # The supervisor closed the channel or is gone: exit quietly.
+            _ignore_term_while_exiting()
+
+    def _exit_boot_failed(self, error: str) -> NoReturn:
+        _ignore_term_while_exiting()
+        self.conn.send(BootFailed(os.getpid(), error))
+        sys.exit(EXIT_BOOT_FAILED)
 
     def _loop(self, registry: HandlerRegistry) -> None:
         idle = proctitle.worker_title(self.spec.slot, "idle")
@@ -160,6 +163,14 @@ class Worker:
         # parent writes the failure's log line (one per job event) and counts
         # the job in the shared metrics once its report's fate is known.
         return run_handler(handler, context, plain_variables=True, log_failures=False), True
+
+
+def _ignore_term_while_exiting() -> None:
+    # The supervisor stops the other workers when one cannot boot, and it may
+    # send this one SIGTERM while multiprocessing runs its exit functions:
+    # raising WorkerShutdown there would print a traceback over the real
+    # error, and the process is leaving anyway (SIGKILL follows if it hangs).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
