@@ -150,3 +150,40 @@ def test_plan_claims_ahead_only_for_short_types_when_no_worker_is_idle() -> None
     measured(policy, "t", 0.01)
     plan = plan_poll(pool, _ledger(4, 0), policy)
     assert (plan.wanted, plan.job_types) == (2, ["t"])
+
+
+def _reporting(ledger: JobLedger, count: int) -> JobLedger:
+    """Finish ``count`` of the ledger's running jobs: their reports are in flight."""
+    for entry in ledger.running()[:count]:
+        ledger.finish(entry.job_id, now=1.0)
+    return ledger
+
+
+def test_a_plan_held_back_by_reports_says_how_many_answers_free_enough_room() -> None:
+    # An idle worker, the ledger full: one answer frees room for its job.
+    plan = plan_poll(
+        _pool(SlotState.IDLE, SlotState.BUSY), _reporting(_ledger(2, 2), 1), ClaimPolicy()
+    )
+    assert (plan.wanted, plan.held_back, plan.armed) == (0, True, (1, 1))
+
+
+def test_an_armed_plan_for_jobs_ahead_waits_for_a_whole_batch() -> None:
+    # Both workers busy with short jobs, two reports in flight: a poll only
+    # for jobs ahead asks for AHEAD_BATCH jobs, so it waits for two answers.
+    policy = ClaimPolicy()
+    measured(policy, "t", 0.01)
+    ledger = _reporting(_ledger(4, 4), 2)
+    plan = plan_poll(_pool(SlotState.BUSY, SlotState.BUSY), ledger, policy)
+    assert (plan.wanted, plan.unbounded, plan.armed) == (0, 2, (2, 2))
+    single = ClaimPolicy(ahead_batch=1)
+    measured(single, "t", 0.01)
+    assert plan_poll(_pool(SlotState.BUSY, SlotState.BUSY), ledger, single).armed == (1, 1)
+
+
+def test_a_plan_is_not_armed_when_no_report_would_free_the_room() -> None:
+    # Held back by running jobs only: no answer is coming to free room.
+    plan = plan_poll(_pool(SlotState.IDLE, SlotState.BUSY), _ledger(2, 2), ClaimPolicy())
+    assert plan.held_back and plan.armed is None
+    # Not held back at all: nothing to arm.
+    plan = plan_poll(_pool(SlotState.IDLE, SlotState.IDLE), _ledger(4, 0), ClaimPolicy())
+    assert plan.wanted == 2 and plan.armed is None

@@ -72,6 +72,60 @@ def test_poller_asks_for_exactly_what_it_is_told_and_wakes_the_loop() -> None:
         poller.close()
 
 
+def test_an_armed_poll_goes_out_once_the_report_answers_it_waits_for_have_come() -> None:
+    client = ScriptedClient()
+    client.answers = [[{"id": "j1"}, {"id": "j2"}]]
+    woken = threading.Event()
+    poller = Poller(client, "w", woken.set)
+    try:
+        poller.answered(3)  # answers counted before the request
+        poller.request(2, ["a"], after=5)
+        assert poller.busy and poller.armed
+        poller.answered(4)
+        assert poller.armed and not woken.is_set()
+        poller.answered(3)  # a reporter thread late with an older count changes nothing
+        assert poller.armed
+        poller.answered(5)
+        assert woken.wait(5)
+        result = poller.take()
+        assert result is not None and [job["id"] for job in result.jobs] == ["j1", "j2"]
+        assert client.polls == [("w", ["a"], 2)]
+        assert not poller.armed and not poller.busy
+        assert poller.sent_at > 0
+        # Answers already counted: the next armed request goes out at once.
+        woken.clear()
+        poller.request(1, ["a"], after=5)
+        assert woken.wait(5)
+        assert poller.take() is not None and len(client.polls) == 2
+    finally:
+        poller.close()
+
+
+def test_an_armed_poll_can_be_withdrawn_until_it_goes_out() -> None:
+    client = ScriptedClient()
+    woken = threading.Event()
+    poller = Poller(client, "w", woken.set)
+    try:
+        poller.request(1, ["a"], after=1)
+        assert poller.disarm()
+        assert not poller.busy and not poller.armed
+        poller.answered(1)
+        poller.request(1, ["a"])  # free for a new request; the old one never went out
+        assert woken.wait(5)
+        assert poller.take() is not None
+        assert len(client.polls) == 1
+        assert not poller.disarm()  # nothing waiting
+    finally:
+        poller.close()
+
+
+def test_a_poller_closed_while_armed_ends_its_thread() -> None:
+    poller = Poller(ScriptedClient(), "w", lambda: None)
+    poller.request(1, ["a"], after=10)
+    poller.close(join_timeout=5)
+    assert not poller._thread.is_alive()
+
+
 @pytest.mark.parametrize(
     "error",
     [

@@ -549,7 +549,9 @@ class Supervisor:
         if not self.reports.queued:
             return
         held = time.monotonic() - self._poll_requested_at < REPORT_HOLD
-        polling = self._source is not None and self._source.busy
+        # An armed poll waits for report answers: holding reports would stall it.
+        source = self._source
+        polling = source is not None and source.busy and not source.armed
         if polling and held and self.phase is not Phase.DRAINING and self.pool.idle():
             return
         self.reports.flush(self._reporter)
@@ -702,7 +704,10 @@ class Supervisor:
     def _on_report_status(self, outcome: Outcome, status: ReportStatus) -> None:
         # A reporter thread: record, and let the main loop release the job.
         self.stats.record_report(status)
-        self.reports.on_status(outcome, status)
+        count = self.reports.on_status(outcome, status)
+        source = self._source
+        if source is not None:
+            source.answered(count)
 
     def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
         self.stats.record_report_retry()
@@ -797,6 +802,9 @@ class Supervisor:
             )
         except KafkaUnavailableError as exc:
             self._fatal(EXIT_CONFIG if exc.missing_topics else EXIT_ERROR, str(exc))
+            return
+        # Report answers counted before it existed (a switch from polling).
+        self._source.answered(self.reports.answers)
 
     def _fatal(self, code: int, message: str) -> None:
         log.critical("%s; stopping the supervisor", message)
@@ -832,13 +840,23 @@ class Supervisor:
         plan = plan_poll(self.pool, self.ledger, self.claims)
         if plan.wanted < plan.idle:
             self.stats.claims_held_back += 1
-        if plan.wanted <= 0:
-            return plan
-        self._poll_requested_at = now
-        self._source.request(plan.wanted, plan.job_types)
-        return None
+        if plan.wanted > 0:
+            self._poll_requested_at = now
+            self._source.request(plan.wanted, plan.job_types)
+            return None
+        if plan.armed is not None and self.phase is Phase.RUNNING:
+            # Sent by the source's thread once the answers it needs have come
+            # (``reports.taken`` counts those the ledger has released).
+            answers, wanted = plan.armed
+            self._poll_requested_at = now
+            self._source.request(wanted, plan.job_types, after=self.reports.taken + answers)
+            return None
+        return plan
 
     def _on_poll_result(self, result: PollResult) -> None:
+        # An armed poll went out after the answers it waited for were queued:
+        # release their jobs first, so the new ones fit in the ledger.
+        self._take_acks()
         now = time.monotonic()
         self.stats.record_poll(len(result.jobs), result.error is not None)
         if isinstance(result.error, DispatchModeError):
@@ -987,8 +1005,13 @@ class Supervisor:
 
     def _healthy(self, now: float) -> bool:
         """The loop runs (we are here); also check the poller is not wedged."""
-        if self._source is not None and self._source.busy:
-            return now - self._poll_requested_at < self.config.engine.timeout * 2 + 5
+        # An armed poll waits for reports, which the engine may be slow to
+        # take: that is backpressure, not a wedged poller.
+        source = self._source
+        if source is not None and source.busy and not source.armed:
+            return now - max(self._poll_requested_at, source.sent_at) < (
+                self.config.engine.timeout * 2 + 5
+            )
         return True
 
     # -- reload and scaling ------------------------------------------------------------
@@ -1059,6 +1082,8 @@ class Supervisor:
 
     def _begin_drain(self, why: str) -> None:
         self.phase = Phase.DRAINING
+        if self._source is not None:
+            self._source.disarm()  # a poll not yet sent claims nothing now
         self.pool.abort_reload()
         self._drain_deadline = time.monotonic() + self.config.supervisor.graceful_timeout
         self._announcer.stopping()

@@ -137,6 +137,9 @@ class PollPlan:
     idle: int
     #: what ``wanted`` would be with all of the ledger's room free
     unbounded: int
+    #: held back: the fewest report answers (of those in flight) that free
+    #: enough room for a poll, and the jobs it would ask for then
+    armed: tuple[int, int] | None = None
 
     @property
     def held_back(self) -> bool:
@@ -147,7 +150,8 @@ class PollPlan:
 def plan_poll(pool: WorkerPool, ledger: JobLedger, policy: ClaimPolicy) -> PollPlan:
     """One per idle worker; one ahead per worker for job types measured
     short. Backpressure: never beyond the ledger's room, so when reports lag
-    claiming waits, and no claimed job waits past its lease."""
+    claiming waits, and no claimed job waits past its lease. Held back by
+    the room, the plan says how many report answers would free enough."""
     # One pass over the slots: this runs on every tick.
     idle: list[WorkerSlot] = []
     busy: list[WorkerSlot] = []
@@ -161,9 +165,20 @@ def plan_poll(pool: WorkerPool, ledger: JobLedger, policy: ClaimPolicy) -> PollP
     types = pool.job_types(idle) if idle else policy.short_types(pool.job_types(busy))
     waiting = ledger.count(JobState.CLAIMED)
     ready = len(idle) + len(busy)
-    wanted = policy.wanted(len(idle), waiting, ledger.room(), types, workers=ready)
+    room = ledger.room()
+    wanted = policy.wanted(len(idle), waiting, room, types, workers=ready)
     unbounded = policy.wanted(len(idle), waiting, ledger.limit, types, workers=ready)
-    return PollPlan(wanted, types, len(idle), unbounded)
+    armed = None
+    if wanted == 0 and unbounded > 0:
+        # Each report answer releases its job: the poll can go out as soon
+        # as enough have come, sent by the source's thread without waking
+        # the main loop for each answer (a wake-up per job saved).
+        for answers in range(1, ledger.count(JobState.REPORTING) + 1):
+            later = policy.wanted(len(idle), waiting, room + answers, types, workers=ready)
+            if later > 0:
+                armed = (answers, later)
+                break
+    return PollPlan(wanted, types, len(idle), unbounded, armed)
 
 
 __all__ = ["AHEAD_SHARE", "ClaimPolicy", "PollPlan", "plan_poll"]

@@ -10,6 +10,7 @@ and the metrics, is the arbiter's.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from queue import SimpleQueue
@@ -66,6 +67,11 @@ class ReportDesk:
         #: Whether an answer wakes the main loop (read by reporter threads;
         #: the loop sets it before it looks at ``answered``).
         self.wake_on_answer = True
+        #: Answers queued in all, and taken by the main loop in all: a poll
+        #: armed for ``taken + n`` goes out once n more jobs are released.
+        self.answers = 0
+        self.taken = 0
+        self._count_lock = threading.Lock()
 
     # -- main loop ---------------------------------------------------------------
 
@@ -98,16 +104,22 @@ class ReportDesk:
             if check is not None and check.verdict is not None and check.verdict.reason:
                 reason = check.verdict.reason
             answers.append(Answer(outcome, status, reason))
+        self.taken += len(answers)
         return answers
 
     # -- reporter threads ----------------------------------------------------------
 
-    def on_status(self, outcome: Outcome, status: ReportStatus) -> None:
+    def on_status(self, outcome: Outcome, status: ReportStatus) -> int:
+        """Queue the answer; its number (``answers`` once it is counted)."""
         # Queued before the flag is read: the loop sets the flag before it
         # looks at ``answered``, so one of the two sees the other.
-        self._answers.put((outcome, status))
+        with self._count_lock:
+            self._answers.put((outcome, status))
+            self.answers += 1
+            count = self.answers
         if self.wake_on_answer:
             self._wake()
+        return count
 
 
 __all__ = ["SETTLED", "Answer", "FailCheck", "ReportDesk"]

@@ -11,6 +11,7 @@ commits a record's offset only then; the poll source has nothing to do).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from queue import SimpleQueue
@@ -41,7 +42,30 @@ class JobSource(Protocol):
         """A request is out and its answer not yet taken."""
         ...
 
-    def request(self, max_jobs: int, job_types: Sequence[str]) -> None: ...
+    def request(self, max_jobs: int, job_types: Sequence[str], after: int = 0) -> None:
+        """Ask for up to ``max_jobs``; with ``after``, only once that many
+        report answers have come in all (``answered``): the room those
+        answers free is what the request counts on."""
+        ...
+
+    @property
+    def armed(self) -> bool:
+        """The request waits for report answers (not sent yet)."""
+        ...
+
+    def answered(self, count: int) -> None:
+        """``count`` report answers have come in all (reporter threads)."""
+        ...
+
+    @property
+    def sent_at(self) -> float:
+        """``time.monotonic()`` when the last request went out."""
+        ...
+
+    def disarm(self) -> bool:
+        """Withdraw a request still waiting for its report answers; False if
+        it already went out (its answer will come)."""
+        ...
 
     def take(self) -> PollResult | None: ...
 
@@ -58,7 +82,9 @@ class SourceThread:
     """One request at a time, answered on a thread of its own.
 
     The main loop calls ``request``, then ``take`` after the wake-up;
-    ``busy`` is true in between. A subclass answers in ``_answer`` (on the
+    ``busy`` is true in between. A request may wait for report answers
+    (``after``): the thread sends it as soon as the last of them comes, with
+    no round through the main loop. A subclass answers in ``_answer`` (on the
     thread), may do housekeeping in ``_idle`` every ``idle_every`` seconds
     while no request is out, and releases what it holds in ``_finish`` when
     the thread ends. It sets its own attributes before calling
@@ -72,6 +98,11 @@ class SourceThread:
         self._wake = wake
         self._cond = threading.Condition()
         self._request: tuple[int, tuple[str, ...]] | None = None
+        #: report answers the request waits for (a count of ``answered``)
+        self._after = 0
+        self._answered = 0
+        #: ``time.monotonic()`` when the thread last sent a request
+        self.sent_at = 0.0
         self._busy = False
         self._closed = False
         self.results: SimpleQueue[PollResult] = SimpleQueue()
@@ -83,13 +114,40 @@ class SourceThread:
         """A request is out and its answer not yet taken."""
         return self._busy
 
-    def request(self, max_jobs: int, job_types: Sequence[str]) -> None:
+    def request(self, max_jobs: int, job_types: Sequence[str], after: int = 0) -> None:
         with self._cond:
             if self._busy or self._closed:
                 raise RuntimeError(f"{self._thread.name}: a request is already in flight")
             self._busy = True
             self._request = (max_jobs, tuple(job_types))
-            self._cond.notify()
+            self._after = after
+            if self._answered >= after:
+                self._cond.notify()
+
+    @property
+    def armed(self) -> bool:
+        """The request waits for report answers (not sent yet)."""
+        return self._request is not None and self._answered < self._after
+
+    def answered(self, count: int) -> None:
+        # A reporter thread, after the answer numbered ``count`` is queued
+        # for the main loop: when the request goes out, the answers it waited
+        # for are there to be taken before its jobs. Threads may call in any
+        # order: the highest count is the one that holds.
+        with self._cond:
+            if count <= self._answered:
+                return
+            self._answered = count
+            if self._request is not None and count >= self._after:
+                self._cond.notify()
+
+    def disarm(self) -> bool:
+        with self._cond:
+            if self._request is None or self._answered >= self._after:
+                return False
+            self._request = None
+            self._busy = False
+            return True
 
     def take(self) -> PollResult | None:
         """The answer to the request, once it came (call from the main loop)."""
@@ -108,6 +166,10 @@ class SourceThread:
             self._cond.notify()
         self._thread.join(timeout=join_timeout)
 
+    def _due(self) -> bool:
+        """A request is waiting and its report answers have come (lock held)."""
+        return self._request is not None and self._answered >= self._after
+
     def _answer(self, max_jobs: int, job_types: tuple[str, ...]) -> PollResult:
         raise NotImplementedError
 
@@ -121,14 +183,17 @@ class SourceThread:
         try:
             while True:
                 with self._cond:
-                    if self._request is None and not self._closed:
+                    if not self._closed and not self._due():
                         self._cond.wait(self.idle_every)
                     if self._closed:
                         return
-                    request, self._request = self._request, None
+                    request = None
+                    if self._due():
+                        request, self._request = self._request, None
                 if request is None:
                     self._idle()
                     continue
+                self.sent_at = time.monotonic()
                 self.results.put(self._answer(*request))
                 self._wake()
         finally:
