@@ -128,16 +128,16 @@ def granted_lease(engine: LocalEngine, job_id: str) -> float:
 
 @pytest.mark.local_engine(heartbeat=True)
 @pytest.mark.parametrize(
-    ("renewal", "expected"), [("auto", 60.0), ("off", DEFAULT_LEASE_SECONDS)], ids=["on", "off"]
+    "case", [("auto", 60.0), ("off", DEFAULT_LEASE_SECONDS)], ids=["renewal-on", "renewal-off"]
 )
 def test_the_poll_asks_for_the_configured_lease_only_while_renewal_is_on(
     engine: LocalEngine,
     client: RestEngineClient,
     start_supervisor: Start,
     piddir: Path,
-    renewal: str,
-    expected: float,
+    case: tuple[str, float],
 ) -> None:
+    renewal, expected = case
     upload_single_step(client, "leased", "lifecycle", retries=0)
     (iid,) = start_instances(client, "leased", 1, {"piddir": str(piddir), "seconds": 60})
     sv = start_supervisor(workers=1, extra=f'lease_renewal = "{renewal}"\nlease_seconds = 60\n')
