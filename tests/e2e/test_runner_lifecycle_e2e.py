@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from runner_support import run_in_thread
 from runner_support import wait_until as poll_until
+from workflow_sdk.client.models import parse_timestamp
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import NonRetryableError
 from workflow_sdk.handler.registry import HandlerRegistry
@@ -243,6 +244,31 @@ def test_an_8_s_job_on_a_3_s_lease_is_claimed_once_and_completed_once(
     accepted = sample(metrics, "workflow_sdk_lease_renewals_total", result="accepted")
     assert accepted == job["heartbeats"]
     assert sample(metrics, "workflow_sdk_lease_renewals_total", result="lease_lost") == 0
+
+
+@pytest.mark.parametrize(("lease_seconds", "granted"), [(60, 60.0), (None, 3.0)])
+def test_the_poll_asks_for_the_configured_lease(
+    renewing: LocalEngine, metrics: Metrics, lease_seconds: int | None, granted: float
+) -> None:
+    seen: list[tuple[float, int]] = []
+
+    def handler(job: dict[str, Any]) -> None:
+        # The engine's own view while the job runs, before any renewal could
+        # have landed (the first is a third of the lease away).
+        view = renewing.job(job["id"])
+        lease = parse_timestamp(view["lockExpiresAt"]) - parse_timestamp(view["lockedAt"])
+        seen.append((lease.total_seconds(), view["heartbeats"]))
+
+    instance_id = start(renewing)
+    # Without a length the lease is the engine's 3 s: renew late, so that a
+    # slow start of the handler cannot see a renewed lease.
+    interval = None if lease_seconds else 2.5
+    options = {"lease_seconds": lease_seconds, "heartbeat_interval": interval}
+    with running(renewing, handler, metrics, heartbeat=True, **options):
+        renewing.wait_for_instance(instance_id, "COMPLETED", TIMEOUT)
+    [(lease, heartbeats)] = seen
+    assert heartbeats == 0
+    assert lease == pytest.approx(granted, abs=0.5)
 
 
 def test_a_lost_lease_sets_the_cancel_event_and_sends_nothing(

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from e2e.test_runner_lifecycle_e2e import gil_bound_exponent
+from workflow_sdk.client.models import parse_timestamp
 from workflow_sdk.client.rest import RestEngineClient
+from workflow_sdk.lease import DEFAULT_LEASE_SECONDS
 from workflow_sdk.testing import LocalEngine
 
 from .conftest import SupervisorProcess, read_pid, start_instances, upload_single_step, wait_for
@@ -115,3 +117,34 @@ def test_lease_renewal_required_refuses_a_released_engine(
     log = sv.log()
     assert "supervisor.lease_renewal" in log
     assert "cannot extend leases" in log
+
+
+def granted_lease(engine: LocalEngine, job_id: str) -> float:
+    """The running job's lease as the engine granted it (its own clock)."""
+    view = engine.job(job_id)
+    expires, locked = parse_timestamp(view["lockExpiresAt"]), parse_timestamp(view["lockedAt"])
+    return (expires - locked).total_seconds()
+
+
+@pytest.mark.local_engine(heartbeat=True)
+@pytest.mark.parametrize(
+    "case", [("auto", 60.0), ("off", DEFAULT_LEASE_SECONDS)], ids=["renewal-on", "renewal-off"]
+)
+def test_the_poll_asks_for_the_configured_lease_only_while_renewal_is_on(
+    engine: LocalEngine,
+    client: RestEngineClient,
+    start_supervisor: Start,
+    piddir: Path,
+    case: tuple[str, float],
+) -> None:
+    renewal, expected = case
+    upload_single_step(client, "leased", "lifecycle", retries=0)
+    (iid,) = start_instances(client, "leased", 1, {"piddir": str(piddir), "seconds": 60})
+    sv = start_supervisor(workers=1, extra=f'lease_renewal = "{renewal}"\nlease_seconds = 60\n')
+    read_pid(piddir, iid)
+    (job,) = engine.jobs(instance_id=iid)
+    # The first renewal is a third of the lease away: this is the claim's own lease.
+    assert engine.job(job["id"])["heartbeats"] == 0
+    assert granted_lease(engine, job["id"]) == pytest.approx(expected, abs=1)
+    log = stop(sv)
+    assert ("lease renewal on" in log) == (renewal == "auto")

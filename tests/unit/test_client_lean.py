@@ -17,6 +17,7 @@ import requests
 from workflow_sdk.client import lean
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.lean import LeanJobClient, make_worker_client
+from workflow_sdk.client.models import parse_timestamp
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import (
     DispatchModeError,
@@ -547,6 +548,34 @@ def test_request_headers_and_body(serve: Serve) -> None:
     assert request.header("Content-Type") == "application/json"
     assert request.header("Content-Length") == str(len(request.body))
     assert request.body == b'{"workerId": "w", "errorMessage": "boom", "retryable": false}'
+
+
+def test_poll_body_carries_lease_seconds_only_when_asked(serve: Serve) -> None:
+    server = serve(_nth([Act(EMPTY_POLL), Act(EMPTY_POLL)]))
+    with LeanJobClient(server.url, timeout=5) as client:
+        assert client.poll_jobs("w", ["t"], 3, lease_seconds=90) == []
+        assert client.poll_jobs("w", ["t"], 3) == []
+        with pytest.raises(ValueError, match="lease_seconds"):
+            client.poll_jobs("w", ["t"], lease_seconds=3601)
+    first, second = server.requests
+    assert json.loads(first.body) == {
+        "workerId": "w",
+        "jobTypes": ["t"],
+        "maxJobs": 3,
+        "leaseSeconds": 90,
+    }
+    assert json.loads(second.body) == {"workerId": "w", "jobTypes": ["t"], "maxJobs": 3}
+
+
+def test_poll_lease_is_granted_by_an_engine_with_lease_extension() -> None:
+    with LocalEngine(heartbeat=True) as engine, engine.client() as rest:
+        rest.upload_definition(DEFINITION)
+        rest.start_instance("lean")
+        with LeanJobClient(engine.url, timeout=5) as client:
+            (job,) = client.poll_jobs("w", ["lean"], 1, lease_seconds=120)
+        view = engine.job(job["id"])
+        granted = parse_timestamp(view["lockExpiresAt"]) - parse_timestamp(view["lockedAt"])
+        assert granted.total_seconds() == pytest.approx(120, abs=1)
 
 
 def test_header_with_a_line_break_is_refused() -> None:

@@ -352,6 +352,32 @@ def test_poll_body_has_exactly_the_three_fields(
     assert jobs[0]["retriesRemaining"] == 3
 
 
+def test_poll_sends_lease_seconds_only_when_asked(
+    rsps: responses.RequestsMock, client: RestEngineClient
+) -> None:
+    rsps.post(BASE + "/v1/jobs/poll", json={"jobs": None})
+    client.poll_jobs("w-1", ["score"], 2, lease_seconds=120)
+    client.poll_jobs("w-1", ["score"], 2, lease_seconds=0)
+    assert sent_json(rsps.calls[0]) == {
+        "workerId": "w-1",
+        "jobTypes": ["score"],
+        "maxJobs": 2,
+        "leaseSeconds": 120,
+    }
+    assert "leaseSeconds" not in sent_json(rsps.calls[1])
+
+
+@pytest.mark.parametrize("lease", [4, 3601, -5])
+def test_poll_rejects_a_lease_out_of_range_before_sending(
+    rsps: responses.RequestsMock, client: RestEngineClient, lease: int
+) -> None:
+    with pytest.raises(ValueError, match="lease_seconds"):
+        client.poll_jobs("w-1", ["score"], lease_seconds=lease)
+    with pytest.raises(TypeError, match="lease_seconds"):
+        client.poll_jobs("w-1", ["score"], lease_seconds=30.0)  # type: ignore[arg-type]
+    assert len(rsps.calls) == 0
+
+
 def test_poll_accepts_a_tuple_of_job_types(
     rsps: responses.RequestsMock, client: RestEngineClient
 ) -> None:

@@ -74,6 +74,8 @@ class FakeClient:
         self.cond = threading.Condition()
         self.available: deque[dict[str, Any]] = deque()
         self.polls: list[dict[str, Any]] = []
+        #: ``lease_seconds`` of every poll, in order (0 = not asked for)
+        self.poll_leases: list[int] = []
         self.poll_attempts = 0
         self.completes: list[tuple[str, dict[str, Any]]] = []
         self.complete_attempts: list[str] = []
@@ -101,13 +103,14 @@ class FakeClient:
     # WorkerEngineClient -------------------------------------------------------
 
     def poll_jobs(
-        self, worker_id: str, job_types: list[str], max_jobs: int = 1
+        self, worker_id: str, job_types: list[str], max_jobs: int = 1, *, lease_seconds: int = 0
     ) -> list[dict[str, Any]]:
         facts = self.probe() if self.probe is not None else {}
         if self.poll_delay:
             time.sleep(self.poll_delay)  # simulates a slow engine, not synchronisation
         with self.cond:
             self.poll_attempts += 1
+            self.poll_leases.append(lease_seconds)
             self.cond.notify_all()
             if self.outage:
                 raise EngineConnectionError("connection refused", request_sent=False)
@@ -972,6 +975,40 @@ def test_a_refused_renewal_cancels_the_job_and_nothing_is_sent(
     assert client.complete_attempts == [] and client.fail_attempts == []
     assert renewals(metrics, "lease_lost") == 1
     assert runner.stats.leases_lost == 1
+
+
+def test_polls_ask_for_the_lease_until_the_engine_shows_it_cannot_renew(
+    metrics: Metrics,
+) -> None:
+    client = RenewingClient(None)  # the first renewal: no heartbeat route (a released engine)
+    client.add(make_job("j1", lease=30.0))
+
+    def handler(job: dict[str, Any]) -> None:
+        assert wait_until(lambda: renewals(metrics, "unsupported") == 1)
+
+    runner = make_runner(
+        client,
+        {"work": handler},
+        metrics,
+        heartbeat=True,
+        lease_seconds=60,
+        heartbeat_interval=0.05,
+    )
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+        seen = len(client.poll_leases)
+        assert client.wait_for(lambda: len(client.poll_leases) > seen)
+    assert client.poll_leases[0] == 60
+    assert client.poll_leases[-1] == 0
+
+
+def test_without_a_lease_length_polls_ask_for_nothing(metrics: Metrics) -> None:
+    client = RenewingClient()
+    client.add(make_job("j1", lease=30.0))
+    runner = make_runner(client, {"work": lambda job: None}, metrics, heartbeat=True)
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+    assert client.poll_leases and set(client.poll_leases) == {0}
 
 
 def test_report_gauges_and_retries(metrics: Metrics) -> None:

@@ -14,9 +14,14 @@ class WorkerEngineClient(Protocol):
     """The three calls a worker makes: claim, complete, fail."""
 
     def poll_jobs(
-        self, worker_id: str, job_types: list[str], max_jobs: int = 1
+        self, worker_id: str, job_types: list[str], max_jobs: int = 1, *, lease_seconds: int = 0
     ) -> list[dict[str, Any]]:
-        """Claim up to ``max_jobs`` jobs; each is a job dict as in the contract."""
+        """Claim up to ``max_jobs`` jobs; each is a job dict as in the contract.
+
+        ``lease_seconds`` (0 = the engine's default, not sent) asks engines
+        with lease extension for that lease; the Runner and the supervisor
+        pass it only when renewal is on and a lease length is configured.
+        """
         ...
 
     def complete_job(

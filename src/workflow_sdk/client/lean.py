@@ -176,10 +176,11 @@ class LeanJobClient:
     # -- the WorkerEngineClient protocol ---------------------------------------
 
     def poll_jobs(
-        self, worker_id: str, job_types: list[str], max_jobs: int = 1
+        self, worker_id: str, job_types: list[str], max_jobs: int = 1, *, lease_seconds: int = 0
     ) -> list[dict[str, Any]]:
-        """Claim up to ``max_jobs`` jobs (each leased for 30 s by the engine)."""
-        body = wire.encode_json(wire.poll_body(worker_id, job_types, max_jobs))
+        """Claim up to ``max_jobs`` jobs (each leased for 30 s by the engine,
+        or ``lease_seconds`` on engines with lease extension; 0 = not sent)."""
+        body = wire.encode_json(wire.poll_body(worker_id, job_types, max_jobs, lease_seconds))
         answer = self._call(wire.POLL_PATH, body, expect_json=True, resend_after_send=False)
         return models.parse_poll(answer)
 

@@ -263,13 +263,15 @@ class RestEngineClient:
     # -- jobs ----------------------------------------------------------------
 
     def poll_jobs(
-        self, worker_id: str, job_types: list[str], max_jobs: int = 1
+        self, worker_id: str, job_types: list[str], max_jobs: int = 1, *, lease_seconds: int = 0
     ) -> list[dict[str, Any]]:
         """Claim up to ``max_jobs`` jobs (each leased for 30 s by the engine).
 
         ``max_jobs`` must be at least 1: the engine reads 0 as "10".
+        ``lease_seconds`` (5-3600; 0 = not sent) asks engines with lease
+        extension for that lease from the claim on; released engines ignore it.
         """
-        payload = wire.poll_body(worker_id, job_types, max_jobs)
+        payload = wire.poll_body(worker_id, job_types, max_jobs, lease_seconds)
         return models.parse_poll(self._request("POST", wire.POLL_PATH, body=payload))
 
     def complete_job(

@@ -63,8 +63,18 @@ def encode_json(body: Any) -> bytes:
 POLL_PATH = "/v1/jobs/poll"
 
 
-def poll_body(worker_id: str, job_types: list[str], max_jobs: int) -> dict[str, Any]:
-    """The poll body, after the checks that must fail before anything is sent."""
+#: Leases a poll may ask for ("Lease extension" in the contract); 0 = the default.
+LEASE_RANGE = (5, 3600)
+
+
+def poll_body(
+    worker_id: str, job_types: list[str], max_jobs: int, lease_seconds: int = 0
+) -> dict[str, Any]:
+    """The poll body, after the checks that must fail before anything is sent.
+
+    ``leaseSeconds`` goes in only when non-zero: engines with lease extension
+    grant that lease from the claim on; released engines ignore the field.
+    """
     if max_jobs < 1:
         # The engine reads 0 as "10".
         raise ValueError(f"max_jobs must be >= 1, got {max_jobs}")
@@ -73,7 +83,15 @@ def poll_body(worker_id: str, job_types: list[str], max_jobs: int) -> dict[str, 
         raise TypeError(f"job_types must be a list of strings, got the string {job_types!r}")
     if not job_types:
         raise ValueError("job_types must not be empty")
-    return {"workerId": worker_id, "jobTypes": list(job_types), "maxJobs": max_jobs}
+    body: dict[str, Any] = {"workerId": worker_id, "jobTypes": list(job_types), "maxJobs": max_jobs}
+    if lease_seconds:
+        low, high = LEASE_RANGE
+        if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, int):
+            raise TypeError(f"lease_seconds must be an integer, got {lease_seconds!r}")
+        if not low <= lease_seconds <= high:
+            raise ValueError(f"lease_seconds must be 0 or {low}..{high}, got {lease_seconds}")
+        body["leaseSeconds"] = lease_seconds
+    return body
 
 
 def complete_path(job_id: str) -> str:
@@ -253,6 +271,7 @@ def invalid_url_error(exc: BaseException, *, method: str, url: str) -> EngineCli
 
 
 __all__ = [
+    "LEASE_RANGE",
     "POLL_PATH",
     "answer_timeout_error",
     "complete_body",

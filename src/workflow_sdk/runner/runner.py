@@ -172,8 +172,8 @@ class Runner:
         warning). Renewal runs on a thread and needs the GIL: a handler that
         holds it in one long C call delays it (use the supervisor for
         CPU-heavy work).
-    :param lease_seconds: the lease asked for at each renewal (5-3600);
-        default: the engine's own.
+    :param lease_seconds: the lease asked for in each poll and at each
+        renewal (5-3600); default: the engine's own.
     :param heartbeat_interval: seconds between renewals; default a third of
         the lease.
     :param stale_check_interval: while a job runs, ask the engine this often
@@ -378,7 +378,15 @@ class Runner:
 
             poll_sent_at = time.monotonic()
             try:
-                jobs = self.client.poll_jobs(self.worker_id, self.job_types, free)
+                # The configured lease from the claim on, while renewal is in
+                # effect (a released engine would ignore it; then it is not sent).
+                lease = self.lease_seconds if self.lease_seconds and self._watch.renewing else 0
+                if lease:
+                    jobs = self.client.poll_jobs(
+                        self.worker_id, self.job_types, free, lease_seconds=lease
+                    )
+                else:
+                    jobs = self.client.poll_jobs(self.worker_id, self.job_types, free)
                 if not isinstance(jobs, list):
                     raise TypeError(f"poll_jobs returned {type(jobs).__name__}, not a list")
             except Exception as exc:

@@ -117,6 +117,12 @@ class JobWatch:
         self.leases_lost = 0
         self.stale_found = 0
 
+    @property
+    def renewing(self) -> bool:
+        """Renewal is on: asked for, and the engine has not shown it cannot.
+        Read without the lock: a stale answer costs one poll's lease field."""
+        return self._renewing
+
     # -- called by worker threads ----------------------------------------------
 
     def add(self, job: dict[str, Any], lease_end: float, lease_length: float) -> WatchedJob:

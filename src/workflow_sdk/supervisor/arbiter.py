@@ -231,8 +231,6 @@ class Supervisor:
             preload.append("workflow_sdk.supervisor.preload")
         self._ctx.set_forkserver_preload(preload)
         worker_id = self.config.supervisor.worker_id
-        if self.config.engine.dispatch == "poll":
-            self._source = Poller(self._make_client(), worker_id, self.signals.wake)
         self._reporter = Reporter(
             self._make_client(),
             worker_id,
@@ -257,6 +255,13 @@ class Supervisor:
             return
         if renewer is not None:
             self.ledger.renew_every = self.config.supervisor.lease_renewal_interval
+        if self.config.engine.dispatch == "poll":
+            # After the probe: polls ask for the configured lease only when
+            # renewal is in effect (0, the engine's default, sends nothing).
+            lease = self.config.supervisor.lease_seconds if renewer is not None else 0
+            self._source = Poller(
+                self._make_client(), worker_id, self.signals.wake, lease_seconds=lease
+            )
         self._watch = JobWatch(
             self.ledger,
             wake=self.signals.wake,

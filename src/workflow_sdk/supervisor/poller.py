@@ -26,9 +26,15 @@ class Poller(SourceThread):
         client: WorkerEngineClient,
         worker_id: str,
         wake: Callable[[], None],
+        *,
+        lease_seconds: int = 0,
     ) -> None:
         self._client = client
         self._worker_id = worker_id
+        # Asked for in every poll when renewal is on and a length is set, so
+        # a job holds that lease from its claim, not only from its first
+        # renewal; 0 sends nothing (clients without the parameter still work).
+        self._lease_seconds = lease_seconds
         super().__init__("poller", wake)
 
     def close(self, join_timeout: float | None = None) -> None:
@@ -39,7 +45,12 @@ class Poller(SourceThread):
     def _answer(self, max_jobs: int, job_types: tuple[str, ...]) -> PollResult:
         sent_at = time.monotonic()
         try:
-            jobs = self._client.poll_jobs(self._worker_id, list(job_types), max_jobs)
+            if self._lease_seconds:
+                jobs = self._client.poll_jobs(
+                    self._worker_id, list(job_types), max_jobs, lease_seconds=self._lease_seconds
+                )
+            else:
+                jobs = self._client.poll_jobs(self._worker_id, list(job_types), max_jobs)
             return PollResult(max_jobs, sent_at, time.monotonic() - sent_at, jobs)
         except WorkflowSDKError as exc:
             return PollResult(max_jobs, sent_at, time.monotonic() - sent_at, error=exc)
