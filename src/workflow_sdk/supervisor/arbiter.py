@@ -912,6 +912,10 @@ class Supervisor:
 
     def _dispatch_claimed(self, now: float) -> None:
         """Hand claimed jobs to idle workers, oldest claim first."""
+        # Asked on most ticks, and mostly no worker is idle: look once.
+        idle = self.pool.idle()
+        if not idle:
+            return
         for entry in self.ledger.claimed():
             if now >= entry.lease_end:
                 self.ledger.release(entry.job_id)
@@ -922,12 +926,12 @@ class Supervisor:
                     entry.job_type,
                 )
                 continue
-            if not self._dispatch(entry, now):
+            if not self._dispatch(entry, now, idle):
                 return
 
-    def _dispatch(self, entry: JobEntry, now: float) -> bool:
-        for slot in self.pool.idle():
-            if entry.job_type not in slot.job_types:
+    def _dispatch(self, entry: JobEntry, now: float, idle: list[WorkerSlot]) -> bool:
+        for slot in idle:
+            if slot.state is not SlotState.IDLE or entry.job_type not in slot.job_types:
                 continue
             try:
                 slot.conn.send(RunJob(entry.context))
