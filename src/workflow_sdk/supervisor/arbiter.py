@@ -35,22 +35,20 @@ from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.lean import make_worker_client
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import ConfigError, DispatchModeError, EngineClientError
-from workflow_sdk.handler.context import build_context
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.handler.registry import HandlerRegistry
-from workflow_sdk.jobcore import PollOutageLog, record_outcome, usable_jobs
-from workflow_sdk.lease import lease_seconds
+from workflow_sdk.jobcore import record_outcome
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
-from workflow_sdk.retry.backoff import Backoff
 from workflow_sdk.staleness import InstanceReader
 from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer, PoolState
-from workflow_sdk.supervisor.claims import ClaimPolicy, PollPlan, plan_poll
+from workflow_sdk.supervisor.claims import ClaimPolicy
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
 from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
+from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
 from workflow_sdk.supervisor.joblog import log_outcome, log_stopped
-from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
+from workflow_sdk.supervisor.jobs import JobEntry, JobLedger, JobState
 from workflow_sdk.supervisor.poller import Poller, PollResult
 from workflow_sdk.supervisor.pool import (
     BootVerdict,
@@ -65,7 +63,6 @@ from workflow_sdk.supervisor.reporter import Reporter
 from workflow_sdk.supervisor.reports import ReportDesk
 from workflow_sdk.supervisor.signals import SignalInbox
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
-from workflow_sdk.supervisor.source import JobSource
 from workflow_sdk.supervisor.stats import SupervisorStats
 from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
 from workflow_sdk.supervisor.waitset import WaitSet
@@ -96,8 +93,6 @@ RSS_SAMPLE_INTERVAL = 1.0
 #: Seconds between two updates of the /metrics view, title and systemd status:
 #: every tick (two or three per job) cost the parent a few % of its CPU per job.
 PUBLISH_INTERVAL = 0.1
-#: Seconds a report may wait for the poll in flight to return first.
-REPORT_HOLD = 0.05
 #: Jobs held at most (claimed, running, reports in flight), per worker.
 HELD_PER_WORKER = 2
 #: Environment variables that belong to this process only.
@@ -137,12 +132,13 @@ class Supervisor:
         )
         #: How many jobs to claim: per idle worker, and ahead for short job types.
         self.claims = ClaimPolicy()
+        #: The job source, when to ask it, and the claim rules.
+        self.intake = Intake(
+            self.pool, self.ledger, self.claims, self.stats, config.supervisor.poll_interval
+        )
         self._client = client
         self._ctx = multiprocessing.get_context("forkserver")
         self.signals = SignalInbox()
-        #: Where jobs come from: the poller, or (dispatch = "kafka") a Kafka
-        #: feeder, built once the first worker says which job types it serves.
-        self._source: JobSource | None = None
         self._waitset = WaitSet()
         self._next_publish = 0.0
         #: The ledger's next deadline, as of the start of this tick.
@@ -158,11 +154,7 @@ class Supervisor:
         self._metrics_server: MetricsServer | None = None
         self._views: tuple[WorkerView, ...] = ()
         self._announcer = Announcer(SystemdNotifier(None), os.path.basename(config.source))
-        self._poll_backoff = Backoff()
-        self._outage = PollOutageLog(log)
         self._next_backlog_gauge = 0.0
-        self._poll_requested_at = 0.0
-        self._next_poll_at = 0.0
         self._next_rss_sample = 0.0
         self._drain_deadline = 0.0
         self._exit_code = EXIT_OK
@@ -259,7 +251,7 @@ class Supervisor:
             # After the probe: polls ask for the configured lease only when
             # renewal is in effect (0, the engine's default, sends nothing).
             lease = self.config.supervisor.lease_seconds if renewer is not None else 0
-            self._source = Poller(
+            self.intake.source = Poller(
                 self._make_client(), worker_id, self.signals.wake, lease_seconds=lease
             )
         self._watch = JobWatch(
@@ -285,6 +277,7 @@ class Supervisor:
         settings = self.config.metrics
         self._metrics_dir = multiproc.prepare_dir(multiproc.choose_dir(settings.dir))
         self._metrics = multiproc.metrics_with_identifier("supervisor")
+        self.intake.metrics = self._metrics
         self._metrics_server = MetricsServer(
             self._metrics_dir, PoolCollector(self.stats, lambda: self._views)
         )
@@ -304,8 +297,7 @@ class Supervisor:
             slot.conn.close()
             self.pool.remove(slot)
         self._take_acks()  # settle what the reporters finished (Kafka commits it)
-        if self._source is not None:
-            self._source.close()
+        self.intake.close()
         if self._watch is not None:
             self._watch.close()
         if self._reporter is not None:
@@ -401,7 +393,7 @@ class Supervisor:
                 for warning in unhandled_job_types(self.config, message.job_types):
                     log.warning(warning)
             self.pool.on_ready(slot, message.job_types)
-            if self.config.engine.dispatch == "kafka" and self._source is None:
+            if self.config.engine.dispatch == "kafka" and self.intake.source is None:
                 self._start_kafka(message.job_types)
             log.info(
                 "worker-%d ready, pid %d, job types: %s",
@@ -553,11 +545,11 @@ class Supervisor:
         assert self._reporter is not None
         if not self.reports.queued:
             return
-        held = time.monotonic() - self._poll_requested_at < REPORT_HOLD
-        # An armed poll waits for report answers: holding reports would stall it.
-        source = self._source
-        polling = source is not None and source.busy and not source.armed
-        if polling and held and self.phase is not Phase.DRAINING and self.pool.idle():
+        if (
+            self.intake.holds_reports(time.monotonic())
+            and self.phase is not Phase.DRAINING
+            and self.pool.idle()
+        ):
             return
         self.reports.flush(self._reporter)
 
@@ -579,7 +571,8 @@ class Supervisor:
                 self._read_message(slot)
         self._take_acks()
         self._take_watch_verdicts()
-        result = self._source.take() if self._source is not None else None
+        source = self.intake.source
+        result = source.take() if source is not None else None
         if result is not None:
             self._on_poll_result(result)
         for fd, slot in sentinels.items():
@@ -606,9 +599,9 @@ class Supervisor:
             # takes the job too, or the job would wait for a poll that its
             # own claim holds back. Expired waiting jobs are dropped here.
             self._dispatch_claimed(now)
-            plan = self._maybe_poll(now)
+            plan = self.intake.maybe_poll(now, self.phase, self.reports.taken)
         self._publish(now)
-        self.reports.wake_on_answer = self._acks_urgent(plan)
+        self.reports.wake_on_answer = self.intake.acks_urgent(self.phase, plan)
 
     def _wait(self, timeout: float) -> list[Any]:
         waitables: list[Any] = [self.signals.read_fd]
@@ -619,16 +612,7 @@ class Supervisor:
         return self._waitset.wait(waitables, timeout)
 
     def _next_deadline(self, now: float) -> float:
-        deadline = now + 1.0
-        # Only a poll time still ahead (a poll due now went out last tick),
-        # and only when a poll would go out then: held back (no room, jobs
-        # waiting), a passed poll time would make the loop spin.
-        if (
-            self._next_poll_at > now
-            and self._may_poll()
-            and plan_poll(self.pool, self.ledger, self.claims).wanted > 0
-        ):
-            deadline = min(deadline, self._next_poll_at)
+        deadline = min(now + 1.0, self.intake.poll_deadline(now, self.phase))
         # Only deadlines still ahead, or that act once when reached: a passed
         # deadline left in here would make the loop spin.
         self._ledger_due = self.ledger.next_deadline()
@@ -647,8 +631,9 @@ class Supervisor:
         watchdog = self._announcer.next_deadline()
         if watchdog is not None:
             deadline = min(deadline, watchdog)
-        if self.reports.queued and self._poll_requested_at + REPORT_HOLD > now:
-            deadline = min(deadline, self._poll_requested_at + REPORT_HOLD)
+        hold_until = self.intake.requested_at + REPORT_HOLD
+        if self.reports.queued and hold_until > now:
+            deadline = min(deadline, hold_until)
         return deadline
 
     def _enforce_deadlines(self, now: float) -> None:
@@ -710,7 +695,7 @@ class Supervisor:
         # A reporter thread: record, and let the main loop release the job.
         self.stats.record_report(status)
         count = self.reports.on_status(outcome, status)
-        source = self._source
+        source = self.intake.source
         if source is not None:
             source.answered(count)
 
@@ -724,8 +709,9 @@ class Supervisor:
             entry = self.ledger.release(answer.outcome.job_id)
             if entry is None:
                 continue
-            if self._source is not None and entry.origin is not None:
-                self._source.settle(entry.origin, answer.settled)
+            source = self.intake.source
+            if source is not None and entry.origin is not None:
+                source.settle(entry.origin, answer.settled)
             if answer.status is ReportStatus.STALE:
                 self.stats.stale_jobs += 1
             if self._metrics is not None:
@@ -761,7 +747,7 @@ class Supervisor:
         log_stopped(entry, slot.slot, stop.reason == "stale", stop.detail)
         # Stale: its record is done (nothing will ever report it). Lease lost:
         # the lease's new holder reports it.
-        self._drop(entry, done=True)
+        self.intake.drop(entry, done=True)
         if stop.reason == "stale":
             self._count_stale(entry, stop.stale_reason)
         else:
@@ -775,12 +761,6 @@ class Supervisor:
         slot.send_signal(CANCEL_SIGNAL)
         slot.state = SlotState.STOPPING
         slot.term_at = now + CANCEL_GRACE
-
-    def _drop(self, entry: JobEntry, *, done: bool) -> None:
-        """The job leaves the ledger without a report of ours."""
-        self.ledger.release(entry.job_id)
-        if self._source is not None and entry.origin is not None:
-            self._source.settle(entry.origin, done)
 
     def _on_wrong_dispatch(self, error: DispatchModeError) -> None:
         self.fatal_error = str(error)
@@ -802,14 +782,15 @@ class Supervisor:
         )
 
         try:
-            self._source = open_feeder(
+            source = open_feeder(
                 self.config.kafka, job_types, self.config.supervisor.worker_id, self.signals.wake
             )
         except KafkaUnavailableError as exc:
             self._fatal(EXIT_CONFIG if exc.missing_topics else EXIT_ERROR, str(exc))
             return
         # Report answers counted before it existed (a switch from polling).
-        self._source.answered(self.reports.answers)
+        source.answered(self.reports.answers)
+        self.intake.source = source
 
     def _fatal(self, code: int, message: str) -> None:
         log.critical("%s; stopping the supervisor", message)
@@ -819,96 +800,16 @@ class Supervisor:
 
     # -- claiming and dispatch ---------------------------------------------------------
 
-    def _may_poll(self) -> bool:
-        return (
-            self.phase in (Phase.RUNNING, Phase.RELOADING)
-            and self._source is not None
-            and not self._source.busy
-        )
-
-    def _acks_urgent(self, plan: PollPlan | None) -> bool:
-        """Whether a report's answer must wake the loop at once: it frees room
-        a held-back poll waits for, or no job runs (nothing else wakes the
-        loop soon). Otherwise it waits for the next wake-up (a worker's
-        result, a poll's answer): one wake-up fewer per job."""
-        if self.phase is not Phase.RUNNING or self.ledger.count(JobState.RUNNING) == 0:
-            return True
-        if not self._may_poll():
-            return False
-        return (plan or plan_poll(self.pool, self.ledger, self.claims)).held_back
-
-    def _maybe_poll(self, now: float) -> PollPlan | None:
-        """Request a poll if one is wanted; the plan when it was computed and
-        no poll went out (the loop reuses it this tick)."""
-        if self._source is None or not self._may_poll() or now < self._next_poll_at:
-            return None
-        plan = plan_poll(self.pool, self.ledger, self.claims)
-        if plan.wanted < plan.idle:
-            self.stats.claims_held_back += 1
-        if plan.wanted > 0:
-            self._poll_requested_at = now
-            self._source.request(plan.wanted, plan.job_types)
-            return None
-        if plan.armed is not None and self.phase is Phase.RUNNING:
-            # Sent by the source's thread once the answers it needs have come
-            # (``reports.taken`` counts those the ledger has released).
-            answers, wanted = plan.armed
-            self._poll_requested_at = now
-            self._source.request(wanted, plan.job_types, after=self.reports.taken + answers)
-            return None
-        return plan
-
     def _on_poll_result(self, result: PollResult) -> None:
         # An armed poll went out after the answers it waited for were queued:
         # release their jobs first, so the new ones fit in the ledger.
         self._take_acks()
         now = time.monotonic()
-        self.stats.record_poll(len(result.jobs), result.error is not None)
-        if isinstance(result.error, DispatchModeError):
-            self._on_wrong_dispatch(result.error)
-            return
-        if result.error is not None:
-            wait_s = self._poll_backoff.next_delay()
-            self._next_poll_at = now + wait_s
-            self._outage.failed(result.error, wait_s)
-            return
-        if self._metrics is not None:
-            self._metrics.observe_poll(result.latency, len(result.jobs))
-        self._outage.succeeded()
-        self._poll_backoff.reset()
-        waits = not result.jobs and not result.waited
-        self._next_poll_at = now + self.config.supervisor.poll_interval if waits else now
-        for raw in usable_jobs(result.jobs, log):
-            self._claim(raw, result.sent_at, now, result.leased)
-        self._dispatch_claimed(now)
-
-    def _claim(self, raw: dict[str, Any], poll_sent_at: float, now: float, leased: bool) -> None:
-        context = build_context(raw)
-        # A Kafka job has no lease: it may run as long as it needs.
-        length = lease_seconds(raw) if leased else math.inf
-        verdict = self.ledger.claim(context, poll_sent_at + length, now, length, origin=raw)
-        job_id, job_type = context["id"], context["jobType"]
-        if verdict is ClaimVerdict.EXPIRED:
-            self.stats.skipped_expired += 1
-            log.warning(
-                "job %s (%s) not started: its lease had already passed (another worker "
-                "may have it)",
-                job_id,
-                job_type,
-            )
-        elif verdict is ClaimVerdict.DUPLICATE:
-            self.stats.redeliveries_coalesced += 1
-            if self._source is not None:
-                # Its one report comes from the run in progress.
-                self._source.settle(raw, True)
-            entry = self.ledger.get(job_id)
-            if entry is not None and entry.redeliveries == 1:
-                log.info(
-                    "job %s (%s) handed out again by the engine while this supervisor still "
-                    "runs it (its lease passed); not started twice, one result will be sent",
-                    job_id,
-                    job_type,
-                )
+        verdict = self.intake.on_result(result, now)
+        if verdict is PollVerdict.WRONG_DISPATCH:
+            self._on_wrong_dispatch(cast(DispatchModeError, result.error))
+        elif verdict is PollVerdict.CLAIMED:
+            self._dispatch_claimed(now)
 
     def _dispatch_claimed(self, now: float) -> None:
         """Hand claimed jobs to idle workers, oldest claim first."""
@@ -1008,20 +909,9 @@ class Supervisor:
                 jobs_failed=self.stats.jobs_failed,
                 phase=phase,
                 ready=self.pool.booted() >= self.pool.target,
-                healthy=self._healthy(now),
+                healthy=self.intake.healthy(now, self.config.engine.timeout),
             ),
         )
-
-    def _healthy(self, now: float) -> bool:
-        """The loop runs (we are here); also check the poller is not wedged."""
-        # An armed poll waits for reports, which the engine may be slow to
-        # take: that is backpressure, not a wedged poller.
-        source = self._source
-        if source is not None and source.busy and not source.armed:
-            return now - max(self._poll_requested_at, source.sent_at) < (
-                self.config.engine.timeout * 2 + 5
-            )
-        return True
 
     # -- reload and scaling ------------------------------------------------------------
 
@@ -1091,8 +981,7 @@ class Supervisor:
 
     def _begin_drain(self, why: str) -> None:
         self.phase = Phase.DRAINING
-        if self._source is not None:
-            self._source.disarm()  # a poll not yet sent claims nothing now
+        self.intake.disarm()  # a poll not yet sent claims nothing now
         self.pool.abort_reload()
         self._drain_deadline = time.monotonic() + self.config.supervisor.graceful_timeout
         self._announcer.stopping()
@@ -1105,7 +994,8 @@ class Supervisor:
 
     def _continue_drain(self, now: float) -> None:
         assert self._reporter is not None
-        poll_in_flight = self._source is not None and self._source.busy
+        source = self.intake.source
+        poll_in_flight = source is not None and source.busy
         for slot in list(self.pool.slots.values()):
             entry = slot.job
             if slot.state is SlotState.IDLE and not poll_in_flight:
@@ -1119,7 +1009,7 @@ class Supervisor:
         for entry in self.ledger.claimed():
             # Claimed by the last poll, never started: the lease returns them
             # (Kafka: the uncommitted record does).
-            self._drop(entry, done=False)
+            self.intake.drop(entry, done=False)
             self.stats.abandoned += 1
         if self.pool.slots:
             return
@@ -1146,7 +1036,7 @@ class Supervisor:
             slot.slot,
         )
         slot.job = None
-        self._drop(entry, done=False)
+        self.intake.drop(entry, done=False)
         self.stats.abandoned += 1
         slot.terminate(now, 1.0)
 
@@ -1158,7 +1048,7 @@ class Supervisor:
         for slot in list(self.pool.slots.values()):
             if slot.job is not None:
                 self.stats.abandoned += 1
-                self._drop(slot.job, done=False)
+                self.intake.drop(slot.job, done=False)
                 slot.job = None
             slot.terminate(now, 1.0)
         self.phase = Phase.DONE
