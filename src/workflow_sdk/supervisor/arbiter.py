@@ -42,13 +42,14 @@ from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.staleness import InstanceReader
 from workflow_sdk.supervisor import multiproc
-from workflow_sdk.supervisor.announcer import Announcer, PoolState
+from workflow_sdk.supervisor.announcer import Announcer
 from workflow_sdk.supervisor.claims import ClaimPolicy
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
-from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
+from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector
 from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
 from workflow_sdk.supervisor.joblog import log_outcome, log_stopped
 from workflow_sdk.supervisor.jobs import JobEntry, JobLedger, JobState
+from workflow_sdk.supervisor.monitor import PUBLISH_INTERVAL, Publisher, sample_rss
 from workflow_sdk.supervisor.poller import Poller, PollResult
 from workflow_sdk.supervisor.pool import (
     BootVerdict,
@@ -90,9 +91,6 @@ KILL_GRACE = 3.0
 CANCEL_GRACE = 1.0
 #: Seconds between RSS samples of busy workers.
 RSS_SAMPLE_INTERVAL = 1.0
-#: Seconds between two updates of the /metrics view, title and systemd status:
-#: every tick (two or three per job) cost the parent a few % of its CPU per job.
-PUBLISH_INTERVAL = 0.1
 #: Jobs held at most (claimed, running, reports in flight), per worker.
 HELD_PER_WORKER = 2
 #: Environment variables that belong to this process only.
@@ -140,21 +138,23 @@ class Supervisor:
         self._ctx = multiprocessing.get_context("forkserver")
         self.signals = SignalInbox()
         self._waitset = WaitSet()
-        self._next_publish = 0.0
         #: The ledger's next deadline, as of the start of this tick.
         self._ledger_due = 0.0
-        self._publish_due = False
-        #: (slot, pid) of every worker at the last publish.
-        self._members: tuple[tuple[int, int], ...] = ()
         self._reporter: Reporter | None = None
         self._reader: InstanceReader | None = None
         self._watch: JobWatch | None = None
         self._metrics: Metrics | None = None
         self._metrics_dir: str | None = None
         self._metrics_server: MetricsServer | None = None
-        self._views: tuple[WorkerView, ...] = ()
-        self._announcer = Announcer(SystemdNotifier(None), os.path.basename(config.source))
-        self._next_backlog_gauge = 0.0
+        #: The /metrics view, the title and systemd's status.
+        self.publisher = Publisher(
+            self.pool,
+            self.ledger,
+            self.stats,
+            self.intake,
+            announcer=Announcer(SystemdNotifier(None), os.path.basename(config.source)),
+            engine_timeout=config.engine.timeout,
+        )
         self._next_rss_sample = 0.0
         self._drain_deadline = 0.0
         self._exit_code = EXIT_OK
@@ -204,7 +204,7 @@ class Supervisor:
     def _setup(self) -> None:
         # systemd's variables are for this process only: read them, then
         # remove them before the fork server (and so every worker) starts.
-        self._announcer = Announcer(
+        self.publisher.announcer = Announcer(
             SystemdNotifier.from_environment(), os.path.basename(self.config.source)
         )
         for name in PRIVATE_ENV:
@@ -271,15 +271,16 @@ class Supervisor:
             worker_id,
         )
         self._fill_pool()
-        self._publish(time.monotonic())
+        self.publisher.publish(time.monotonic(), self.phase)
 
     def _setup_metrics(self) -> None:
         settings = self.config.metrics
         self._metrics_dir = multiproc.prepare_dir(multiproc.choose_dir(settings.dir))
         self._metrics = multiproc.metrics_with_identifier("supervisor")
         self.intake.metrics = self._metrics
+        self.publisher.metrics = self._metrics
         self._metrics_server = MetricsServer(
-            self._metrics_dir, PoolCollector(self.stats, lambda: self._views)
+            self._metrics_dir, PoolCollector(self.stats, lambda: self.publisher.views)
         )
         self.metrics_port = self._metrics_server.start(settings.bind, settings.port or 0)
 
@@ -304,7 +305,7 @@ class Supervisor:
             self._reporter.stop(give_up=True)
         if self._metrics_server is not None:
             self._metrics_server.stop()
-        self._announcer.close()
+        self.publisher.announcer.close()
         self.signals.close()
         self._waitset.close()
         multiproc.release_dir(self._metrics_dir)
@@ -600,7 +601,7 @@ class Supervisor:
             # own claim holds back. Expired waiting jobs are dropped here.
             self._dispatch_claimed(now)
             plan = self.intake.maybe_poll(now, self.phase, self.reports.taken)
-        self._publish(now)
+        self.publisher.publish(now, self.phase)
         self.reports.wake_on_answer = self.intake.acks_urgent(self.phase, plan)
 
     def _wait(self, timeout: float) -> list[Any]:
@@ -626,11 +627,7 @@ class Supervisor:
                 deadline = min(deadline, slot.boot_deadline)
         if self.phase is Phase.DRAINING and now < self._drain_deadline:
             deadline = min(deadline, self._drain_deadline)
-        if self._publish_due:
-            deadline = min(deadline, self._next_publish)
-        watchdog = self._announcer.next_deadline()
-        if watchdog is not None:
-            deadline = min(deadline, watchdog)
+        deadline = min(deadline, self.publisher.next_deadline())
         hold_until = self.intake.requested_at + REPORT_HOLD
         if self.reports.queued and hold_until > now:
             deadline = min(deadline, hold_until)
@@ -849,23 +846,13 @@ class Supervisor:
 
     def _sample_rss(self, now: float) -> None:
         """Read each worker's RSS; enforce the memory limits during jobs too."""
-        pool = self.config.supervisor
-        hard = pool.memory_hard_limit_mb * 2**20
-        for slot in list(self.pool.slots.values()):
-            if slot.ps is None or slot.state is SlotState.STOPPING:
-                continue
-            try:
-                rss = slot.ps.memory_info().rss
-            except psutil.Error:
-                continue
-            if rss == 0:
-                continue  # exited and not yet reaped: keep the last real sample
-            slot.rss_bytes = rss
-            entry = slot.job
-            if hard and entry is not None and slot.rss_bytes > hard:
-                self._kill_for_memory(slot, entry, now)
-            elif slot.state is SlotState.IDLE:
-                self._check_recycle(slot)
+        hard = self.config.supervisor.memory_hard_limit_mb * 2**20
+        verdict = sample_rss(list(self.pool.slots.values()), hard)
+        for slot in verdict.kill:
+            if slot.job is not None:
+                self._kill_for_memory(slot, slot.job, now)
+        for slot in verdict.idle:
+            self._check_recycle(slot)
 
     def _kill_for_memory(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
         limit = self.config.supervisor.memory_hard_limit_mb
@@ -877,41 +864,6 @@ class Supervisor:
         slot.state = SlotState.STOPPING
         slot.send_signal(signal.SIGKILL)
         self._fail_running(slot, entry, message, "recycle_memory", now)
-
-    def _publish(self, now: float) -> None:
-        """The /metrics view of the workers, the title and systemd's status,
-        at most every ``PUBLISH_INTERVAL`` (a skipped update is due then),
-        and at once when a worker came or went (a scrape must not read a
-        process that is gone)."""
-        members = tuple((s.slot, s.pid) for s in self.pool.slots.values())
-        if now < self._next_publish and members == self._members:
-            self._publish_due = True
-            return
-        self._members = members
-        self._publish_due = False
-        self._next_publish = now + PUBLISH_INTERVAL
-        slots = self.pool.slots.values()
-        self._views = tuple(
-            WorkerView(s.slot, s.pid, s.state is SlotState.BUSY, s.ps) for s in slots
-        )
-        self.stats.jobs_held = len(self.ledger)
-        self.stats.jobs_held_peak = self.ledger.peak
-        if self._metrics is not None and now >= self._next_backlog_gauge:
-            self._metrics.set_report_backlog(*self.ledger.oldest_report(now))
-            self._next_backlog_gauge = now + 1.0
-        phase = self.phase.value if self.phase in (Phase.DRAINING, Phase.RELOADING) else ""
-        self._announcer.publish(
-            now,
-            PoolState(
-                workers=len(self.pool),
-                busy=self.pool.busy(),
-                jobs_done=self.stats.jobs_succeeded,
-                jobs_failed=self.stats.jobs_failed,
-                phase=phase,
-                ready=self.pool.booted() >= self.pool.target,
-                healthy=self.intake.healthy(now, self.config.engine.timeout),
-            ),
-        )
 
     # -- reload and scaling ------------------------------------------------------------
 
@@ -941,7 +893,7 @@ class Supervisor:
             self._resize(new.supervisor.workers)
             if self._reader is not None:
                 self.ledger.stale_interval = new.supervisor.stale_check_interval
-        self._announcer.reloading()
+        self.publisher.announcer.reloading()
         self.phase = Phase.RELOADING
         count = self.pool.begin_reload()
         log.info("SIGHUP: replacing %d workers one at a time", count)
@@ -956,7 +908,7 @@ class Supervisor:
             old.retire("reload", time.monotonic())
         elif step is ReloadStep.DONE:
             self.phase = Phase.RUNNING
-            self._announcer.reloaded()
+            self.publisher.announcer.reloaded()
             log.info("reload finished")
 
     def handle_scale(self, delta: int) -> None:
@@ -984,7 +936,7 @@ class Supervisor:
         self.intake.disarm()  # a poll not yet sent claims nothing now
         self.pool.abort_reload()
         self._drain_deadline = time.monotonic() + self.config.supervisor.graceful_timeout
-        self._announcer.stopping()
+        self.publisher.announcer.stopping()
         log.info(
             "%s: stopping; waiting up to %g s for %d running jobs",
             why,
@@ -1043,7 +995,7 @@ class Supervisor:
     def _stop_now(self, why: str) -> None:
         log.warning("%s: stopping now; running jobs are left to the engine's lease expiry", why)
         if self.phase is not Phase.DRAINING:
-            self._announcer.stopping()
+            self.publisher.announcer.stopping()
         now = time.monotonic()
         for slot in list(self.pool.slots.values()):
             if slot.job is not None:
@@ -1054,4 +1006,15 @@ class Supervisor:
         self.phase = Phase.DONE
 
 
-__all__ = ["EXIT_BOOT_FAILED", "EXIT_CONFIG", "EXIT_ERROR", "EXIT_OK", "Supervisor"]
+__all__ = [
+    "CANCEL_GRACE",
+    "EXIT_BOOT_FAILED",
+    "EXIT_CONFIG",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "KILL_GRACE",
+    "PUBLISH_INTERVAL",
+    "REPORT_HOLD",
+    "Phase",
+    "Supervisor",
+]
