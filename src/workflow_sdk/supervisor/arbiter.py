@@ -20,7 +20,6 @@ bloated parent or sibling.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import multiprocessing
@@ -34,21 +33,18 @@ import psutil
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.lean import make_worker_client
 from workflow_sdk.client.rest import RestEngineClient
-from workflow_sdk.errors import ConfigError, DispatchModeError, EngineClientError
-from workflow_sdk.handler.outcome import Outcome
+from workflow_sdk.errors import DispatchModeError
 from workflow_sdk.handler.registry import HandlerRegistry
-from workflow_sdk.jobcore import record_outcome
 from workflow_sdk.metrics.metrics import Metrics
-from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.staleness import InstanceReader
 from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer
 from workflow_sdk.supervisor.claims import ClaimPolicy
-from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
+from workflow_sdk.supervisor.config import SupervisorConfig, unhandled_job_types
+from workflow_sdk.supervisor.drain import Drain, DrainStep
 from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector
 from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
-from workflow_sdk.supervisor.joblog import log_outcome, log_stopped
-from workflow_sdk.supervisor.jobs import JobEntry, JobLedger, JobState
+from workflow_sdk.supervisor.jobs import JobEntry, JobLedger
 from workflow_sdk.supervisor.monitor import PUBLISH_INTERVAL, Publisher, sample_rss
 from workflow_sdk.supervisor.poller import Poller, PollResult
 from workflow_sdk.supervisor.pool import (
@@ -59,17 +55,19 @@ from workflow_sdk.supervisor.pool import (
     WorkerPool,
 )
 from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
+from workflow_sdk.supervisor.reload import reload_config
 from workflow_sdk.supervisor.renewal import RenewalUnavailableError, plan_renewal
 from workflow_sdk.supervisor.reporter import Reporter
 from workflow_sdk.supervisor.reports import ReportDesk
+from workflow_sdk.supervisor.results import Results
 from workflow_sdk.supervisor.signals import SignalInbox
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.stops import CANCEL_GRACE, KILL_GRACE, Stops
 from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
 from workflow_sdk.supervisor.waitset import WaitSet
-from workflow_sdk.supervisor.watch import JobWatch, StopJob
+from workflow_sdk.supervisor.watch import JobWatch
 from workflow_sdk.supervisor.worker import (
-    CANCEL_SIGNAL,
     ENV_PRELOAD_MODULES,
     WorkerSpec,
     worker_main,
@@ -83,12 +81,6 @@ EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_BOOT_FAILED = 3
 
-#: Seconds between SIGTERM and SIGKILL when a worker must go.
-KILL_GRACE = 3.0
-#: Seconds between the cancel signal (the handler's ``cancelEvent``) and
-#: SIGTERM for a job that no longer matters: time for a handler that watches
-#: the event to clean up and return.
-CANCEL_GRACE = 1.0
 #: Seconds between RSS samples of busy workers.
 RSS_SAMPLE_INTERVAL = 1.0
 #: Jobs held at most (claimed, running, reports in flight), per worker.
@@ -140,9 +132,7 @@ class Supervisor:
         self._waitset = WaitSet()
         #: The ledger's next deadline, as of the start of this tick.
         self._ledger_due = 0.0
-        self._reporter: Reporter | None = None
         self._reader: InstanceReader | None = None
-        self._watch: JobWatch | None = None
         self._metrics: Metrics | None = None
         self._metrics_dir: str | None = None
         self._metrics_server: MetricsServer | None = None
@@ -156,10 +146,14 @@ class Supervisor:
             engine_timeout=config.engine.timeout,
         )
         self._next_rss_sample = 0.0
-        self._drain_deadline = 0.0
         self._exit_code = EXIT_OK
         #: Outcomes from this tick's decisions to the engine's answers.
         self.reports = ReportDesk(None, self.signals.wake)
+        self.results = Results(self.pool, self.ledger, self.intake, self.stats, self.reports)
+        #: Jobs that end before their handler returns, and their workers.
+        self.stops = Stops(self.pool, self.ledger, self.intake, self.results, self.stats)
+        #: The graceful stop.
+        self.drain = Drain(self.pool, self.ledger, self.intake, self.stops, self.stats)
 
     # -- public ------------------------------------------------------------------
 
@@ -223,12 +217,12 @@ class Supervisor:
             preload.append("workflow_sdk.supervisor.preload")
         self._ctx.set_forkserver_preload(preload)
         worker_id = self.config.supervisor.worker_id
-        self._reporter = Reporter(
+        self.results.reporter = Reporter(
             self._make_client(),
             worker_id,
             deadline=self.config.supervisor.report_deadline,
-            on_status=self._on_report_status,
-            on_retry=self._on_report_retry,
+            on_status=self.results.on_status,
+            on_retry=self.results.on_retry,
         )
         reader = self._make_reader()
         if hasattr(reader, "get_instance") and hasattr(reader, "get_instance_history"):
@@ -254,7 +248,7 @@ class Supervisor:
             self.intake.source = Poller(
                 self._make_client(), worker_id, self.signals.wake, lease_seconds=lease
             )
-        self._watch = JobWatch(
+        self.stops.watch = JobWatch(
             self.ledger,
             wake=self.signals.wake,
             reader=self._reader,
@@ -279,6 +273,7 @@ class Supervisor:
         self._metrics = multiproc.metrics_with_identifier("supervisor")
         self.intake.metrics = self._metrics
         self.publisher.metrics = self._metrics
+        self.results.metrics = self._metrics
         self._metrics_server = MetricsServer(
             self._metrics_dir, PoolCollector(self.stats, lambda: self.publisher.views)
         )
@@ -297,12 +292,12 @@ class Supervisor:
                 slot.process.join(5.0)
             slot.conn.close()
             self.pool.remove(slot)
-        self._take_acks()  # settle what the reporters finished (Kafka commits it)
+        self.results.take()  # settle what the reporters finished (Kafka commits it)
         self.intake.close()
-        if self._watch is not None:
-            self._watch.close()
-        if self._reporter is not None:
-            self._reporter.stop(give_up=True)
+        if self.stops.watch is not None:
+            self.stops.watch.close()
+        if self.results.reporter is not None:
+            self.results.reporter.stop(give_up=True)
         if self._metrics_server is not None:
             self._metrics_server.stop()
         self.publisher.announcer.close()
@@ -444,7 +439,7 @@ class Supervisor:
         entry.handler_ran = done.handler_ran
         lease = entry.lease_length if entry.lease_end != math.inf else math.inf
         self.claims.observe(entry.job_type, outcome.duration, lease)
-        self._report(outcome, entry, slot)
+        self.results.report(outcome, entry, slot.slot)
         self._check_recycle(slot)
         if slot.retiring and slot.state is SlotState.IDLE:
             slot.close_channel()
@@ -466,27 +461,6 @@ class Supervisor:
         if reason is not None:
             slot.retire(reason, time.monotonic())
 
-    def _report(self, outcome: Outcome, entry: JobEntry, slot: WorkerSlot) -> None:
-        """Log the outcome (the one line per job event) and queue its report."""
-        self.stats.record_outcome(outcome)
-        log_outcome(outcome, entry, slot.slot, time.monotonic())
-        self.reports.queue(outcome, entry)
-
-    def _fail_running(
-        self, slot: WorkerSlot, entry: JobEntry, message: str, reason: str, now: float
-    ) -> None:
-        """The one path for a job whose worker we stop or lost: crash, timeout,
-        memory kill. The job is failed retryable (after the stale check) and
-        counted like a handler's failure; the slot is replaced."""
-        slot.job = None
-        slot.exit_reason = slot.exit_reason or reason
-        slot.exit_job_type = entry.job_type
-        self.ledger.finish(entry.job_id, now)
-        outcome = Outcome.failure(
-            entry.job_id, entry.job_type, message, retryable=True, duration=now - entry.started_at
-        )
-        self._report(outcome, entry, slot)
-
     def _on_death(self, slot: WorkerSlot) -> None:
         self._read_messages(slot)
         slot.process.join(0.5)
@@ -503,7 +477,7 @@ class Supervisor:
             )
             if signum == signal.SIGKILL and signal.SIGKILL not in slot.signals_sent:
                 message += "; likely killed by the OOM killer"
-            self._fail_running(slot, entry, message, "crash", now)
+            self.stops.fail_running(slot, entry, message, "crash", now)
         elif slot.state is SlotState.BOOTING and not slot.retiring:
             self._on_boot_failure(
                 slot.slot, slot.boot_error or f"worker {how} before it was ready", slot.surge
@@ -534,25 +508,7 @@ class Supervisor:
         try:
             self._tick_once()
         finally:
-            self._flush_reports()
-
-    def _flush_reports(self) -> None:
-        # Reports leave after the poll for the workers they freed: the poll is
-        # what an idle worker waits for, and a completion sent at the same
-        # moment doubles the poll's round trip (both compete in the engine and
-        # in this process). A report waits for that poll REPORT_HOLD at most,
-        # and only while a worker is idle: when none is, the poll claims
-        # ahead, and no worker waits for it.
-        assert self._reporter is not None
-        if not self.reports.queued:
-            return
-        if (
-            self.intake.holds_reports(time.monotonic())
-            and self.phase is not Phase.DRAINING
-            and self.pool.idle()
-        ):
-            return
-        self.reports.flush(self._reporter)
+            self.results.flush(self.phase)
 
     def _tick_once(self) -> None:
         now = time.monotonic()
@@ -570,8 +526,8 @@ class Supervisor:
             sentinels[slot.sentinel()] = slot
             if not slot.conn.closed and slot.conn in ready:
                 self._read_message(slot)
-        self._take_acks()
-        self._take_watch_verdicts()
+        self.results.take()
+        self.stops.take_watch_verdicts()
         source = self.intake.source
         result = source.take() if source is not None else None
         if result is not None:
@@ -625,8 +581,8 @@ class Supervisor:
                 deadline = min(deadline, slot.term_at)
             if slot.state is SlotState.BOOTING:
                 deadline = min(deadline, slot.boot_deadline)
-        if self.phase is Phase.DRAINING and now < self._drain_deadline:
-            deadline = min(deadline, self._drain_deadline)
+        if self.phase is Phase.DRAINING and now < self.drain.deadline:
+            deadline = min(deadline, self.drain.deadline)
         deadline = min(deadline, self.publisher.next_deadline())
         hold_until = self.intake.requested_at + REPORT_HOLD
         if self.reports.queued and hold_until > now:
@@ -634,130 +590,24 @@ class Supervisor:
         return deadline
 
     def _enforce_deadlines(self, now: float) -> None:
-        for slot in list(self.pool.slots.values()):
-            if slot.term_at is not None and now >= slot.term_at:
-                slot.term_at = None
-                slot.terminate(now, KILL_GRACE)
-            if slot.kill_at is not None and now >= slot.kill_at:
-                log.warning(
-                    "worker-%d (pid %d) still alive after SIGTERM; sending SIGKILL",
-                    slot.slot,
-                    slot.pid,
-                )
-                slot.send_signal(signal.SIGKILL)
-                slot.kill_at = None
-        for slot in self.pool.boot_overdue(now):
-            slot.boot_error = (
-                f"not ready after {self.config.supervisor.boot_timeout:g} s "
-                "(boot_timeout); does importing the handlers hang?"
-            )
-            slot.send_signal(signal.SIGKILL)
+        self.stops.enforce_slots(now, self.config.supervisor.boot_timeout)
         if now < self._ledger_due:
             # No time limit, lease, stale check or renewal is due: skip the
             # scans of the running jobs (a job started this tick is at the
             # earliest due next tick, whose deadline counts it).
             return
         for entry in self.ledger.timed_out(now):
-            running_on = self._slot_of(entry)
+            running_on = self.stops.slot_of(entry)
             if running_on is None:
                 continue
             self._read_messages(running_on)  # it may have just finished
             if running_on.job is entry:
-                self._time_out(running_on, entry, now)
-        for entry in self.ledger.overrun(now):
-            self.stats.lease_overruns += 1
-            log.warning(
-                "job %s (%s) has run %.1f s, past its lease: the engine may hand it "
-                "to another worker (set a [job_types] timeout below the lease)",
-                entry.job_id,
-                entry.job_type,
-                now - entry.started_at,
-            )
-        if self._watch is not None:
-            self._watch.ask_due(now)
-
-    def _slot_of(self, entry: JobEntry) -> WorkerSlot | None:
-        slot = self.pool.slots.get(entry.slot) if entry.slot is not None else None
-        return slot if slot is not None and slot.job is entry else None
-
-    def _time_out(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
-        message = f"timed out after {entry.timeout:g} s (worker pid {slot.pid} killed)"
-        slot.retiring = True
-        slot.terminate(now, KILL_GRACE)
-        self._fail_running(slot, entry, message, "timeout", now)
+                self.stops.time_out(running_on, entry, now)
+        self.stops.log_overruns(now)
+        if self.stops.watch is not None:
+            self.stops.watch.ask_due(now)
 
     # -- reports and stale jobs ----------------------------------------------------------
-
-    def _on_report_status(self, outcome: Outcome, status: ReportStatus) -> None:
-        # A reporter thread: record, and let the main loop release the job.
-        self.stats.record_report(status)
-        count = self.reports.on_status(outcome, status)
-        source = self.intake.source
-        if source is not None:
-            source.answered(count)
-
-    def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
-        self.stats.record_report_retry()
-        if self._metrics is not None:
-            self._metrics.report_retry(outcome.job_type)
-
-    def _take_acks(self) -> None:
-        for answer in self.reports.take():
-            entry = self.ledger.release(answer.outcome.job_id)
-            if entry is None:
-                continue
-            source = self.intake.source
-            if source is not None and entry.origin is not None:
-                source.settle(entry.origin, answer.settled)
-            if answer.status is ReportStatus.STALE:
-                self.stats.stale_jobs += 1
-            if self._metrics is not None:
-                # The Runner's rule, counted once the report's fate is known.
-                record_outcome(
-                    self._metrics,
-                    answer.outcome,
-                    entry.retries_remaining,
-                    answer.status,
-                    handler_ran=entry.handler_ran,
-                    stale_reason=answer.stale_reason,
-                )
-
-    def _count_stale(self, entry: JobEntry, reason: str) -> None:
-        self.stats.stale_jobs += 1
-        if self._metrics is not None:
-            self._metrics.stale_job(entry.job_type, reason)
-
-    def _take_watch_verdicts(self) -> None:
-        if self._watch is None:
-            return
-        now = time.monotonic()
-        for stop in self._watch.take(now):
-            entry = self.ledger.get(stop.job_id)
-            slot = self._slot_of(entry) if entry is not None else None
-            if entry is not None and slot is not None:
-                self._stop_running(slot, entry, stop, now)
-
-    def _stop_running(self, slot: WorkerSlot, entry: JobEntry, stop: StopJob, now: float) -> None:
-        """The job no longer matters, or is no longer ours: stop its worker,
-        report nothing (a fail could fail the instance; the lease's new
-        holder reports the job)."""
-        log_stopped(entry, slot.slot, stop.reason == "stale", stop.detail)
-        # Stale: its record is done (nothing will ever report it). Lease lost:
-        # the lease's new holder reports it.
-        self.intake.drop(entry, done=True)
-        if stop.reason == "stale":
-            self._count_stale(entry, stop.stale_reason)
-        else:
-            self.stats.leases_lost += 1
-        slot.job = None
-        slot.retiring = True
-        slot.exit_reason = stop.reason
-        slot.exit_job_type = entry.job_type
-        # The courtesy first (the handler's cancelEvent), then, after a short
-        # grace in which the handler may clean up and return, the stop.
-        slot.send_signal(CANCEL_SIGNAL)
-        slot.state = SlotState.STOPPING
-        slot.term_at = now + CANCEL_GRACE
 
     def _on_wrong_dispatch(self, error: DispatchModeError) -> None:
         self.fatal_error = str(error)
@@ -800,7 +650,7 @@ class Supervisor:
     def _on_poll_result(self, result: PollResult) -> None:
         # An armed poll went out after the answers it waited for were queued:
         # release their jobs first, so the new ones fit in the ledger.
-        self._take_acks()
+        self.results.take()
         now = time.monotonic()
         verdict = self.intake.on_result(result, now)
         if verdict is PollVerdict.WRONG_DISPATCH:
@@ -850,20 +700,10 @@ class Supervisor:
         verdict = sample_rss(list(self.pool.slots.values()), hard)
         for slot in verdict.kill:
             if slot.job is not None:
-                self._kill_for_memory(slot, slot.job, now)
+                limit = self.config.supervisor.memory_hard_limit_mb
+                self.stops.kill_for_memory(slot, slot.job, now, limit)
         for slot in verdict.idle:
             self._check_recycle(slot)
-
-    def _kill_for_memory(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
-        limit = self.config.supervisor.memory_hard_limit_mb
-        message = (
-            f"worker pid {slot.pid} (worker-{slot.slot}) killed: RSS reached "
-            f"{slot.rss_bytes / 2**20:.0f} MiB, over max_memory_hard_mb = {limit:g}"
-        )
-        slot.retiring = True
-        slot.state = SlotState.STOPPING
-        slot.send_signal(signal.SIGKILL)
-        self._fail_running(slot, entry, message, "recycle_memory", now)
 
     # -- reload and scaling ------------------------------------------------------------
 
@@ -871,25 +711,11 @@ class Supervisor:
         if self.phase is Phase.RELOADING:
             log.warning("SIGHUP ignored: a reload is already in progress")
             return
-        if os.path.isfile(self.config.source):
-            try:
-                new = load_config(self.config.source, require_handlers=self.registry is None)
-            except ConfigError as exc:
-                log.error("SIGHUP: configuration not reloaded, still running the old one:\n%s", exc)
-                return
-            for section in ("engine", "metrics"):
-                if getattr(new, section) != getattr(self.config, section):
-                    log.warning("SIGHUP: [%s] changes take effect at the next restart", section)
-            if self.pool.target != self.config.supervisor.workers:
-                log.info(
-                    "SIGHUP: pool size back to the configuration's %d workers "
-                    "(SIGTTIN/SIGTTOU had made it %d)",
-                    new.supervisor.workers,
-                    self.pool.target,
-                )
-            self.config = dataclasses.replace(
-                new, engine=self.config.engine, metrics=self.config.metrics
-            )
+        new = reload_config(self.config, self.pool.target, require_handlers=self.registry is None)
+        if new is None:
+            return
+        if new is not self.config:
+            self.config = new
             self._resize(new.supervisor.workers)
             if self._reader is not None:
                 self.ledger.stale_interval = new.supervisor.stale_check_interval
@@ -933,76 +759,27 @@ class Supervisor:
 
     def _begin_drain(self, why: str) -> None:
         self.phase = Phase.DRAINING
-        self.intake.disarm()  # a poll not yet sent claims nothing now
-        self.pool.abort_reload()
-        self._drain_deadline = time.monotonic() + self.config.supervisor.graceful_timeout
+        self.drain.begin(why, time.monotonic(), self.config.supervisor.graceful_timeout)
         self.publisher.announcer.stopping()
-        log.info(
-            "%s: stopping; waiting up to %g s for %d running jobs",
-            why,
-            self.config.supervisor.graceful_timeout,
-            self.ledger.count(JobState.RUNNING),
-        )
 
     def _continue_drain(self, now: float) -> None:
-        assert self._reporter is not None
-        source = self.intake.source
-        poll_in_flight = source is not None and source.busy
-        for slot in list(self.pool.slots.values()):
-            entry = slot.job
-            if slot.state is SlotState.IDLE and not poll_in_flight:
-                slot.close_channel()
-            elif slot.state is SlotState.BOOTING:
-                slot.terminate(now, KILL_GRACE)
-            elif entry is not None and now >= min(self._drain_deadline, entry.lease_end):
-                self._abandon(slot, entry, now)
-        if poll_in_flight:
-            return
-        for entry in self.ledger.claimed():
-            # Claimed by the last poll, never started: the lease returns them
-            # (Kafka: the uncommitted record does).
-            self.intake.drop(entry, done=False)
-            self.stats.abandoned += 1
-        if self.pool.slots:
+        reporter = self.results.reporter
+        assert reporter is not None
+        if self.drain.step(now) is DrainStep.WAIT:
             return
         # Every worker is gone: give the reports what is left of the drain time.
-        remaining = max(0.0, self._drain_deadline - now)
-        if not self._reporter.wait_idle(remaining):
+        if not reporter.wait_idle(self.drain.remaining(now)):
             log.error(
                 "%d reports still undelivered at the end of graceful_timeout; giving up",
-                self._reporter.pending(),
+                reporter.pending(),
             )
         self.phase = Phase.DONE
-
-    def _abandon(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
-        """Stop a job we may not finish; the engine redelivers it after its lease.
-
-        Failing it instead would burn one of its retries (or fail the instance)
-        for what is only a restart of this worker.
-        """
-        log.warning(
-            "job %s (%s) still running at shutdown; killing worker-%d and leaving the "
-            "job to the engine's lease expiry",
-            entry.job_id,
-            entry.job_type,
-            slot.slot,
-        )
-        slot.job = None
-        self.intake.drop(entry, done=False)
-        self.stats.abandoned += 1
-        slot.terminate(now, 1.0)
 
     def _stop_now(self, why: str) -> None:
         log.warning("%s: stopping now; running jobs are left to the engine's lease expiry", why)
         if self.phase is not Phase.DRAINING:
             self.publisher.announcer.stopping()
-        now = time.monotonic()
-        for slot in list(self.pool.slots.values()):
-            if slot.job is not None:
-                self.stats.abandoned += 1
-                self.intake.drop(slot.job, done=False)
-                slot.job = None
-            slot.terminate(now, 1.0)
+        self.stops.abandon_all(time.monotonic())
         self.phase = Phase.DONE
 
 
