@@ -28,29 +28,24 @@ import signal
 import time
 from typing import Any, cast
 
-import psutil
-
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.lean import make_worker_client
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import DispatchModeError
 from workflow_sdk.handler.registry import HandlerRegistry
-from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.staleness import InstanceReader
-from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer
 from workflow_sdk.supervisor.claims import ClaimPolicy
-from workflow_sdk.supervisor.config import SupervisorConfig, unhandled_job_types
+from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.drain import Drain, DrainStep
-from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector
 from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
 from workflow_sdk.supervisor.jobs import JobEntry, JobLedger
+from workflow_sdk.supervisor.lifecycle import WorkerLife
 from workflow_sdk.supervisor.monitor import PUBLISH_INTERVAL, Publisher, sample_rss
 from workflow_sdk.supervisor.poller import Poller, PollResult
 from workflow_sdk.supervisor.pool import (
     BootVerdict,
     Phase,
-    RecyclePolicy,
     ReloadStep,
     WorkerPool,
 )
@@ -61,7 +56,7 @@ from workflow_sdk.supervisor.reporter import Reporter
 from workflow_sdk.supervisor.reports import ReportDesk
 from workflow_sdk.supervisor.results import Results
 from workflow_sdk.supervisor.signals import SignalInbox
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
+from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
 from workflow_sdk.supervisor.stats import SupervisorStats
 from workflow_sdk.supervisor.stops import CANCEL_GRACE, KILL_GRACE, Stops
 from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
@@ -133,9 +128,6 @@ class Supervisor:
         #: The ledger's next deadline, as of the start of this tick.
         self._ledger_due = 0.0
         self._reader: InstanceReader | None = None
-        self._metrics: Metrics | None = None
-        self._metrics_dir: str | None = None
-        self._metrics_server: MetricsServer | None = None
         #: The /metrics view, the title and systemd's status.
         self.publisher = Publisher(
             self.pool,
@@ -154,6 +146,8 @@ class Supervisor:
         self.stops = Stops(self.pool, self.ledger, self.intake, self.results, self.stats)
         #: The graceful stop.
         self.drain = Drain(self.pool, self.ledger, self.intake, self.stops, self.stats)
+        #: Worker records: started, ready, recycled, gone.
+        self.life = WorkerLife(self.pool, self.stops, self.stats)
 
     # -- public ------------------------------------------------------------------
 
@@ -255,7 +249,7 @@ class Supervisor:
             renewer=renewer,
             worker_id=worker_id,
             lease_seconds=self.config.supervisor.lease_seconds,
-            metrics=self._metrics,
+            metrics=self.publisher.metrics,
             join_timeout=self.config.engine.timeout * 2 + 1,
         )
         log.info(
@@ -268,16 +262,8 @@ class Supervisor:
         self.publisher.publish(time.monotonic(), self.phase)
 
     def _setup_metrics(self) -> None:
-        settings = self.config.metrics
-        self._metrics_dir = multiproc.prepare_dir(multiproc.choose_dir(settings.dir))
-        self._metrics = multiproc.metrics_with_identifier("supervisor")
-        self.intake.metrics = self._metrics
-        self.publisher.metrics = self._metrics
-        self.results.metrics = self._metrics
-        self._metrics_server = MetricsServer(
-            self._metrics_dir, PoolCollector(self.stats, lambda: self.publisher.views)
-        )
-        self.metrics_port = self._metrics_server.start(settings.bind, settings.port or 0)
+        self.metrics_port = self.publisher.serve(self.config.metrics)
+        self.intake.metrics = self.results.metrics = self.publisher.metrics
 
     def _teardown(self) -> None:
         now = time.monotonic()
@@ -298,12 +284,9 @@ class Supervisor:
             self.stops.watch.close()
         if self.results.reporter is not None:
             self.results.reporter.stop(give_up=True)
-        if self._metrics_server is not None:
-            self._metrics_server.stop()
-        self.publisher.announcer.close()
+        self.publisher.close()
         self.signals.close()
         self._waitset.close()
-        multiproc.release_dir(self._metrics_dir)
         log.info("supervisor stopped (%s)", self.stats.summary())
 
     # -- signals -----------------------------------------------------------------
@@ -344,7 +327,7 @@ class Supervisor:
             log_level=self.config.logging.level,
             log_format=self.config.logging.format,
             scrub_env=PRIVATE_ENV,
-            metrics_dir=self._metrics_dir,
+            metrics_dir=self.publisher.metrics_dir,
         )
         process = self._ctx.Process(
             target=worker_main, args=(spec, child_end), name=f"worker-{slot_no}"
@@ -359,46 +342,15 @@ class Supervisor:
             self._on_boot_failure(slot_no, f"could not start a worker process: {exc!r}", surge)
             return None
         child_end.close()
-        now = time.monotonic()
-        slot = WorkerSlot(
-            slot=slot_no,
-            process=process,
-            conn=parent_end,
-            boot_deadline=now + self.config.supervisor.boot_timeout,
-            pid=process.pid or 0,
-            surge=surge,
-            max_jobs=self._recycle_policy().draw_max_jobs(),
-        )
-        try:
-            slot.ps = psutil.Process(slot.pid)
-        except psutil.Error:
-            slot.ps = None
-        self.pool.add(slot)
-        log.debug("worker-%d started, pid %d", slot_no, slot.pid)
-        return slot
-
-    def _recycle_policy(self) -> RecyclePolicy:
-        pool = self.config.supervisor
-        return RecyclePolicy(pool.max_jobs_per_child, pool.max_jobs_jitter, pool.max_memory_mb)
+        return self.life.started(slot_no, process, parent_end, self.config.supervisor, surge=surge)
 
     def _on_message(self, slot: WorkerSlot, message: object) -> None:
         if isinstance(message, JobDone):
             self._on_job_done(slot, message)
         elif isinstance(message, Ready):
-            if not self.pool.ever_booted:
-                for warning in unhandled_job_types(self.config, message.job_types):
-                    log.warning(warning)
-            self.pool.on_ready(slot, message.job_types)
+            self.life.on_ready(slot, message, self.config)
             if self.config.engine.dispatch == "kafka" and self.intake.source is None:
                 self._start_kafka(message.job_types)
-            log.info(
-                "worker-%d ready, pid %d, job types: %s",
-                slot.slot,
-                message.pid,
-                ", ".join(message.job_types),
-            )
-            if slot.retiring:
-                slot.close_channel()
         elif isinstance(message, BootFailed):
             slot.boot_error = message.error
         else:
@@ -440,64 +392,22 @@ class Supervisor:
         lease = entry.lease_length if entry.lease_end != math.inf else math.inf
         self.claims.observe(entry.job_type, outcome.duration, lease)
         self.results.report(outcome, entry, slot.slot)
-        self._check_recycle(slot)
+        self.life.check_recycle(slot, self.config.supervisor)
         if slot.retiring and slot.state is SlotState.IDLE:
             slot.close_channel()
         elif self.phase is not Phase.DRAINING:
             # A job claimed ahead starts now, without waiting for a poll.
             self._dispatch_claimed(now)
 
-    def _check_recycle(self, slot: WorkerSlot) -> None:
-        reason = self.pool.recycle_reason(slot, self._recycle_policy())
-        if reason == "recycle_jobs":
-            log.info("worker-%d ran %d jobs; replacing it", slot.slot, slot.jobs_done)
-        elif reason == "recycle_memory":
-            log.warning(
-                "worker-%d uses %.0f MiB, over max_memory_mb = %g; replacing it",
-                slot.slot,
-                slot.rss_bytes / 2**20,
-                self.config.supervisor.max_memory_mb,
-            )
-        if reason is not None:
-            slot.retire(reason, time.monotonic())
-
     def _on_death(self, slot: WorkerSlot) -> None:
         self._read_messages(slot)
         slot.process.join(0.5)
-        how, signum = describe_exit(slot.process.exitcode)
-        self.pool.remove(slot)
-        slot.conn.close()
-        now = time.monotonic()
-        entry = slot.job
-        if entry is not None:
-            message = (
-                f"worker pid {slot.pid} (worker-{slot.slot}) {how} after "
-                f"{now - entry.started_at:.1f} s running this job; "
-                f"last RSS {slot.rss_bytes / 2**20:.0f} MiB"
-            )
-            if signum == signal.SIGKILL and signal.SIGKILL not in slot.signals_sent:
-                message += "; likely killed by the OOM killer"
-            self.stops.fail_running(slot, entry, message, "crash", now)
-        elif slot.state is SlotState.BOOTING and not slot.retiring:
-            self._on_boot_failure(
-                slot.slot, slot.boot_error or f"worker {how} before it was ready", slot.surge
-            )
-            return
-        elif self.phase is not Phase.DRAINING and not slot.exit_reason:
-            log.warning("worker-%d (pid %d) %s while idle", slot.slot, slot.pid, how)
-            slot.exit_reason = "crash"
-        else:
-            log.debug("worker-%d (pid %d) %s", slot.slot, slot.pid, how)
-        if slot.exit_reason and self.phase is not Phase.DRAINING:
-            self.stats.record_restart(slot.exit_reason, slot.exit_job_type)
+        boot_error = self.life.on_exit(slot, draining=self.phase is Phase.DRAINING)
+        if boot_error is not None:
+            self._on_boot_failure(slot.slot, boot_error, slot.surge)
 
     def _on_boot_failure(self, slot_no: int, error: str, surge: bool) -> None:
-        log.error("worker-%d could not start: %s", slot_no, error)
-        verdict = self.pool.on_boot_failure(surge)
-        if verdict is BootVerdict.ABORT_RELOAD:
-            log.error("reload aborted: the new workers cannot start; the old ones keep running")
-        elif verdict is BootVerdict.GIVE_UP:
-            log.critical("workers cannot start; stopping the supervisor")
+        if self.life.boot_failed(slot_no, error, surge=surge) is BootVerdict.GIVE_UP:
             self.fatal_error = error
             self._exit_code = EXIT_BOOT_FAILED
             self._stop_now("boot failure")
@@ -703,7 +613,7 @@ class Supervisor:
                 limit = self.config.supervisor.memory_hard_limit_mb
                 self.stops.kill_for_memory(slot, slot.job, now, limit)
         for slot in verdict.idle:
-            self._check_recycle(slot)
+            self.life.check_recycle(slot, self.config.supervisor)
 
     # -- reload and scaling ------------------------------------------------------------
 

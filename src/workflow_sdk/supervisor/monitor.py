@@ -1,8 +1,9 @@
 """What the supervisor shows, and what it measures: the published view and the RSS samples.
 
-``Publisher`` keeps the /metrics view of the workers, the process title and
-systemd's status (through the ``Announcer``) up to date, at most every
-``PUBLISH_INTERVAL``. ``sample_rss`` reads each worker's memory and returns
+``Publisher`` serves /metrics (and owns the multiprocess directory the
+workers write their metrics to), and keeps the view of the workers, the
+process title and systemd's status (through the ``Announcer``) up to date,
+at most every ``PUBLISH_INTERVAL``. ``sample_rss`` reads each worker's memory and returns
 a verdict: the workers over the hard limit (the arbiter kills them and
 fails their jobs) and the idle ones a recycle rule may now retire. Neither
 signals a process.
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 import psutil
 
 from workflow_sdk.metrics.metrics import Metrics
+from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.announcer import Announcer, PoolState
-from workflow_sdk.supervisor.exporter import WorkerView
+from workflow_sdk.supervisor.config import MetricsConfig
+from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
 from workflow_sdk.supervisor.intake import Intake
 from workflow_sdk.supervisor.jobs import JobLedger
 from workflow_sdk.supervisor.pool import Phase, WorkerPool
@@ -52,7 +55,11 @@ class Publisher:
         #: Title and systemd notifications (replaced once systemd's variables are read).
         self.announcer = announcer
         self.engine_timeout = engine_timeout
+        #: The parent's own metrics, and the directory every worker writes
+        #: its own to (None: no /metrics).
         self.metrics: Metrics | None = None
+        self.metrics_dir: str | None = None
+        self._server: MetricsServer | None = None
         #: What the /metrics collector reads.
         self.views: tuple[WorkerView, ...] = ()
         self._next_publish = 0.0
@@ -60,6 +67,21 @@ class Publisher:
         #: (slot, pid) of every worker at the last publish.
         self._members: tuple[tuple[int, int], ...] = ()
         self._next_backlog_gauge = 0.0
+
+    def serve(self, settings: MetricsConfig) -> int:
+        """Start the /metrics server; returns its port."""
+        self.metrics_dir = multiproc.prepare_dir(multiproc.choose_dir(settings.dir))
+        self.metrics = multiproc.metrics_with_identifier("supervisor")
+        self._server = MetricsServer(
+            self.metrics_dir, PoolCollector(self.stats, lambda: self.views)
+        )
+        return self._server.start(settings.bind, settings.port or 0)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+        self.announcer.close()
+        multiproc.release_dir(self.metrics_dir)
 
     def next_deadline(self) -> float:
         """When the loop must wake for a skipped update or systemd's watchdog."""
