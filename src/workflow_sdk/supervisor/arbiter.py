@@ -5,10 +5,20 @@ sentinel, a wake-up pipe and a timer, then acts: collect outcomes, claim and
 dispatch jobs to idle workers, notice deaths, timeouts and stale jobs,
 respawn, poll. Signal handlers only record the signal; the loop acts on it.
 
-Decisions live in two small objects that return verdicts: the job ledger
+Decisions live in small objects that return verdicts: the job ledger
 (``jobs.JobLedger``: what we hold, from claim to the engine's answer, and
-the bound on it) and the worker pool (``pool.WorkerPool``: which workers
-exist, which should, which must go). This class carries the verdicts out.
+the bound on it), the worker pool (``pool.WorkerPool``: which workers
+exist, which should, which must go) and the claim plan (``claims``). Each
+other concern is a helper of its own, called directly from the loop: the
+intake (``intake.Intake``: the job source, polls, claims, dispatch to idle
+workers), the results (``results.Results``: outcomes to the reporters and
+their answers), the stops (``stops.Stops``: time limits, memory kills,
+stale and lease-lost jobs, escalation to SIGKILL), the workers' lives
+(``lifecycle.WorkerLife``: records, readiness, recycling, exits), the drain
+(``drain.Drain``), SIGHUP's new configuration (``reload``), what is shown
+outside (``monitor.Publisher``) and the start-up wiring (``startup``).
+This class owns the phase and the loop, starts every worker, and carries
+the verdicts out.
 
 Workers come from a fork server (``multiprocessing`` "forkserver" context):
 each one is forked from a small single-threaded server process, never from
@@ -30,7 +40,6 @@ from typing import Any, cast
 
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.lean import make_worker_client
-from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import DispatchModeError
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.staleness import InstanceReader
@@ -39,31 +48,29 @@ from workflow_sdk.supervisor.claims import ClaimPolicy
 from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.drain import Drain, DrainStep
 from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
-from workflow_sdk.supervisor.jobs import JobEntry, JobLedger
+from workflow_sdk.supervisor.jobs import JobLedger
 from workflow_sdk.supervisor.lifecycle import WorkerLife
-from workflow_sdk.supervisor.monitor import PUBLISH_INTERVAL, Publisher, sample_rss
-from workflow_sdk.supervisor.poller import Poller, PollResult
+from workflow_sdk.supervisor.monitor import PUBLISH_INTERVAL, Publisher
+from workflow_sdk.supervisor.poller import PollResult
 from workflow_sdk.supervisor.pool import (
     BootVerdict,
     Phase,
     ReloadStep,
     WorkerPool,
 )
-from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
+from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready
 from workflow_sdk.supervisor.reload import reload_config
-from workflow_sdk.supervisor.renewal import RenewalUnavailableError, plan_renewal
-from workflow_sdk.supervisor.reporter import Reporter
+from workflow_sdk.supervisor.renewal import RenewalUnavailableError
 from workflow_sdk.supervisor.reports import ReportDesk
 from workflow_sdk.supervisor.results import Results
 from workflow_sdk.supervisor.signals import SignalInbox
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.startup import fork_server_preload, make_reader, start_helpers
 from workflow_sdk.supervisor.stats import SupervisorStats
 from workflow_sdk.supervisor.stops import CANCEL_GRACE, KILL_GRACE, Stops
 from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
 from workflow_sdk.supervisor.waitset import WaitSet
-from workflow_sdk.supervisor.watch import JobWatch
 from workflow_sdk.supervisor.worker import (
-    ENV_PRELOAD_MODULES,
     WorkerSpec,
     worker_main,
 )
@@ -76,8 +83,6 @@ EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_BOOT_FAILED = 3
 
-#: Seconds between RSS samples of busy workers.
-RSS_SAMPLE_INTERVAL = 1.0
 #: Jobs held at most (claimed, running, reports in flight), per worker.
 HELD_PER_WORKER = 2
 #: Environment variables that belong to this process only.
@@ -117,7 +122,7 @@ class Supervisor:
         )
         #: How many jobs to claim: per idle worker, and ahead for short job types.
         self.claims = ClaimPolicy()
-        #: The job source, when to ask it, and the claim rules.
+        #: The job source, when to ask it, the claim rules, dispatch to idle workers.
         self.intake = Intake(
             self.pool, self.ledger, self.claims, self.stats, config.supervisor.poll_interval
         )
@@ -137,7 +142,6 @@ class Supervisor:
             announcer=Announcer(SystemdNotifier(None), os.path.basename(config.source)),
             engine_timeout=config.engine.timeout,
         )
-        self._next_rss_sample = 0.0
         self._exit_code = EXIT_OK
         #: Outcomes from this tick's decisions to the engine's answers.
         self.reports = ReportDesk(None, self.signals.wake)
@@ -181,14 +185,6 @@ class Supervisor:
             ca_bundle=engine.ca_bundle,
         )
 
-    def _make_reader(self) -> object:
-        """For the rare calls (stale checks, lease renewal): the full client."""
-        if self._client is not None:
-            return self._client
-        engine = self.config.engine
-        verify: bool | str = engine.ca_bundle or engine.verify_tls
-        return RestEngineClient(engine.url, engine.timeout, token=engine.token, verify=verify)
-
     def _setup(self) -> None:
         # systemd's variables are for this process only: read them, then
         # remove them before the fork server (and so every worker) starts.
@@ -200,63 +196,29 @@ class Supervisor:
         self.signals.install()
         if self.config.metrics.port is not None:
             self._setup_metrics()
-        # The fork server imports these once; every worker forked from it
-        # starts with them loaded. Handler modules only on request: a module
-        # preloaded there is not re-imported by the workers a reload starts.
-        preload = ["workflow_sdk.supervisor.forkserver_init", "workflow_sdk.supervisor.worker"]
-        if self.config.supervisor.preload_handlers:
-            modules = [spec.partition(":")[0] for spec in self.config.supervisor.handlers]
-            os.environ[ENV_PRELOAD_MODULES] = ",".join(modules)
-            # By name: importing that module here would load the handlers.
-            preload.append("workflow_sdk.supervisor.preload")
-        self._ctx.set_forkserver_preload(preload)
-        worker_id = self.config.supervisor.worker_id
-        self.results.reporter = Reporter(
-            self._make_client(),
-            worker_id,
-            deadline=self.config.supervisor.report_deadline,
-            on_status=self.results.on_status,
-            on_retry=self.results.on_retry,
-        )
-        reader = self._make_reader()
-        if hasattr(reader, "get_instance") and hasattr(reader, "get_instance_history"):
-            self._reader = cast(InstanceReader, reader)
-            self.reports.reader = self._reader
-        else:
-            log.warning(
-                "the engine client cannot read instances: jobs of cancelled or finished "
-                "instances are not detected (failures are sent as they are)"
-            )
-            self.ledger.stale_interval = 0.0  # nothing could answer the checks
+        self._ctx.set_forkserver_preload(fork_server_preload(self.config.supervisor))
         try:
-            renewer = plan_renewal(self.config, reader)
+            helpers = start_helpers(
+                self.config,
+                self._make_client,
+                make_reader(self.config, self._client),
+                ledger=self.ledger,
+                results=self.results,
+                wake=self.signals.wake,
+                metrics=self.publisher.metrics,
+            )
         except RenewalUnavailableError as exc:
             self._fatal(EXIT_ERROR, f'lease_renewal = "required": {exc}')
             return
-        if renewer is not None:
-            self.ledger.renew_every = self.config.supervisor.lease_renewal_interval
-        if self.config.engine.dispatch == "poll":
-            # After the probe: polls ask for the configured lease only when
-            # renewal is in effect (0, the engine's default, sends nothing).
-            lease = self.config.supervisor.lease_seconds if renewer is not None else 0
-            self.intake.source = Poller(
-                self._make_client(), worker_id, self.signals.wake, lease_seconds=lease
-            )
-        self.stops.watch = JobWatch(
-            self.ledger,
-            wake=self.signals.wake,
-            reader=self._reader,
-            renewer=renewer,
-            worker_id=worker_id,
-            lease_seconds=self.config.supervisor.lease_seconds,
-            metrics=self.publisher.metrics,
-            join_timeout=self.config.engine.timeout * 2 + 1,
-        )
+        self.results.reporter = helpers.reporter
+        self.intake.source = helpers.poller
+        self.stops.watch = helpers.watch
+        self._reader = self.reports.reader = helpers.reader
         log.info(
             "supervisor starting: %d workers, engine %s, worker id %s",
             self.pool.target,
             self.config.engine.url,
-            worker_id,
+            self.config.supervisor.worker_id,
         )
         self._fill_pool()
         self.publisher.publish(time.monotonic(), self.phase)
@@ -266,18 +228,7 @@ class Supervisor:
         self.intake.metrics = self.results.metrics = self.publisher.metrics
 
     def _teardown(self) -> None:
-        now = time.monotonic()
-        slots = list(self.pool.slots.values())
-        for slot in slots:
-            if slot.process.is_alive() and signal.SIGTERM not in slot.signals_sent:
-                slot.terminate(now, KILL_GRACE)
-        for slot in slots:
-            slot.process.join(KILL_GRACE)
-            if slot.process.is_alive():
-                slot.send_signal(signal.SIGKILL)
-                slot.process.join(5.0)
-            slot.conn.close()
-            self.pool.remove(slot)
+        self.life.reap_all(time.monotonic())
         self.results.take()  # settle what the reporters finished (Kafka commits it)
         self.intake.close()
         if self.stops.watch is not None:
@@ -397,7 +348,7 @@ class Supervisor:
             slot.close_channel()
         elif self.phase is not Phase.DRAINING:
             # A job claimed ahead starts now, without waiting for a poll.
-            self._dispatch_claimed(now)
+            self.intake.dispatch_claimed(now, self.config)
 
     def _on_death(self, slot: WorkerSlot) -> None:
         self._read_messages(slot)
@@ -449,11 +400,8 @@ class Supervisor:
             return
         now = time.monotonic()
         self._enforce_deadlines(now)
-        if now >= self._next_rss_sample:
-            self._sample_rss(now)
-            self._next_rss_sample = now + min(
-                RSS_SAMPLE_INTERVAL, self.config.supervisor.memory_check_interval
-            )
+        if now >= self.life.next_rss_sample:
+            self.life.sample_memory(now, self.config.supervisor)
         plan = None
         if self.phase is Phase.DRAINING:
             self._continue_drain(now)
@@ -465,7 +413,7 @@ class Supervisor:
             # become idle without a result (a replacement just booted): it
             # takes the job too, or the job would wait for a poll that its
             # own claim holds back. Expired waiting jobs are dropped here.
-            self._dispatch_claimed(now)
+            self.intake.dispatch_claimed(now, self.config)
             plan = self.intake.maybe_poll(now, self.phase, self.reports.taken)
         self.publisher.publish(now, self.phase)
         self.reports.wake_on_answer = self.intake.acks_urgent(self.phase, plan)
@@ -484,13 +432,7 @@ class Supervisor:
         # deadline left in here would make the loop spin.
         self._ledger_due = self.ledger.next_deadline()
         deadline = min(deadline, self._ledger_due)
-        for slot in self.pool.slots.values():
-            if slot.kill_at is not None:
-                deadline = min(deadline, slot.kill_at)
-            if slot.term_at is not None:
-                deadline = min(deadline, slot.term_at)
-            if slot.state is SlotState.BOOTING:
-                deadline = min(deadline, slot.boot_deadline)
+        deadline = min(deadline, self.stops.next_deadline())
         if self.phase is Phase.DRAINING and now < self.drain.deadline:
             deadline = min(deadline, self.drain.deadline)
         deadline = min(deadline, self.publisher.next_deadline())
@@ -517,7 +459,7 @@ class Supervisor:
         if self.stops.watch is not None:
             self.stops.watch.ask_due(now)
 
-    # -- reports and stale jobs ----------------------------------------------------------
+    # -- the job source and fatal errors ------------------------------------------------
 
     def _on_wrong_dispatch(self, error: DispatchModeError) -> None:
         self.fatal_error = str(error)
@@ -531,31 +473,16 @@ class Supervisor:
         self._stop_now("wrong dispatch mode")
 
     def _start_kafka(self, job_types: tuple[str, ...]) -> None:
-        """Consume the job types the workers serve (known once one is ready)."""
-        # Imported here: the kafka extra is only needed in Kafka mode.
-        from workflow_sdk.supervisor.kafka_feeder import (  # noqa: PLC0415
-            KafkaUnavailableError,
-            open_feeder,
-        )
-
-        try:
-            source = open_feeder(
-                self.config.kafka, job_types, self.config.supervisor.worker_id, self.signals.wake
-            )
-        except KafkaUnavailableError as exc:
-            self._fatal(EXIT_CONFIG if exc.missing_topics else EXIT_ERROR, str(exc))
-            return
-        # Report answers counted before it existed (a switch from polling).
-        source.answered(self.reports.answers)
-        self.intake.source = source
+        wake, answers = self.signals.wake, self.reports.answers
+        error = self.intake.start_kafka(self.config, job_types, wake, answers)
+        if error is not None:
+            self._fatal(EXIT_CONFIG if error.missing_topics else EXIT_ERROR, str(error))
 
     def _fatal(self, code: int, message: str) -> None:
         log.critical("%s; stopping the supervisor", message)
         self.fatal_error = message
         self._exit_code = code
         self._stop_now("fatal error")
-
-    # -- claiming and dispatch ---------------------------------------------------------
 
     def _on_poll_result(self, result: PollResult) -> None:
         # An armed poll went out after the answers it waited for were queued:
@@ -566,54 +493,7 @@ class Supervisor:
         if verdict is PollVerdict.WRONG_DISPATCH:
             self._on_wrong_dispatch(cast(DispatchModeError, result.error))
         elif verdict is PollVerdict.CLAIMED:
-            self._dispatch_claimed(now)
-
-    def _dispatch_claimed(self, now: float) -> None:
-        """Hand claimed jobs to idle workers, oldest claim first."""
-        # Asked on most ticks, and mostly no worker is idle: look once.
-        idle = self.pool.idle()
-        if not idle:
-            return
-        for entry in self.ledger.claimed():
-            if now >= entry.lease_end:
-                self.ledger.release(entry.job_id)
-                self.stats.skipped_expired += 1
-                log.warning(
-                    "job %s (%s) not started: its lease passed while it waited for a worker",
-                    entry.job_id,
-                    entry.job_type,
-                )
-                continue
-            if not self._dispatch(entry, now, idle):
-                return
-
-    def _dispatch(self, entry: JobEntry, now: float, idle: list[WorkerSlot]) -> bool:
-        for slot in idle:
-            if slot.state is not SlotState.IDLE or entry.job_type not in slot.job_types:
-                continue
-            try:
-                slot.conn.send(RunJob(entry.context))
-            except OSError:
-                continue  # that worker just died; its sentinel will tell
-            self.ledger.start(entry.job_id, slot.slot, now, self.config.job_timeout(entry.job_type))
-            slot.state = SlotState.BUSY
-            slot.job = entry
-            log.debug("job %s (%s) sent to worker-%d", entry.job_id, entry.job_type, slot.slot)
-            return True
-        return False
-
-    # -- monitoring --------------------------------------------------------------------
-
-    def _sample_rss(self, now: float) -> None:
-        """Read each worker's RSS; enforce the memory limits during jobs too."""
-        hard = self.config.supervisor.memory_hard_limit_mb * 2**20
-        verdict = sample_rss(list(self.pool.slots.values()), hard)
-        for slot in verdict.kill:
-            if slot.job is not None:
-                limit = self.config.supervisor.memory_hard_limit_mb
-                self.stops.kill_for_memory(slot, slot.job, now, limit)
-        for slot in verdict.idle:
-            self.life.check_recycle(slot, self.config.supervisor)
+            self.intake.dispatch_claimed(now, self.config)
 
     # -- reload and scaling ------------------------------------------------------------
 
@@ -626,6 +506,7 @@ class Supervisor:
             return
         if new is not self.config:
             self.config = new
+            self.intake.poll_interval = new.supervisor.poll_interval
             self._resize(new.supervisor.workers)
             if self._reader is not None:
                 self.ledger.stale_interval = new.supervisor.stale_check_interval

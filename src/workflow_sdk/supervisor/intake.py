@@ -4,12 +4,13 @@ The intake owns the job source (the poller, or a Kafka feeder) and the
 state of asking it: when the next poll is due, the backoff and outage log
 after failures, the moment the last poll was requested (reports wait for
 it a little, ``REPORT_HOLD``). It turns a source's answer into claims in the
-job ledger and settles each job with its source when the job leaves.
+job ledger, hands claimed jobs to idle workers (``dispatch_claimed``: a
+message on the worker's channel), and settles each job with its source
+when the job leaves. Starting and stopping workers is the arbiter's.
 
-It never talks to a worker: handing claimed jobs to idle workers is the
-arbiter's (``Supervisor._dispatch_claimed``), which calls in here on every
-tick. The calls are direct and compute each poll plan once, as before the
-split; the phase is passed in, since the arbiter owns it.
+The main loop calls in here on every tick, directly: each poll plan is
+computed once per tick at most. The phase is passed in (the arbiter owns
+it), and so is the configuration where it may change on SIGHUP.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from workflow_sdk.errors import DispatchModeError
 from workflow_sdk.handler.context import build_context
@@ -26,10 +28,16 @@ from workflow_sdk.lease import lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.retry.backoff import Backoff
 from workflow_sdk.supervisor.claims import ClaimPolicy, PollPlan, plan_poll
+from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
 from workflow_sdk.supervisor.pool import Phase, WorkerPool
+from workflow_sdk.supervisor.protocol import RunJob
+from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
 from workflow_sdk.supervisor.source import JobSource, PollResult
 from workflow_sdk.supervisor.stats import SupervisorStats
+
+if TYPE_CHECKING:
+    from workflow_sdk.supervisor.kafka_feeder import KafkaUnavailableError
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -63,6 +71,7 @@ class Intake:
         self.ledger = ledger
         self.claims = claims
         self.stats = stats
+        #: Seconds to wait after a poll that brought no job (SIGHUP may change it).
         self.poll_interval = poll_interval
         #: Where jobs come from: the poller, or (dispatch = "kafka") a Kafka
         #: feeder, built once the first worker says which job types it serves.
@@ -198,6 +207,69 @@ class Intake:
                     job_id,
                     job_type,
                 )
+
+    def start_kafka(
+        self,
+        config: SupervisorConfig,
+        job_types: tuple[str, ...],
+        wake: Callable[[], None],
+        answers: int,
+    ) -> KafkaUnavailableError | None:
+        """Consume the job types the workers serve (known once one is ready);
+        ``answers``: the report answers counted so far. The error, if Kafka
+        cannot be used."""
+        # Imported here: the kafka extra is only needed in Kafka mode.
+        from workflow_sdk.supervisor.kafka_feeder import (  # noqa: PLC0415
+            KafkaUnavailableError,
+            open_feeder,
+        )
+
+        try:
+            source = open_feeder(config.kafka, job_types, config.supervisor.worker_id, wake)
+        except KafkaUnavailableError as exc:
+            return exc
+        # Report answers counted before it existed (a switch from polling).
+        source.answered(answers)
+        self.source = source
+        return None
+
+    # -- to the workers ----------------------------------------------------------------
+
+    def dispatch_claimed(self, now: float, config: SupervisorConfig) -> None:
+        """Hand claimed jobs to idle workers, oldest claim first."""
+        # Asked on most ticks, and mostly no worker is idle: look once.
+        idle = self.pool.idle()
+        if not idle:
+            return
+        for entry in self.ledger.claimed():
+            if now >= entry.lease_end:
+                self.ledger.release(entry.job_id)
+                self.stats.skipped_expired += 1
+                log.warning(
+                    "job %s (%s) not started: its lease passed while it waited for a worker",
+                    entry.job_id,
+                    entry.job_type,
+                )
+                continue
+            if not self._dispatch(entry, now, idle, config):
+                return
+
+    def _dispatch(
+        self, entry: JobEntry, now: float, idle: list[WorkerSlot], config: SupervisorConfig
+    ) -> bool:
+        for slot in idle:
+            if slot.state is not SlotState.IDLE or entry.job_type not in slot.job_types:
+                continue
+            try:
+                slot.conn.send(RunJob(entry.context))
+            except OSError:
+                continue  # that worker just died; its sentinel will tell
+            self.ledger.start(entry.job_id, slot.slot, now, config.job_timeout(entry.job_type))
+            slot.state = SlotState.BUSY
+            slot.job = entry
+            log.debug("job %s (%s) sent to worker-%d", entry.job_id, entry.job_type, slot.slot)
+            return True
+        return False
 
     # -- what leaves -------------------------------------------------------------------
 

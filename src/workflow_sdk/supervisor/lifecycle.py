@@ -2,9 +2,10 @@
 
 The arbiter starts each process (it is the only place that does) and hands
 the rest here: the slot record of a started process, what a worker's
-"ready" means, when a worker is due for replacement, and what its exit
-means for its job and the restart counts. Boot failures end in the pool's
-verdict (``pool.BootVerdict``), which the arbiter carries out.
+"ready" means, its memory samples and when it is due for replacement, what
+its exit means for its job and the restart counts, and the final reaping.
+Boot failures end in the pool's verdict (``pool.BootVerdict``), which the
+arbiter carries out.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from multiprocessing.process import BaseProcess
 import psutil
 
 from workflow_sdk.supervisor.config import PoolConfig, SupervisorConfig, unhandled_job_types
+from workflow_sdk.supervisor.monitor import sample_rss
 from workflow_sdk.supervisor.pool import BootVerdict, RecyclePolicy, WorkerPool
 from workflow_sdk.supervisor.protocol import Ready
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.stats import SupervisorStats
-from workflow_sdk.supervisor.stops import Stops
+from workflow_sdk.supervisor.stops import KILL_GRACE, Stops
 
 log = logging.getLogger("workflow_sdk.supervisor")
+
+#: Seconds between RSS samples of busy workers.
+RSS_SAMPLE_INTERVAL = 1.0
 
 
 def recycle_policy(settings: PoolConfig) -> RecyclePolicy:
@@ -38,6 +43,8 @@ class WorkerLife:
         self.pool = pool
         self.stops = stops
         self.stats = stats
+        #: monotonic time of the next RSS samples (the loop checks it each tick)
+        self.next_rss_sample = 0.0
 
     def started(
         self,
@@ -96,6 +103,16 @@ class WorkerLife:
         if reason is not None:
             slot.retire(reason, time.monotonic())
 
+    def sample_memory(self, now: float, settings: PoolConfig) -> None:
+        """Read each worker's RSS; enforce the memory limits during jobs too."""
+        verdict = sample_rss(list(self.pool.slots.values()), settings.memory_hard_limit_mb * 2**20)
+        for slot in verdict.kill:
+            if slot.job is not None:
+                self.stops.kill_for_memory(slot, slot.job, now, settings.memory_hard_limit_mb)
+        for slot in verdict.idle:
+            self.check_recycle(slot, settings)
+        self.next_rss_sample = now + min(RSS_SAMPLE_INTERVAL, settings.memory_check_interval)
+
     def on_exit(self, slot: WorkerSlot, *, draining: bool) -> str | None:
         """The worker's process has ended (and was joined): it leaves the pool,
         its job is failed. Returns the boot error when it died before it was
@@ -125,6 +142,21 @@ class WorkerLife:
             self.stats.record_restart(slot.exit_reason, slot.exit_job_type)
         return None
 
+    def reap_all(self, now: float) -> None:
+        """At the very end: every worker told to go, joined (SIGKILL after
+        ``KILL_GRACE``), and out of the pool."""
+        slots = list(self.pool.slots.values())
+        for slot in slots:
+            if slot.process.is_alive() and signal.SIGTERM not in slot.signals_sent:
+                slot.terminate(now, KILL_GRACE)
+        for slot in slots:
+            slot.process.join(KILL_GRACE)
+            if slot.process.is_alive():
+                slot.send_signal(signal.SIGKILL)
+                slot.process.join(5.0)
+            slot.conn.close()
+            self.pool.remove(slot)
+
     def boot_failed(self, slot_no: int, error: str, *, surge: bool) -> BootVerdict:
         log.error("worker-%d could not start: %s", slot_no, error)
         verdict = self.pool.on_boot_failure(surge)
@@ -135,4 +167,4 @@ class WorkerLife:
         return verdict
 
 
-__all__ = ["WorkerLife", "recycle_policy"]
+__all__ = ["RSS_SAMPLE_INTERVAL", "WorkerLife", "recycle_policy"]

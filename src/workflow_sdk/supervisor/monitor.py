@@ -4,9 +4,9 @@
 workers write their metrics to), and keeps the view of the workers, the
 process title and systemd's status (through the ``Announcer``) up to date,
 at most every ``PUBLISH_INTERVAL``. ``sample_rss`` reads each worker's memory and returns
-a verdict: the workers over the hard limit (the arbiter kills them and
-fails their jobs) and the idle ones a recycle rule may now retire. Neither
-signals a process.
+a verdict: the workers over the hard limit (``WorkerLife.sample_memory``
+has them killed and their jobs failed) and the idle ones a recycle rule may
+now retire. Neither signals a process.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ These objects signal processes but never start one: that is the arbiter's.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 
@@ -63,6 +64,18 @@ class Stops:
         return slot if slot is not None and slot.job is entry else None
 
     # -- escalation ----------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        """The earliest escalation or boot deadline of any worker (``inf``: none)."""
+        deadline = math.inf
+        for slot in self.pool.slots.values():
+            if slot.kill_at is not None:
+                deadline = min(deadline, slot.kill_at)
+            if slot.term_at is not None:
+                deadline = min(deadline, slot.term_at)
+            if slot.state is SlotState.BOOTING:
+                deadline = min(deadline, slot.boot_deadline)
+        return deadline
 
     def enforce_slots(self, now: float, boot_timeout: float) -> None:
         """Cancel signal -> SIGTERM -> SIGKILL on time; kill workers that do not boot."""
