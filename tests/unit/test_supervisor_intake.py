@@ -37,6 +37,9 @@ class StandInSource:
     def settle(self, job: dict[str, Any], done: bool) -> None:
         self.settled.append((str(job["id"]), done))
 
+    def disarm(self) -> bool:
+        return False
+
 
 def intake_with(*slots: WorkerSlot, limit: int = 4) -> tuple[Intake, StandInSource]:
     pool = WorkerPool(len(slots))
