@@ -56,9 +56,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
 
-from workflow_sdk.errors import WorkflowSDKError
+# KafkaSourceError and check_topics live with the brokers; imported from here too.
+from workflow_sdk.kafka.brokers import KafkaSourceError, brokers_text, check_topics
 from workflow_sdk.kafka.dedup import DEFAULT_MAX_ENTRIES, DEFAULT_WINDOW_SECONDS, DedupWindow
 from workflow_sdk.kafka.dispatch import MalformedDispatch, decode_dispatch, group_for, topic_for
 from workflow_sdk.kafka.offsets import OffsetTracker, TopicPartitionKey
@@ -72,10 +72,6 @@ RECORD_KEY = "kafkaRecord"
 
 #: Longest a single ``poll`` waits when several consumers share a fetch.
 _SLICE = 0.05
-
-
-class KafkaSourceError(WorkflowSDKError):
-    """The brokers did not answer, or a consumer could not be set up."""
 
 
 @dataclass(frozen=True)
@@ -115,13 +111,6 @@ def _record_key(job: Mapping[str, Any]) -> TopicPartitionKey:
     return (str(record["topic"]), int(record["partition"]))
 
 
-def _brokers(brokers: str | Sequence[str]) -> str:
-    text = brokers if isinstance(brokers, str) else ",".join(brokers)
-    if not text.strip():
-        raise ValueError("no Kafka brokers given (expected 'host:port[,host:port...]')")
-    return text
-
-
 class KafkaJobSource:
     """Consumes ``workflow.jobs.<jobType>`` for ``job_types``; see the module doc.
 
@@ -151,7 +140,7 @@ class KafkaJobSource:
         for job_type in types:
             if not isinstance(job_type, str) or not job_type:
                 raise ValueError(f"job types must be non-empty strings, got {job_type!r}")
-        self.brokers = _brokers(brokers)
+        self.brokers = brokers_text(brokers)
         self.job_types = types
         self.groups = {t: (group or {}).get(t) or group_for(t) for t in types}
         self.dedup = DedupWindow(dedup_window_seconds, dedup_max_entries)
@@ -567,35 +556,6 @@ class KafkaJobSource:
                 consumer.close()  # leaves the group at once (no session timeout wait)
             except (KafkaException, RuntimeError) as exc:
                 log.warning("closing the Kafka consumer for %s: %s", job_type, exc)
-
-
-def check_topics(
-    brokers: str | Sequence[str],
-    job_types: Sequence[str],
-    extra_config: Mapping[str, Any] | None = None,
-    *,
-    timeout: float = 10.0,
-) -> list[str]:
-    """The topics ``workflow.jobs.<jobType>`` of ``job_types`` that do not exist, by name.
-
-    :raises KafkaSourceError: the brokers did not answer within ``timeout``.
-    """
-    config: dict[str, Any] = {"bootstrap.servers": _brokers(brokers), **dict(extra_config or {})}
-    admin = AdminClient(config)
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise KafkaSourceError(
-            f"Kafka brokers {config['bootstrap.servers']} did not answer within "
-            f"{timeout:.0f} s: {exc}"
-        ) from exc
-    missing = []
-    for job_type in sorted(set(job_types)):
-        topic = topic_for(job_type)
-        found = metadata.topics.get(topic)
-        if found is None or found.error is not None:
-            missing.append(topic)
-    return missing
 
 
 __all__ = [

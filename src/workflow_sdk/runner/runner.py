@@ -81,6 +81,7 @@ from workflow_sdk.lease import lease_deadline, lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import DEFAULT_REPORT_DEADLINE, ReportStatus
 from workflow_sdk.retry.backoff import Backoff
+from workflow_sdk.runner.options import check_runner_options
 from workflow_sdk.runner.threads import Lifecycle, Tally, WorkerThreads, report, run_job
 from workflow_sdk.runner.watch import (
     CANCEL_LEASE_LOST,
@@ -100,8 +101,6 @@ _TICK = 0.1
 _OUTAGE_LOG_EVERY = OUTAGE_LOG_EVERY
 #: Default seconds between stale checks of a running job.
 DEFAULT_STALE_CHECK_INTERVAL = 5.0
-#: The engine's accepted range for a requested lease (0 = its default).
-_LEASE_RANGE = (5, 3600)
 
 
 @dataclass(frozen=True)
@@ -198,35 +197,19 @@ class Runner:
         heartbeat_interval: float | None = None,
         stale_check_interval: float = DEFAULT_STALE_CHECK_INTERVAL,
     ) -> None:
-        if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
-            raise ValueError(f"parallelism must be an integer >= 1, got {parallelism!r}")
-        if not poll_interval > 0:
-            raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
-        if drain_timeout < 0:
-            raise ValueError(f"drain_timeout must be >= 0, got {drain_timeout!r}")
-        if report_deadline < 0:
-            raise ValueError(f"report_deadline must be >= 0, got {report_deadline!r}")
-        _check_lease_options(client, heartbeat, lease_seconds, heartbeat_interval)
-        if not stale_check_interval >= 0:
-            raise ValueError(
-                f"stale_check_interval must be >= 0 (0 = off), got {stale_check_interval!r}"
-            )
-        types = list(registry.job_types() if job_types is None else job_types)
-        if not types:
-            raise ValueError(
-                "the Runner has no job types to claim: register at least one handler "
-                "in the HandlerRegistry (or pass job_types)"
-            )
-        for job_type in types:
-            if not isinstance(job_type, str) or not job_type:
-                raise ValueError(f"job types must be non-empty strings, got {job_type!r}")
-        missing = [t for t in types if t not in registry]
-        if missing:
-            log.warning(
-                "no handler registered (yet) for job types %s: their jobs will be failed "
-                "retryable until one is",
-                missing,
-            )
+        types = check_runner_options(
+            client,
+            registry,
+            job_types,
+            parallelism=parallelism,
+            poll_interval=poll_interval,
+            drain_timeout=drain_timeout,
+            report_deadline=report_deadline,
+            heartbeat=heartbeat,
+            lease_seconds=lease_seconds,
+            heartbeat_interval=heartbeat_interval,
+            stale_check_interval=stale_check_interval,
+        )
         self.client = client
         self.registry = registry
         self.worker_id = worker_id or default_worker_id()
@@ -578,36 +561,6 @@ class Runner:
         # Stuck handlers are left behind (daemon threads).
         self._workers.end(join=not busy)
         log.info("runner %s stopped: %s", self.worker_id, self.stats)
-
-
-def _check_lease_options(
-    client: object, heartbeat: bool, lease_seconds: int | None, interval: float | None
-) -> None:
-    if not heartbeat:
-        if lease_seconds is not None or interval is not None:
-            raise ValueError("lease_seconds and heartbeat_interval need heartbeat=True")
-        return
-    if not callable(getattr(client, "extend_lease", None)):
-        raise ValueError(
-            f"heartbeat=True needs a client with extend_lease(); {type(client).__name__} has none"
-        )
-    if lease_seconds is not None and (
-        isinstance(lease_seconds, bool)
-        or not isinstance(lease_seconds, int)
-        or not _LEASE_RANGE[0] <= lease_seconds <= _LEASE_RANGE[1]
-    ):
-        raise ValueError(
-            f"lease_seconds must be an integer from {_LEASE_RANGE[0]} to {_LEASE_RANGE[1]} "
-            f"(or None for the engine's default), got {lease_seconds!r}"
-        )
-    if interval is not None:
-        if not interval > 0:
-            raise ValueError(f"heartbeat_interval must be > 0, got {interval!r}")
-        if lease_seconds is not None and interval >= lease_seconds:
-            raise ValueError(
-                f"heartbeat_interval ({interval}) must be shorter than lease_seconds "
-                f"({lease_seconds}): a renewal must land before the lease ends"
-            )
 
 
 __all__ = ["DEFAULT_STALE_CHECK_INTERVAL", "Runner", "RunnerStats", "default_worker_id"]

@@ -5,10 +5,20 @@ sentinel, a wake-up pipe and a timer, then acts: collect outcomes, claim and
 dispatch jobs to idle workers, notice deaths, timeouts and stale jobs,
 respawn, poll. Signal handlers only record the signal; the loop acts on it.
 
-Decisions live in two small objects that return verdicts: the job ledger
+Decisions live in small objects that return verdicts: the job ledger
 (``jobs.JobLedger``: what we hold, from claim to the engine's answer, and
-the bound on it) and the worker pool (``pool.WorkerPool``: which workers
-exist, which should, which must go). This class carries the verdicts out.
+the bound on it), the worker pool (``pool.WorkerPool``: which workers
+exist, which should, which must go) and the claim plan (``claims``). Each
+other concern is a helper of its own, called directly from the loop: the
+intake (``intake.Intake``: the job source, polls, claims, dispatch to idle
+workers), the results (``results.Results``: outcomes to the reporters and
+their answers), the stops (``stops.Stops``: time limits, memory kills,
+stale and lease-lost jobs, escalation to SIGKILL), the workers' lives
+(``lifecycle.WorkerLife``: records, readiness, recycling, exits), the drain
+(``drain.Drain``), SIGHUP's new configuration (``reload``), what is shown
+outside (``monitor.Publisher``) and the start-up wiring (``startup``).
+This class owns the phase and the loop, starts every worker, and carries
+the verdicts out.
 
 Workers come from a fork server (``multiprocessing`` "forkserver" context):
 each one is forked from a small single-threaded server process, never from
@@ -20,7 +30,6 @@ bloated parent or sibling.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import multiprocessing
@@ -29,50 +38,39 @@ import signal
 import time
 from typing import Any, cast
 
-import psutil
-
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.lean import make_worker_client
-from workflow_sdk.client.rest import RestEngineClient
-from workflow_sdk.errors import ConfigError, DispatchModeError, EngineClientError
-from workflow_sdk.handler.context import build_context
-from workflow_sdk.handler.outcome import Outcome
+from workflow_sdk.errors import DispatchModeError
 from workflow_sdk.handler.registry import HandlerRegistry
-from workflow_sdk.jobcore import PollOutageLog, record_outcome, usable_jobs
-from workflow_sdk.lease import lease_seconds
-from workflow_sdk.metrics.metrics import Metrics
-from workflow_sdk.reporting import ReportStatus
-from workflow_sdk.retry.backoff import Backoff
 from workflow_sdk.staleness import InstanceReader
-from workflow_sdk.supervisor import multiproc
-from workflow_sdk.supervisor.announcer import Announcer, PoolState
-from workflow_sdk.supervisor.claims import ClaimPolicy, PollPlan, plan_poll
-from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
-from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
-from workflow_sdk.supervisor.joblog import log_outcome, log_stopped
-from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
-from workflow_sdk.supervisor.poller import Poller, PollResult
+from workflow_sdk.supervisor.announcer import Announcer
+from workflow_sdk.supervisor.claims import ClaimPolicy
+from workflow_sdk.supervisor.config import SupervisorConfig
+from workflow_sdk.supervisor.drain import Drain, DrainStep
+from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
+from workflow_sdk.supervisor.jobs import JobLedger
+from workflow_sdk.supervisor.lifecycle import WorkerLife
+from workflow_sdk.supervisor.monitor import PUBLISH_INTERVAL, Publisher
+from workflow_sdk.supervisor.poller import PollResult
 from workflow_sdk.supervisor.pool import (
     BootVerdict,
     Phase,
-    RecyclePolicy,
     ReloadStep,
     WorkerPool,
 )
-from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
-from workflow_sdk.supervisor.renewal import RenewalUnavailableError, plan_renewal
-from workflow_sdk.supervisor.reporter import Reporter
+from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready
+from workflow_sdk.supervisor.reload import reload_config
+from workflow_sdk.supervisor.renewal import RenewalUnavailableError
 from workflow_sdk.supervisor.reports import ReportDesk
+from workflow_sdk.supervisor.results import Results
 from workflow_sdk.supervisor.signals import SignalInbox
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
-from workflow_sdk.supervisor.source import JobSource
+from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.startup import fork_server_preload, make_reader, start_helpers
 from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.stops import CANCEL_GRACE, KILL_GRACE, Stops
 from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
 from workflow_sdk.supervisor.waitset import WaitSet
-from workflow_sdk.supervisor.watch import JobWatch, StopJob
 from workflow_sdk.supervisor.worker import (
-    CANCEL_SIGNAL,
-    ENV_PRELOAD_MODULES,
     WorkerSpec,
     worker_main,
 )
@@ -85,19 +83,6 @@ EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_BOOT_FAILED = 3
 
-#: Seconds between SIGTERM and SIGKILL when a worker must go.
-KILL_GRACE = 3.0
-#: Seconds between the cancel signal (the handler's ``cancelEvent``) and
-#: SIGTERM for a job that no longer matters: time for a handler that watches
-#: the event to clean up and return.
-CANCEL_GRACE = 1.0
-#: Seconds between RSS samples of busy workers.
-RSS_SAMPLE_INTERVAL = 1.0
-#: Seconds between two updates of the /metrics view, title and systemd status:
-#: every tick (two or three per job) cost the parent a few % of its CPU per job.
-PUBLISH_INTERVAL = 0.1
-#: Seconds a report may wait for the poll in flight to return first.
-REPORT_HOLD = 0.05
 #: Jobs held at most (claimed, running, reports in flight), per worker.
 HELD_PER_WORKER = 2
 #: Environment variables that belong to this process only.
@@ -137,37 +122,36 @@ class Supervisor:
         )
         #: How many jobs to claim: per idle worker, and ahead for short job types.
         self.claims = ClaimPolicy()
+        #: The job source, when to ask it, the claim rules, dispatch to idle workers.
+        self.intake = Intake(
+            self.pool, self.ledger, self.claims, self.stats, config.supervisor.poll_interval
+        )
         self._client = client
         self._ctx = multiprocessing.get_context("forkserver")
         self.signals = SignalInbox()
-        #: Where jobs come from: the poller, or (dispatch = "kafka") a Kafka
-        #: feeder, built once the first worker says which job types it serves.
-        self._source: JobSource | None = None
         self._waitset = WaitSet()
-        self._next_publish = 0.0
         #: The ledger's next deadline, as of the start of this tick.
         self._ledger_due = 0.0
-        self._publish_due = False
-        #: (slot, pid) of every worker at the last publish.
-        self._members: tuple[tuple[int, int], ...] = ()
-        self._reporter: Reporter | None = None
         self._reader: InstanceReader | None = None
-        self._watch: JobWatch | None = None
-        self._metrics: Metrics | None = None
-        self._metrics_dir: str | None = None
-        self._metrics_server: MetricsServer | None = None
-        self._views: tuple[WorkerView, ...] = ()
-        self._announcer = Announcer(SystemdNotifier(None), os.path.basename(config.source))
-        self._poll_backoff = Backoff()
-        self._outage = PollOutageLog(log)
-        self._next_backlog_gauge = 0.0
-        self._poll_requested_at = 0.0
-        self._next_poll_at = 0.0
-        self._next_rss_sample = 0.0
-        self._drain_deadline = 0.0
+        #: The /metrics view, the title and systemd's status.
+        self.publisher = Publisher(
+            self.pool,
+            self.ledger,
+            self.stats,
+            self.intake,
+            announcer=Announcer(SystemdNotifier(None), os.path.basename(config.source)),
+            engine_timeout=config.engine.timeout,
+        )
         self._exit_code = EXIT_OK
         #: Outcomes from this tick's decisions to the engine's answers.
         self.reports = ReportDesk(None, self.signals.wake)
+        self.results = Results(self.pool, self.ledger, self.intake, self.stats, self.reports)
+        #: Jobs that end before their handler returns, and their workers.
+        self.stops = Stops(self.pool, self.ledger, self.intake, self.results, self.stats)
+        #: The graceful stop.
+        self.drain = Drain(self.pool, self.ledger, self.intake, self.stops, self.stats)
+        #: Worker records: started, ready, recycled, gone.
+        self.life = WorkerLife(self.pool, self.stops, self.stats)
 
     # -- public ------------------------------------------------------------------
 
@@ -201,18 +185,10 @@ class Supervisor:
             ca_bundle=engine.ca_bundle,
         )
 
-    def _make_reader(self) -> object:
-        """For the rare calls (stale checks, lease renewal): the full client."""
-        if self._client is not None:
-            return self._client
-        engine = self.config.engine
-        verify: bool | str = engine.ca_bundle or engine.verify_tls
-        return RestEngineClient(engine.url, engine.timeout, token=engine.token, verify=verify)
-
     def _setup(self) -> None:
         # systemd's variables are for this process only: read them, then
         # remove them before the fork server (and so every worker) starts.
-        self._announcer = Announcer(
+        self.publisher.announcer = Announcer(
             SystemdNotifier.from_environment(), os.path.basename(self.config.source)
         )
         for name in PRIVATE_ENV:
@@ -220,102 +196,48 @@ class Supervisor:
         self.signals.install()
         if self.config.metrics.port is not None:
             self._setup_metrics()
-        # The fork server imports these once; every worker forked from it
-        # starts with them loaded. Handler modules only on request: a module
-        # preloaded there is not re-imported by the workers a reload starts.
-        preload = ["workflow_sdk.supervisor.forkserver_init", "workflow_sdk.supervisor.worker"]
-        if self.config.supervisor.preload_handlers:
-            modules = [spec.partition(":")[0] for spec in self.config.supervisor.handlers]
-            os.environ[ENV_PRELOAD_MODULES] = ",".join(modules)
-            # By name: importing that module here would load the handlers.
-            preload.append("workflow_sdk.supervisor.preload")
-        self._ctx.set_forkserver_preload(preload)
-        worker_id = self.config.supervisor.worker_id
-        self._reporter = Reporter(
-            self._make_client(),
-            worker_id,
-            deadline=self.config.supervisor.report_deadline,
-            on_status=self._on_report_status,
-            on_retry=self._on_report_retry,
-        )
-        reader = self._make_reader()
-        if hasattr(reader, "get_instance") and hasattr(reader, "get_instance_history"):
-            self._reader = cast(InstanceReader, reader)
-            self.reports.reader = self._reader
-        else:
-            log.warning(
-                "the engine client cannot read instances: jobs of cancelled or finished "
-                "instances are not detected (failures are sent as they are)"
-            )
-            self.ledger.stale_interval = 0.0  # nothing could answer the checks
+        self._ctx.set_forkserver_preload(fork_server_preload(self.config.supervisor))
         try:
-            renewer = plan_renewal(self.config, reader)
+            helpers = start_helpers(
+                self.config,
+                self._make_client,
+                make_reader(self.config, self._client),
+                ledger=self.ledger,
+                results=self.results,
+                wake=self.signals.wake,
+                metrics=self.publisher.metrics,
+            )
         except RenewalUnavailableError as exc:
             self._fatal(EXIT_ERROR, f'lease_renewal = "required": {exc}')
             return
-        if renewer is not None:
-            self.ledger.renew_every = self.config.supervisor.lease_renewal_interval
-        if self.config.engine.dispatch == "poll":
-            # After the probe: polls ask for the configured lease only when
-            # renewal is in effect (0, the engine's default, sends nothing).
-            lease = self.config.supervisor.lease_seconds if renewer is not None else 0
-            self._source = Poller(
-                self._make_client(), worker_id, self.signals.wake, lease_seconds=lease
-            )
-        self._watch = JobWatch(
-            self.ledger,
-            wake=self.signals.wake,
-            reader=self._reader,
-            renewer=renewer,
-            worker_id=worker_id,
-            lease_seconds=self.config.supervisor.lease_seconds,
-            metrics=self._metrics,
-            join_timeout=self.config.engine.timeout * 2 + 1,
-        )
+        self.results.reporter = helpers.reporter
+        self.intake.source = helpers.poller
+        self.stops.watch = helpers.watch
+        self._reader = self.reports.reader = helpers.reader
         log.info(
             "supervisor starting: %d workers, engine %s, worker id %s",
             self.pool.target,
             self.config.engine.url,
-            worker_id,
+            self.config.supervisor.worker_id,
         )
         self._fill_pool()
-        self._publish(time.monotonic())
+        self.publisher.publish(time.monotonic(), self.phase)
 
     def _setup_metrics(self) -> None:
-        settings = self.config.metrics
-        self._metrics_dir = multiproc.prepare_dir(multiproc.choose_dir(settings.dir))
-        self._metrics = multiproc.metrics_with_identifier("supervisor")
-        self._metrics_server = MetricsServer(
-            self._metrics_dir, PoolCollector(self.stats, lambda: self._views)
-        )
-        self.metrics_port = self._metrics_server.start(settings.bind, settings.port or 0)
+        self.metrics_port = self.publisher.serve(self.config.metrics)
+        self.intake.metrics = self.results.metrics = self.publisher.metrics
 
     def _teardown(self) -> None:
-        now = time.monotonic()
-        slots = list(self.pool.slots.values())
-        for slot in slots:
-            if slot.process.is_alive() and signal.SIGTERM not in slot.signals_sent:
-                slot.terminate(now, KILL_GRACE)
-        for slot in slots:
-            slot.process.join(KILL_GRACE)
-            if slot.process.is_alive():
-                slot.send_signal(signal.SIGKILL)
-                slot.process.join(5.0)
-            slot.conn.close()
-            self.pool.remove(slot)
-        self._take_acks()  # settle what the reporters finished (Kafka commits it)
-        if self._source is not None:
-            self._source.close()
-        if self._watch is not None:
-            self._watch.close()
-        if self._reporter is not None:
-            self._reporter.stop(give_up=True)
-        if self._metrics_server is not None:
-            self._metrics_server.stop()
-        self._announcer.close()
+        self.life.reap_all(time.monotonic())
+        self.results.take()  # settle what the reporters finished (Kafka commits it)
+        self.intake.close()
+        if self.stops.watch is not None:
+            self.stops.watch.close()
+        if self.results.reporter is not None:
+            self.results.reporter.stop(give_up=True)
+        self.publisher.close()
         self.signals.close()
         self._waitset.close()
-        multiproc.release_dir(self._metrics_dir)
         log.info("supervisor stopped (%s)", self.stats.summary())
 
     # -- signals -----------------------------------------------------------------
@@ -356,7 +278,7 @@ class Supervisor:
             log_level=self.config.logging.level,
             log_format=self.config.logging.format,
             scrub_env=PRIVATE_ENV,
-            metrics_dir=self._metrics_dir,
+            metrics_dir=self.publisher.metrics_dir,
         )
         process = self._ctx.Process(
             target=worker_main, args=(spec, child_end), name=f"worker-{slot_no}"
@@ -371,46 +293,15 @@ class Supervisor:
             self._on_boot_failure(slot_no, f"could not start a worker process: {exc!r}", surge)
             return None
         child_end.close()
-        now = time.monotonic()
-        slot = WorkerSlot(
-            slot=slot_no,
-            process=process,
-            conn=parent_end,
-            boot_deadline=now + self.config.supervisor.boot_timeout,
-            pid=process.pid or 0,
-            surge=surge,
-            max_jobs=self._recycle_policy().draw_max_jobs(),
-        )
-        try:
-            slot.ps = psutil.Process(slot.pid)
-        except psutil.Error:
-            slot.ps = None
-        self.pool.add(slot)
-        log.debug("worker-%d started, pid %d", slot_no, slot.pid)
-        return slot
-
-    def _recycle_policy(self) -> RecyclePolicy:
-        pool = self.config.supervisor
-        return RecyclePolicy(pool.max_jobs_per_child, pool.max_jobs_jitter, pool.max_memory_mb)
+        return self.life.started(slot_no, process, parent_end, self.config.supervisor, surge=surge)
 
     def _on_message(self, slot: WorkerSlot, message: object) -> None:
         if isinstance(message, JobDone):
             self._on_job_done(slot, message)
         elif isinstance(message, Ready):
-            if not self.pool.ever_booted:
-                for warning in unhandled_job_types(self.config, message.job_types):
-                    log.warning(warning)
-            self.pool.on_ready(slot, message.job_types)
-            if self.config.engine.dispatch == "kafka" and self._source is None:
+            self.life.on_ready(slot, message, self.config)
+            if self.config.engine.dispatch == "kafka" and self.intake.source is None:
                 self._start_kafka(message.job_types)
-            log.info(
-                "worker-%d ready, pid %d, job types: %s",
-                slot.slot,
-                message.pid,
-                ", ".join(message.job_types),
-            )
-            if slot.retiring:
-                slot.close_channel()
         elif isinstance(message, BootFailed):
             slot.boot_error = message.error
         else:
@@ -451,86 +342,23 @@ class Supervisor:
         entry.handler_ran = done.handler_ran
         lease = entry.lease_length if entry.lease_end != math.inf else math.inf
         self.claims.observe(entry.job_type, outcome.duration, lease)
-        self._report(outcome, entry, slot)
-        self._check_recycle(slot)
+        self.results.report(outcome, entry, slot.slot)
+        self.life.check_recycle(slot, self.config.supervisor)
         if slot.retiring and slot.state is SlotState.IDLE:
             slot.close_channel()
         elif self.phase is not Phase.DRAINING:
             # A job claimed ahead starts now, without waiting for a poll.
-            self._dispatch_claimed(now)
-
-    def _check_recycle(self, slot: WorkerSlot) -> None:
-        reason = self.pool.recycle_reason(slot, self._recycle_policy())
-        if reason == "recycle_jobs":
-            log.info("worker-%d ran %d jobs; replacing it", slot.slot, slot.jobs_done)
-        elif reason == "recycle_memory":
-            log.warning(
-                "worker-%d uses %.0f MiB, over max_memory_mb = %g; replacing it",
-                slot.slot,
-                slot.rss_bytes / 2**20,
-                self.config.supervisor.max_memory_mb,
-            )
-        if reason is not None:
-            slot.retire(reason, time.monotonic())
-
-    def _report(self, outcome: Outcome, entry: JobEntry, slot: WorkerSlot) -> None:
-        """Log the outcome (the one line per job event) and queue its report."""
-        self.stats.record_outcome(outcome)
-        log_outcome(outcome, entry, slot.slot, time.monotonic())
-        self.reports.queue(outcome, entry)
-
-    def _fail_running(
-        self, slot: WorkerSlot, entry: JobEntry, message: str, reason: str, now: float
-    ) -> None:
-        """The one path for a job whose worker we stop or lost: crash, timeout,
-        memory kill. The job is failed retryable (after the stale check) and
-        counted like a handler's failure; the slot is replaced."""
-        slot.job = None
-        slot.exit_reason = slot.exit_reason or reason
-        slot.exit_job_type = entry.job_type
-        self.ledger.finish(entry.job_id, now)
-        outcome = Outcome.failure(
-            entry.job_id, entry.job_type, message, retryable=True, duration=now - entry.started_at
-        )
-        self._report(outcome, entry, slot)
+            self.intake.dispatch_claimed(now, self.config)
 
     def _on_death(self, slot: WorkerSlot) -> None:
         self._read_messages(slot)
         slot.process.join(0.5)
-        how, signum = describe_exit(slot.process.exitcode)
-        self.pool.remove(slot)
-        slot.conn.close()
-        now = time.monotonic()
-        entry = slot.job
-        if entry is not None:
-            message = (
-                f"worker pid {slot.pid} (worker-{slot.slot}) {how} after "
-                f"{now - entry.started_at:.1f} s running this job; "
-                f"last RSS {slot.rss_bytes / 2**20:.0f} MiB"
-            )
-            if signum == signal.SIGKILL and signal.SIGKILL not in slot.signals_sent:
-                message += "; likely killed by the OOM killer"
-            self._fail_running(slot, entry, message, "crash", now)
-        elif slot.state is SlotState.BOOTING and not slot.retiring:
-            self._on_boot_failure(
-                slot.slot, slot.boot_error or f"worker {how} before it was ready", slot.surge
-            )
-            return
-        elif self.phase is not Phase.DRAINING and not slot.exit_reason:
-            log.warning("worker-%d (pid %d) %s while idle", slot.slot, slot.pid, how)
-            slot.exit_reason = "crash"
-        else:
-            log.debug("worker-%d (pid %d) %s", slot.slot, slot.pid, how)
-        if slot.exit_reason and self.phase is not Phase.DRAINING:
-            self.stats.record_restart(slot.exit_reason, slot.exit_job_type)
+        boot_error = self.life.on_exit(slot, draining=self.phase is Phase.DRAINING)
+        if boot_error is not None:
+            self._on_boot_failure(slot.slot, boot_error, slot.surge)
 
     def _on_boot_failure(self, slot_no: int, error: str, surge: bool) -> None:
-        log.error("worker-%d could not start: %s", slot_no, error)
-        verdict = self.pool.on_boot_failure(surge)
-        if verdict is BootVerdict.ABORT_RELOAD:
-            log.error("reload aborted: the new workers cannot start; the old ones keep running")
-        elif verdict is BootVerdict.GIVE_UP:
-            log.critical("workers cannot start; stopping the supervisor")
+        if self.life.boot_failed(slot_no, error, surge=surge) is BootVerdict.GIVE_UP:
             self.fatal_error = error
             self._exit_code = EXIT_BOOT_FAILED
             self._stop_now("boot failure")
@@ -541,25 +369,7 @@ class Supervisor:
         try:
             self._tick_once()
         finally:
-            self._flush_reports()
-
-    def _flush_reports(self) -> None:
-        # Reports leave after the poll for the workers they freed: the poll is
-        # what an idle worker waits for, and a completion sent at the same
-        # moment doubles the poll's round trip (both compete in the engine and
-        # in this process). A report waits for that poll REPORT_HOLD at most,
-        # and only while a worker is idle: when none is, the poll claims
-        # ahead, and no worker waits for it.
-        assert self._reporter is not None
-        if not self.reports.queued:
-            return
-        held = time.monotonic() - self._poll_requested_at < REPORT_HOLD
-        # An armed poll waits for report answers: holding reports would stall it.
-        source = self._source
-        polling = source is not None and source.busy and not source.armed
-        if polling and held and self.phase is not Phase.DRAINING and self.pool.idle():
-            return
-        self.reports.flush(self._reporter)
+            self.results.flush(self.phase)
 
     def _tick_once(self) -> None:
         now = time.monotonic()
@@ -577,9 +387,10 @@ class Supervisor:
             sentinels[slot.sentinel()] = slot
             if not slot.conn.closed and slot.conn in ready:
                 self._read_message(slot)
-        self._take_acks()
-        self._take_watch_verdicts()
-        result = self._source.take() if self._source is not None else None
+        self.results.take()
+        self.stops.take_watch_verdicts()
+        source = self.intake.source
+        result = source.take() if source is not None else None
         if result is not None:
             self._on_poll_result(result)
         for fd, slot in sentinels.items():
@@ -589,11 +400,8 @@ class Supervisor:
             return
         now = time.monotonic()
         self._enforce_deadlines(now)
-        if now >= self._next_rss_sample:
-            self._sample_rss(now)
-            self._next_rss_sample = now + min(
-                RSS_SAMPLE_INTERVAL, self.config.supervisor.memory_check_interval
-            )
+        if now >= self.life.next_rss_sample:
+            self.life.sample_memory(now, self.config.supervisor)
         plan = None
         if self.phase is Phase.DRAINING:
             self._continue_drain(now)
@@ -605,10 +413,10 @@ class Supervisor:
             # become idle without a result (a replacement just booted): it
             # takes the job too, or the job would wait for a poll that its
             # own claim holds back. Expired waiting jobs are dropped here.
-            self._dispatch_claimed(now)
-            plan = self._maybe_poll(now)
-        self._publish(now)
-        self.reports.wake_on_answer = self._acks_urgent(plan)
+            self.intake.dispatch_claimed(now, self.config)
+            plan = self.intake.maybe_poll(now, self.phase, self.reports.taken)
+        self.publisher.publish(now, self.phase)
+        self.reports.wake_on_answer = self.intake.acks_urgent(self.phase, plan)
 
     def _wait(self, timeout: float) -> list[Any]:
         waitables: list[Any] = [self.signals.read_fd]
@@ -619,168 +427,39 @@ class Supervisor:
         return self._waitset.wait(waitables, timeout)
 
     def _next_deadline(self, now: float) -> float:
-        deadline = now + 1.0
-        # Only a poll time still ahead (a poll due now went out last tick),
-        # and only when a poll would go out then: held back (no room, jobs
-        # waiting), a passed poll time would make the loop spin.
-        if (
-            self._next_poll_at > now
-            and self._may_poll()
-            and plan_poll(self.pool, self.ledger, self.claims).wanted > 0
-        ):
-            deadline = min(deadline, self._next_poll_at)
+        deadline = min(now + 1.0, self.intake.poll_deadline(now, self.phase))
         # Only deadlines still ahead, or that act once when reached: a passed
         # deadline left in here would make the loop spin.
         self._ledger_due = self.ledger.next_deadline()
         deadline = min(deadline, self._ledger_due)
-        for slot in self.pool.slots.values():
-            if slot.kill_at is not None:
-                deadline = min(deadline, slot.kill_at)
-            if slot.term_at is not None:
-                deadline = min(deadline, slot.term_at)
-            if slot.state is SlotState.BOOTING:
-                deadline = min(deadline, slot.boot_deadline)
-        if self.phase is Phase.DRAINING and now < self._drain_deadline:
-            deadline = min(deadline, self._drain_deadline)
-        if self._publish_due:
-            deadline = min(deadline, self._next_publish)
-        watchdog = self._announcer.next_deadline()
-        if watchdog is not None:
-            deadline = min(deadline, watchdog)
-        if self.reports.queued and self._poll_requested_at + REPORT_HOLD > now:
-            deadline = min(deadline, self._poll_requested_at + REPORT_HOLD)
+        deadline = min(deadline, self.stops.next_deadline())
+        if self.phase is Phase.DRAINING and now < self.drain.deadline:
+            deadline = min(deadline, self.drain.deadline)
+        deadline = min(deadline, self.publisher.next_deadline())
+        hold_until = self.intake.requested_at + REPORT_HOLD
+        if self.reports.queued and hold_until > now:
+            deadline = min(deadline, hold_until)
         return deadline
 
     def _enforce_deadlines(self, now: float) -> None:
-        for slot in list(self.pool.slots.values()):
-            if slot.term_at is not None and now >= slot.term_at:
-                slot.term_at = None
-                slot.terminate(now, KILL_GRACE)
-            if slot.kill_at is not None and now >= slot.kill_at:
-                log.warning(
-                    "worker-%d (pid %d) still alive after SIGTERM; sending SIGKILL",
-                    slot.slot,
-                    slot.pid,
-                )
-                slot.send_signal(signal.SIGKILL)
-                slot.kill_at = None
-        for slot in self.pool.boot_overdue(now):
-            slot.boot_error = (
-                f"not ready after {self.config.supervisor.boot_timeout:g} s "
-                "(boot_timeout); does importing the handlers hang?"
-            )
-            slot.send_signal(signal.SIGKILL)
+        self.stops.enforce_slots(now, self.config.supervisor.boot_timeout)
         if now < self._ledger_due:
             # No time limit, lease, stale check or renewal is due: skip the
             # scans of the running jobs (a job started this tick is at the
             # earliest due next tick, whose deadline counts it).
             return
         for entry in self.ledger.timed_out(now):
-            running_on = self._slot_of(entry)
+            running_on = self.stops.slot_of(entry)
             if running_on is None:
                 continue
             self._read_messages(running_on)  # it may have just finished
             if running_on.job is entry:
-                self._time_out(running_on, entry, now)
-        for entry in self.ledger.overrun(now):
-            self.stats.lease_overruns += 1
-            log.warning(
-                "job %s (%s) has run %.1f s, past its lease: the engine may hand it "
-                "to another worker (set a [job_types] timeout below the lease)",
-                entry.job_id,
-                entry.job_type,
-                now - entry.started_at,
-            )
-        if self._watch is not None:
-            self._watch.ask_due(now)
+                self.stops.time_out(running_on, entry, now)
+        self.stops.log_overruns(now)
+        if self.stops.watch is not None:
+            self.stops.watch.ask_due(now)
 
-    def _slot_of(self, entry: JobEntry) -> WorkerSlot | None:
-        slot = self.pool.slots.get(entry.slot) if entry.slot is not None else None
-        return slot if slot is not None and slot.job is entry else None
-
-    def _time_out(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
-        message = f"timed out after {entry.timeout:g} s (worker pid {slot.pid} killed)"
-        slot.retiring = True
-        slot.terminate(now, KILL_GRACE)
-        self._fail_running(slot, entry, message, "timeout", now)
-
-    # -- reports and stale jobs ----------------------------------------------------------
-
-    def _on_report_status(self, outcome: Outcome, status: ReportStatus) -> None:
-        # A reporter thread: record, and let the main loop release the job.
-        self.stats.record_report(status)
-        count = self.reports.on_status(outcome, status)
-        source = self._source
-        if source is not None:
-            source.answered(count)
-
-    def _on_report_retry(self, outcome: Outcome, error: EngineClientError) -> None:
-        self.stats.record_report_retry()
-        if self._metrics is not None:
-            self._metrics.report_retry(outcome.job_type)
-
-    def _take_acks(self) -> None:
-        for answer in self.reports.take():
-            entry = self.ledger.release(answer.outcome.job_id)
-            if entry is None:
-                continue
-            if self._source is not None and entry.origin is not None:
-                self._source.settle(entry.origin, answer.settled)
-            if answer.status is ReportStatus.STALE:
-                self.stats.stale_jobs += 1
-            if self._metrics is not None:
-                # The Runner's rule, counted once the report's fate is known.
-                record_outcome(
-                    self._metrics,
-                    answer.outcome,
-                    entry.retries_remaining,
-                    answer.status,
-                    handler_ran=entry.handler_ran,
-                    stale_reason=answer.stale_reason,
-                )
-
-    def _count_stale(self, entry: JobEntry, reason: str) -> None:
-        self.stats.stale_jobs += 1
-        if self._metrics is not None:
-            self._metrics.stale_job(entry.job_type, reason)
-
-    def _take_watch_verdicts(self) -> None:
-        if self._watch is None:
-            return
-        now = time.monotonic()
-        for stop in self._watch.take(now):
-            entry = self.ledger.get(stop.job_id)
-            slot = self._slot_of(entry) if entry is not None else None
-            if entry is not None and slot is not None:
-                self._stop_running(slot, entry, stop, now)
-
-    def _stop_running(self, slot: WorkerSlot, entry: JobEntry, stop: StopJob, now: float) -> None:
-        """The job no longer matters, or is no longer ours: stop its worker,
-        report nothing (a fail could fail the instance; the lease's new
-        holder reports the job)."""
-        log_stopped(entry, slot.slot, stop.reason == "stale", stop.detail)
-        # Stale: its record is done (nothing will ever report it). Lease lost:
-        # the lease's new holder reports it.
-        self._drop(entry, done=True)
-        if stop.reason == "stale":
-            self._count_stale(entry, stop.stale_reason)
-        else:
-            self.stats.leases_lost += 1
-        slot.job = None
-        slot.retiring = True
-        slot.exit_reason = stop.reason
-        slot.exit_job_type = entry.job_type
-        # The courtesy first (the handler's cancelEvent), then, after a short
-        # grace in which the handler may clean up and return, the stop.
-        slot.send_signal(CANCEL_SIGNAL)
-        slot.state = SlotState.STOPPING
-        slot.term_at = now + CANCEL_GRACE
-
-    def _drop(self, entry: JobEntry, *, done: bool) -> None:
-        """The job leaves the ledger without a report of ours."""
-        self.ledger.release(entry.job_id)
-        if self._source is not None and entry.origin is not None:
-            self._source.settle(entry.origin, done)
+    # -- the job source and fatal errors ------------------------------------------------
 
     def _on_wrong_dispatch(self, error: DispatchModeError) -> None:
         self.fatal_error = str(error)
@@ -794,22 +473,10 @@ class Supervisor:
         self._stop_now("wrong dispatch mode")
 
     def _start_kafka(self, job_types: tuple[str, ...]) -> None:
-        """Consume the job types the workers serve (known once one is ready)."""
-        # Imported here: the kafka extra is only needed in Kafka mode.
-        from workflow_sdk.supervisor.kafka_feeder import (  # noqa: PLC0415
-            KafkaUnavailableError,
-            open_feeder,
-        )
-
-        try:
-            self._source = open_feeder(
-                self.config.kafka, job_types, self.config.supervisor.worker_id, self.signals.wake
-            )
-        except KafkaUnavailableError as exc:
-            self._fatal(EXIT_CONFIG if exc.missing_topics else EXIT_ERROR, str(exc))
-            return
-        # Report answers counted before it existed (a switch from polling).
-        self._source.answered(self.reports.answers)
+        wake, answers = self.signals.wake, self.reports.answers
+        error = self.intake.start_kafka(self.config, job_types, wake, answers)
+        if error is not None:
+            self._fatal(EXIT_CONFIG if error.missing_topics else EXIT_ERROR, str(error))
 
     def _fatal(self, code: int, message: str) -> None:
         log.critical("%s; stopping the supervisor", message)
@@ -817,211 +484,16 @@ class Supervisor:
         self._exit_code = code
         self._stop_now("fatal error")
 
-    # -- claiming and dispatch ---------------------------------------------------------
-
-    def _may_poll(self) -> bool:
-        return (
-            self.phase in (Phase.RUNNING, Phase.RELOADING)
-            and self._source is not None
-            and not self._source.busy
-        )
-
-    def _acks_urgent(self, plan: PollPlan | None) -> bool:
-        """Whether a report's answer must wake the loop at once: it frees room
-        a held-back poll waits for, or no job runs (nothing else wakes the
-        loop soon). Otherwise it waits for the next wake-up (a worker's
-        result, a poll's answer): one wake-up fewer per job."""
-        if self.phase is not Phase.RUNNING or self.ledger.count(JobState.RUNNING) == 0:
-            return True
-        if not self._may_poll():
-            return False
-        return (plan or plan_poll(self.pool, self.ledger, self.claims)).held_back
-
-    def _maybe_poll(self, now: float) -> PollPlan | None:
-        """Request a poll if one is wanted; the plan when it was computed and
-        no poll went out (the loop reuses it this tick)."""
-        if self._source is None or not self._may_poll() or now < self._next_poll_at:
-            return None
-        plan = plan_poll(self.pool, self.ledger, self.claims)
-        if plan.wanted < plan.idle:
-            self.stats.claims_held_back += 1
-        if plan.wanted > 0:
-            self._poll_requested_at = now
-            self._source.request(plan.wanted, plan.job_types)
-            return None
-        if plan.armed is not None and self.phase is Phase.RUNNING:
-            # Sent by the source's thread once the answers it needs have come
-            # (``reports.taken`` counts those the ledger has released).
-            answers, wanted = plan.armed
-            self._poll_requested_at = now
-            self._source.request(wanted, plan.job_types, after=self.reports.taken + answers)
-            return None
-        return plan
-
     def _on_poll_result(self, result: PollResult) -> None:
         # An armed poll went out after the answers it waited for were queued:
         # release their jobs first, so the new ones fit in the ledger.
-        self._take_acks()
+        self.results.take()
         now = time.monotonic()
-        self.stats.record_poll(len(result.jobs), result.error is not None)
-        if isinstance(result.error, DispatchModeError):
-            self._on_wrong_dispatch(result.error)
-            return
-        if result.error is not None:
-            wait_s = self._poll_backoff.next_delay()
-            self._next_poll_at = now + wait_s
-            self._outage.failed(result.error, wait_s)
-            return
-        if self._metrics is not None:
-            self._metrics.observe_poll(result.latency, len(result.jobs))
-        self._outage.succeeded()
-        self._poll_backoff.reset()
-        waits = not result.jobs and not result.waited
-        self._next_poll_at = now + self.config.supervisor.poll_interval if waits else now
-        for raw in usable_jobs(result.jobs, log):
-            self._claim(raw, result.sent_at, now, result.leased)
-        self._dispatch_claimed(now)
-
-    def _claim(self, raw: dict[str, Any], poll_sent_at: float, now: float, leased: bool) -> None:
-        context = build_context(raw)
-        # A Kafka job has no lease: it may run as long as it needs.
-        length = lease_seconds(raw) if leased else math.inf
-        verdict = self.ledger.claim(context, poll_sent_at + length, now, length, origin=raw)
-        job_id, job_type = context["id"], context["jobType"]
-        if verdict is ClaimVerdict.EXPIRED:
-            self.stats.skipped_expired += 1
-            log.warning(
-                "job %s (%s) not started: its lease had already passed (another worker "
-                "may have it)",
-                job_id,
-                job_type,
-            )
-        elif verdict is ClaimVerdict.DUPLICATE:
-            self.stats.redeliveries_coalesced += 1
-            if self._source is not None:
-                # Its one report comes from the run in progress.
-                self._source.settle(raw, True)
-            entry = self.ledger.get(job_id)
-            if entry is not None and entry.redeliveries == 1:
-                log.info(
-                    "job %s (%s) handed out again by the engine while this supervisor still "
-                    "runs it (its lease passed); not started twice, one result will be sent",
-                    job_id,
-                    job_type,
-                )
-
-    def _dispatch_claimed(self, now: float) -> None:
-        """Hand claimed jobs to idle workers, oldest claim first."""
-        # Asked on most ticks, and mostly no worker is idle: look once.
-        idle = self.pool.idle()
-        if not idle:
-            return
-        for entry in self.ledger.claimed():
-            if now >= entry.lease_end:
-                self.ledger.release(entry.job_id)
-                self.stats.skipped_expired += 1
-                log.warning(
-                    "job %s (%s) not started: its lease passed while it waited for a worker",
-                    entry.job_id,
-                    entry.job_type,
-                )
-                continue
-            if not self._dispatch(entry, now, idle):
-                return
-
-    def _dispatch(self, entry: JobEntry, now: float, idle: list[WorkerSlot]) -> bool:
-        for slot in idle:
-            if slot.state is not SlotState.IDLE or entry.job_type not in slot.job_types:
-                continue
-            try:
-                slot.conn.send(RunJob(entry.context))
-            except OSError:
-                continue  # that worker just died; its sentinel will tell
-            self.ledger.start(entry.job_id, slot.slot, now, self.config.job_timeout(entry.job_type))
-            slot.state = SlotState.BUSY
-            slot.job = entry
-            log.debug("job %s (%s) sent to worker-%d", entry.job_id, entry.job_type, slot.slot)
-            return True
-        return False
-
-    # -- monitoring --------------------------------------------------------------------
-
-    def _sample_rss(self, now: float) -> None:
-        """Read each worker's RSS; enforce the memory limits during jobs too."""
-        pool = self.config.supervisor
-        hard = pool.memory_hard_limit_mb * 2**20
-        for slot in list(self.pool.slots.values()):
-            if slot.ps is None or slot.state is SlotState.STOPPING:
-                continue
-            try:
-                rss = slot.ps.memory_info().rss
-            except psutil.Error:
-                continue
-            if rss == 0:
-                continue  # exited and not yet reaped: keep the last real sample
-            slot.rss_bytes = rss
-            entry = slot.job
-            if hard and entry is not None and slot.rss_bytes > hard:
-                self._kill_for_memory(slot, entry, now)
-            elif slot.state is SlotState.IDLE:
-                self._check_recycle(slot)
-
-    def _kill_for_memory(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
-        limit = self.config.supervisor.memory_hard_limit_mb
-        message = (
-            f"worker pid {slot.pid} (worker-{slot.slot}) killed: RSS reached "
-            f"{slot.rss_bytes / 2**20:.0f} MiB, over max_memory_hard_mb = {limit:g}"
-        )
-        slot.retiring = True
-        slot.state = SlotState.STOPPING
-        slot.send_signal(signal.SIGKILL)
-        self._fail_running(slot, entry, message, "recycle_memory", now)
-
-    def _publish(self, now: float) -> None:
-        """The /metrics view of the workers, the title and systemd's status,
-        at most every ``PUBLISH_INTERVAL`` (a skipped update is due then),
-        and at once when a worker came or went (a scrape must not read a
-        process that is gone)."""
-        members = tuple((s.slot, s.pid) for s in self.pool.slots.values())
-        if now < self._next_publish and members == self._members:
-            self._publish_due = True
-            return
-        self._members = members
-        self._publish_due = False
-        self._next_publish = now + PUBLISH_INTERVAL
-        slots = self.pool.slots.values()
-        self._views = tuple(
-            WorkerView(s.slot, s.pid, s.state is SlotState.BUSY, s.ps) for s in slots
-        )
-        self.stats.jobs_held = len(self.ledger)
-        self.stats.jobs_held_peak = self.ledger.peak
-        if self._metrics is not None and now >= self._next_backlog_gauge:
-            self._metrics.set_report_backlog(*self.ledger.oldest_report(now))
-            self._next_backlog_gauge = now + 1.0
-        phase = self.phase.value if self.phase in (Phase.DRAINING, Phase.RELOADING) else ""
-        self._announcer.publish(
-            now,
-            PoolState(
-                workers=len(self.pool),
-                busy=self.pool.busy(),
-                jobs_done=self.stats.jobs_succeeded,
-                jobs_failed=self.stats.jobs_failed,
-                phase=phase,
-                ready=self.pool.booted() >= self.pool.target,
-                healthy=self._healthy(now),
-            ),
-        )
-
-    def _healthy(self, now: float) -> bool:
-        """The loop runs (we are here); also check the poller is not wedged."""
-        # An armed poll waits for reports, which the engine may be slow to
-        # take: that is backpressure, not a wedged poller.
-        source = self._source
-        if source is not None and source.busy and not source.armed:
-            return now - max(self._poll_requested_at, source.sent_at) < (
-                self.config.engine.timeout * 2 + 5
-            )
-        return True
+        verdict = self.intake.on_result(result, now)
+        if verdict is PollVerdict.WRONG_DISPATCH:
+            self._on_wrong_dispatch(cast(DispatchModeError, result.error))
+        elif verdict is PollVerdict.CLAIMED:
+            self.intake.dispatch_claimed(now, self.config)
 
     # -- reload and scaling ------------------------------------------------------------
 
@@ -1029,29 +501,16 @@ class Supervisor:
         if self.phase is Phase.RELOADING:
             log.warning("SIGHUP ignored: a reload is already in progress")
             return
-        if os.path.isfile(self.config.source):
-            try:
-                new = load_config(self.config.source, require_handlers=self.registry is None)
-            except ConfigError as exc:
-                log.error("SIGHUP: configuration not reloaded, still running the old one:\n%s", exc)
-                return
-            for section in ("engine", "metrics"):
-                if getattr(new, section) != getattr(self.config, section):
-                    log.warning("SIGHUP: [%s] changes take effect at the next restart", section)
-            if self.pool.target != self.config.supervisor.workers:
-                log.info(
-                    "SIGHUP: pool size back to the configuration's %d workers "
-                    "(SIGTTIN/SIGTTOU had made it %d)",
-                    new.supervisor.workers,
-                    self.pool.target,
-                )
-            self.config = dataclasses.replace(
-                new, engine=self.config.engine, metrics=self.config.metrics
-            )
+        new = reload_config(self.config, self.pool.target, require_handlers=self.registry is None)
+        if new is None:
+            return
+        if new is not self.config:
+            self.config = new
+            self.intake.poll_interval = new.supervisor.poll_interval
             self._resize(new.supervisor.workers)
             if self._reader is not None:
                 self.ledger.stale_interval = new.supervisor.stale_check_interval
-        self._announcer.reloading()
+        self.publisher.announcer.reloading()
         self.phase = Phase.RELOADING
         count = self.pool.begin_reload()
         log.info("SIGHUP: replacing %d workers one at a time", count)
@@ -1066,7 +525,7 @@ class Supervisor:
             old.retire("reload", time.monotonic())
         elif step is ReloadStep.DONE:
             self.phase = Phase.RUNNING
-            self._announcer.reloaded()
+            self.publisher.announcer.reloaded()
             log.info("reload finished")
 
     def handle_scale(self, delta: int) -> None:
@@ -1091,77 +550,39 @@ class Supervisor:
 
     def _begin_drain(self, why: str) -> None:
         self.phase = Phase.DRAINING
-        if self._source is not None:
-            self._source.disarm()  # a poll not yet sent claims nothing now
-        self.pool.abort_reload()
-        self._drain_deadline = time.monotonic() + self.config.supervisor.graceful_timeout
-        self._announcer.stopping()
-        log.info(
-            "%s: stopping; waiting up to %g s for %d running jobs",
-            why,
-            self.config.supervisor.graceful_timeout,
-            self.ledger.count(JobState.RUNNING),
-        )
+        self.drain.begin(why, time.monotonic(), self.config.supervisor.graceful_timeout)
+        self.publisher.announcer.stopping()
 
     def _continue_drain(self, now: float) -> None:
-        assert self._reporter is not None
-        poll_in_flight = self._source is not None and self._source.busy
-        for slot in list(self.pool.slots.values()):
-            entry = slot.job
-            if slot.state is SlotState.IDLE and not poll_in_flight:
-                slot.close_channel()
-            elif slot.state is SlotState.BOOTING:
-                slot.terminate(now, KILL_GRACE)
-            elif entry is not None and now >= min(self._drain_deadline, entry.lease_end):
-                self._abandon(slot, entry, now)
-        if poll_in_flight:
-            return
-        for entry in self.ledger.claimed():
-            # Claimed by the last poll, never started: the lease returns them
-            # (Kafka: the uncommitted record does).
-            self._drop(entry, done=False)
-            self.stats.abandoned += 1
-        if self.pool.slots:
+        reporter = self.results.reporter
+        assert reporter is not None
+        if self.drain.step(now) is DrainStep.WAIT:
             return
         # Every worker is gone: give the reports what is left of the drain time.
-        remaining = max(0.0, self._drain_deadline - now)
-        if not self._reporter.wait_idle(remaining):
+        if not reporter.wait_idle(self.drain.remaining(now)):
             log.error(
                 "%d reports still undelivered at the end of graceful_timeout; giving up",
-                self._reporter.pending(),
+                reporter.pending(),
             )
         self.phase = Phase.DONE
-
-    def _abandon(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
-        """Stop a job we may not finish; the engine redelivers it after its lease.
-
-        Failing it instead would burn one of its retries (or fail the instance)
-        for what is only a restart of this worker.
-        """
-        log.warning(
-            "job %s (%s) still running at shutdown; killing worker-%d and leaving the "
-            "job to the engine's lease expiry",
-            entry.job_id,
-            entry.job_type,
-            slot.slot,
-        )
-        slot.job = None
-        self._drop(entry, done=False)
-        self.stats.abandoned += 1
-        slot.terminate(now, 1.0)
 
     def _stop_now(self, why: str) -> None:
         log.warning("%s: stopping now; running jobs are left to the engine's lease expiry", why)
         if self.phase is not Phase.DRAINING:
-            self._announcer.stopping()
-        now = time.monotonic()
-        for slot in list(self.pool.slots.values()):
-            if slot.job is not None:
-                self.stats.abandoned += 1
-                self._drop(slot.job, done=False)
-                slot.job = None
-            slot.terminate(now, 1.0)
+            self.publisher.announcer.stopping()
+        self.stops.abandon_all(time.monotonic())
         self.phase = Phase.DONE
 
 
-__all__ = ["EXIT_BOOT_FAILED", "EXIT_CONFIG", "EXIT_ERROR", "EXIT_OK", "Supervisor"]
+__all__ = [
+    "CANCEL_GRACE",
+    "EXIT_BOOT_FAILED",
+    "EXIT_CONFIG",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "KILL_GRACE",
+    "PUBLISH_INTERVAL",
+    "REPORT_HOLD",
+    "Phase",
+    "Supervisor",
+]

@@ -10,7 +10,7 @@ A job claimed ahead waits for a worker, and its lease runs meanwhile. The
 wait is about one handler run (the worker finishes its current job first),
 so a job type counts as short only when its measured handler time is under
 ``AHEAD_SHARE`` of its lease: the wait then costs a sliver of the lease and
-the lease check before the start (``Supervisor._dispatch_claimed``) is left
+the lease check before the start (``Intake.dispatch_claimed``) is left
 with nothing to catch. Unmeasured and long job types are never claimed
 ahead, and nothing is ever claimed beyond the job ledger's room.
 

@@ -1,0 +1,292 @@
+"""The supervisor's intake: where jobs come in, when to ask for them, and the claim rules.
+
+The intake owns the job source (the poller, or a Kafka feeder) and the
+state of asking it: when the next poll is due, the backoff and outage log
+after failures, the moment the last poll was requested (reports wait for
+it a little, ``REPORT_HOLD``). It turns a source's answer into claims in the
+job ledger, hands claimed jobs to idle workers (``dispatch_claimed``: a
+message on the worker's channel), and settles each job with its source
+when the job leaves. Starting and stopping workers is the arbiter's.
+
+The main loop calls in here on every tick, directly: each poll plan is
+computed once per tick at most. The phase is passed in (the arbiter owns
+it), and so is the configuration where it may change on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from workflow_sdk.errors import DispatchModeError
+from workflow_sdk.handler.context import build_context
+from workflow_sdk.jobcore import PollOutageLog, usable_jobs
+from workflow_sdk.lease import lease_seconds
+from workflow_sdk.metrics.metrics import Metrics
+from workflow_sdk.retry.backoff import Backoff
+from workflow_sdk.supervisor.claims import ClaimPolicy, PollPlan, plan_poll
+from workflow_sdk.supervisor.config import SupervisorConfig
+from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
+from workflow_sdk.supervisor.pool import Phase, WorkerPool
+from workflow_sdk.supervisor.protocol import RunJob
+from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.source import JobSource, PollResult
+from workflow_sdk.supervisor.stats import SupervisorStats
+
+if TYPE_CHECKING:
+    from workflow_sdk.supervisor.kafka_feeder import KafkaUnavailableError
+
+log = logging.getLogger("workflow_sdk.supervisor")
+
+#: Seconds a report may wait for the poll in flight to return first.
+REPORT_HOLD = 0.05
+
+
+class PollVerdict(enum.Enum):
+    """What a source's answer asks of the arbiter."""
+
+    #: the answer's jobs (maybe none) are claimed: hand them to idle workers
+    CLAIMED = "claimed"
+    #: the request failed: the next one waits for the backoff
+    FAILED = "failed"
+    #: the engine dispatches through Kafka and refuses polls: stop
+    WRONG_DISPATCH = "wrong_dispatch"
+
+
+class Intake:
+    """The job source, the poll's timing and the claim rules (see the module doc)."""
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        ledger: JobLedger,
+        claims: ClaimPolicy,
+        stats: SupervisorStats,
+        poll_interval: float,
+    ) -> None:
+        self.pool = pool
+        self.ledger = ledger
+        self.claims = claims
+        self.stats = stats
+        #: Seconds to wait after a poll that brought no job (SIGHUP may change it).
+        self.poll_interval = poll_interval
+        #: Where jobs come from: the poller, or (dispatch = "kafka") a Kafka
+        #: feeder, built once the first worker says which job types it serves.
+        self.source: JobSource | None = None
+        self.metrics: Metrics | None = None
+        #: ``time.monotonic()`` when the last poll was requested
+        self.requested_at = 0.0
+        self.next_poll_at = 0.0
+        self._backoff = Backoff()
+        self._outage = PollOutageLog(log)
+
+    # -- when to poll ----------------------------------------------------------------
+
+    def may_poll(self, phase: Phase) -> bool:
+        return (
+            phase in (Phase.RUNNING, Phase.RELOADING)
+            and self.source is not None
+            and not self.source.busy
+        )
+
+    def poll_deadline(self, now: float, phase: Phase) -> float:
+        """When the loop must wake for the next poll (``inf``: not for a poll).
+
+        Only a poll time still ahead (a poll due now went out last tick),
+        and only when a poll would go out then: held back (no room, jobs
+        waiting), a passed poll time would make the loop spin.
+        """
+        if (
+            self.next_poll_at > now
+            and self.may_poll(phase)
+            and plan_poll(self.pool, self.ledger, self.claims).wanted > 0
+        ):
+            return self.next_poll_at
+        return math.inf
+
+    def acks_urgent(self, phase: Phase, plan: PollPlan | None) -> bool:
+        """Whether a report's answer must wake the loop at once: it frees room
+        a held-back poll waits for, or no job runs (nothing else wakes the
+        loop soon). Otherwise it waits for the next wake-up (a worker's
+        result, a poll's answer): one wake-up fewer per job."""
+        if phase is not Phase.RUNNING or self.ledger.count(JobState.RUNNING) == 0:
+            return True
+        if not self.may_poll(phase):
+            return False
+        return (plan or plan_poll(self.pool, self.ledger, self.claims)).held_back
+
+    def maybe_poll(self, now: float, phase: Phase, answers_taken: int) -> PollPlan | None:
+        """Request a poll if one is wanted; the plan when it was computed and
+        no poll went out (the loop reuses it this tick). ``answers_taken``:
+        the report answers the ledger has released so far."""
+        if self.source is None or not self.may_poll(phase) or now < self.next_poll_at:
+            return None
+        plan = plan_poll(self.pool, self.ledger, self.claims)
+        if plan.wanted < plan.idle:
+            self.stats.claims_held_back += 1
+        if plan.wanted > 0:
+            self.requested_at = now
+            self.source.request(plan.wanted, plan.job_types)
+            return None
+        if plan.armed is not None and phase is Phase.RUNNING:
+            # Sent by the source's thread once the answers it needs have come.
+            answers, wanted = plan.armed
+            self.requested_at = now
+            self.source.request(wanted, plan.job_types, after=answers_taken + answers)
+            return None
+        return plan
+
+    def holds_reports(self, now: float) -> bool:
+        """A poll is out for less than ``REPORT_HOLD``: reports may wait for it.
+
+        An armed poll waits for report answers: holding reports would stall it.
+        """
+        held = now - self.requested_at < REPORT_HOLD
+        source = self.source
+        polling = source is not None and source.busy and not source.armed
+        return polling and held
+
+    def healthy(self, now: float, engine_timeout: float) -> bool:
+        """The poller is not wedged."""
+        # An armed poll waits for reports, which the engine may be slow to
+        # take: that is backpressure, not a wedged poller.
+        source = self.source
+        if source is not None and source.busy and not source.armed:
+            return now - max(self.requested_at, source.sent_at) < engine_timeout * 2 + 5
+        return True
+
+    # -- what came in ------------------------------------------------------------------
+
+    def on_result(self, result: PollResult, now: float) -> PollVerdict:
+        """Claim the answer's jobs (or note the failure)."""
+        self.stats.record_poll(len(result.jobs), result.error is not None)
+        if isinstance(result.error, DispatchModeError):
+            return PollVerdict.WRONG_DISPATCH
+        if result.error is not None:
+            wait_s = self._backoff.next_delay()
+            self.next_poll_at = now + wait_s
+            self._outage.failed(result.error, wait_s)
+            return PollVerdict.FAILED
+        if self.metrics is not None:
+            self.metrics.observe_poll(result.latency, len(result.jobs))
+        self._outage.succeeded()
+        self._backoff.reset()
+        waits = not result.jobs and not result.waited
+        self.next_poll_at = now + self.poll_interval if waits else now
+        for raw in usable_jobs(result.jobs, log):
+            self.claim(raw, result.sent_at, now, result.leased)
+        return PollVerdict.CLAIMED
+
+    def claim(self, raw: dict[str, Any], poll_sent_at: float, now: float, leased: bool) -> None:
+        context = build_context(raw)
+        # A Kafka job has no lease: it may run as long as it needs.
+        length = lease_seconds(raw) if leased else math.inf
+        verdict = self.ledger.claim(context, poll_sent_at + length, now, length, origin=raw)
+        job_id, job_type = context["id"], context["jobType"]
+        if verdict is ClaimVerdict.EXPIRED:
+            self.stats.skipped_expired += 1
+            log.warning(
+                "job %s (%s) not started: its lease had already passed (another worker "
+                "may have it)",
+                job_id,
+                job_type,
+            )
+        elif verdict is ClaimVerdict.DUPLICATE:
+            self.stats.redeliveries_coalesced += 1
+            if self.source is not None:
+                # Its one report comes from the run in progress.
+                self.source.settle(raw, True)
+            entry = self.ledger.get(job_id)
+            if entry is not None and entry.redeliveries == 1:
+                log.info(
+                    "job %s (%s) handed out again by the engine while this supervisor still "
+                    "runs it (its lease passed); not started twice, one result will be sent",
+                    job_id,
+                    job_type,
+                )
+
+    def start_kafka(
+        self,
+        config: SupervisorConfig,
+        job_types: tuple[str, ...],
+        wake: Callable[[], None],
+        answers: int,
+    ) -> KafkaUnavailableError | None:
+        """Consume the job types the workers serve (known once one is ready);
+        ``answers``: the report answers counted so far. The error, if Kafka
+        cannot be used."""
+        # Imported here: the kafka extra is only needed in Kafka mode.
+        from workflow_sdk.supervisor.kafka_feeder import (  # noqa: PLC0415
+            KafkaUnavailableError,
+            open_feeder,
+        )
+
+        try:
+            source = open_feeder(config.kafka, job_types, config.supervisor.worker_id, wake)
+        except KafkaUnavailableError as exc:
+            return exc
+        # Report answers counted before it existed (a switch from polling).
+        source.answered(answers)
+        self.source = source
+        return None
+
+    # -- to the workers ----------------------------------------------------------------
+
+    def dispatch_claimed(self, now: float, config: SupervisorConfig) -> None:
+        """Hand claimed jobs to idle workers, oldest claim first."""
+        # Asked on most ticks, and mostly no worker is idle: look once.
+        idle = self.pool.idle()
+        if not idle:
+            return
+        for entry in self.ledger.claimed():
+            if now >= entry.lease_end:
+                self.ledger.release(entry.job_id)
+                self.stats.skipped_expired += 1
+                log.warning(
+                    "job %s (%s) not started: its lease passed while it waited for a worker",
+                    entry.job_id,
+                    entry.job_type,
+                )
+                continue
+            if not self._dispatch(entry, now, idle, config):
+                return
+
+    def _dispatch(
+        self, entry: JobEntry, now: float, idle: list[WorkerSlot], config: SupervisorConfig
+    ) -> bool:
+        for slot in idle:
+            if slot.state is not SlotState.IDLE or entry.job_type not in slot.job_types:
+                continue
+            try:
+                slot.conn.send(RunJob(entry.context))
+            except OSError:
+                continue  # that worker just died; its sentinel will tell
+            self.ledger.start(entry.job_id, slot.slot, now, config.job_timeout(entry.job_type))
+            slot.state = SlotState.BUSY
+            slot.job = entry
+            log.debug("job %s (%s) sent to worker-%d", entry.job_id, entry.job_type, slot.slot)
+            return True
+        return False
+
+    # -- what leaves -------------------------------------------------------------------
+
+    def drop(self, entry: JobEntry, *, done: bool) -> None:
+        """The job leaves the ledger without a report of ours."""
+        self.ledger.release(entry.job_id)
+        if self.source is not None and entry.origin is not None:
+            self.source.settle(entry.origin, done)
+
+    def disarm(self) -> None:
+        """Stop claiming: a poll not yet sent claims nothing now."""
+        if self.source is not None:
+            self.source.disarm()
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
+
+__all__ = ["REPORT_HOLD", "Intake", "PollVerdict"]

@@ -1,0 +1,170 @@
+"""A worker's life as the parent sees it: its record, ready, recycled, gone.
+
+The arbiter starts each process (it is the only place that does) and hands
+the rest here: the slot record of a started process, what a worker's
+"ready" means, its memory samples and when it is due for replacement, what
+its exit means for its job and the restart counts, and the final reaping.
+Boot failures end in the pool's verdict (``pool.BootVerdict``), which the
+arbiter carries out.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+import psutil
+
+from workflow_sdk.supervisor.config import PoolConfig, SupervisorConfig, unhandled_job_types
+from workflow_sdk.supervisor.monitor import sample_rss
+from workflow_sdk.supervisor.pool import BootVerdict, RecyclePolicy, WorkerPool
+from workflow_sdk.supervisor.protocol import Ready
+from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
+from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.stops import KILL_GRACE, Stops
+
+log = logging.getLogger("workflow_sdk.supervisor")
+
+#: Seconds between RSS samples of busy workers.
+RSS_SAMPLE_INTERVAL = 1.0
+
+
+def recycle_policy(settings: PoolConfig) -> RecyclePolicy:
+    return RecyclePolicy(
+        settings.max_jobs_per_child, settings.max_jobs_jitter, settings.max_memory_mb
+    )
+
+
+class WorkerLife:
+    def __init__(self, pool: WorkerPool, stops: Stops, stats: SupervisorStats) -> None:
+        self.pool = pool
+        self.stops = stops
+        self.stats = stats
+        #: monotonic time of the next RSS samples (the loop checks it each tick)
+        self.next_rss_sample = 0.0
+
+    def started(
+        self,
+        slot_no: int,
+        process: BaseProcess,
+        conn: Connection,
+        settings: PoolConfig,
+        *,
+        surge: bool,
+    ) -> WorkerSlot:
+        """The record of a worker process just started; it joins the pool."""
+        now = time.monotonic()
+        slot = WorkerSlot(
+            slot=slot_no,
+            process=process,
+            conn=conn,
+            boot_deadline=now + settings.boot_timeout,
+            pid=process.pid or 0,
+            surge=surge,
+            max_jobs=recycle_policy(settings).draw_max_jobs(),
+        )
+        try:
+            slot.ps = psutil.Process(slot.pid)
+        except psutil.Error:
+            slot.ps = None
+        self.pool.add(slot)
+        log.debug("worker-%d started, pid %d", slot_no, slot.pid)
+        return slot
+
+    def on_ready(self, slot: WorkerSlot, ready: Ready, config: SupervisorConfig) -> None:
+        if not self.pool.ever_booted:
+            for warning in unhandled_job_types(config, ready.job_types):
+                log.warning(warning)
+        self.pool.on_ready(slot, ready.job_types)
+        log.info(
+            "worker-%d ready, pid %d, job types: %s",
+            slot.slot,
+            ready.pid,
+            ", ".join(ready.job_types),
+        )
+        if slot.retiring:
+            slot.close_channel()
+
+    def check_recycle(self, slot: WorkerSlot, settings: PoolConfig) -> None:
+        """Retire the worker after its current job when a recycle rule says so."""
+        reason = self.pool.recycle_reason(slot, recycle_policy(settings))
+        if reason == "recycle_jobs":
+            log.info("worker-%d ran %d jobs; replacing it", slot.slot, slot.jobs_done)
+        elif reason == "recycle_memory":
+            log.warning(
+                "worker-%d uses %.0f MiB, over max_memory_mb = %g; replacing it",
+                slot.slot,
+                slot.rss_bytes / 2**20,
+                settings.max_memory_mb,
+            )
+        if reason is not None:
+            slot.retire(reason, time.monotonic())
+
+    def sample_memory(self, now: float, settings: PoolConfig) -> None:
+        """Read each worker's RSS; enforce the memory limits during jobs too."""
+        verdict = sample_rss(list(self.pool.slots.values()), settings.memory_hard_limit_mb * 2**20)
+        for slot in verdict.kill:
+            if slot.job is not None:
+                self.stops.kill_for_memory(slot, slot.job, now, settings.memory_hard_limit_mb)
+        for slot in verdict.idle:
+            self.check_recycle(slot, settings)
+        self.next_rss_sample = now + min(RSS_SAMPLE_INTERVAL, settings.memory_check_interval)
+
+    def on_exit(self, slot: WorkerSlot, *, draining: bool) -> str | None:
+        """The worker's process has ended (and was joined): it leaves the pool,
+        its job is failed. Returns the boot error when it died before it was
+        ready (the arbiter then asks ``boot_failed``), else None."""
+        how, signum = describe_exit(slot.process.exitcode)
+        self.pool.remove(slot)
+        slot.conn.close()
+        now = time.monotonic()
+        entry = slot.job
+        if entry is not None:
+            message = (
+                f"worker pid {slot.pid} (worker-{slot.slot}) {how} after "
+                f"{now - entry.started_at:.1f} s running this job; "
+                f"last RSS {slot.rss_bytes / 2**20:.0f} MiB"
+            )
+            if signum == signal.SIGKILL and signal.SIGKILL not in slot.signals_sent:
+                message += "; likely killed by the OOM killer"
+            self.stops.fail_running(slot, entry, message, "crash", now)
+        elif slot.state is SlotState.BOOTING and not slot.retiring:
+            return slot.boot_error or f"worker {how} before it was ready"
+        elif not draining and not slot.exit_reason:
+            log.warning("worker-%d (pid %d) %s while idle", slot.slot, slot.pid, how)
+            slot.exit_reason = "crash"
+        else:
+            log.debug("worker-%d (pid %d) %s", slot.slot, slot.pid, how)
+        if slot.exit_reason and not draining:
+            self.stats.record_restart(slot.exit_reason, slot.exit_job_type)
+        return None
+
+    def reap_all(self, now: float) -> None:
+        """At the very end: every worker told to go, joined (SIGKILL after
+        ``KILL_GRACE``), and out of the pool."""
+        slots = list(self.pool.slots.values())
+        for slot in slots:
+            if slot.process.is_alive() and signal.SIGTERM not in slot.signals_sent:
+                slot.terminate(now, KILL_GRACE)
+        for slot in slots:
+            slot.process.join(KILL_GRACE)
+            if slot.process.is_alive():
+                slot.send_signal(signal.SIGKILL)
+                slot.process.join(5.0)
+            slot.conn.close()
+            self.pool.remove(slot)
+
+    def boot_failed(self, slot_no: int, error: str, *, surge: bool) -> BootVerdict:
+        log.error("worker-%d could not start: %s", slot_no, error)
+        verdict = self.pool.on_boot_failure(surge)
+        if verdict is BootVerdict.ABORT_RELOAD:
+            log.error("reload aborted: the new workers cannot start; the old ones keep running")
+        elif verdict is BootVerdict.GIVE_UP:
+            log.critical("workers cannot start; stopping the supervisor")
+        return verdict
+
+
+__all__ = ["RSS_SAMPLE_INTERVAL", "WorkerLife", "recycle_policy"]

@@ -1,0 +1,203 @@
+"""The supervisor's intake and monitor verdicts, without a fork or a thread."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import psutil
+
+from unit.test_worker_pool import make_slot
+from workflow_sdk.errors import DispatchModeError, EngineResponseError
+from workflow_sdk.supervisor.claims import ClaimPolicy
+from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
+from workflow_sdk.supervisor.jobs import JobLedger, JobState
+from workflow_sdk.supervisor.monitor import sample_rss
+from workflow_sdk.supervisor.pool import Phase, WorkerPool
+from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.source import PollResult
+from workflow_sdk.supervisor.stats import SupervisorStats
+
+
+class StandInSource:
+    """Records what the intake asks of a source."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.armed = False
+        self.sent_at = 0.0
+        self.requests: list[tuple[int, tuple[str, ...], int]] = []
+        self.settled: list[tuple[str, bool]] = []
+
+    def request(self, max_jobs: int, job_types: Sequence[str], after: int = 0) -> None:
+        self.busy = True
+        self.requests.append((max_jobs, tuple(job_types), after))
+
+    def settle(self, job: dict[str, Any], done: bool) -> None:
+        self.settled.append((str(job["id"]), done))
+
+    def disarm(self) -> bool:
+        return False
+
+
+def intake_with(*slots: WorkerSlot, limit: int = 4) -> tuple[Intake, StandInSource]:
+    pool = WorkerPool(len(slots))
+    for slot in slots:
+        pool.add(slot)
+    intake = Intake(pool, JobLedger(limit), ClaimPolicy(), SupervisorStats(), poll_interval=1.0)
+    source = StandInSource()
+    intake.source = source  # type: ignore[assignment]
+    return intake, source
+
+
+def idle_slot(number: int) -> WorkerSlot:
+    return make_slot(number, SlotState.IDLE, job_types=frozenset({"a"}))
+
+
+def job(job_id: str, lease: int = 30) -> dict[str, Any]:
+    """A polled job whose lease is ``lease`` seconds long."""
+    return {
+        "id": job_id,
+        "jobType": "a",
+        "instanceId": "i",
+        "lockedAt": "2026-01-01T00:00:00Z",
+        "lockExpiresAt": f"2026-01-01T00:{lease // 60:02d}:{lease % 60:02d}Z",
+    }
+
+
+def test_a_poll_asks_for_one_job_per_idle_worker_and_is_not_asked_twice() -> None:
+    intake, source = intake_with(idle_slot(1), idle_slot(2))
+    assert intake.maybe_poll(10.0, Phase.RUNNING, 0) is None
+    assert source.requests == [(2, ("a",), 0)]
+    assert intake.requested_at == 10.0
+    # The source is busy with it: no second request.
+    assert intake.maybe_poll(10.1, Phase.RUNNING, 0) is None
+    assert len(source.requests) == 1
+
+
+def test_no_poll_while_draining_or_before_the_poll_time() -> None:
+    intake, source = intake_with(idle_slot(1))
+    assert not intake.may_poll(Phase.DRAINING)
+    assert intake.maybe_poll(10.0, Phase.DRAINING, 0) is None
+    intake.next_poll_at = 11.0
+    assert intake.maybe_poll(10.0, Phase.RUNNING, 0) is None
+    assert intake.poll_deadline(10.0, Phase.RUNNING) == 11.0
+    assert source.requests == []
+
+
+def test_a_claimed_answer_fills_the_ledger_and_polls_again_at_once() -> None:
+    intake, _ = intake_with(idle_slot(1), idle_slot(2))
+    result = PollResult(asked=2, sent_at=10.0, latency=0.01, jobs=[job("j1"), job("j2")])
+    assert intake.on_result(result, 10.01) is PollVerdict.CLAIMED
+    assert [e.job_id for e in intake.ledger.claimed()] == ["j1", "j2"]
+    assert intake.ledger.get("j1").lease_end == 40.0  # type: ignore[union-attr]
+    assert intake.next_poll_at == 10.01
+    assert intake.stats.jobs_claimed == 2
+
+
+def test_an_empty_answer_waits_the_poll_interval_unless_the_source_waited() -> None:
+    intake, _ = intake_with(idle_slot(1))
+    assert intake.on_result(PollResult(1, 10.0, 0.01), 10.0) is PollVerdict.CLAIMED
+    assert intake.next_poll_at == 11.0
+    assert intake.on_result(PollResult(1, 12.0, 0.01, waited=True), 12.0) is PollVerdict.CLAIMED
+    assert intake.next_poll_at == 12.0
+
+
+def test_a_failed_poll_backs_off_and_a_refused_one_says_so() -> None:
+    intake, _ = intake_with(idle_slot(1))
+    failed = PollResult(1, 10.0, 0.01, error=EngineResponseError(503, "down", retryable=True))
+    assert intake.on_result(failed, 10.0) is PollVerdict.FAILED
+    assert intake.next_poll_at > 10.0
+    assert intake.stats.poll_errors == 1
+    refused = PollResult(
+        1, 10.0, 0.01, error=DispatchModeError(410, "gone", dispatch_mode="kafka_outbox")
+    )
+    assert intake.on_result(refused, 10.0) is PollVerdict.WRONG_DISPATCH
+    assert len(intake.ledger) == 0
+
+
+def test_a_job_redelivered_while_held_is_settled_at_once_not_claimed_twice() -> None:
+    intake, source = intake_with(idle_slot(1))
+    intake.claim(job("j1"), 10.0, 10.0, leased=True)
+    intake.claim(job("j1"), 20.0, 20.0, leased=True)
+    assert len(intake.ledger) == 1
+    assert intake.stats.redeliveries_coalesced == 1
+    assert source.settled == [("j1", True)]
+
+
+def test_a_job_without_lease_never_expires_and_an_expired_one_is_skipped() -> None:
+    intake, _ = intake_with(idle_slot(1))
+    intake.claim(job("kafka"), 10.0, 10.0, leased=False)
+    assert intake.ledger.get("kafka").lease_end == math.inf  # type: ignore[union-attr]
+    intake.claim(job("late", lease=5), 10.0, 16.0, leased=True)
+    assert "late" not in intake.ledger
+    assert intake.stats.skipped_expired == 1
+
+
+def test_a_dropped_job_leaves_the_ledger_and_is_settled_with_its_source() -> None:
+    intake, source = intake_with(idle_slot(1))
+    intake.claim(job("j1"), 10.0, 10.0, leased=True)
+    entry = intake.ledger.get("j1")
+    assert entry is not None
+    intake.drop(entry, done=False)
+    assert "j1" not in intake.ledger
+    assert source.settled == [("j1", False)]
+
+
+def test_reports_wait_only_for_a_poll_sent_less_than_the_hold_ago() -> None:
+    intake, source = intake_with(idle_slot(1))
+    intake.maybe_poll(10.0, Phase.RUNNING, 0)
+    assert intake.holds_reports(10.0 + REPORT_HOLD / 2)
+    assert not intake.holds_reports(10.0 + REPORT_HOLD * 2)
+    source.armed = True  # an armed poll waits for those reports
+    assert not intake.holds_reports(10.0)
+
+
+def test_acks_are_urgent_when_no_job_runs() -> None:
+    intake, _ = intake_with(idle_slot(1))
+    assert intake.acks_urgent(Phase.RUNNING, None)
+    intake.claim(job("j1"), 10.0, 10.0, leased=True)
+    intake.ledger.start("j1", 1, 10.0, 0.0)
+    assert intake.ledger.count(JobState.RUNNING) == 1
+    intake.source.busy = True  # type: ignore[union-attr]
+    assert not intake.acks_urgent(Phase.RUNNING, None)
+
+
+def test_a_busy_source_past_twice_the_engine_timeout_is_unhealthy() -> None:
+    intake, source = intake_with(idle_slot(1))
+    assert intake.healthy(100.0, 5.0)
+    intake.maybe_poll(10.0, Phase.RUNNING, 0)
+    assert intake.healthy(10.0 + 14.0, 5.0)
+    assert not intake.healthy(10.0 + 16.0, 5.0)
+    source.armed = True  # waiting for reports is backpressure, not a wedge
+    assert intake.healthy(10.0 + 16.0, 5.0)
+
+
+class StandInPs:
+    def __init__(self, rss: int, error: bool = False) -> None:
+        self.rss = rss
+        self.error = error
+
+    def memory_info(self) -> StandInPs:
+        if self.error:
+            raise psutil.NoSuchProcess(1)
+        return self
+
+
+def test_rss_samples_name_the_busy_workers_over_the_hard_limit_and_the_idle_ones() -> None:
+    mib = 2**20
+    over = make_slot(1, SlotState.BUSY, ps=StandInPs(300 * mib))
+    over.job = object()  # type: ignore[assignment]
+    under = make_slot(2, SlotState.BUSY, ps=StandInPs(100 * mib))
+    under.job = object()  # type: ignore[assignment]
+    idle = make_slot(3, SlotState.IDLE, ps=StandInPs(50 * mib))
+    gone = make_slot(4, SlotState.IDLE, ps=StandInPs(0), rss_bytes=7)
+    stopping = make_slot(5, SlotState.STOPPING, ps=StandInPs(900 * mib))
+    vanished = make_slot(6, SlotState.IDLE, ps=StandInPs(1, error=True))
+    verdict = sample_rss([over, under, idle, gone, stopping, vanished], 200 * mib)
+    assert verdict.kill == [over]
+    assert verdict.idle == [idle]
+    assert (over.rss_bytes, idle.rss_bytes, gone.rss_bytes) == (300 * mib, 50 * mib, 7)
+    # No hard limit: nobody is killed.
+    assert sample_rss([over], 0).kill == []
