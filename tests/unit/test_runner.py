@@ -944,6 +944,42 @@ def test_a_failed_renewal_is_retried_inside_the_lease(metrics: Metrics) -> None:
     assert runner.stats.lease_renewals >= 1
 
 
+class SlowRenewingClient(RenewingClient):
+    """Holds each renewal's answer (accepted) until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def extend_lease(
+        self, job_id: str, worker_id: str, lease_seconds: int = 0
+    ) -> dict[str, Any] | None:
+        answer = super().extend_lease(job_id, worker_id, lease_seconds)
+        assert self.release.wait(5)
+        return answer
+
+
+def test_a_renewal_accepted_after_its_job_ended_is_still_counted(metrics: Metrics) -> None:
+    # The engine extended the lease: the Runner's figures must match the
+    # engine's count of renewals, even though the job no longer needs it.
+    client = SlowRenewingClient()
+    client.add(make_job("j1", lease=30.0))
+
+    def handler(job: dict[str, Any]) -> dict[str, Any]:
+        assert client.wait_for(lambda: len(client.renewals) == 1)
+        return {}
+
+    runner = make_runner(
+        client, {"work": handler}, metrics, heartbeat=True, heartbeat_interval=0.05
+    )
+    with running(runner):
+        assert client.wait_for(lambda: client.reported() == 1)
+        client.release.set()
+    assert len(client.renewals) == 1
+    assert runner.stats.lease_renewals == 1
+    assert renewals(metrics, "accepted") == 1
+
+
 @pytest.mark.parametrize(
     "refusal",
     [{"accepted": False}, LeaseLostError(409, "lease lost")],

@@ -263,7 +263,12 @@ class JobWatch:
         with self._cond:
             entry.renewal_in_flight = False
             if entry.done or entry.cancel_reason in _FINAL:
-                return  # the job ended meanwhile: its report, not the renewal, decides
+                # The job ended meanwhile: its report, not the renewal,
+                # decides. An extension the engine made is still counted (as
+                # the supervisor counts it), so the figures match the engine's.
+                if error is None and answer is not None and answer.get("accepted") is not False:
+                    self._count_accepted()
+                return
             if isinstance(error, LeaseLostError):
                 self._lose(entry, f"the engine refused the renewal: {error.message}")
             elif error is not None:
@@ -273,8 +278,7 @@ class JobWatch:
             elif answer.get("accepted") is False:
                 self._lose(entry, f"the engine did not accept the renewal: {answer!r}")
             else:
-                self.renewals_accepted += 1
-                self._metrics.lease_renewal("accepted")
+                self._count_accepted()
                 entry.backoff.reset()
                 # The engine extended from its own "now", after we sent: counting
                 # from the send time errs on the safe side.
@@ -283,6 +287,10 @@ class JobWatch:
                 entry.next_renewal = min(sent_at + interval, entry.lease_end - _RENEWAL_MARGIN)
                 log.debug("job %s: lease renewed (%r)", entry.job_id, answer)
             self._cond.notify_all()
+
+    def _count_accepted(self) -> None:
+        self.renewals_accepted += 1
+        self._metrics.lease_renewal("accepted")
 
     def _retry_renewal(self, entry: WatchedJob, error: BaseException) -> None:
         self._metrics.lease_renewal("retry")
