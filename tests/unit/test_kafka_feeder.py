@@ -10,6 +10,8 @@ import pytest
 
 pytest.importorskip("confluent_kafka", reason="the kafka extra is not installed")
 
+from workflow_sdk.kafka.consumer import KafkaJobSource
+from workflow_sdk.kafka.stats import SourceStats
 from workflow_sdk.supervisor.kafka_feeder import KafkaFeeder
 
 
@@ -22,6 +24,7 @@ class StandInSource:
         self.closed = threading.Event()
         self.idle_fetch = threading.Event()
         self.lock = threading.Lock()
+        self.stats = SourceStats(fetched=3, commits=2)
 
     def fetch(self, max_records: int, timeout: float = 0.0) -> list[dict[str, Any]]:
         with self.lock:
@@ -105,3 +108,41 @@ def test_a_second_request_while_one_is_out_is_a_bug() -> None:
             time.sleep(0.01)
     finally:
         feeder.close()
+
+
+def test_stats_are_the_sources_snapshot_readable_from_any_thread() -> None:
+    source = StandInSource()
+    feeder = KafkaFeeder(source, lambda: None)  # type: ignore[arg-type]
+    try:
+        seen: list[SourceStats] = []
+        reader = threading.Thread(target=lambda: seen.append(feeder.stats()))
+        reader.start()
+        reader.join(5)
+        assert seen == [SourceStats(fetched=3, commits=2)]
+    finally:
+        feeder.close()
+
+
+def test_a_source_counts_every_change_while_another_thread_reads_its_stats() -> None:
+    # No broker: nothing is fetched; workers marking jobs from several
+    # threads bump ``unfinished`` while a scrape-like reader polls ``stats``.
+    source = KafkaJobSource("127.0.0.1:1", ["t"])
+    try:
+        threads, per_thread = 4, 200
+
+        def mark(prefix: int) -> None:
+            for n in range(per_thread):
+                source.mark_unfinished({"id": f"{prefix}-{n}"})
+
+        markers = [threading.Thread(target=mark, args=(t,)) for t in range(threads)]
+        for thread in markers:
+            thread.start()
+        seen: list[int] = []
+        while any(thread.is_alive() for thread in markers):
+            seen.append(source.stats.unfinished)
+        for thread in markers:
+            thread.join(5)
+        assert seen == sorted(seen), "a counter never goes back"
+        assert source.stats == SourceStats(unfinished=threads * per_thread)
+    finally:
+        source.close()

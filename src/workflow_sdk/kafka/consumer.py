@@ -15,7 +15,8 @@ Threads
 single-threaded main loop, or a thread of its own): librdkafka runs the
 rebalance callbacks inside ``fetch`` on that thread. ``mark_done`` and
 ``mark_unfinished`` may be called from any thread (workers finishing jobs);
-they only record, and the driver's next ``commit()`` commits.
+they only record, and the driver's next ``commit()`` commits. ``stats``
+may be read from any thread.
 
 Capacity
 --------
@@ -62,6 +63,7 @@ from workflow_sdk.kafka.brokers import KafkaSourceError, brokers_text, check_top
 from workflow_sdk.kafka.dedup import DEFAULT_MAX_ENTRIES, DEFAULT_WINDOW_SECONDS, DedupWindow
 from workflow_sdk.kafka.dispatch import MalformedDispatch, decode_dispatch, group_for, topic_for
 from workflow_sdk.kafka.offsets import OffsetTracker, TopicPartitionKey
+from workflow_sdk.kafka.stats import SourceStats
 
 log = logging.getLogger("workflow_sdk.kafka")
 
@@ -72,30 +74,6 @@ RECORD_KEY = "kafkaRecord"
 
 #: Longest a single ``poll`` waits when several consumers share a fetch.
 _SLICE = 0.05
-
-
-@dataclass(frozen=True)
-class SourceStats:
-    """Counters of one ``KafkaJobSource`` (a snapshot)."""
-
-    #: Jobs handed out by ``fetch``.
-    fetched: int = 0
-    #: Records dropped because their dispatch finished within the dedup window.
-    duplicates: int = 0
-    #: Records held because the same dispatch was running here (done with it).
-    held_while_running: int = 0
-    #: Other dispatches of a running job, handed out once it finished.
-    deferred: int = 0
-    #: Records that are not a usable dispatch (skipped, offset committed).
-    malformed: int = 0
-    #: Offsets committed (one per partition and commit).
-    commits: int = 0
-    commit_errors: int = 0
-    #: Jobs whose result did not reach the engine (their offsets stay uncommitted).
-    unfinished: int = 0
-    #: Partitions assigned and revoked over the source's life.
-    assigned: int = 0
-    revoked: int = 0
 
 
 @dataclass
@@ -188,6 +166,8 @@ class KafkaJobSource:
 
     @property
     def stats(self) -> SourceStats:
+        """The counters now. Any thread (the supervisor's /metrics scrapes read
+        them): a frozen snapshot, replaced whole under ``_lock`` at each change."""
         with self._lock:
             return self._stats
 

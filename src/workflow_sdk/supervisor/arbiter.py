@@ -224,7 +224,8 @@ class Supervisor:
         self.publisher.publish(time.monotonic(), self.phase)
 
     def _setup_metrics(self) -> None:
-        self.metrics_port = self.publisher.serve(self.config.metrics)
+        kafka = self.config.engine.dispatch == "kafka"
+        self.metrics_port = self.publisher.serve(self.config.metrics, kafka=kafka)
         self.intake.metrics = self.results.metrics = self.publisher.metrics
 
     def _teardown(self) -> None:

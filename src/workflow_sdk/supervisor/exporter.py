@@ -2,7 +2,8 @@
 
 Served from a fresh registry holding a ``MultiProcessCollector`` (the sum of
 the workers' and the supervisor's metric files) and ``PoolCollector``, which
-reads the supervisor's counters and each worker's RSS and CPU at scrape time.
+reads the supervisor's counters and each worker's RSS and CPU at scrape time
+(and, with ``dispatch = "kafka"``, the Kafka source's counters).
 No metric is registered on that registry directly: it would appear twice.
 """
 
@@ -21,6 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from workflow_sdk.errors import ConfigError
+from workflow_sdk.kafka.stats import SourceStats
 from workflow_sdk.supervisor.checks import listen_problem
 from workflow_sdk.supervisor.stats import RESTART_REASONS, SupervisorStats
 
@@ -39,10 +41,71 @@ class WorkerView:
     ps: psutil.Process | None
 
 
+#: Label values of workflow_supervisor_kafka_records_skipped_total, and the
+#: ``SourceStats`` field each one reads.
+KAFKA_SKIP_REASONS = (
+    ("duplicate", "duplicates"),
+    ("held_while_running", "held_while_running"),
+    ("malformed", "malformed"),
+)
+
+
+def kafka_metrics(stats: SourceStats) -> Iterator[Metric]:
+    """The Kafka source's counters, every one shown (at 0 until it happens)."""
+    skipped = CounterMetricFamily(
+        PREFIX + "kafka_records_skipped",
+        "Kafka records not run, by reason: duplicate (its dispatch finished within the "
+        "dedup window), held_while_running (the same dispatch was running here), "
+        "malformed (not a usable dispatch)",
+        labels=["reason"],
+    )
+    for reason, attribute in KAFKA_SKIP_REASONS:
+        skipped.add_metric([reason], getattr(stats, attribute))
+    yield skipped
+    counters: list[tuple[str, str, int]] = [
+        ("kafka_jobs_fetched", "Jobs fetched from Kafka and handed to the pool", stats.fetched),
+        (
+            "kafka_jobs_deferred",
+            "Other dispatches of a job running here, run once it finished (then counted "
+            "as fetched)",
+            stats.deferred,
+        ),
+        (
+            "kafka_jobs_unfinished",
+            "Jobs whose result did not reach the engine: their offsets stay uncommitted and "
+            "their records are delivered again",
+            stats.unfinished,
+        ),
+        (
+            "kafka_commits",
+            "Kafka offsets committed (one per partition and commit)",
+            stats.commits,
+        ),
+        ("kafka_commit_errors", "Kafka offset commits that failed", stats.commit_errors),
+        ("kafka_partitions_assigned", "Kafka partitions assigned by rebalances", stats.assigned),
+        (
+            "kafka_partitions_revoked",
+            "Kafka partitions revoked or lost in rebalances",
+            stats.revoked,
+        ),
+    ]
+    for name, text, value in counters:
+        yield CounterMetricFamily(PREFIX + name, text, value)
+
+
 class PoolCollector(Collector):
-    def __init__(self, stats: SupervisorStats, workers: Callable[[], tuple[WorkerView, ...]]):
+    """``kafka``: the Kafka source's counters (``dispatch = "kafka"``); None
+    in poll mode, which shows no ``workflow_supervisor_kafka_*`` metric."""
+
+    def __init__(
+        self,
+        stats: SupervisorStats,
+        workers: Callable[[], tuple[WorkerView, ...]],
+        kafka: Callable[[], SourceStats] | None = None,
+    ):
         self._stats = stats
         self._workers = workers
+        self._kafka = kafka
 
     def collect(self) -> Iterator[Metric]:
         workers = self._workers()
@@ -99,6 +162,8 @@ class PoolCollector(Collector):
         ]
         for name, text, value in simple:
             yield CounterMetricFamily(PREFIX + name, text, value)
+        if self._kafka is not None:
+            yield from kafka_metrics(self._kafka())
         rss = GaugeMetricFamily(
             PREFIX + "worker_rss_bytes", "Resident memory of each worker", labels=["slot"]
         )
@@ -154,4 +219,4 @@ class MetricsServer:
             self._thread = None
 
 
-__all__ = ["MetricsServer", "PoolCollector", "WorkerView"]
+__all__ = ["KAFKA_SKIP_REASONS", "MetricsServer", "PoolCollector", "WorkerView", "kafka_metrics"]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from workflow_sdk.errors import DispatchModeError
 from workflow_sdk.handler.context import build_context
 from workflow_sdk.jobcore import PollOutageLog, usable_jobs
+from workflow_sdk.kafka.stats import SourceStats
 from workflow_sdk.lease import lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.retry.backoff import Backoff
@@ -37,7 +38,7 @@ from workflow_sdk.supervisor.source import JobSource, PollResult
 from workflow_sdk.supervisor.stats import SupervisorStats
 
 if TYPE_CHECKING:
-    from workflow_sdk.supervisor.kafka_feeder import KafkaUnavailableError
+    from workflow_sdk.supervisor.kafka_feeder import KafkaFeeder, KafkaUnavailableError
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -76,6 +77,8 @@ class Intake:
         #: Where jobs come from: the poller, or (dispatch = "kafka") a Kafka
         #: feeder, built once the first worker says which job types it serves.
         self.source: JobSource | None = None
+        #: The same feeder as ``source`` in Kafka mode, for its counters.
+        self.feeder: KafkaFeeder | None = None
         self.metrics: Metrics | None = None
         #: ``time.monotonic()`` when the last poll was requested
         self.requested_at = 0.0
@@ -230,8 +233,14 @@ class Intake:
             return exc
         # Report answers counted before it existed (a switch from polling).
         source.answered(answers)
-        self.source = source
+        self.source = self.feeder = source
         return None
+
+    def kafka_stats(self) -> SourceStats:
+        """The Kafka source's counters; zeros until it starts. Any thread (the
+        /metrics server's): the feeder is read once and never replaced."""
+        feeder = self.feeder
+        return SourceStats() if feeder is None else feeder.stats()
 
     # -- to the workers ----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from workflow_sdk.errors import WorkflowSDKError
 from workflow_sdk.kafka.consumer import KafkaJobSource, KafkaSourceError, check_topics
+from workflow_sdk.kafka.stats import SourceStats
 from workflow_sdk.supervisor.config import KafkaConfig
 from workflow_sdk.supervisor.source import PollResult, SourceThread
 
@@ -54,6 +55,11 @@ class KafkaFeeder(SourceThread):
             self._source.mark_done(job)
         else:
             self._source.mark_unfinished(job)
+
+    def stats(self) -> SourceStats:
+        """The source's counters. Any thread: the source hands out a frozen
+        snapshot under its own lock, so a scrape never waits on Kafka."""
+        return self._source.stats
 
     def _answer(self, max_jobs: int, job_types: tuple[str, ...]) -> PollResult:
         # The source consumes every job type it was built for; the pool's

@@ -68,12 +68,14 @@ class Publisher:
         self._members: tuple[tuple[int, int], ...] = ()
         self._next_backlog_gauge = 0.0
 
-    def serve(self, settings: MetricsConfig) -> int:
-        """Start the /metrics server; returns its port."""
+    def serve(self, settings: MetricsConfig, *, kafka: bool = False) -> int:
+        """Start the /metrics server; returns its port. ``kafka``: jobs come
+        from Kafka, show its source's counters too."""
         self.metrics_dir = multiproc.prepare_dir(multiproc.choose_dir(settings.dir))
         self.metrics = multiproc.metrics_with_identifier("supervisor")
+        kafka_stats = self.intake.kafka_stats if kafka else None
         self._server = MetricsServer(
-            self.metrics_dir, PoolCollector(self.stats, lambda: self.views)
+            self.metrics_dir, PoolCollector(self.stats, lambda: self.views, kafka_stats)
         )
         return self._server.start(settings.bind, settings.port or 0)
 
