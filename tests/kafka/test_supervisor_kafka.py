@@ -12,8 +12,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
 from process.conftest import SupervisorProcess, wait_for
+from process.test_operations import metrics_url, sample
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 
@@ -152,7 +154,7 @@ def test_300_jobs_survive_a_killed_worker_and_a_restart(
     assert twice <= interrupted, (twice, interrupted)
 
 
-def test_a_duplicate_dispatch_runs_once(
+def test_a_duplicate_dispatch_runs_once_and_metrics_count_it(
     kafka_engine: LocalEngine,
     client: RestEngineClient,
     *,
@@ -168,11 +170,36 @@ def test_a_duplicate_dispatch_runs_once(
     # The engine's relay publishing the same dispatch again after a crash.
     (record,) = read_records(kafka_bootstrap, f"workflow.jobs.{job_type}", 1)
     publish(kafka_bootstrap, job_type, [(record.value(), record.headers())], key=record.key())
-    sv = start(workers=2)
+    # And a record that is no dispatch at all: skipped, counted.
+    publish(kafka_bootstrap, job_type, [(b"not a dispatch", [])])
+    sv = start(workers=2, extra="[metrics]\nport = 0\n")
+    url = metrics_url(sv)
     kafka_engine.wait_for_instance(iid, "COMPLETED", timeout=60)
     # Give the duplicate every chance to run: more jobs behind it complete.
     more = [client.start_instance("dup", {"seconds": 0.01})["id"] for _ in range(5)]
     kafka_engine.wait_for_instances(more, "COMPLETED", timeout=60)
+    ran = sum(runs(runs_dir).values())
+    assert ran == 6
+
+    def committed() -> str | None:
+        # Offsets are committed shortly after the last results reached the engine.
+        text = requests.get(url, timeout=5).text
+        return text if sample(text, "workflow_supervisor_kafka_commits_total") > 0 else None
+
+    text = wait_for(committed, 20, "a Kafka offset commit counted in /metrics")
+    assert sample(text, "workflow_supervisor_kafka_jobs_fetched_total") == ran
+    skipped = "workflow_supervisor_kafka_records_skipped_total"
+    # The duplicate is fetched while its dispatch runs (held) or after (deduplicated).
+    assert (
+        sample(text, skipped, reason="duplicate")
+        + sample(text, skipped, reason="held_while_running")
+        == 1
+    )
+    assert sample(text, skipped, reason="malformed") == 1
+    assert sample(text, "workflow_supervisor_kafka_partitions_assigned_total") >= 1
+    assert sample(text, "workflow_supervisor_kafka_commit_errors_total") == 0
+    assert sample(text, "workflow_supervisor_kafka_jobs_unfinished_total") == 0
+    assert sample(text, "workflow_supervisor_jobs_claimed_total") == ran
     sv.signal(signal.SIGTERM)
     assert sv.wait(30) == 0
     (job,) = kafka_engine.jobs(instance_id=iid)

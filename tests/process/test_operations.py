@@ -84,6 +84,7 @@ def test_metrics_are_aggregated_and_exact_across_recycled_workers(
     assert sample(text, "workflow_supervisor_worker_restarts_total", reason="recycle_jobs") >= 15
     assert sample(text, "workflow_supervisor_workers") >= 2
     assert sample(text, "workflow_supervisor_reports_lost_total") == 0
+    assert "workflow_supervisor_kafka_" not in text, "Kafka counters only in Kafka mode"
     rss = re.findall(r'workflow_supervisor_worker_rss_bytes\{slot="\d+"\} (\S+)', text)
     assert rss and all(float(value) > 1e6 for value in rss)
     # ~20 recycles, yet the files stay bounded by the pool size: one set per
