@@ -200,7 +200,16 @@ def test_bench_kafka_smoke_run_compares_both_dispatch_modes(tmp_path: Path) -> N
         latency = results["open_loop"][mode]["created_to_handler_ms"]
         assert latency["p50"]["median"] > 0 and latency["p99"]["median"] > 0, mode
     assert len(report["goals"]) == 4
-    assert all(goal["met"] in (True, False) for goal in report["goals"])
+    for goal in report["goals"]:
+        if goal["met"] is None:
+            # Only a CPU ratio may be undecided: a smoke batch can be shorter
+            # than one tick of the process CPU clock, so one side reads 0.
+            assert "parent CPU" in goal["goal"], goal
+            kind = "noop" if "no-op" in goal["goal"] else "cpu"
+            cpu = [results[kind][m]["parent_cpu_ms_per_job"]["median"] for m in ("poll", "kafka")]
+            assert 0 in cpu, (goal, cpu)
+        else:
+            assert goal["met"] in (True, False), goal
 
 
 @pytest.mark.timeout(180)
