@@ -115,11 +115,18 @@ def table(report: dict[str, Any]) -> str:
         f"|{'-' * (width + 2)}|-------|",
     ]
     lines += [f"| {label:<{width}} | {value} |" for label, value in rows]
-    if st["jobs"] < 100:
+    lines += verdict_lines(report, "Goals:")
+    return "\n".join(lines)
+
+
+def verdict_lines(report: dict[str, Any], title: str) -> list[str]:
+    """The smoke-run warning, then one line per goal: met, MISSED or n/a."""
+    lines: list[str] = []
+    if report["settings"]["jobs"] < 100:
         lines += ["", "(a smoke-sized run: the figures say nothing about performance)"]
-    lines += ["", "Goals:"]
+    lines += ["", title]
     for goal in report["goals"]:
         verdict = {True: "met   ", False: "MISSED", None: "n/a   "}[goal["met"]]
         value = "n/a" if goal["value"] is None else f"{goal['value']:.3g}"
         lines.append(f"  [{verdict}] {goal['goal']}: {value}")
-    return "\n".join(lines)
+    return lines

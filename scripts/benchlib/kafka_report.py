@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from benchlib.bench_table import verdict_lines
 from benchlib.scenarios import latency_summary
 from benchlib.stats import spread
 
@@ -182,13 +183,7 @@ def table(report: dict[str, Any]) -> str:
         "parent CPU per job: the supervisor process's CPU (all threads, librdkafka's too) in the",
         "  steady window / jobs completed in it. The broker runs on this machine too.",
     ]
-    if st["jobs"] < 100:
-        lines += ["", "(a smoke-sized run: the figures say nothing about performance)"]
-    lines += ["", "Goals (issue 13):"]
-    for goal in report["goals"]:
-        verdict = {True: "met   ", False: "MISSED", None: "n/a   "}[goal["met"]]
-        value = "n/a" if goal["value"] is None else f"{goal['value']:.3g}"
-        lines.append(f"  [{verdict}] {goal['goal']}: {value}")
+    lines += verdict_lines(report, "Goals (issue 13):")
     return "\n".join(lines)
 
 
