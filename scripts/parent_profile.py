@@ -46,6 +46,25 @@ def thread_cpu(process: psutil.Process) -> dict[int, float]:
     return {t.id: t.user_time + t.system_time for t in process.threads()}
 
 
+def thread_names(path: Path, after: float, timeout: float = 30.0) -> dict[str, str]:
+    """The host's names of its threads, from a listing written after ``after``.
+
+    The host rewrites the listing every half second; one read earlier could
+    predate the poller and the reporters (a short window can end before the
+    host's second listing) and leave them unnamed.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            listing = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            listing = {"written_at": 0.0}
+        if listing["written_at"] > after:
+            return dict(listing["names"])
+        time.sleep(0.05)
+    raise RuntimeError(f"{path} was not rewritten within {timeout:g} s")
+
+
 def group(name: str) -> str:
     """reporter-0 .. reporter-3 -> reporters."""
     return "reporters" if name.startswith("reporter-") else name
@@ -88,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.01)
             n1, t1 = completed(client, str(spec["id"])), time.monotonic()
             cpu1 = thread_cpu(supervisor.ps)
-            names = json.loads(threads_file.read_text())
+            names = thread_names(threads_file, after=time.time())
             while completed(client, str(spec["id"])) < jobs:
                 time.sleep(0.05)
             supervisor.stop()

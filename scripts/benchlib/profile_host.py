@@ -2,10 +2,11 @@
 
 Runs ``benchlib.sv_host`` (the supervisor with the stamping client; with
 ``BENCH_PROFILE`` set, its main thread under ``cProfile``) and, from a
-daemon thread, rewrites ``THREADS_FILE`` every half second with the native
-id and name of every thread of the process, so ``scripts/parent_profile.py``
-can tell the poller, the reporters and the main loop apart in the CPU times
-the kernel keeps per thread.
+daemon thread, rewrites ``THREADS_FILE`` every half second (every
+``BENCH_THREAD_NAMES_EVERY`` seconds if set) with the time of writing and
+the native id and name of every thread of the process, so
+``scripts/parent_profile.py`` can tell the poller, the reporters and the main
+loop apart in the CPU times the kernel keeps per thread.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from benchlib import sv_host
 
 
 def _name_threads(path: str) -> None:
+    every = float(os.environ.get("BENCH_THREAD_NAMES_EVERY", "0.5"))
     while True:
+        # The time is taken before the threads are listed: a reader that
+        # waits for a file written after time T sees every thread alive at T.
+        written_at = time.time()
         names = {str(t.native_id): t.name for t in threading.enumerate()}
         tmp = f"{path}.tmp"
         with open(tmp, "w") as fh:
-            json.dump(names, fh)
+            json.dump({"written_at": written_at, "names": names}, fh)
         os.replace(tmp, path)
-        time.sleep(0.5)
+        time.sleep(every)
 
 
 def main() -> int:
