@@ -42,9 +42,12 @@ def test_offsets_commit_in_order_and_unfinished_records_come_back(
     source = KafkaJobSource(kafka_bootstrap, [job_type])
     try:
         jobs = fetch_until(source, 3)
+        assert (source.stats.in_flight, source.stats.offsets_pending) == (3, 3)
         source.mark_done(jobs[0])
         source.mark_unfinished(jobs[1])  # its report never reached the engine
         source.mark_done(jobs[2])
+        # j1 holds back its own offset and j2's: a restart delivers both again.
+        assert (source.stats.in_flight, source.stats.offsets_pending) == (0, 2)
         assert source.commit(asynchronous=False) == 1  # up to j0 only
     finally:
         source.close()

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from workflow_sdk.kafka.stats import SourceStats
 from workflow_sdk.supervisor.claims import ClaimPolicy
-from workflow_sdk.supervisor.exporter import PoolCollector, WorkerView
+from workflow_sdk.supervisor.exporter import PREFIX, PoolCollector, WorkerView
 from workflow_sdk.supervisor.intake import Intake
 from workflow_sdk.supervisor.jobs import JobLedger
 from workflow_sdk.supervisor.pool import WorkerPool
@@ -23,6 +23,8 @@ SNAPSHOT = SourceStats(
     unfinished=6,
     assigned=7,
     revoked=8,
+    in_flight=9,
+    offsets_pending=12,
 )
 
 
@@ -54,11 +56,13 @@ def test_kafka_mode_shows_every_counter_of_the_snapshot() -> None:
     assert value(reg, "kafka_commit_errors_total") == 4
     assert value(reg, "kafka_partitions_assigned_total") == 7
     assert value(reg, "kafka_partitions_revoked_total") == 8
+    assert value(reg, "kafka_jobs_in_flight") == 9
+    assert value(reg, "kafka_offsets_pending") == 12
     # Beside the pool's own metrics, not instead of them.
     assert value(reg, "workers") == 0
 
 
-def test_every_kafka_counter_is_a_counter_and_shown_at_zero_before_it_happens() -> None:
+def test_every_kafka_metric_has_its_type_and_is_shown_at_zero_before_it_happens() -> None:
     text = generate_latest(registry(SourceStats())).decode()
     samples = [line for line in text.splitlines() if line.startswith("workflow_supervisor_kafka_")]
     # 3 skip reasons + 7 plain counters, each with its _total sample (and
@@ -69,7 +73,13 @@ def test_every_kafka_counter_is_a_counter_and_shown_at_zero_before_it_happens() 
     types = [
         line for line in text.splitlines() if line.startswith("# TYPE workflow_supervisor_kafka")
     ]
-    assert types and all(line.endswith(" counter") for line in types), types
+    gauges = {"kafka_jobs_in_flight", "kafka_offsets_pending"}
+    counters = [line for line in types if line.split()[2].removeprefix(PREFIX) not in gauges]
+    # The skip counter (one family, 3 reasons) and the 7 plain ones.
+    assert len(counters) == 8 and all(line.endswith(" counter") for line in counters), types
+    for gauge in gauges:
+        assert f"# TYPE {PREFIX}{gauge} gauge" in types, types
+        assert f"{PREFIX}{gauge} 0.0" in samples, samples
     for reason in ("duplicate", "held_while_running", "malformed"):
         assert f'workflow_supervisor_kafka_records_skipped_total{{reason="{reason}"}} 0.0' in text
 

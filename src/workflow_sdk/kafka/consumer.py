@@ -166,10 +166,14 @@ class KafkaJobSource:
 
     @property
     def stats(self) -> SourceStats:
-        """The counters now. Any thread (the supervisor's /metrics scrapes read
-        them): a frozen snapshot, replaced whole under ``_lock`` at each change."""
+        """The counters and gauges now. Any thread (the supervisor's /metrics
+        scrapes read them): a frozen snapshot. The counters are replaced whole
+        under ``_lock`` at each change; the gauges are read here, under the
+        same lock, so one snapshot is consistent."""
         with self._lock:
-            return self._stats
+            return replace(
+                self._stats, in_flight=len(self._running), offsets_pending=self._tracker.pending()
+            )
 
     @property
     def in_flight(self) -> int:

@@ -1,4 +1,4 @@
-"""``SourceStats``: the counters of a ``KafkaJobSource``.
+"""``SourceStats``: the counters and gauges of a ``KafkaJobSource``.
 
 A module of its own, free of the Kafka client, so that the supervisor's
 ``/metrics`` collector can name and build it without the ``kafka`` extra.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class SourceStats:
-    """Counters of one ``KafkaJobSource`` (a snapshot)."""
+    """Counters and gauges of one ``KafkaJobSource`` (a snapshot)."""
 
     #: Jobs handed out by ``fetch``.
     fetched: int = 0
@@ -31,6 +31,12 @@ class SourceStats:
     #: Partitions assigned and revoked over the source's life.
     assigned: int = 0
     revoked: int = 0
+    #: Gauges, read when the snapshot is taken: jobs handed out and not yet
+    #: done or unfinished, and records fetched whose offsets cannot be
+    #: committed yet (a job still running holds back every later offset of
+    #: its partition, so this can exceed ``in_flight``).
+    in_flight: int = 0
+    offsets_pending: int = 0
 
 
 __all__ = ["SourceStats"]

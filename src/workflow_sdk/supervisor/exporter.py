@@ -51,7 +51,8 @@ KAFKA_SKIP_REASONS = (
 
 
 def kafka_metrics(stats: SourceStats) -> Iterator[Metric]:
-    """The Kafka source's counters, every one shown (at 0 until it happens)."""
+    """The Kafka source's counters, every one shown (at 0 until it happens),
+    and its two gauges."""
     skipped = CounterMetricFamily(
         PREFIX + "kafka_records_skipped",
         "Kafka records not run, by reason: duplicate (its dispatch finished within the "
@@ -91,6 +92,19 @@ def kafka_metrics(stats: SourceStats) -> Iterator[Metric]:
     ]
     for name, text, value in counters:
         yield CounterMetricFamily(PREFIX + name, text, value)
+    yield GaugeMetricFamily(
+        PREFIX + "kafka_jobs_in_flight",
+        "Jobs fetched from Kafka and not yet done (running, or their result on its way to "
+        "the engine)",
+        stats.in_flight,
+    )
+    yield GaugeMetricFamily(
+        PREFIX + "kafka_offsets_pending",
+        "Kafka records fetched whose offsets cannot be committed yet (a job still running "
+        "holds back every later offset of its partition); a restart now would deliver "
+        "them again",
+        stats.offsets_pending,
+    )
 
 
 class PoolCollector(Collector):
