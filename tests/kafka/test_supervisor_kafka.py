@@ -200,6 +200,17 @@ def test_a_duplicate_dispatch_runs_once_and_metrics_count_it(
     assert sample(text, "workflow_supervisor_kafka_commit_errors_total") == 0
     assert sample(text, "workflow_supervisor_kafka_jobs_unfinished_total") == 0
     assert sample(text, "workflow_supervisor_jobs_claimed_total") == ran
+
+    def all_committed() -> str | None:
+        # Every job done and every record's offset committed: both gauges back at 0.
+        text = requests.get(url, timeout=5).text
+        gauges = (
+            "workflow_supervisor_kafka_jobs_in_flight",
+            "workflow_supervisor_kafka_offsets_pending",
+        )
+        return text if all(sample(text, g) == 0 for g in gauges) else None
+
+    wait_for(all_committed, 20, "no Kafka job in flight and no offset pending in /metrics")
     sv.signal(signal.SIGTERM)
     assert sv.wait(30) == 0
     (job,) = kafka_engine.jobs(instance_id=iid)
