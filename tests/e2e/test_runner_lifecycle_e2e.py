@@ -328,28 +328,36 @@ def gil_bound_exponent(seconds: float) -> int:
     """An exponent ``e`` for which ``pow(3, e)`` holds the GIL about ``seconds``.
 
     Big-integer multiplication is Karatsuba here, about n ** 1.585, and
-    ``pow`` is dominated by its last squarings: scale from a small sample.
-    The fastest of three samples is used, so that a busy machine makes the
-    call longer, never shorter, than ``seconds``.
+    ``pow`` is dominated by its last squarings. Scaling from a small sample
+    (1/60 of the time) came out short by a third on this machine (a 5 s aim
+    gave 3.3 s, close to the lease the test must overrun): the sample is
+    doubled until it takes 1/16 of ``seconds``, and the fastest of two runs
+    is kept, so that the step left to extrapolate is small and a busy moment
+    during calibration does not shorten the call by much.
     """
-    sample_exponent = 1_000_000
-    took = 1.0
-    for _ in range(3):
-        began = time.perf_counter()
-        pow(3, sample_exponent)
-        took = min(took, time.perf_counter() - began)
-    took = max(took, 1e-4)
-    return int(sample_exponent * (seconds / took) ** (1 / 1.585))
+    exponent = 250_000
+    while True:
+        took = min(_pow_seconds(exponent) for _ in range(2))
+        if took >= seconds / 16:
+            return int(exponent * (seconds / took) ** (1 / 1.585))
+        exponent *= 2
+
+
+def _pow_seconds(exponent: int) -> float:
+    began = time.perf_counter()
+    pow(3, exponent)
+    return time.perf_counter() - began
 
 
 def test_a_handler_holding_the_gil_past_the_lease_loses_it_under_the_threaded_runner(
     renewing: LocalEngine, metrics: Metrics
 ) -> None:
-    # About 5 s inside one C call, on a 3 s lease renewed every second: the
-    # watch thread cannot run until the call returns, and by then the lease
-    # has passed. Nothing is sent for the first run; the engine hands the
-    # job out again (here to the same Runner), and it runs a second time.
-    exponent = gil_bound_exponent(5.0)
+    # About 6 s inside one C call (5.2 to 7 s measured), on a 3 s lease
+    # renewed every second: the watch thread cannot run until the call
+    # returns, and by then the lease has passed. Nothing is sent for the
+    # first run; the engine hands the job out again (here to the same
+    # Runner), and it runs a second time.
+    exponent = gil_bound_exponent(6.0)
     runs: list[bool] = []
 
     def handler(job: dict[str, Any]) -> dict[str, Any]:
