@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -263,9 +264,17 @@ def start(*, version: str = KAFKA_VERSION, ready_timeout: float = 90.0) -> Broke
     return broker
 
 
-def _cluster_id() -> str:
-    # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def _cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A Kafka cluster id: 16 random bytes in URL-safe base64 without padding.
+
+    One in 64 of those starts with "-", and the storage tool's argument parser
+    then reads it as an option ("--cluster-id: expected one argument"): such
+    an id is drawn again, as Kafka's own ``Uuid.randomUuid`` does.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def main(argv: list[str] | None = None) -> int:
