@@ -77,6 +77,7 @@ from benchlib.procs import (
     CpuSampler,
     machine_cpu,
     process_cpu,
+    threads_cpu,
     tree_cpu,
     wait_for_quiet,
 )
@@ -188,7 +189,7 @@ def run_batch(batch: Batch, workdir: Path, broker: BrokerSession | None) -> Resu
             supervisor_config(config, engine.url, batch.workers, kafka, group)
             sv = StampedSupervisor(config, workdir / f"{tag}.log")
             readers = {
-                "parent": process_cpu(sv.ps),
+                "parent": threads_cpu(sv.ps),
                 "tree": tree_cpu(sv.ps),
                 "engine": process_cpu(engine.ps),
                 "bench": process_cpu(psutil.Process()),

@@ -166,6 +166,39 @@ def process_cpu(process: psutil.Process) -> Callable[[], float]:
     return read
 
 
+def threads_cpu(process: psutil.Process) -> Callable[[], float]:
+    """CPU seconds used so far by the threads of ``process``, to the nanosecond.
+
+    For processes whose threads live as long as they do (the supervisor's
+    parent, the Runner): read from each thread's
+    ``/proc/PID/task/TID/schedstat`` (time on a CPU, in nanoseconds), because
+    ``cpu_times()`` counts clock ticks of 10 ms and a short batch (a smoke
+    run's few ms of parent CPU) then reads 0. A thread keeps the last value
+    read after it ends, so the sum never goes backwards, but the time it ran
+    since that read is missed. Where the kernel has no schedstat,
+    ``process_cpu``.
+    """
+    if not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/schedstat"):
+        return process_cpu(process)
+    tasks = f"/proc/{process.pid}/task"
+    last: dict[str, float] = {}
+
+    def read() -> float:
+        try:
+            entries = os.listdir(tasks)
+        except FileNotFoundError:
+            raise psutil.NoSuchProcess(process.pid) from None
+        for tid in entries:
+            try:
+                with open(f"{tasks}/{tid}/schedstat") as fh:
+                    last[tid] = int(fh.read().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                continue  # the thread ended between the listing and the read
+        return sum(last.values())
+
+    return read
+
+
 def tree_cpu(root: psutil.Process) -> Callable[[], float]:
     """CPU seconds used by ``root`` and its descendants (fork server, workers).
 

@@ -33,6 +33,7 @@ from benchlib.procs import (
     machine_cpu,
     memory_of,
     process_cpu,
+    threads_cpu,
     tree_cpu,
 )
 from benchlib.stats import percentile, steady_window
@@ -160,7 +161,7 @@ def run_batch(batch: Batch, workdir: Path) -> BatchResult:
                 worker = SupervisorProcess(config, workdir / f"{tag}.log", stamping=stamped)
             sampler = CpuSampler(
                 {
-                    "worker": process_cpu(worker.ps),
+                    "worker": threads_cpu(worker.ps),
                     "tree": tree_cpu(worker.ps),
                     "engine": process_cpu(engine.ps),
                     "bench": process_cpu(psutil.Process()),
