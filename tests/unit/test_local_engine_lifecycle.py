@@ -128,6 +128,8 @@ def test_sweep_interval_follows_the_lease() -> None:
 
 
 def test_inspection_and_counters(local_engine: LocalEngine) -> None:
+    # A total that has not happened yet reads 0, not KeyError.
+    assert local_engine.counters["polls"] == 0 and local_engine.counters["fail_calls"] == 0
     with local_engine.client() as client:
         client.upload_definition({**DEF, "steps": [{**DEF["steps"][0], "retryCount": 1},
                                                    DEF["steps"][1]]})  # fmt: skip
@@ -154,6 +156,7 @@ def test_inspection_and_counters(local_engine: LocalEngine) -> None:
         assert counters["fail_calls"] == 1 and counters["jobs_retried"] == 1
         local_engine.reset()
         assert local_engine.instances() == [] and local_engine.jobs() == []
+        assert local_engine.counters["complete_calls"] == 0
         with pytest.raises(KeyError):
             local_engine.instance(instance_id)
 

@@ -6,6 +6,7 @@ import errno
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -285,9 +286,12 @@ class LocalEngine:
         """Totals: ``polls``, ``empty_polls``, ``jobs_delivered``,
         ``complete_calls``, ``jobs_completed``, ``fail_calls``, ``jobs_retried``,
         ``jobs_failed``, ``leases_expired``, ``instances_started``,
-        ``instances_cancelled``, ``timers_fired``, ``jobs_cancelled``..."""
+        ``instances_cancelled``, ``timers_fired``, ``jobs_cancelled``...
+
+        A copy, as a ``collections.Counter``: a total that has not happened
+        yet reads 0 (``counters["polls"]`` before the first poll)."""
         with self.state.lock:
-            return dict(self.state.counters)
+            return Counter(self.state.counters)
 
     @property
     def chain_errors(self) -> list[str]:
@@ -329,7 +333,9 @@ class LocalEngine:
         """Wait until ``predicate()`` returns something truthy and return it.
 
         The predicate runs with the engine's lock held, after every change; it
-        may call the inspection methods. Raises ``TimeoutError``.
+        may call the inspection methods, but not the engine over HTTP (that
+        request would wait for the lock until ``timeout``). Raises
+        ``TimeoutError``.
         """
         result = self.state.wait_until(predicate, timeout)
         if not result:
