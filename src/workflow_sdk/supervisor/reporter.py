@@ -41,7 +41,9 @@ class Reporter:
         self._deadline = deadline
         self._on_status = on_status
         self._on_retry = on_retry
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        # SimpleQueue: put and get in C, with no Python-level lock or
+        # condition; the main loop puts one outcome per job.
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._give_up = threading.Event()
         self._idle = threading.Condition()
         self._pending = 0
