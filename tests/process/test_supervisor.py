@@ -81,6 +81,29 @@ def test_hung_handler_is_killed_at_its_timeout_and_retried(
     sv.wait_for_workers(1)
 
 
+def test_a_retry_delivered_before_the_answer_to_its_fail_runs_once_that_answer_is_in(
+    engine: LocalEngine, client: RestEngineClient, start_supervisor: Start
+) -> None:
+    # The engine applies the fail (the retry is back in the queue) and holds
+    # its answer: the idle worker's next poll claims the retry while the
+    # fail is still in flight here. It was taken for a re-delivery of the
+    # attempt in hand and dropped, and the retry then waited for its 30 s
+    # lease to pass (a CI failure of the test above, under load).
+    engine.fail_answer_delay = 2.0
+    upload_single_step(client, "early-retry", "script", retries=1)
+    (iid,) = start_instances(client, "early-retry", 1, {"retries": 1, "first": "raise"})
+    sv = start_supervisor(workers=1)
+    sv.wait_for_log("its retry came before the answer to its fail")
+    summary = engine.wait_for_instance(iid, "COMPLETED", timeout=15)
+    assert summary["variables"]["attempt"] == "later"
+    (job,) = engine.jobs(instance_id=iid)
+    assert (job["deliveries"], job["failCalls"], job["completeCalls"]) == (2, 1, 1)
+    assert engine.counters["fail_answers_delayed"] == 1
+    assert "handed out again by the engine" not in sv.log()
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(15) == 0
+
+
 def test_handler_import_error_exits_non_zero_with_the_error(
     start_supervisor: Start, tmp_path: Path
 ) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from unit.test_worker_pool import make_slot
 from workflow_sdk.supervisor.claims import ClaimPolicy, plan_poll
-from workflow_sdk.supervisor.jobs import JobLedger
+from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
 from workflow_sdk.supervisor.pool import WorkerPool
 from workflow_sdk.supervisor.slots import SlotState
 
@@ -187,3 +187,37 @@ def test_a_plan_is_not_armed_when_no_report_would_free_the_room() -> None:
     # Not held back at all: nothing to arm.
     plan = plan_poll(_pool(SlotState.IDLE, SlotState.IDLE), _ledger(4, 0), ClaimPolicy())
     assert plan.wanted == 2 and plan.armed is None
+
+
+def _with_held_retry(ledger: JobLedger) -> JobLedger:
+    """One reporting job gets its retry held behind its fail's answer."""
+    failed = next(e for e in _all(ledger) if e.state is JobState.REPORTING)
+    failed.context = {**failed.context, "retriesRemaining": 1}
+    retry = {**failed.context, "retriesRemaining": 0}
+    assert ledger.claim(retry, lease_end=30.0, now=1.0) is ClaimVerdict.RETRY_HELD
+    return ledger
+
+
+def _all(ledger: JobLedger) -> list[JobEntry]:
+    return [e for job_id in [f"j{n}" for n in range(ledger.limit)] if (e := ledger.get(job_id))]
+
+
+def test_a_held_retry_waits_for_a_worker_like_a_claimed_job() -> None:
+    # Two idle workers, room for both, but a retry will take one of them as
+    # soon as its previous attempt's answer is in: one job to claim.
+    ledger = _with_held_retry(_reporting(_ledger(4, 1), 1))
+    assert ledger.room() == 2
+    plan = plan_poll(_pool(SlotState.IDLE, SlotState.IDLE), ledger, ClaimPolicy())
+    assert plan.wanted == 1
+
+
+def test_an_armed_plan_does_not_count_on_the_answer_that_frees_a_held_retry() -> None:
+    # Full ledger (2 reports in flight + 1 held retry + 1 running, limit 4),
+    # two idle workers, one of them for the retry. The answer for the job
+    # with the retry behind it frees nothing, and answers come in any order:
+    # arm for both answers.
+    ledger = _with_held_retry(_reporting(_ledger(4, 3), 2))
+    assert ledger.room() == 0
+    pool = _pool(SlotState.IDLE, SlotState.IDLE, SlotState.BUSY)
+    plan = plan_poll(pool, ledger, ClaimPolicy())
+    assert (plan.wanted, plan.armed) == (0, (2, 1))

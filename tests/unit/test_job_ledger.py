@@ -111,3 +111,59 @@ def test_retries_remaining_reads_the_context(retries: object, expected: int) -> 
     ledger = JobLedger(limit=1)
     ledger.claim({"id": "a", "jobType": "t", "retriesRemaining": retries}, 30.0, 0.0)
     assert ledger.get("a").retries_remaining == expected  # type: ignore[union-attr]
+
+
+def _reporting_fail(ledger: JobLedger, job_id: str, retries: int) -> None:
+    """``job_id`` ran and failed; the fail is being reported."""
+    ledger.claim(ctx(job_id, retries), lease_end=30.0, now=0.0)
+    ledger.start(job_id, slot=1, now=0.0, timeout=0)
+    ledger.finish(job_id, now=1.0)
+
+
+def test_a_retry_delivered_while_its_fail_is_reported_is_held_then_claimed() -> None:
+    ledger = JobLedger(limit=4)
+    _reporting_fail(ledger, "j", retries=1)
+    # The engine applied the fail and handed out the retry (one retry less)
+    # before its answer to the fail came back.
+    assert ledger.claim(ctx("j", 0), lease_end=40.0, now=2.0) is ClaimVerdict.RETRY_HELD
+    assert (len(ledger), ledger.attempts_held, ledger.room()) == (2, 1, 2)
+    assert ledger.claimed() == []  # not before the fail's answer
+    released = ledger.release("j", now=3.0)
+    assert released is not None and released.retries_remaining == 1
+    (retry,) = ledger.claimed()
+    assert (retry.job_id, retry.retries_remaining, retry.lease_end) == ("j", 0, 40.0)
+    assert (retry.claimed_at, retry.redeliveries) == (3.0, 0)
+    assert (len(ledger), ledger.attempts_held, ledger.room()) == (1, 0, 3)
+    assert ledger.peak == 2
+
+
+def test_a_redelivery_with_the_same_retries_is_still_a_duplicate() -> None:
+    # A lease that passed puts the job back with its retries unchanged: the
+    # attempt in hand, not a retry, whatever state it is in.
+    ledger = JobLedger(limit=4)
+    _reporting_fail(ledger, "j", retries=1)
+    assert ledger.claim(ctx("j", 1), lease_end=40.0, now=2.0) is ClaimVerdict.DUPLICATE
+    assert ledger.attempts_held == 0
+    ledger.release("j")
+    assert "j" not in ledger
+
+
+def test_a_retry_is_not_held_behind_a_job_still_running() -> None:
+    # Running here: the attempt's one result is still to come, so a delivery
+    # with fewer retries (another worker failed it meanwhile) is not started
+    # beside it.
+    ledger = JobLedger(limit=4)
+    ledger.claim(ctx("j", 1), lease_end=30.0, now=0.0)
+    ledger.start("j", slot=1, now=0.0, timeout=0)
+    assert ledger.claim(ctx("j", 0), lease_end=60.0, now=31.0) is ClaimVerdict.DUPLICATE
+    assert ledger.attempts_held == 0
+
+
+def test_a_held_retry_whose_lease_passed_is_expired_and_a_second_copy_a_duplicate() -> None:
+    ledger = JobLedger(limit=4)
+    _reporting_fail(ledger, "j", retries=2)
+    assert ledger.claim(ctx("j", 1), lease_end=5.0, now=5.0) is ClaimVerdict.EXPIRED
+    assert ledger.attempts_held == 0
+    assert ledger.claim(ctx("j", 1), lease_end=40.0, now=6.0) is ClaimVerdict.RETRY_HELD
+    assert ledger.claim(ctx("j", 1), lease_end=45.0, now=7.0) is ClaimVerdict.DUPLICATE
+    assert ledger.attempts_held == 1

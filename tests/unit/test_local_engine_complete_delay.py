@@ -122,3 +122,49 @@ def test_the_command_line_refuses_bad_values(
         engine_from_args(argv)
     assert caught.value.code == 2
     assert argv[0] in capsys.readouterr().err
+
+
+def _raw_fail(engine: LocalEngine, job_id: str, outcome: list[object]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=30)
+    try:
+        body = json.dumps({"workerId": "w", "errorMessage": "flaky", "retryable": True})
+        connection.request("POST", f"/v1/jobs/{job_id}/fail", body=body)
+        outcome.append(connection.getresponse().status)
+    except (OSError, http.client.HTTPException) as exc:
+        outcome.append(exc)
+    finally:
+        connection.close()
+
+
+def test_a_fail_is_applied_at_once_and_its_answer_held(
+    local_engine_factory: Callable[..., LocalEngine],
+) -> None:
+    engine = local_engine_factory()
+    with engine.client() as client:
+        client.upload_definition({**DEF, "steps": [{**DEF["steps"][0], "retryCount": 1},
+                                                   DEF["steps"][1]]})  # fmt: skip
+        client.start_instance("slow-db")
+        (job,) = client.poll_jobs("w", ["slow-db"], 1)
+        engine.fail_answer_delay = 600.0
+        outcome: list[object] = []
+        sender = threading.Thread(target=_raw_fail, args=(engine, job["id"], outcome))
+        sender.start()
+        try:
+            engine.wait_until(lambda: engine.counters["fail_answers_delayed"] == 1, timeout=10)
+            # The retry is back in the queue while the answer is held.
+            (retry,) = client.poll_jobs("w", ["slow-db"], 1)
+            assert (retry["id"], retry["retriesRemaining"]) == (job["id"], 0)
+            assert outcome == []
+        finally:
+            engine.stop()  # ends the wait; the answer is never sent
+            sender.join(10)
+    assert not sender.is_alive()
+    assert outcome and outcome[0] != 204
+
+
+def test_a_negative_fail_answer_delay_is_refused(
+    local_engine_factory: Callable[..., LocalEngine],
+) -> None:
+    engine = local_engine_factory()
+    with pytest.raises(ValueError, match="fail_answer_delay"):
+        engine.fail_answer_delay = -1

@@ -163,7 +163,9 @@ def plan_poll(pool: WorkerPool, ledger: JobLedger, policy: ClaimPolicy) -> PollP
         elif slot.state is SlotState.BUSY:
             busy.append(slot)
     types = pool.job_types(idle) if idle else policy.short_types(pool.job_types(busy))
-    waiting = ledger.count(JobState.CLAIMED)
+    # A retry held behind its previous attempt's report waits for a worker
+    # too, once that report is answered.
+    waiting = ledger.count(JobState.CLAIMED) + ledger.attempts_held
     ready = len(idle) + len(busy)
     room = ledger.room()
     wanted = policy.wanted(len(idle), waiting, room, types, workers=ready)
@@ -173,10 +175,14 @@ def plan_poll(pool: WorkerPool, ledger: JobLedger, policy: ClaimPolicy) -> PollP
         # Each report answer releases its job: the poll can go out as soon
         # as enough have come, sent by the source's thread without waking
         # the main loop for each answer (a wake-up per job saved).
-        for answers in range(1, ledger.count(JobState.REPORTING) + 1):
+        # The answer for a job with a retry held behind it frees no room (the
+        # retry takes its place), and answers come in any order: count those
+        # as if they came first.
+        held_behind = ledger.attempts_held
+        for answers in range(1, ledger.count(JobState.REPORTING) - held_behind + 1):
             later = policy.wanted(len(idle), waiting, room + answers, types, workers=ready)
             if later > 0:
-                armed = (answers, later)
+                armed = (answers + held_behind, later)
                 break
     return PollPlan(wanted, types, len(idle), unbounded, armed)
 

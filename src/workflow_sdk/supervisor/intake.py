@@ -197,6 +197,13 @@ class Intake:
                 job_id,
                 job_type,
             )
+        elif verdict is ClaimVerdict.RETRY_HELD:
+            log.info(
+                "job %s (%s): its retry came before the answer to its fail; it starts once "
+                "that answer is in",
+                job_id,
+                job_type,
+            )
         elif verdict is ClaimVerdict.DUPLICATE:
             self.stats.redeliveries_coalesced += 1
             if self.source is not None:

@@ -37,6 +37,20 @@ class ClaimVerdict(enum.Enum):
     DUPLICATE = "duplicate"
     #: its lease passed before it could start: another worker may have it
     EXPIRED = "expired"
+    #: the engine's next attempt of a job whose retryable fail we are still
+    #: reporting (the fail reached the engine before its answer reached us):
+    #: held, and claimed as a new job once that report is answered
+    RETRY_HELD = "retry_held"
+
+
+@dataclass(frozen=True)
+class NextAttempt:
+    """A job's next delivery, waiting for the report of the attempt before."""
+
+    context: dict[str, Any]
+    lease_end: float
+    lease_length: float
+    origin: dict[str, Any] | None
 
 
 @dataclass
@@ -70,6 +84,9 @@ class JobEntry:
     reported_at: float = 0.0
     #: a handler ran for it (false: no handler for its type in the worker)
     handler_ran: bool = True
+    #: the engine's retry of this job, delivered while this attempt's fail
+    #: was still being reported; claimed when this entry is released
+    next_attempt: NextAttempt | None = None
 
     @property
     def job_id(self) -> str:
@@ -105,13 +122,21 @@ class JobLedger:
         #: 0 = a third of its lease.
         self.renew_every: float | None = None
         self._jobs: dict[str, JobEntry] = {}
+        #: entries holding a ``next_attempt`` (each is one more job held)
+        self._attempts_held = 0
         #: the most jobs ever held at once (for tests and benchmarks)
         self.peak = 0
 
     # -- questions -------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        """Jobs held: entries, and the next attempts waiting behind them."""
+        return len(self._jobs) + self._attempts_held
+
+    @property
+    def attempts_held(self) -> int:
+        """Retries delivered while their previous attempt's fail was in flight."""
+        return self._attempts_held
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs
@@ -121,7 +146,7 @@ class JobLedger:
 
     def room(self) -> int:
         """How many more jobs may be claimed now."""
-        return max(0, self.limit - len(self._jobs))
+        return max(0, self.limit - len(self))
 
     def count(self, state: JobState) -> int:
         return sum(1 for e in self._jobs.values() if e.state is state)
@@ -195,6 +220,13 @@ class JobLedger:
     ) -> ClaimVerdict:
         job_id = str(context["id"])
         held = self._jobs.get(job_id)
+        if held is not None and _is_next_attempt(context, held):
+            if now >= lease_end:
+                return ClaimVerdict.EXPIRED
+            held.next_attempt = NextAttempt(context, lease_end, lease_length, origin)
+            self._attempts_held += 1
+            self.peak = max(self.peak, len(self))
+            return ClaimVerdict.RETRY_HELD
         if held is not None:
             held.redeliveries += 1
             held.lease_end = max(held.lease_end, lease_end)
@@ -210,7 +242,7 @@ class JobLedger:
             lease_length=lease_length,
             origin=origin,
         )
-        self.peak = max(self.peak, len(self._jobs))
+        self.peak = max(self.peak, len(self))
         return ClaimVerdict.NEW
 
     def start(self, job_id: str, slot: int, now: float, timeout: float) -> JobEntry:
@@ -286,10 +318,37 @@ class JobLedger:
         entry.next_stale_check = now + self.stale_interval
         return entry
 
-    def release(self, job_id: str) -> JobEntry | None:
+    def release(self, job_id: str, now: float = 0.0) -> JobEntry | None:
         """The job leaves the ledger: its report was answered (or given up,
-        withheld, stale), or it was dropped before or while it ran."""
-        return self._jobs.pop(job_id, None)
+        withheld, stale), or it was dropped before or while it ran. A next
+        attempt held behind it takes its place as a claimed job (claimed at
+        ``now``; one whose lease has passed is dropped at dispatch)."""
+        entry = self._jobs.pop(job_id, None)
+        if entry is not None and entry.next_attempt is not None:
+            attempt = entry.next_attempt
+            self._attempts_held -= 1
+            self._jobs[job_id] = JobEntry(
+                context=attempt.context,
+                lease_end=attempt.lease_end,
+                claimed_at=now,
+                lease_length=attempt.lease_length,
+                origin=attempt.origin,
+            )
+        return entry
 
 
-__all__ = ["ClaimVerdict", "JobEntry", "JobLedger", "JobState"]
+def _is_next_attempt(context: dict[str, Any], held: JobEntry) -> bool:
+    """A delivery of a held job is the engine's retry, not a re-delivery of
+    the same attempt, when the fail we are reporting has reached the engine:
+    a retry carries one retry less, a re-delivery after a lease the same
+    count (the engine's rules). Only a REPORTING entry can have a retry."""
+    retries = context.get("retriesRemaining")
+    return (
+        held.state is JobState.REPORTING
+        and held.next_attempt is None
+        and isinstance(retries, int)
+        and retries < held.retries_remaining
+    )
+
+
+__all__ = ["ClaimVerdict", "JobEntry", "JobLedger", "JobState", "NextAttempt"]

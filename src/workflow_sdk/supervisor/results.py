@@ -75,8 +75,11 @@ class Results:
 
     def take(self) -> None:
         """Release the jobs whose reports the engine answered."""
-        for answer in self.desk.take():
-            entry = self.ledger.release(answer.outcome.job_id)
+        answers = self.desk.take()
+        now = time.monotonic() if answers else 0.0
+        for answer in answers:
+            # A retry that came while this fail was reported is claimed now.
+            entry = self.ledger.release(answer.outcome.job_id, now)
             if entry is None:
                 continue
             source = self.intake.source

@@ -235,6 +235,20 @@ class LocalEngine:
             raise ValueError(f"complete_delay must be >= 0, got {seconds}")
         self.state.complete_delay = float(seconds)  # read by each request as it comes
 
+    @property
+    def fail_answer_delay(self) -> float:
+        """Seconds each ``POST /v1/jobs/{id}/fail`` answer is held after the
+        fail was applied (default 0): the engine has acted (a retry is back
+        in the queue) while the worker has not heard yet, as over a slow
+        network. Other requests go on meanwhile. Settable while running."""
+        return self.state.fail_answer_delay
+
+    @fail_answer_delay.setter
+    def fail_answer_delay(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"fail_answer_delay must be >= 0, got {seconds}")
+        self.state.fail_answer_delay = float(seconds)
+
     def client(self, timeout: float = 10.0) -> RestEngineClient:
         """A ``RestEngineClient`` for this engine (close it when done)."""
         return RestEngineClient(self.url, timeout=timeout)

@@ -474,6 +474,11 @@ class RequestHandler(BaseHTTPRequestHandler):
             _log.exception("local engine: %s %s failed", method, path)
             self._send(500, b"", None)
             return
+        if handler is _fail_job and not self.server.state.wait_fail_answer_delay(
+            self.server.closing
+        ):
+            self.close_connection = True  # the engine is stopping: no answer
+            return
         if status == 204 or (answer is None and path == "/healthz"):
             self._send(status, None)
             return

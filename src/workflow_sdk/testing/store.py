@@ -76,6 +76,9 @@ class EngineState:
         #: Seconds each job completion takes before it is applied and answered
         #: (a loaded database); the HTTP server waits it out, outside the lock.
         self.complete_delay = float(complete_delay)
+        #: Seconds each fail's answer is held after the fail is applied (the
+        #: engine has acted, the worker has not heard yet); outside the lock.
+        self.fail_answer_delay = 0.0
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         # Both shared with the flow (it counts starts and cancelled jobs, and
@@ -276,6 +279,18 @@ class EngineState:
             return True
         with self.lock:
             self._count("completes_delayed")  # tests wait for this, not for time
+            self.changed.notify_all()
+        return not interrupt.wait(delay)
+
+    def wait_fail_answer_delay(self, interrupt: threading.Event) -> bool:
+        """Hold a fail's answer ``fail_answer_delay`` seconds after the fail
+        was applied, without the lock (other requests go on, polls that claim
+        the retry included). False when ``interrupt`` is set meanwhile."""
+        delay = self.fail_answer_delay
+        if delay <= 0:
+            return True
+        with self.lock:
+            self._count("fail_answers_delayed")  # tests wait for this, not for time
             self.changed.notify_all()
         return not interrupt.wait(delay)
 
