@@ -164,6 +164,21 @@ def test_acks_are_urgent_when_no_job_runs() -> None:
     assert not intake.acks_urgent(Phase.RUNNING, None)
 
 
+def test_acks_are_urgent_while_a_retry_waits_behind_its_fail() -> None:
+    intake, _ = intake_with(idle_slot(1))
+    intake.claim(job("j1"), 10.0, 10.0, leased=True)
+    intake.ledger.start("j1", 1, 10.0, 0.0)
+    intake.claim({**job("j2"), "retriesRemaining": 1}, 10.0, 10.0, leased=True)
+    intake.ledger.start("j2", 1, 10.0, 0.0)
+    intake.ledger.finish("j2", 11.0)  # its fail is being reported
+    intake.source.busy = True  # type: ignore[union-attr]
+    assert not intake.acks_urgent(Phase.RUNNING, None)  # j1 runs: an answer may wait
+    intake.claim({**job("j2"), "retriesRemaining": 0}, 12.0, 12.0, leased=True)
+    assert intake.ledger.attempts_held == 1
+    # The answer to j2's fail lets its retry start: it must not wait for j1.
+    assert intake.acks_urgent(Phase.RUNNING, None)
+
+
 def test_a_busy_source_past_twice_the_engine_timeout_is_unhealthy() -> None:
     intake, source = intake_with(idle_slot(1))
     assert intake.healthy(100.0, 5.0)

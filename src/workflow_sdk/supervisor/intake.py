@@ -112,10 +112,15 @@ class Intake:
 
     def acks_urgent(self, phase: Phase, plan: PollPlan | None) -> bool:
         """Whether a report's answer must wake the loop at once: it frees room
-        a held-back poll waits for, or no job runs (nothing else wakes the
-        loop soon). Otherwise it waits for the next wake-up (a worker's
-        result, a poll's answer): one wake-up fewer per job."""
-        if phase is not Phase.RUNNING or self.ledger.count(JobState.RUNNING) == 0:
+        a held-back poll waits for, or lets a held retry start, or no job
+        runs (nothing else wakes the loop soon). Otherwise it waits for the
+        next wake-up (a worker's result, a poll's answer): one wake-up fewer
+        per job."""
+        if (
+            phase is not Phase.RUNNING
+            or self.ledger.attempts_held
+            or self.ledger.count(JobState.RUNNING) == 0
+        ):
             return True
         if not self.may_poll(phase):
             return False
