@@ -67,10 +67,13 @@ class SupervisorProcess:
             return []
         for child in children:
             try:
-                if child.cmdline()[:1] and child.cmdline()[0].startswith("worker-"):
-                    found.append(child)
+                # Read once: a worker exiting between two reads has an empty
+                # command line by the second (a zombie's).
+                title = child.cmdline()[:1]
             except psutil.Error:
                 continue
+            if title and title[0].startswith("worker-"):
+                found.append(child)
         return found
 
     def wait_for_workers(self, count: int, timeout: float = 20.0) -> list[psutil.Process]:
