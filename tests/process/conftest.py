@@ -84,7 +84,13 @@ class SupervisorProcess:
         return wait_for(exactly, timeout, f"{count} worker processes")
 
     def wait_for_log(self, text: str, timeout: float = 20.0) -> None:
-        wait_for(lambda: text in self.log(), timeout, f"{text!r} in the supervisor log")
+        try:
+            wait_for(lambda: text in self.log(), timeout, f"{text!r} in the supervisor log")
+        except TimeoutError as exc:
+            # The log says why (CI keeps no temp dirs): its last lines.
+            tail = "\n".join(self.log().splitlines()[-40:])
+            alive = "running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
+            raise TimeoutError(f"{exc}; the supervisor is {alive}; its log ends:\n{tail}") from None
 
     def reap(self) -> None:
         """Kill whatever is left of the process group and wait for it, then
