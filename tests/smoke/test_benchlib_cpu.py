@@ -36,17 +36,19 @@ def burn(seconds: float) -> None:
     not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/schedstat"),
     reason="the kernel keeps no per-thread schedstat here",
 )
-def test_a_few_ms_of_cpu_are_counted_where_clock_ticks_read_0_or_10(
+def test_a_few_ms_of_cpu_are_counted_where_clock_ticks_read_0(
     threads_cpu: Callable[[psutil.Process], Callable[[], float]],
 ) -> None:
-    # psutil's cpu_times() counts 10 ms ticks: 3 ms of CPU reads 0 or 10 ms,
-    # and a smoke batch's parent CPU per job then read 0 (a CI failure).
+    # psutil's cpu_times() counts 10 ms ticks: 3 ms of CPU reads 0 most of
+    # the time (a tick lands in it about one time in three), and a smoke
+    # batch's parent CPU per job then read 0 (a CI failure). Only a floor:
+    # other threads of this process (left by earlier tests) may add to it.
     read = threads_cpu(psutil.Process())
     for _ in range(5):
         before = read()
         burn(0.003)
         used = read() - before
-        assert 0.0025 <= used < 0.009, used
+        assert used >= 0.0025, used
 
 
 def test_a_thread_that_ended_keeps_what_it_used(
