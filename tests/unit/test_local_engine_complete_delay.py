@@ -33,17 +33,26 @@ def _claimed(engine: LocalEngine) -> tuple[str, dict[str, Any]]:
     return instance_id, job
 
 
-def _raw_complete(engine: LocalEngine, job_id: str, outcome: list[object]) -> None:
+def _raw_post(engine: LocalEngine, path: str, body: dict[str, Any], outcome: list[object]) -> None:
     # Plain http.client: one attempt, no retries, whatever happens.
     connection = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=30)
     try:
-        body = json.dumps({"workerId": "w", "variables": {"done": True}})
-        connection.request("POST", f"/v1/jobs/{job_id}/complete", body=body)
+        connection.request("POST", path, body=json.dumps(body))
         outcome.append(connection.getresponse().status)
     except (OSError, http.client.HTTPException) as exc:
         outcome.append(exc)
     finally:
         connection.close()
+
+
+def _raw_complete(engine: LocalEngine, job_id: str, outcome: list[object]) -> None:
+    body = {"workerId": "w", "variables": {"done": True}}
+    _raw_post(engine, f"/v1/jobs/{job_id}/complete", body, outcome)
+
+
+def _raw_fail(engine: LocalEngine, job_id: str, outcome: list[object]) -> None:
+    body = {"workerId": "w", "errorMessage": "flaky", "retryable": True}
+    _raw_post(engine, f"/v1/jobs/{job_id}/fail", body, outcome)
 
 
 def test_a_completion_is_applied_after_the_delay_and_then_answered(
@@ -122,18 +131,6 @@ def test_the_command_line_refuses_bad_values(
         engine_from_args(argv)
     assert caught.value.code == 2
     assert argv[0] in capsys.readouterr().err
-
-
-def _raw_fail(engine: LocalEngine, job_id: str, outcome: list[object]) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=30)
-    try:
-        body = json.dumps({"workerId": "w", "errorMessage": "flaky", "retryable": True})
-        connection.request("POST", f"/v1/jobs/{job_id}/fail", body=body)
-        outcome.append(connection.getresponse().status)
-    except (OSError, http.client.HTTPException) as exc:
-        outcome.append(exc)
-    finally:
-        connection.close()
 
 
 def test_a_fail_is_applied_at_once_and_its_answer_held(

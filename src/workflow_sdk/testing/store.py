@@ -274,25 +274,21 @@ class EngineState:
         """Wait ``complete_delay`` seconds before a completion is applied, as a
         loaded database would, without the lock (other requests go on).
         Returns False when ``interrupt`` is set meanwhile (the server stops)."""
-        delay = self.complete_delay
-        if delay <= 0:
-            return True
-        with self.lock:
-            self._count("completes_delayed")  # tests wait for this, not for time
-            self.changed.notify_all()
-        return not interrupt.wait(delay)
+        return self._delay(self.complete_delay, "completes_delayed", interrupt)
 
     def wait_fail_answer_delay(self, interrupt: threading.Event) -> bool:
         """Hold a fail's answer ``fail_answer_delay`` seconds after the fail
         was applied, without the lock (other requests go on, polls that claim
         the retry included). False when ``interrupt`` is set meanwhile."""
-        delay = self.fail_answer_delay
-        if delay <= 0:
+        return self._delay(self.fail_answer_delay, "fail_answers_delayed", interrupt)
+
+    def _delay(self, seconds: float, counter: str, interrupt: threading.Event) -> bool:
+        if seconds <= 0:
             return True
         with self.lock:
-            self._count("fail_answers_delayed")  # tests wait for this, not for time
+            self._count(counter)  # tests wait for this, not for time
             self.changed.notify_all()
-        return not interrupt.wait(delay)
+        return not interrupt.wait(seconds)
 
     def complete_job(self, job_id: str, variables: dict[str, Any]) -> None:
         with self.lock:
