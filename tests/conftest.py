@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from workflow_sdk import reporting
+
 #: The start of the DeprecationWarning Python 3.12+ emits when os.fork() runs
 #: in a process that has other threads (the child may deadlock).
 FORK_WARNING = "This process"
@@ -29,3 +31,10 @@ def no_fork_while_threaded() -> Iterator[None]:
         if other not in forks:
             warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
     assert not forks, f"forked while multi-threaded: {forks[0].message}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_in_flight_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no report of any job in flight: the registry is
+    process-wide, and job ids repeat across tests."""
+    monkeypatch.setattr(reporting, "IN_FLIGHT", reporting.InFlightReports())

@@ -40,6 +40,11 @@ def unavailable() -> EngineClientError:
     return EngineClientError(503, "Service Unavailable", retryable=True)
 
 
+def db_error() -> EngineClientError:
+    """The engine's own answer to a transient failure: it is done with the request."""
+    return EngineClientError(500, "database is locked", retryable=True)
+
+
 def not_found() -> EngineClientError:
     return EngineClientError(500, 'job "job-1" not found', retryable=False)
 
@@ -123,7 +128,11 @@ def test_completion_retried_on_every_transient_error_until_it_lands() -> None:
     errors = [unavailable(), read_timeout(), refused(), reset()]
     client = FakeClient(*errors, None)
     retried: list[tuple[Outcome, EngineClientError]] = []
-    status = deliver(client, "w-1", SUCCESS, on_retry=lambda o, e: retried.append((o, e)))
+    # A request that may still be in flight (503, timeout, reset) is sent
+    # again only once the window passed; a short one here.
+    status = deliver(
+        client, "w-1", SUCCESS, on_retry=lambda o, e: retried.append((o, e)), window=0.001
+    )
     assert status is ReportStatus.DELIVERED
     assert client.attempts == 5
     assert client.completes == [("job-1", "w-1", {"score": 7})] * 5
@@ -136,14 +145,14 @@ def test_completion_retried_on_every_transient_error_until_it_lands() -> None:
 def test_completion_retried_with_give_up_event_unset() -> None:
     client = FakeClient(unavailable(), unavailable(), None)
     give_up = threading.Event()
-    assert deliver(client, "w", SUCCESS, give_up=give_up) is ReportStatus.DELIVERED
+    assert deliver(client, "w", SUCCESS, give_up=give_up, window=0.001) is ReportStatus.DELIVERED
     assert client.attempts == 3
 
 
 def test_completion_lost_after_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeTime()
     monkeypatch.setattr(reporting, "time", clock)
-    client = FakeClient(then=unavailable())
+    client = FakeClient(then=db_error())
     retries: list[EngineClientError] = []
     status = deliver(client, "w", SUCCESS, deadline=10.0, on_retry=lambda o, e: retries.append(e))
     assert status is ReportStatus.LOST
@@ -222,7 +231,7 @@ def test_give_up_set_while_waiting_ends_the_wait(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(backoff, "MAX_DELAY", 60.0)
     give_up = threading.Event()
     retrying = threading.Event()
-    client = FakeClient(then=unavailable())
+    client = FakeClient(then=db_error())
     result: list[ReportStatus] = []
 
     def run() -> None:
@@ -244,7 +253,7 @@ def test_waits_use_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeTime()
     monkeypatch.setattr(reporting, "time", clock)
     monkeypatch.setattr(backoff, "delay", lambda attempt, rng=None: 0.5 * (attempt + 1))
-    client = FakeClient(unavailable(), unavailable(), unavailable(), None)
+    client = FakeClient(db_error(), db_error(), db_error(), None)
     assert deliver(client, "w", SUCCESS, deadline=100.0) is ReportStatus.DELIVERED
     assert clock.slept == [0.5, 1.0, 1.5]
 
