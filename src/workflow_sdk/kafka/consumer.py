@@ -236,6 +236,21 @@ class KafkaJobSource:
             for tp, offset in running.records:
                 self._tracker.done(tp, offset)
 
+    def retry_seen(self, job: Mapping[str, Any]) -> bool:
+        """Whether a later dispatch of ``job``'s id with fewer retries came in
+        while ``job`` was handed out: the engine's retry, the mark of an
+        applied retryable fail (``workflow_sdk.fate``). Any thread."""
+        retries = job.get("retriesRemaining")
+        if not isinstance(retries, int):
+            return False
+        with self._lock:
+            waiting = self._deferred.get(str(job.get("id")), [])
+            return any(
+                isinstance(other.get("retriesRemaining"), int)
+                and other["retriesRemaining"] < retries
+                for other in waiting
+            )
+
     def mark_unfinished(self, job: Mapping[str, Any]) -> None:
         """The job's result did not reach the engine (lost report, drain timeout).
 

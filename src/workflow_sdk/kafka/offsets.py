@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 #: (topic, partition)
 TopicPartitionKey = tuple[str, int]
 
+#: Records of one partition held uncommitted at most before fetching from it
+#: pauses (``KafkaJobSource``): a record whose job is not finished holds back
+#: every later one, and each costs a little memory here.
+DEFAULT_MAX_PENDING = 10_000
+
 
 @dataclass
 class _Partition:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workflow_sdk.client.interface import WorkerEngineClient
+from workflow_sdk.fate import IN_FLIGHT_WINDOW
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.jobcore import record_outcome
 from workflow_sdk.kafka.consumer import KafkaJobSource
@@ -91,10 +92,13 @@ class KafkaRunner:
     :param extra_kafka_config: more librdkafka settings (security...).
     :param parallelism: worker threads, i.e. handlers running at once.
     :param drain_timeout: seconds running handlers get after a stop.
-    :param report_deadline: seconds a completion is retried before it is lost.
+    :param report_deadline: unused in this mode: a report is retried until it is
+        settled or the runner stops (kept for rochallor-sdk 1.1.0's signature).
     :param commit_interval: seconds between offset commits while running.
     :param metrics: the shared ``workflow_sdk_*`` metrics; default ``Metrics()``.
     :param job_types: job types to consume; default the registry's.
+    :param in_flight_window: seconds after a report was sent during which the
+        engine may still act on it (see ``workflow_sdk.fate``).
     """
 
     def __init__(  # noqa: PLR0917 (the positional signature rochallor-sdk 1.1.0 documents)
@@ -112,6 +116,7 @@ class KafkaRunner:
         commit_interval: float = 0.2,
         metrics: Metrics | None = None,
         job_types: Sequence[str] | None = None,
+        in_flight_window: float = IN_FLIGHT_WINDOW,
     ) -> None:
         if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
             raise ValueError(f"parallelism must be an integer >= 1, got {parallelism!r}")
@@ -135,6 +140,7 @@ class KafkaRunner:
         self.drain_timeout = float(drain_timeout)
         self.report_deadline = float(report_deadline)
         self.commit_interval = float(commit_interval)
+        self.in_flight_window = float(in_flight_window)
         self.metrics = metrics if metrics is not None else Metrics()
         self.job_types = types
 
@@ -226,7 +232,11 @@ class KafkaRunner:
         handler = self.registry.get(job["jobType"])
         self._stats.count(jobs_started=1)
         outcome = run_job(handler, job, self.worker_id, log, tally=self._stats)
-        # No lease in this mode: a fail is never withheld for time.
+        source = self._source
+        # No lease in this mode: a fail is never withheld for time, and nothing
+        # delivers the job again while this runner runs, so its report is
+        # never given up until it stops (a lost answer is resolved by asking
+        # the engine; see workflow_sdk.reporting).
         status, stale_reason = report(
             self.client,
             self.worker_id,
@@ -235,6 +245,9 @@ class KafkaRunner:
             self._stats,
             deadline=self.report_deadline,
             give_up=self._give_up,
+            until_settled=True,
+            retry_seen=None if source is None else lambda: source.retry_seen(job),
+            window=self.in_flight_window,
         )
         record_outcome(
             self.metrics,
@@ -244,11 +257,11 @@ class KafkaRunner:
             handler_ran=handler is not None,
             stale_reason=stale_reason,
         )
-        source = self._source
         if source is None:
             return
-        # A lost report leaves the record uncommitted: the group delivers it
-        # again. Delivered, stale or rejected, the job is finished.
+        # A report is lost only when the runner stops before it is settled: its
+        # record stays uncommitted and the group delivers it again after the
+        # restart. Delivered, stale or rejected, the job is finished.
         if status is ReportStatus.LOST:
             source.mark_unfinished(job)
         else:

@@ -28,6 +28,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from workflow_sdk.client.interface import WorkerEngineClient
+from workflow_sdk.fate import IN_FLIGHT_WINDOW, Fate, FateCheck
 from workflow_sdk.handler.context import build_context
 from workflow_sdk.handler.outcome import Outcome, describe_exception, run_handler
 from workflow_sdk.handler.registry import Handler
@@ -315,18 +316,25 @@ def report(
     give_up: threading.Event,
     on_retry: Callable[[Outcome, Exception], None] | None = None,
     lease_end: float | None = None,
+    until_settled: bool = False,
+    retry_seen: Callable[[], bool] | None = None,
+    window: float = IN_FLIGHT_WINDOW,
 ) -> tuple[ReportStatus, str]:
     """Deliver ``outcome`` (see ``reporting.deliver``) and count its fate in ``tally``.
 
-    Before a fail the engine is asked whether the job still matters, when
-    ``client`` can read instances (a bare ``WorkerEngineClient`` cannot: its
-    fails follow the plain rules). Returns the status and, for STALE, the
-    stale verdict's reason.
+    Before a fail the engine is asked whether the job still matters, and
+    after a lost answer what became of the report, when ``client`` can read
+    instances (a bare ``WorkerEngineClient`` cannot: its reports follow the
+    plain rules). ``until_settled`` and ``retry_seen``: a job with no lease
+    (Kafka dispatch; see ``deliver``). Returns the status and, for STALE, the
+    reason.
     """
     verdicts: list[StaleVerdict] = []
     stale_check = None
+    fate = None
     reader = reader_of(client)
     if reader is not None:
+        fate = FateCheck(reader, job, retry_seen)
 
         def stale_check() -> StaleVerdict:
             verdict = check_job(reader, job)
@@ -342,11 +350,17 @@ def report(
         on_retry=on_retry,
         lease_end=lease_end,
         stale_check=stale_check,
+        fate=fate,
+        until_settled=until_settled,
+        window=window,
     )
     if status is ReportStatus.DELIVERED:
         tally.count(**{"completed" if outcome.succeeded else "failed": 1})
     else:
         tally.count(**{_COUNTER_OF[status]: 1})
+    settled = fate.last if fate is not None else None
+    if status is ReportStatus.STALE and settled is not None and settled.fate is Fate.SETTLED:
+        return status, settled.reason
     return status, (verdicts[-1].reason if verdicts else "")
 
 

@@ -144,7 +144,7 @@ class Supervisor:
         )
         self._exit_code = EXIT_OK
         #: Outcomes from this tick's decisions to the engine's answers.
-        self.reports = ReportDesk(None, self.signals.wake)
+        self.reports = ReportDesk(None, self.signals.wake, self.intake.retry_seen)
         self.results = Results(self.pool, self.ledger, self.intake, self.stats, self.reports)
         #: Jobs that end before their handler returns, and their workers.
         self.stops = Stops(self.pool, self.ledger, self.intake, self.results, self.stats)

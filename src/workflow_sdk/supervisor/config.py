@@ -17,7 +17,9 @@ from types import MappingProxyType
 from typing import Any
 
 from workflow_sdk.errors import ConfigError
+from workflow_sdk.fate import IN_FLIGHT_WINDOW
 from workflow_sdk.jobcore import default_worker_id
+from workflow_sdk.kafka.offsets import DEFAULT_MAX_PENDING
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,6 +59,10 @@ class EngineConfig:
     #: How jobs arrive: "poll" (the engine's REST poll), or "kafka" (an engine
     #: with WE_DISPATCH_MODE=kafka_outbox publishes them; see [kafka]).
     dispatch: str = "poll"
+    #: Seconds after a report was sent during which the engine may still act
+    #: on it (its 30 s handler timeout plus the way there): a report whose
+    #: answer was lost is not sent again before (see workflow_sdk.fate).
+    in_flight_window: float = IN_FLIGHT_WINDOW
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,9 @@ class KafkaConfig:
     group: str = "workflow.workers.{job_type}"
     #: Seconds a finished dispatch's dedup_id is remembered (duplicates skipped).
     dedup_window: float = 600.0
+    #: Records of one partition held uncommitted at most (behind one whose
+    #: job is not finished): past it, fetching from that partition pauses.
+    max_pending_offsets: int = DEFAULT_MAX_PENDING
     #: librdkafka settings ([kafka.config], plus [kafka.config_env] resolved
     #: from the environment: secrets stay out of the file).
     config: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -205,6 +214,7 @@ _ENGINE: dict[str, _Spec] = {
     "verify_tls": _Spec("bool"),
     "ca_bundle": _Spec("str"),
     "dispatch": _Spec("str", _one_of(DISPATCH_MODES)),
+    "in_flight_window": _Spec("float", _positive),
 }
 _POOL: dict[str, _Spec] = {
     "handlers": _Spec("str-list", _handler_specs),
@@ -240,6 +250,7 @@ _KAFKA: dict[str, _Spec] = {
     "brokers": _Spec("str-list", lambda v: None if v else "must list at least one host:port"),
     "group": _Spec("str", lambda v: None if v.strip() else "must not be empty"),
     "dedup_window": _Spec("float", _at_least(0)),
+    "max_pending_offsets": _Spec("int", _at_least(1)),
 }
 _LOGGING: dict[str, _Spec] = {
     "level": _Spec("str", _one_of(LOG_LEVELS)),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from workflow_sdk.errors import DispatchModeError
@@ -293,6 +293,13 @@ class Intake:
         return False
 
     # -- what leaves -------------------------------------------------------------------
+
+    def retry_seen(self, job: Mapping[str, Any]) -> bool:
+        """Whether the source holds the engine's retry of ``job`` (as the source
+        gave it): the mark of an applied retryable fail in Kafka mode. Any
+        thread (reporters ask while they resolve a lost fail)."""
+        source = self.source
+        return source is not None and source.retry_seen(job)
 
     def drop(self, entry: JobEntry, *, done: bool) -> None:
         """The job leaves the ledger without a report of ours."""

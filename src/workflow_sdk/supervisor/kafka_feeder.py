@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from workflow_sdk.errors import WorkflowSDKError
@@ -55,6 +55,10 @@ class KafkaFeeder(SourceThread):
             self._source.mark_done(job)
         else:
             self._source.mark_unfinished(job)
+
+    def retry_seen(self, job: Mapping[str, Any]) -> bool:
+        # Any thread: the source answers under its own lock.
+        return self._source.retry_seen(job)
 
     def stats(self) -> SourceStats:
         """The source's counters. Any thread: the source hands out a frozen

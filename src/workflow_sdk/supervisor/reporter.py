@@ -8,6 +8,7 @@ never resend a fail that may have arrived) are ``workflow_sdk.reporting``'s.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -15,12 +16,14 @@ from collections.abc import Callable
 
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.errors import EngineClientError
+from workflow_sdk.fate import IN_FLIGHT_WINDOW, FateCheck
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus, deliver
 from workflow_sdk.staleness import StaleVerdict
 
-#: One report: the outcome, the job's lease end, the stale check before a fail.
-_Item = tuple[Outcome, float | None, Callable[[], StaleVerdict] | None]
+#: One report: the outcome, the job's lease end, the stale check before a fail,
+#: the engine's view of the job should its answer be lost.
+_Item = tuple[Outcome, float | None, Callable[[], StaleVerdict] | None, FateCheck | None]
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -32,6 +35,7 @@ class Reporter:
         worker_id: str,
         *,
         deadline: float,
+        window: float = IN_FLIGHT_WINDOW,
         threads: int = 4,
         on_status: Callable[[Outcome, ReportStatus], None] | None = None,
         on_retry: Callable[[Outcome, EngineClientError], None] | None = None,
@@ -39,6 +43,7 @@ class Reporter:
         self._client = client
         self._worker_id = worker_id
         self._deadline = deadline
+        self._window = window
         self._on_status = on_status
         self._on_retry = on_retry
         # SimpleQueue: put and get in C, with no Python-level lock or
@@ -59,12 +64,15 @@ class Reporter:
         outcome: Outcome,
         lease_end: float | None = None,
         stale_check: Callable[[], StaleVerdict] | None = None,
+        fate: FateCheck | None = None,
     ) -> None:
         """Queue ``outcome``; a failure is not sent after ``lease_end`` (monotonic),
-        nor when ``stale_check`` says the job no longer matters."""
+        nor when ``stale_check`` says the job no longer matters. ``fate`` asks
+        the engine what became of a report whose answer was lost. A job with
+        no lease (``inf``: Kafka dispatch) is reported until it is settled."""
         with self._idle:
             self._pending += 1
-        self._queue.put((outcome, lease_end, stale_check))
+        self._queue.put((outcome, lease_end, stale_check, fate))
 
     def pending(self) -> int:
         """Outcomes queued or being delivered."""
@@ -93,8 +101,9 @@ class Reporter:
             item = self._queue.get()
             if item is None:
                 return
-            outcome, lease_end, stale_check = item
+            outcome, lease_end, stale_check, fate = item
             status = ReportStatus.LOST
+            no_lease = lease_end is not None and math.isinf(lease_end)
             try:
                 status = deliver(
                     self._client,
@@ -103,8 +112,11 @@ class Reporter:
                     deadline=self._deadline,
                     give_up=self._give_up,
                     on_retry=self._on_retry,
-                    lease_end=lease_end,
+                    lease_end=None if no_lease else lease_end,
                     stale_check=stale_check,
+                    fate=fate,
+                    until_settled=no_lease,
+                    window=self._window,
                 )
             except Exception:  # a bug here must not silently stop reporting
                 log.exception("reporter: unexpected error while reporting %r", outcome)

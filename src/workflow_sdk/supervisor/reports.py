@@ -11,11 +11,12 @@ and the metrics, is the arbiter's.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from queue import SimpleQueue
 from typing import Any
 
+from workflow_sdk.fate import Fate, FateCheck
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.staleness import InstanceReader, StaleVerdict, check_job
@@ -58,12 +59,22 @@ class Answer:
 
 
 class ReportDesk:
-    def __init__(self, reader: InstanceReader | None, wake: Callable[[], None]) -> None:
+    """:param retry_seen: whether the job source has seen the engine's retry of
+    a job (as its source gave it): the mark of an applied retryable fail in
+    Kafka mode (see ``workflow_sdk.fate``). Reporter threads call it."""
+
+    def __init__(
+        self,
+        reader: InstanceReader | None,
+        wake: Callable[[], None],
+        retry_seen: Callable[[Mapping[str, Any]], bool] | None = None,
+    ) -> None:
         self.reader = reader
         self._wake = wake
+        self._retry_seen = retry_seen
         self._outbox: list[tuple[Outcome, JobEntry]] = []
         self._answers: SimpleQueue[tuple[Outcome, ReportStatus]] = SimpleQueue()
-        self._checks: dict[str, FailCheck] = {}
+        self._checks: dict[str, tuple[FailCheck | None, FateCheck | None]] = {}
         #: Whether an answer wakes the main loop (read by reporter threads;
         #: the loop sets it before it looks at ``answered``).
         self.wake_on_answer = True
@@ -86,11 +97,20 @@ class ReportDesk:
         """Hand every queued outcome to the reporter threads."""
         for outcome, entry in self._outbox:
             check: FailCheck | None = None
-            if not outcome.succeeded and self.reader is not None:
-                check = FailCheck(self.reader, entry.context)
-                self._checks[outcome.job_id] = check
-            reporter.submit(outcome, entry.lease_end, check)
+            fate: FateCheck | None = None
+            if self.reader is not None:
+                if not outcome.succeeded:
+                    check = FailCheck(self.reader, entry.context)
+                fate = FateCheck(self.reader, entry.context, self._retry_check(entry))
+                self._checks[outcome.job_id] = (check, fate)
+            reporter.submit(outcome, entry.lease_end, check, fate)
         self._outbox.clear()
+
+    def _retry_check(self, entry: JobEntry) -> Callable[[], bool] | None:
+        retry_seen, origin = self._retry_seen, entry.origin
+        if retry_seen is None or origin is None:
+            return None
+        return lambda: retry_seen(origin)
 
     def answered(self) -> bool:
         return not self._answers.empty()
@@ -99,9 +119,11 @@ class ReportDesk:
         answers = []
         while not self._answers.empty():
             outcome, status = self._answers.get()
-            check = self._checks.pop(outcome.job_id, None)
+            check, fate = self._checks.pop(outcome.job_id, (None, None))
             reason = "unknown"
-            if check is not None and check.verdict is not None and check.verdict.reason:
+            if fate is not None and fate.last is not None and fate.last.fate is Fate.SETTLED:
+                reason = fate.last.reason or reason
+            elif check is not None and check.verdict is not None and check.verdict.reason:
                 reason = check.verdict.reason
             answers.append(Answer(outcome, status, reason))
         self.taken += len(answers)

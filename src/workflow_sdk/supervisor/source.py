@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from queue import SimpleQueue
 from typing import Any, Protocol
@@ -73,6 +73,11 @@ class JobSource(Protocol):
         """``job`` (as the source gave it) is finished: its result reached the
         engine, it was dropped as stale, or it failed for good (``done``); or
         it was given up and must be delivered again (not ``done``)."""
+        ...
+
+    def retry_seen(self, job: Mapping[str, Any]) -> bool:
+        """Whether the engine's next dispatch of ``job`` (fewer retries) came
+        in while ``job`` was still held. Any thread."""
         ...
 
     def close(self) -> None: ...
@@ -159,6 +164,10 @@ class SourceThread:
 
     def settle(self, job: dict[str, Any], done: bool) -> None:
         """Nothing to do by default (see ``JobSource.settle``)."""
+
+    def retry_seen(self, job: Mapping[str, Any]) -> bool:
+        """Polled jobs: never known here (a retry is claimed like any job)."""
+        return False
 
     def close(self, join_timeout: float = 30.0) -> None:
         with self._cond:

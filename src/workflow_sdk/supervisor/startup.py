@@ -98,6 +98,7 @@ def start_helpers(
         make_client(),
         worker_id,
         deadline=config.supervisor.report_deadline,
+        window=config.engine.in_flight_window,
         on_status=results.on_status,
         on_retry=results.on_retry,
     )
