@@ -137,6 +137,9 @@ class KafkaJobSource:
         self._missing_logged: set[str] = set()
         self._rotation = 0
         self._closed = False
+        #: An error raised part-way through a fetch that had accepted jobs:
+        #: those went out, the error is raised by the next fetch.
+        self._error: Exception | None = None
         base: dict[str, Any] = {
             "bootstrap.servers": self.brokers,
             "client.id": client_id or socket.gethostname(),
@@ -197,8 +200,27 @@ class KafkaJobSource:
         if max_records <= 0:
             self._idle()
             return []
+        error, self._error = self._error, None
+        if error is not None:
+            # Raised part-way through the last fetch, which returned the jobs
+            # it had accepted before: reported now.
+            raise error
         self._resume_all()
         jobs = self._take_ready(max_records)
+        try:
+            self._fetch_into(jobs, max_records, timeout)
+        except Exception as exc:
+            if not jobs:
+                raise
+            # The jobs accepted before the error are registered as running
+            # and their offsets tracked: dropping them would hold their job
+            # ids and their partitions' commits for ever. They go out; the
+            # error comes with the next fetch.
+            self._error = exc
+        return jobs
+
+    def _fetch_into(self, jobs: list[dict[str, Any]], max_records: int, timeout: float) -> None:
+        """Append up to ``max_records`` jobs in all to ``jobs`` (see ``fetch``)."""
         deadline = time.monotonic() + max(0.0, timeout)
         consumers = self._rotated()
         # With several consumers, a first pass takes what every one of them
@@ -209,19 +231,26 @@ class KafkaJobSource:
             for job_type, consumer in consumers:
                 want = max_records - len(jobs)
                 if want <= 0:
-                    return jobs
+                    return
                 remaining = deadline - time.monotonic()
                 # With one consumer, block on it; with several, take turns.
                 wait = max(0.0, remaining if len(consumers) == 1 else min(remaining, _SLICE))
                 if jobs or first_pass:
                     wait = 0.0
-                for message in self._take(consumer, want, wait):
-                    job = self._accept(job_type, message)
+                messages = self._take(consumer, want, wait)
+                for index, message in enumerate(messages):
+                    try:
+                        job = self._accept(job_type, message)
+                    except Exception:
+                        # Taken from librdkafka but not handed out: put them
+                        # back, or later commits would pass over them.
+                        self._rewind(job_type, consumer, messages[index:])
+                        raise
                     if job is not None:
                         jobs.append(job)
             first_pass = False
             if jobs or time.monotonic() >= deadline:
-                return jobs
+                return
 
     def mark_done(self, job: Mapping[str, Any]) -> None:
         """The job's result reached the engine, or it was dropped or failed for good.
@@ -294,7 +323,13 @@ class KafkaJobSource:
             return []
         if want <= 1:
             return [first]
-        return [first, *consumer.consume(num_messages=want - 1, timeout=0)]
+        try:
+            rest = consumer.consume(num_messages=want - 1, timeout=0)
+        except Exception as exc:
+            # ``first`` is taken: it goes on; the error comes with the next fetch.
+            self._error = self._error or exc
+            return [first]
+        return [first, *rest]
 
     def _accept(self, job_type: str, message: Message) -> dict[str, Any] | None:
         """A fetched record -> a job to run, or None (dropped, held, an error event)."""
@@ -308,7 +343,13 @@ class KafkaJobSource:
         tp = (topic, partition)
         try:
             job = decode_dispatch(message.value(), message.headers())
-        except MalformedDispatch as exc:
+        except Exception as exc:
+            # Not only MalformedDispatch: a payload nested too deep for
+            # json.loads raises RecursionError. Whatever the decoder chokes
+            # on is a record that can never run; raising here would drop the
+            # records fetched with it.
+            if not isinstance(exc, MalformedDispatch):
+                exc = MalformedDispatch(f"undecodable ({type(exc).__name__}: {exc})")
             log.error(
                 "skipping record %s[%d]@%d: %s (it is committed: it can never run)",
                 topic,
@@ -451,6 +492,19 @@ class KafkaJobSource:
             log.warning("could not put record %s[%d]@%d back: %s", topic, partition, offset, exc)
         consumer.pause([TopicPartition(topic, partition)])
         self._paused[job_type].add((topic, partition))
+
+    def _rewind(self, job_type: str, consumer: Consumer, messages: list[Message]) -> None:
+        """Put back records taken and not handed out: each partition's first."""
+        first: dict[TopicPartitionKey, Message] = {}
+        for message in messages:
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if message.error() is not None or topic is None or partition is None or offset is None:
+                continue
+            seen = first.get((topic, partition))
+            if seen is None or offset < (seen.offset() or 0):
+                first[(topic, partition)] = message
+        for message in first.values():
+            self._unread(job_type, consumer, message)
 
     def _resume_all(self) -> None:
         for job_type, consumer in self._consumers.items():
