@@ -135,7 +135,7 @@ def test_a_consumer_that_raises_after_another_ones_records_were_accepted_loses_n
         # The first type first in every fetch (no rotation), so that the
         # raise comes in the fetch that accepted its records.
         order = [(first, source._consumers[first]), (second, wrapper)]
-        source._rotated = lambda: order  # type: ignore[method-assign]
+        source._rotated = lambda selected: order  # type: ignore[method-assign]
         jobs, errors = fetch_through_errors(source, 3, timeout=30.0)
         assert wrapper.raised == 1
         assert sorted(job["id"] for job in jobs) == ["a0", "a1", "a2"], (jobs, errors)
