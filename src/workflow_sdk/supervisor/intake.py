@@ -31,6 +31,7 @@ from workflow_sdk.retry.backoff import Backoff
 from workflow_sdk.supervisor.claims import ClaimPolicy, PollPlan, plan_poll
 from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
+from workflow_sdk.supervisor.kafka_types import types_to_consume
 from workflow_sdk.supervisor.pool import Phase, WorkerPool
 from workflow_sdk.supervisor.protocol import RunJob
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
@@ -260,9 +261,6 @@ class Intake:
         feeder = self.feeder
         if feeder is None:
             return
-        # Imported here: the kafka extra is only needed in Kafka mode.
-        from workflow_sdk.supervisor.kafka_types import types_to_consume  # noqa: PLC0415
-
         current = feeder.following
         wanted = types_to_consume(self.pool, current)
         if wanted != current:
