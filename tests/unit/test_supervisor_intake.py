@@ -10,7 +10,7 @@ import psutil
 
 from unit.test_worker_pool import make_slot
 from workflow_sdk.errors import DispatchModeError, EngineResponseError
-from workflow_sdk.supervisor.claims import ClaimPolicy
+from workflow_sdk.supervisor.claims import ClaimPolicy, plan_poll
 from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
 from workflow_sdk.supervisor.jobs import JobLedger, JobState
@@ -209,7 +209,10 @@ def test_kafka_types_follow_the_workers_and_a_type_gone_gives_its_claimed_jobs_b
     intake.feeder = feeder  # type: ignore[assignment]
     intake.claim(kafka_job("old-1", "old"), 10.0, 10.0, leased=False)
     intake.claim(kafka_job("keep-1", "keep"), 10.0, 10.0, leased=False)
+    assert plan_poll(intake.pool, intake.ledger, intake.claims).wanted == 0
     intake.follow_kafka_types()
+    # Its room is free again: the next poll asks for the idle worker left.
+    assert plan_poll(intake.pool, intake.ledger, intake.claims).wanted == 1
     assert feeder.following == {"keep", "new"}
     assert feeder.given_back == ["old-1"]
     assert [e.job_id for e in intake.ledger.claimed()] == ["keep-1"]
