@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -12,11 +14,21 @@ pytest.importorskip("confluent_kafka", reason="the kafka extra is not installed"
 
 from workflow_sdk.kafka.consumer import KafkaJobSource
 from workflow_sdk.kafka.stats import SourceStats
+from workflow_sdk.supervisor import kafka_feeder
+from workflow_sdk.supervisor.config import KafkaConfig
 from workflow_sdk.supervisor.kafka_feeder import KafkaFeeder
 
 
 class StandInSource:
-    def __init__(self) -> None:
+    def __init__(self, job_types: Collection[str] = ("t",)) -> None:
+        self.brokers = "127.0.0.1:1"
+        self.job_types = sorted(job_types)
+        self.holding: dict[str, int] = {}
+        self.added: list[tuple[str, str | None]] = []
+        self.removed: list[str] = []
+        self.given_back: list[str] = []
+        self.type_changed = threading.Event()
+        self.fetched_types: list[set[str] | None] = []
         self.fetches: list[int] = []
         self.commits = 0
         self.done: list[str] = []
@@ -26,9 +38,13 @@ class StandInSource:
         self.lock = threading.Lock()
         self.stats = SourceStats(fetched=3, commits=2)
 
-    def fetch(self, max_records: int, timeout: float = 0.0) -> list[dict[str, Any]]:
+    def fetch(
+        self, max_records: int, timeout: float = 0.0, job_types: set[str] | None = None
+    ) -> list[dict[str, Any]]:
         with self.lock:
             self.fetches.append(max_records)
+            if max_records:
+                self.fetched_types.append(job_types)
         if max_records == 0:
             self.idle_fetch.set()
             return []
@@ -46,6 +62,24 @@ class StandInSource:
 
     def close(self) -> None:
         self.closed.set()
+
+    def held(self, job_type: str) -> int:
+        with self.lock:
+            return self.holding.get(job_type, 0)
+
+    def give_back(self, job: dict[str, Any]) -> None:
+        self.given_back.append(job["id"])
+
+    def add_type(self, job_type: str, group: str | None = None) -> None:
+        self.added.append((job_type, group))
+        self.job_types = sorted({*self.job_types, job_type})
+        self.type_changed.set()
+
+    def remove_type(self, job_type: str) -> int:
+        self.removed.append(job_type)
+        self.job_types = [t for t in self.job_types if t != job_type]
+        self.type_changed.set()
+        return 0
 
 
 def wait_result(feeder: KafkaFeeder, woken: threading.Event) -> Any:
@@ -146,3 +180,102 @@ def test_a_source_counts_every_change_while_another_thread_reads_its_stats() -> 
         assert source.stats == SourceStats(unfinished=threads * per_thread)
     finally:
         source.close()
+
+
+def test_a_request_fetches_only_the_job_types_it_asks_for() -> None:
+    """Pins: the feeder ignored the types a request asks for (those its idle
+    workers serve) and fetched every type it was built with."""
+    source, woken = StandInSource(["a", "b"]), threading.Event()
+    feeder = KafkaFeeder(source, woken.set)  # type: ignore[arg-type]
+    try:
+        feeder.request(2, ["a"])
+        wait_result(feeder, woken)
+        with source.lock:
+            assert source.fetched_types == [{"a"}]
+    finally:
+        feeder.close()
+
+
+def test_a_request_for_types_not_consumed_answers_at_once_and_asks_to_wait() -> None:
+    source, woken = StandInSource(["a"]), threading.Event()
+    feeder = KafkaFeeder(source, woken.set)  # type: ignore[arg-type]
+    try:
+        feeder.request(1, ["c"])  # its topic is missing, say: not joined
+        result = wait_result(feeder, woken)
+        assert (result.jobs, result.error, result.waited) == ([], None, False)
+        with source.lock:
+            assert source.fetched_types == []
+    finally:
+        feeder.close()
+
+
+def test_a_type_no_worker_serves_is_left_once_none_of_its_jobs_is_held() -> None:
+    """Pins: after a reload that removed a type its group was never left
+    (the consumers were those of the first worker's types for ever). It is
+    left only once its jobs here are done: leaving earlier would let the
+    group's next member run them again while they run here."""
+    source = StandInSource(["a", "b"])
+    source.holding["b"] = 1  # running on a retiring worker
+    feeder = KafkaFeeder(source, lambda: None)  # type: ignore[arg-type]
+    try:
+        feeder.follow(frozenset({"a"}))
+        assert feeder.following == {"a"}
+        # Several rounds of the thread's housekeeping: still held, not left.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with source.lock:
+                if source.fetches.count(0) >= 5:
+                    break
+            time.sleep(0.01)
+        assert source.removed == []
+        with source.lock:
+            source.holding["b"] = 0
+        assert source.type_changed.wait(5.0)
+        assert source.removed == ["b"]
+    finally:
+        feeder.close()
+
+
+def test_a_new_type_is_joined_once_its_topic_exists_and_a_missing_one_is_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pins: a type the workers serve after a reload was never consumed. Its
+    topic is checked first: while it is missing, one ERROR names it and it is
+    checked again later; once it exists the group is joined."""
+    topics = {"exists": False}
+    checked = threading.Event()
+
+    def check_topics(brokers: Any, job_types: Any, config: Any, timeout: float) -> list[str]:
+        checked.set()
+        return [] if topics["exists"] else [f"workflow.jobs.{t}" for t in job_types]
+
+    monkeypatch.setattr(kafka_feeder, "check_topics", check_topics)
+    monkeypatch.setattr(kafka_feeder, "TOPIC_RECHECK", 0.0)
+    source = StandInSource(["a"])
+    kafka = KafkaConfig(brokers=("b1:9092",), group="g.{job_type}")
+    feeder = KafkaFeeder(source, lambda: None, kafka)  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.ERROR, logger="workflow_sdk.supervisor"):
+            feeder.follow(frozenset({"a", "c"}))
+            assert checked.wait(5.0)
+            checked.clear()
+            assert checked.wait(5.0), "checked again"
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1
+        assert "workflow.jobs.c does not exist" in errors[0]
+        assert source.added == []
+        topics["exists"] = True
+        assert source.type_changed.wait(5.0)
+        assert source.added == [("c", "g.c")]
+    finally:
+        feeder.close()
+
+
+def test_give_back_passes_the_job_to_the_source() -> None:
+    source = StandInSource()
+    feeder = KafkaFeeder(source, lambda: None)  # type: ignore[arg-type]
+    try:
+        feeder.give_back({"id": "j"})
+        assert source.given_back == ["j"]
+    finally:
+        feeder.close()

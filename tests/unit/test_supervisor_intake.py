@@ -10,9 +10,11 @@ import psutil
 
 from unit.test_worker_pool import make_slot
 from workflow_sdk.errors import DispatchModeError, EngineResponseError
-from workflow_sdk.supervisor.claims import ClaimPolicy
+from workflow_sdk.supervisor.claims import ClaimPolicy, plan_poll
+from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
 from workflow_sdk.supervisor.jobs import JobLedger, JobState
+from workflow_sdk.supervisor.kafka_types import types_to_consume
 from workflow_sdk.supervisor.monitor import sample_rss
 from workflow_sdk.supervisor.pool import Phase, WorkerPool
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
@@ -143,6 +145,99 @@ def test_a_dropped_job_leaves_the_ledger_and_is_settled_with_its_source() -> Non
     intake.drop(entry, done=False)
     assert "j1" not in intake.ledger
     assert source.settled == [("j1", False)]
+
+
+class StandInPipe:
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send(self, message: Any) -> None:
+        self.sent.append(message)
+
+
+def serving(number: int, *job_types: str, state: SlotState = SlotState.IDLE) -> WorkerSlot:
+    slot = make_slot(number, state, job_types=frozenset(job_types))
+    slot.conn = StandInPipe()  # type: ignore[assignment]
+    return slot
+
+
+def kafka_job(job_id: str, job_type: str) -> dict[str, Any]:
+    return {"id": job_id, "jobType": job_type, "instanceId": "i", "kafkaRecord": {}}
+
+
+def test_a_claimed_job_no_idle_worker_serves_does_not_block_the_jobs_behind_it() -> None:
+    """Pins: dispatch stopped at the first claimed job it could not place (a
+    type the workers no longer serve, after a reload): two idle workers, a
+    job they serve claimed behind it, never dispatched (Kafka jobs have no
+    lease to end the wait). Poll mode's loop is the same."""
+    first, second = serving(1, "new"), serving(2, "new")
+    intake, _ = intake_with(first, second)
+    intake.claim(kafka_job("gone-1", "gone"), 10.0, 10.0, leased=False)
+    intake.claim(kafka_job("new-1", "new"), 10.0, 10.0, leased=False)
+    intake.claim(kafka_job("new-2", "new"), 10.0, 10.0, leased=False)
+    intake.claim(kafka_job("new-3", "new"), 10.0, 10.0, leased=False)
+    intake.dispatch_claimed(10_000.0, SupervisorConfig())
+    running = {e.job_id: e.slot for e in intake.ledger.running()}
+    assert running == {"new-1": 1, "new-2": 2}
+    assert [e.job_id for e in intake.ledger.claimed()] == ["gone-1", "new-3"]
+    sent = first.conn.sent + second.conn.sent  # type: ignore[attr-defined]
+    assert [message.context["id"] for message in sent] == ["new-1", "new-2"]
+
+
+class StandInFeeder:
+    def __init__(self, following: set[str]) -> None:
+        self.following = frozenset(following)
+        self.given_back: list[str] = []
+
+    def follow(self, job_types: frozenset[str]) -> None:
+        self.following = job_types
+
+    def give_back(self, job: dict[str, Any]) -> None:
+        self.given_back.append(job["id"])
+
+
+def test_kafka_types_follow_the_workers_and_a_type_gone_gives_its_claimed_jobs_back() -> None:
+    """Pins: the consumers stayed those of the first ready worker's types.
+    After a reload to handlers of {keep, new}: new is followed, old is not,
+    and a claimed job of old (no worker can take it; no lease would ever
+    end its wait) leaves the ledger, given back to the source unsettled (its
+    record stays uncommitted for the group's next member)."""
+    intake, source = intake_with(serving(1, "keep", "new"), serving(2, "keep", "new"))
+    feeder = StandInFeeder({"keep", "old"})
+    intake.feeder = feeder  # type: ignore[assignment]
+    intake.claim(kafka_job("old-1", "old"), 10.0, 10.0, leased=False)
+    intake.claim(kafka_job("keep-1", "keep"), 10.0, 10.0, leased=False)
+    assert plan_poll(intake.pool, intake.ledger, intake.claims).wanted == 0
+    intake.follow_kafka_types()
+    # Its room is free again: the next poll asks for the idle worker left.
+    assert plan_poll(intake.pool, intake.ledger, intake.claims).wanted == 1
+    assert feeder.following == {"keep", "new"}
+    assert feeder.given_back == ["old-1"]
+    assert [e.job_id for e in intake.ledger.claimed()] == ["keep-1"]
+    assert source.settled == [], "neither done nor unfinished"
+
+
+def test_the_types_to_consume_are_those_ready_workers_that_stay_serve() -> None:
+    pool = WorkerPool(3)
+    pool.add(make_slot(1, SlotState.IDLE, job_types=frozenset({"a", "b"})))
+    pool.add(make_slot(2, SlotState.BUSY, job_types=frozenset({"c"})))
+    pool.add(make_slot(3, SlotState.BUSY, job_types=frozenset({"old"}), retiring=True))
+    assert types_to_consume(pool, frozenset({"old"})) == {"a", "b", "c"}
+
+
+def test_no_type_goes_while_a_worker_boots_or_none_is_ready() -> None:
+    # A booting worker's types are not known yet: a crash's replacement
+    # must not make the groups be left and joined again.
+    pool = WorkerPool(2)
+    pool.add(make_slot(1, SlotState.IDLE, job_types=frozenset({"a"})))
+    pool.add(make_slot(2, SlotState.BOOTING))
+    assert types_to_consume(pool, frozenset({"a", "b"})) == {"a", "b"}
+    assert types_to_consume(pool, frozenset({"x"})) == {"a", "x"}, "new types join at once"
+    alone = WorkerPool(1)
+    alone.add(make_slot(1, SlotState.STOPPING, job_types=frozenset({"a"})))
+    assert types_to_consume(alone, frozenset({"a", "b"})) == {"a", "b"}
 
 
 def test_reports_wait_only_for_a_poll_sent_less_than_the_hold_ago() -> None:

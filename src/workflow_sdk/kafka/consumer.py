@@ -7,7 +7,10 @@ The convention of the engine's other SDKs is one consumer group per job type,
 group: so the source runs one ``confluent_kafka.Consumer`` per job type,
 subscribed to ``workflow.jobs.<jobType>``. That also keeps job types
 independent: a job type's partitions are spread over the hosts that run it,
-and pausing one type's partitions does not touch another's.
+and pausing one type's partitions does not touch another's. The set can
+change while the source runs (``add_type``, ``remove_type``: the
+supervisor follows its workers' job types across reloads), and a fetch may
+be limited to some of the types (the others stay paused and served).
 
 Threads
 -------
@@ -52,7 +55,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -133,11 +136,14 @@ class KafkaJobSource:
         self._ready: deque[dict[str, Any]] = deque()
         self._stats = SourceStats()
         # Driver thread only.
-        self._paused: dict[str, set[TopicPartitionKey]] = {t: set() for t in types}
+        self._paused: dict[str, set[TopicPartitionKey]] = {}
         self._missing_logged: set[str] = set()
         self._rotation = 0
         self._closed = False
-        base: dict[str, Any] = {
+        #: An error raised part-way through a fetch that had accepted jobs:
+        #: those went out, the error is raised by the next fetch.
+        self._error: Exception | None = None
+        self._config: dict[str, Any] = {
             "bootstrap.servers": self.brokers,
             "client.id": client_id or socket.gethostname(),
             # We commit explicit offsets, in order, after the result is in.
@@ -146,21 +152,14 @@ class KafkaJobSource:
             # Jobs published before the group's first consumer must run too.
             "auto.offset.reset": "earliest",
         }
+        self._extra_config = dict(extra_config or {})
         self._consumers: dict[str, Consumer] = {}
         try:
             for job_type in types:
-                config = {**base, "group.id": self.groups[job_type], **dict(extra_config or {})}
-                consumer = Consumer(config)
-                self._consumers[job_type] = consumer
-                consumer.subscribe(
-                    [topic_for(job_type)],
-                    on_assign=self._on_assign,
-                    on_revoke=self._on_revoke,
-                    on_lost=self._on_lost,
-                )
-        except KafkaException as exc:
+                self._subscribe(job_type)
+        except KafkaSourceError:
             self._close_consumers()
-            raise KafkaSourceError(f"cannot set up a Kafka consumer: {exc}") from exc
+            raise
 
     # -- public ----------------------------------------------------------------
 
@@ -186,21 +185,58 @@ class KafkaJobSource:
         with self._lock:
             return self._tracker.pending()
 
-    def fetch(self, max_records: int, timeout: float = 0.0) -> list[dict[str, Any]]:
+    def held(self, job_type: str) -> int:
+        """Jobs of ``job_type`` handed out and not yet marked or given back. Any thread."""
+        topic = topic_for(job_type)
+        with self._lock:
+            return sum(1 for r in self._running.values() if r.records[0][0][0] == topic)
+
+    def fetch(
+        self, max_records: int, timeout: float = 0.0, job_types: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Up to ``max_records`` new jobs, waiting up to ``timeout`` s for the first.
 
-        Each job dict has the polled-job keys plus ``dedupId`` and
+        Only of ``job_types`` when given (the other types' partitions stay
+        paused, their groups served); an empty selection fetches nothing at
+        once. Each job dict has the polled-job keys plus ``dedupId`` and
         ``kafkaRecord`` (see ``RECORD_KEY``). Driver thread only.
         """
         if self._closed:
             raise RuntimeError("the KafkaJobSource is closed")
-        if max_records <= 0:
-            self._idle()
+        selected = {t: c for t, c in self._consumers.items() if job_types is None or t in job_types}
+        if max_records <= 0 or not selected:
+            self._idle(self._consumers)
             return []
-        self._resume_all()
-        jobs = self._take_ready(max_records)
+        error, self._error = self._error, None
+        if error is not None:
+            # Raised part-way through the last fetch, which returned the jobs
+            # it had accepted before: reported now.
+            raise error
+        self._idle({t: c for t, c in self._consumers.items() if t not in selected})
+        self._resume(selected)
+        jobs = self._take_ready(max_records, selected)
+        try:
+            self._fetch_into(jobs, max_records, timeout, selected)
+        except Exception as exc:
+            if not jobs:
+                raise
+            # The jobs accepted before the error are registered as running
+            # and their offsets tracked: dropping them would hold their job
+            # ids and their partitions' commits for ever. They go out; the
+            # error comes with the next fetch.
+            self._error = exc
+        return jobs
+
+    def _fetch_into(
+        self,
+        jobs: list[dict[str, Any]],
+        max_records: int,
+        timeout: float,
+        selected: dict[str, Consumer],
+    ) -> None:
+        """Append up to ``max_records`` jobs in all to ``jobs`` (see ``fetch``)."""
         deadline = time.monotonic() + max(0.0, timeout)
-        consumers = self._rotated()
+        consumers = self._rotated(selected)
         # With several consumers, a first pass takes what every one of them
         # has already fetched, without waiting: a job type with nothing to do
         # must not delay the others' records by a slice per fetch.
@@ -209,19 +245,26 @@ class KafkaJobSource:
             for job_type, consumer in consumers:
                 want = max_records - len(jobs)
                 if want <= 0:
-                    return jobs
+                    return
                 remaining = deadline - time.monotonic()
                 # With one consumer, block on it; with several, take turns.
                 wait = max(0.0, remaining if len(consumers) == 1 else min(remaining, _SLICE))
                 if jobs or first_pass:
                     wait = 0.0
-                for message in self._take(consumer, want, wait):
-                    job = self._accept(job_type, message)
+                messages = self._take(consumer, want, wait)
+                for index, message in enumerate(messages):
+                    try:
+                        job = self._accept(job_type, message)
+                    except Exception:
+                        # Taken from librdkafka but not handed out: put them
+                        # back, or later commits would pass over them.
+                        self._rewind(job_type, consumer, messages[index:])
+                        raise
                     if job is not None:
                         jobs.append(job)
             first_pass = False
             if jobs or time.monotonic() >= deadline:
-                return jobs
+                return
 
     def mark_done(self, job: Mapping[str, Any]) -> None:
         """The job's result reached the engine, or it was dropped or failed for good.
@@ -267,6 +310,55 @@ class KafkaJobSource:
             ", ".join(f"{t}[{p}]@{o}" for (t, p), o in running.records) or "no record",
         )
 
+    def give_back(self, job: Mapping[str, Any]) -> None:
+        """A job handed out that will not run here after all (no worker serves
+        its type any more): neither done nor unfinished. Its records stay
+        uncommitted; ``remove_type`` then leaves its group, which delivers
+        them to the group's next member. Any thread."""
+        with self._lock:
+            self._pop_running(job)
+
+    def add_type(self, job_type: str, group: str | None = None) -> None:
+        """Consume ``job_type`` too: join ``group`` (default
+        ``workflow.workers.<jobType>``). Driver thread.
+
+        :raises KafkaSourceError: the consumer could not be set up.
+        """
+        if self._closed or job_type in self._consumers:
+            return
+        self.groups[job_type] = group or group_for(job_type)
+        self._subscribe(job_type)
+        self.job_types = sorted(self._consumers)
+
+    def remove_type(self, job_type: str) -> int:
+        """Stop consuming ``job_type``: commit what is done of it
+        (synchronously), then leave its group. Its records not done stay
+        uncommitted and the group delivers them to its next member: wait for
+        ``held(job_type)`` to be 0 first, or its running jobs may run there
+        again. Returns how many of its records were left. Driver thread."""
+        consumer = self._consumers.pop(job_type, None)
+        if consumer is None:
+            return 0
+        self.job_types = sorted(self._consumers)
+        topic = topic_for(job_type)
+        with self._lock:
+            ready = self._tracker.committable()
+            keys = {tp for tp in self._tracker.partitions() if tp[0] == topic}
+            left = sum(self._tracker.pending(tp) for tp in keys)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items() if t == topic]
+        try:
+            if offsets:
+                self._commit(consumer, offsets, asynchronous=False)
+            consumer.close()  # leaves the group
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("closing the Kafka consumer for %s: %s", job_type, exc)
+        # Its revoke callback may have forgotten them already.
+        with self._lock:
+            keys &= set(self._tracker.partitions())
+        self._forget(consumer, keys)
+        self._paused.pop(job_type, None)
+        return left
+
     def commit(self, *, asynchronous: bool = True) -> int:
         """Commit every partition whose done position moved; returns how many. Driver thread."""
         with self._lock:
@@ -295,9 +387,9 @@ class KafkaJobSource:
 
     # -- fetching ----------------------------------------------------------------
 
-    def _rotated(self) -> list[tuple[str, Consumer]]:
+    def _rotated(self, selected: dict[str, Consumer]) -> list[tuple[str, Consumer]]:
         # Start each fetch at the next job type so that none starves the others.
-        items = list(self._consumers.items())
+        items = list(selected.items())
         self._rotation = (self._rotation + 1) % len(items)
         return items[self._rotation :] + items[: self._rotation]
 
@@ -309,7 +401,13 @@ class KafkaJobSource:
             return []
         if want <= 1:
             return [first]
-        return [first, *consumer.consume(num_messages=want - 1, timeout=0)]
+        try:
+            rest = consumer.consume(num_messages=want - 1, timeout=0)
+        except Exception as exc:
+            # ``first`` is taken: it goes on; the error comes with the next fetch.
+            self._error = self._error or exc
+            return [first]
+        return [first, *rest]
 
     def _accept(self, job_type: str, message: Message) -> dict[str, Any] | None:
         """A fetched record -> a job to run, or None (dropped, held, an error event)."""
@@ -323,7 +421,13 @@ class KafkaJobSource:
         tp = (topic, partition)
         try:
             job = decode_dispatch(message.value(), message.headers())
-        except MalformedDispatch as exc:
+        except Exception as exc:
+            # Not only MalformedDispatch: a payload nested too deep for
+            # json.loads raises RecursionError. Whatever the decoder chokes
+            # on is a record that can never run; raising here would drop the
+            # records fetched with it.
+            if not isinstance(exc, MalformedDispatch):
+                exc = MalformedDispatch(f"undecodable ({type(exc).__name__}: {exc})")
             log.error(
                 "skipping record %s[%d]@%d: %s (it is committed: it can never run)",
                 topic,
@@ -383,15 +487,21 @@ class KafkaJobSource:
         self._running[job["id"]] = entry
         self._bump(fetched=1)
 
-    def _take_ready(self, max_records: int) -> list[dict[str, Any]]:
-        """Deferred jobs whose earlier run finished, up to ``max_records``."""
+    def _take_ready(self, max_records: int, selected: Collection[str]) -> list[dict[str, Any]]:
+        """Deferred jobs of ``selected`` types whose earlier run finished, up to ``max_records``."""
         jobs: list[dict[str, Any]] = []
         with self._lock:
+            later: deque[dict[str, Any]] = deque()
             while self._ready and len(jobs) < max_records:
                 job = self._ready.popleft()
+                if job["jobType"] not in selected:
+                    later.append(job)
+                    continue
                 record = job[RECORD_KEY]
                 self._start_running(job, (record["topic"], record["partition"]), record["offset"])
                 jobs.append(job)
+            later.extend(self._ready)
+            self._ready = later
         return jobs
 
     def _pop_running(self, job: Mapping[str, Any]) -> _Running:
@@ -436,9 +546,9 @@ class KafkaJobSource:
 
     # -- pausing -------------------------------------------------------------------
 
-    def _idle(self) -> None:
-        """No capacity: pause everything, serve the group, hand nothing out."""
-        for job_type, consumer in self._consumers.items():
+    def _idle(self, consumers: dict[str, Consumer]) -> None:
+        """No capacity (for these types): pause them, serve the groups, hand nothing out."""
+        for job_type, consumer in consumers.items():
             self._pause_assigned(job_type, consumer)
             message = consumer.poll(0)
             if message is not None and message.error() is None:
@@ -467,8 +577,21 @@ class KafkaJobSource:
         consumer.pause([TopicPartition(topic, partition)])
         self._paused[job_type].add((topic, partition))
 
-    def _resume_all(self) -> None:
-        for job_type, consumer in self._consumers.items():
+    def _rewind(self, job_type: str, consumer: Consumer, messages: list[Message]) -> None:
+        """Put back records taken and not handed out: each partition's first."""
+        first: dict[TopicPartitionKey, Message] = {}
+        for message in messages:
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if message.error() is not None or topic is None or partition is None or offset is None:
+                continue
+            seen = first.get((topic, partition))
+            if seen is None or offset < (seen.offset() or 0):
+                first[(topic, partition)] = message
+        for message in first.values():
+            self._unread(job_type, consumer, message)
+
+    def _resume(self, consumers: dict[str, Consumer]) -> None:
+        for job_type, consumer in consumers.items():
             paused = self._paused[job_type]
             if paused:
                 consumer.resume([TopicPartition(t, p) for t, p in paused])
@@ -548,6 +671,24 @@ class KafkaJobSource:
         self._stats = replace(
             stats, **{name: getattr(stats, name) + n for name, n in increments.items()}
         )
+
+    def _subscribe(self, job_type: str) -> None:
+        config = {**self._config, "group.id": self.groups[job_type], **self._extra_config}
+        consumer: Consumer | None = None
+        try:
+            consumer = Consumer(config)
+            consumer.subscribe(
+                [topic_for(job_type)],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        except KafkaException as exc:
+            if consumer is not None:
+                consumer.close()
+            raise KafkaSourceError(f"cannot set up a Kafka consumer: {exc}") from exc
+        self._consumers[job_type] = consumer
+        self._paused[job_type] = set()
 
     def _close_consumers(self) -> None:
         for job_type, consumer in self._consumers.items():

@@ -410,6 +410,7 @@ class Supervisor:
             self._continue_reload()
             self._trim_pool(now)
             self._fill_pool()
+            self.intake.follow_kafka_types()
             # A job claimed ahead waits for a busy worker; a worker can also
             # become idle without a result (a replacement just booted): it
             # takes the job too, or the job would wait for a poll that its

@@ -31,6 +31,7 @@ from workflow_sdk.retry.backoff import Backoff
 from workflow_sdk.supervisor.claims import ClaimPolicy, PollPlan, plan_poll
 from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
+from workflow_sdk.supervisor.kafka_types import types_to_consume
 from workflow_sdk.supervisor.pool import Phase, WorkerPool
 from workflow_sdk.supervisor.protocol import RunJob
 from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
@@ -248,6 +249,41 @@ class Intake:
         self.source = self.feeder = source
         return None
 
+    def follow_kafka_types(self) -> None:
+        """Kafka mode: consume the job types the workers serve now
+        (``kafka_types``); a claimed job of a type given up is given back.
+
+        Given back, not kept: no worker here can take it, it has no lease to
+        end its wait, and it holds ledger room and its partition's commits.
+        Its record stays uncommitted, and the group the feeder leaves hands
+        its partition to another member, which runs it (or to this
+        supervisor again if a worker serves the type later)."""
+        feeder = self.feeder
+        if feeder is None:
+            return
+        current = feeder.following
+        wanted = types_to_consume(self.pool, current)
+        if wanted != current:
+            feeder.follow(wanted)
+            log.info(
+                "kafka: the workers serve %s now (new: %s; gone: %s)",
+                ", ".join(sorted(wanted)),
+                ", ".join(sorted(wanted - current)) or "none",
+                ", ".join(sorted(current - wanted)) or "none",
+            )
+        for entry in self.ledger.claimed():
+            if entry.job_type in wanted:
+                continue
+            self.ledger.release(entry.job_id)
+            if entry.origin is not None:
+                feeder.give_back(entry.origin)
+            log.info(
+                "job %s (%s) not started: no worker serves its type any more; its record "
+                "stays uncommitted and goes to the group's next member",
+                entry.job_id,
+                entry.job_type,
+            )
+
     def kafka_stats(self) -> SourceStats:
         """The Kafka source's counters; zeros until it starts. Any thread (the
         /metrics server's): the feeder is read once and never replaced."""
@@ -257,12 +293,17 @@ class Intake:
     # -- to the workers ----------------------------------------------------------------
 
     def dispatch_claimed(self, now: float, config: SupervisorConfig) -> None:
-        """Hand claimed jobs to idle workers, oldest claim first."""
+        """Hand claimed jobs to idle workers, oldest claim first. A job no idle
+        worker serves waits (for its lease in poll mode; in Kafka mode until
+        its type is given up, ``follow_kafka_types``) without holding back
+        the jobs claimed after it."""
         # Asked on most ticks, and mostly no worker is idle: look once.
         idle = self.pool.idle()
         if not idle:
             return
         for entry in self.ledger.claimed():
+            if not any(slot.state is SlotState.IDLE for slot in idle):
+                return
             if now >= entry.lease_end:
                 self.ledger.release(entry.job_id)
                 self.stats.skipped_expired += 1
@@ -272,8 +313,7 @@ class Intake:
                     entry.job_type,
                 )
                 continue
-            if not self._dispatch(entry, now, idle, config):
-                return
+            self._dispatch(entry, now, idle, config)
 
     def _dispatch(
         self, entry: JobEntry, now: float, idle: list[WorkerSlot], config: SupervisorConfig
