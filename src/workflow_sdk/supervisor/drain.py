@@ -5,7 +5,9 @@ jobs would have no worker left); a job still running when the drain's time
 (``graceful_timeout``) or its lease is up is abandoned to the engine's lease
 expiry; jobs claimed and never started are dropped. Each ``step`` says
 whether workers are left; once none is, the arbiter gives the reports what
-is left of the drain time and stops. A second signal stops at once
+is left of the drain time and stops. Every worker told to go has a deadline
+(``slots.WorkerSlot.overdue``), so the workers are gone at the latest
+``EXIT_GRACE`` + ``KILL_GRACE`` after the drain's time. A second signal stops at once
 (``Stops.abandon_all``).
 """
 
@@ -69,7 +71,8 @@ class Drain:
         for slot in list(self.pool.slots.values()):
             entry = slot.job
             if slot.state is SlotState.IDLE and not poll_in_flight:
-                slot.close_channel()
+                slot.exit_reason = slot.exit_reason or "shutdown"
+                slot.close_channel(now)
             elif slot.state is SlotState.BOOTING:
                 slot.terminate(now, KILL_GRACE)
             elif entry is not None and now >= min(self.deadline, entry.lease_end):
