@@ -59,9 +59,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
+        self.lease_ends: list[float] = []
 
     def submit(self, outcome: Outcome, lease_end: float, check: Any) -> None:
         self.outcomes.append(outcome)
+        self.lease_ends.append(lease_end)
 
 
 @dataclass
@@ -71,15 +73,22 @@ class Rig:
     #: the worker's end of the channel
     worker: Connection
 
-    def sent_result(self) -> None:
-        """The worker sent its job's success; the parent has not read it yet."""
-        outcome = Outcome("j1", "a", True, {"total": 3}, duration=0.5)
+    def sent_result(self, *, succeeded: bool = True) -> None:
+        """The worker sent its job's outcome; the parent has not read it yet."""
+        if succeeded:
+            outcome = Outcome("j1", "a", True, {"total": 3}, duration=0.5)
+        else:
+            outcome = Outcome.failure("j1", "a", "card declined", retryable=True)
         self.worker.send(JobDone(outcome, 150 * MIB))
 
     def reported(self) -> list[tuple[str, bool]]:
+        return [(o.job_id, o.succeeded) for o in self.handed_over().outcomes]
+
+    def handed_over(self) -> Recorder:
+        """What the reporter threads get from the desk (lease ends included)."""
         recorder = Recorder()
         self.sup.reports.flush(recorder)  # type: ignore[arg-type]
-        return [(o.job_id, o.succeeded) for o in recorder.outcomes]
+        return recorder
 
 
 @pytest.fixture
@@ -203,3 +212,16 @@ def test_a_stop_now_still_stops_the_worker_but_reports_the_result_it_had_sent(
     assert rig.reported() == [("j1", True)]
     assert signal.SIGTERM in rig.slot.signals_sent
     assert rig.sup.stats.abandoned == 0
+
+
+def test_a_fail_already_sent_when_the_lease_is_lost_goes_to_the_lease_rule_as_past_its_lease(
+    rig: Rig,
+) -> None:
+    """Pins: a fail read from the pipe as the lease-lost verdict is carried
+    out must not go out (the job may run elsewhere): the reporter gets the
+    lease as ended, so its lease rule withholds the fail."""
+    rig.sent_result(succeeded=False)
+    lease_lost(rig)
+    recorder = rig.handed_over()
+    assert [(o.job_id, o.succeeded) for o in recorder.outcomes] == [("j1", False)]
+    assert recorder.lease_ends == [NOW + 1]

@@ -54,6 +54,8 @@ def test_a_drain_keeps_idle_workers_while_a_poll_is_out() -> None:
     drain.begin("SIGTERM", 100.0, 30.0)
     assert drain.step(100.0) is DrainStep.WAIT
     assert idle.state is SlotState.IDLE  # its poll's jobs would have no worker
+    assert drain.step(130.0) is DrainStep.WAIT  # for the poll's answer, still
+    assert idle.state is SlotState.STOPPING, "but its exit does not wait past the drain's time"
 
 
 def test_a_drain_closes_idle_workers_and_drops_jobs_never_started() -> None:

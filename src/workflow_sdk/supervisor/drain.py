@@ -68,9 +68,13 @@ class Drain:
     def step(self, now: float) -> DrainStep:
         source = self.intake.source
         poll_in_flight = source is not None and source.busy
+        # An idle worker waits for the poll in flight (its jobs would have no
+        # worker left), but not past the drain's time: they would only be
+        # abandoned then, and the worker's exit must not wait for the poll.
+        keep_idle = poll_in_flight and now < self.deadline
         for slot in list(self.pool.slots.values()):
             entry = slot.job
-            if slot.state is SlotState.IDLE and not poll_in_flight:
+            if slot.state is SlotState.IDLE and not keep_idle:
                 slot.exit_reason = slot.exit_reason or "shutdown"
                 slot.close_channel(now)
             elif slot.state is SlotState.BOOTING:

@@ -208,7 +208,13 @@ class Stops:
         """The job no longer matters, or is no longer ours: stop its worker,
         report nothing (a fail could fail the instance; the lease's new
         holder reports the job). A result the worker had already sent is
-        reported as any other (``finished_meanwhile``)."""
+        reported as any other (``finished_meanwhile``), except a fail after a
+        lost lease: the job may run elsewhere already."""
+        if stop.reason == "lease_lost":
+            # The lease is over, whatever our clock said: the lease rule then
+            # withholds a fail the worker already sent (a completion still
+            # goes: the engine accepts late ones).
+            entry.lease_end = min(entry.lease_end, now)
         if self.finished_meanwhile(slot, entry):
             return
         log_stopped(entry, slot.slot, stop.reason == "stale", stop.detail)
