@@ -204,6 +204,14 @@ def test_a_result_read_before_a_kill_dispatches_no_new_job_to_that_worker(rig: R
     assert rig.sup.ledger.claimed()[0].job_id == "j2"
 
 
+def test_a_worker_whose_result_was_read_at_the_drain_s_deadline_is_told_to_exit_at_once(
+    rig: Rig,
+) -> None:
+    rig.sent_result()
+    drain_deadline(rig)
+    assert rig.slot.state is SlotState.STOPPING and rig.slot.conn.closed
+
+
 def test_a_stop_now_still_stops_the_worker_but_reports_the_result_it_had_sent(
     rig: Rig,
 ) -> None:

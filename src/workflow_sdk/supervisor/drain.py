@@ -74,13 +74,15 @@ class Drain:
         keep_idle = poll_in_flight and now < self.deadline
         for slot in list(self.pool.slots.values()):
             entry = slot.job
+            if entry is not None and now >= min(self.deadline, entry.lease_end):
+                # If its result was already sent, the worker is idle now:
+                # told to exit below.
+                self.stops.abandon(slot, entry, now)
             if slot.state is SlotState.IDLE and not keep_idle:
                 slot.exit_reason = slot.exit_reason or "shutdown"
                 slot.close_channel(now)
             elif slot.state is SlotState.BOOTING:
                 slot.terminate(now, KILL_GRACE)
-            elif entry is not None and now >= min(self.deadline, entry.lease_end):
-                self.stops.abandon(slot, entry, now)
         if poll_in_flight:
             return DrainStep.WAIT
         for entry in self.ledger.claimed():
