@@ -5,10 +5,10 @@ jobs would have no worker left); a job still running when the drain's time
 (``graceful_timeout``) or its lease is up is abandoned to the engine's lease
 expiry; jobs claimed and never started are dropped. Each ``step`` says
 whether workers are left; once none is, the arbiter gives the reports what
-is left of the drain time and stops. Every worker told to go has a deadline
-(``slots.WorkerSlot.overdue``), so the workers are gone at the latest
-``EXIT_GRACE`` + ``KILL_GRACE`` after the drain's time. A second signal stops at once
-(``Stops.abandon_all``).
+is left of the drain time and stops. Every worker told to go has a
+deadline (``slots.WorkerSlot.overdue``), so the workers are gone at the
+latest ``EXIT_GRACE`` + ``KILL_GRACE`` after the drain's time. A second
+signal stops at once (``Stops.abandon_all``).
 """
 
 from __future__ import annotations

@@ -171,9 +171,9 @@ class Worker:
 
 def _ignore_term_while_exiting() -> None:
     # The supervisor stops the other workers when one cannot boot, and it may
-    # send this one SIGTERM while multiprocessing runs its exit functions:
-    # raising WorkerShutdown there would print a traceback over the real
-    # error, and the process is leaving anyway (SIGKILL follows if it hangs).
+    # send this one SIGTERM while it sends its boot error: raising
+    # WorkerShutdown there would lose the real error, and the process is
+    # leaving anyway (``_exit_now`` follows; SIGKILL if it hangs).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
