@@ -155,13 +155,14 @@ def start_supervisor(
         extra: str = "",
         workers: int = 2,
         handlers: str = "sv_handlers:registry",
+        graceful_timeout: float = 10,
         **env_extra: str,
     ) -> SupervisorProcess:
         config = tmp_path / "supervisor.toml"
         config.write_text(
             f'[engine]\nurl = "{engine.url}"\ntimeout = 5\n'
             f'[supervisor]\nhandlers = ["{handlers}"]\nworkers = {workers}\n'
-            "poll_interval = 0.1\ngraceful_timeout = 10\n"
+            f"poll_interval = 0.1\ngraceful_timeout = {graceful_timeout:g}\n"
             f"{extra}\n"
         )
         env = dict(os.environ)

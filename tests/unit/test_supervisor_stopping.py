@@ -6,20 +6,25 @@ Slots hold stand-in processes whose signals go nowhere (``pid = None``).
 from __future__ import annotations
 
 import dataclasses
+import logging
+import signal
 from pathlib import Path
+
+import pytest
 
 from unit.test_supervisor_intake import idle_slot, intake_with, job
 from unit.test_worker_pool import make_slot
-from workflow_sdk.supervisor.config import load_config
+from workflow_sdk.supervisor.config import SupervisorConfig, load_config
 from workflow_sdk.supervisor.drain import Drain, DrainStep
 from workflow_sdk.supervisor.intake import Intake
 from workflow_sdk.supervisor.jobs import JobState
 from workflow_sdk.supervisor.lifecycle import WorkerLife
+from workflow_sdk.supervisor.protocol import Ready
 from workflow_sdk.supervisor.reload import reload_config
 from workflow_sdk.supervisor.reports import ReportDesk
 from workflow_sdk.supervisor.results import Results
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
-from workflow_sdk.supervisor.stops import Stops
+from workflow_sdk.supervisor.slots import EXIT_GRACE, Overdue, SlotState, WorkerSlot
+from workflow_sdk.supervisor.stops import ABANDON_GRACE, CANCEL_GRACE, KILL_GRACE, Stops
 from workflow_sdk.supervisor.watch import StopJob
 
 
@@ -49,6 +54,8 @@ def test_a_drain_keeps_idle_workers_while_a_poll_is_out() -> None:
     drain.begin("SIGTERM", 100.0, 30.0)
     assert drain.step(100.0) is DrainStep.WAIT
     assert idle.state is SlotState.IDLE  # its poll's jobs would have no worker
+    assert drain.step(130.0) is DrainStep.WAIT  # for the poll's answer, still
+    assert idle.state is SlotState.STOPPING, "but its exit does not wait past the drain's time"
 
 
 def test_a_drain_closes_idle_workers_and_drops_jobs_never_started() -> None:
@@ -136,3 +143,141 @@ def test_a_stale_job_is_dropped_and_its_worker_cancelled_first() -> None:
     assert source.settled == [("j1", True)]
     assert intake.stats.stale_jobs == 1
     assert (busy.state, busy.term_at, busy.exit_reason) == (SlotState.STOPPING, 6.0, "stale")
+
+
+# -- every worker told to go has a deadline (issue 16, bug 4) ----------------------
+
+
+def escalation_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_closed_channel_sets_an_exit_deadline_and_the_escalation_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Pins: recycled (channel closed) -> the worker never exits -> nothing
+    ever signalled it. Now: SIGTERM at its exit deadline with one WARNING
+    naming the reason, SIGKILL KILL_GRACE later without a second one."""
+    idle = idle_slot(1)
+    intake, _ = intake_with(idle)
+    _, stops = helpers(intake)
+    idle.retire("recycle_jobs", 10.0)
+    assert (idle.state, idle.conn.closed, idle.exit_by) == (
+        SlotState.STOPPING,
+        True,
+        10.0 + EXIT_GRACE,
+    )
+    assert stops.next_deadline() == 10.0 + EXIT_GRACE
+    caplog.set_level(logging.WARNING, "workflow_sdk.supervisor")
+    stops.enforce_slots(10.0 + EXIT_GRACE - 0.1, 60.0)
+    assert idle.signals_sent == set()
+    stops.enforce_slots(10.0 + EXIT_GRACE, 60.0)
+    assert idle.signals_sent == {signal.SIGTERM}
+    assert (idle.exit_by, idle.kill_at) == (None, 10.0 + EXIT_GRACE + KILL_GRACE)
+    (warning,) = escalation_warnings(caplog)
+    assert "worker-1" in warning and "did not exit" in warning and "(recycle_jobs)" in warning
+    stops.enforce_slots(10.0 + EXIT_GRACE + KILL_GRACE, 60.0)
+    assert signal.SIGKILL in idle.signals_sent
+    assert len(escalation_warnings(caplog)) == 1, "logged once"
+    assert stops.next_deadline() == float("inf"), "nothing left to do"
+
+
+def test_a_cancelled_worker_gets_sigterm_quietly_and_a_warning_only_at_sigkill(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    busy = idle_slot(1)
+    intake, _ = intake_with(busy)
+    _, stops = helpers(intake)
+    running(intake, busy, "j1", 100.0)
+    entry = intake.ledger.get("j1")
+    assert entry is not None
+    stops.stop_running(busy, entry, StopJob("j1", "lease_lost", "409"), 100.0)
+    caplog.set_level(logging.WARNING, "workflow_sdk.supervisor")
+    stops.enforce_slots(100.0 + CANCEL_GRACE, 60.0)
+    assert signal.SIGTERM in busy.signals_sent and escalation_warnings(caplog) == []
+    stops.enforce_slots(100.0 + CANCEL_GRACE + KILL_GRACE, 60.0)
+    assert signal.SIGKILL in busy.signals_sent
+    (warning,) = escalation_warnings(caplog)
+    assert "still alive after SIGTERM" in warning
+
+
+def test_overdue_names_the_latest_step_due() -> None:
+    slot = idle_slot(1)
+    assert slot.overdue(1e9) is None and slot.next_deadline() is None
+    slot.close_channel(10.0)
+    assert (slot.overdue(10.0), slot.overdue(10.0 + EXIT_GRACE)) == (None, Overdue.EXIT)
+    slot.term_at = 11.0
+    assert slot.overdue(11.0) is Overdue.TERM and slot.next_deadline() == 11.0
+    slot.terminate(12.0, KILL_GRACE)
+    assert (slot.term_at, slot.exit_by) == (None, None), "SIGTERM sent: those steps are done"
+    assert slot.overdue(12.0 + KILL_GRACE) is Overdue.KILL
+    slot.close_channel(13.0)
+    assert slot.exit_by is None, "SIGTERM already sent: SIGKILL is next, not another SIGTERM"
+
+
+def told_to_go(slot: WorkerSlot) -> bool:
+    """The slot has a deadline for its next step, or was sent SIGKILL."""
+    return slot.next_deadline() is not None or signal.SIGKILL in slot.signals_sent
+
+
+def test_every_way_a_worker_is_told_to_go_leaves_it_a_deadline() -> None:
+    recycled, ready_late, trimmed_busy, drained, booting, cancelled, slow, fat, late = (
+        idle_slot(n) for n in range(1, 10)
+    )
+    booting.state = SlotState.BOOTING
+    ready_late.state = SlotState.BOOTING
+    intake, _ = intake_with(
+        recycled, ready_late, trimmed_busy, drained, booting, cancelled, slow, fat, late
+    )
+    _, stops = helpers(intake)
+    life = WorkerLife(intake.pool, stops, intake.stats)
+    drain = Drain(intake.pool, intake.ledger, intake, stops, intake.stats)
+    for slot, job_id in ((trimmed_busy, "t"), (cancelled, "c"), (slow, "s"), (fat, "f")):
+        running(intake, slot, job_id, 100.0)
+    recycled.retire("recycle_jobs", 100.0)
+    ready_late.retiring = True
+    life.on_ready(ready_late, Ready(1, ("a",)), SupervisorConfig())
+    trimmed_busy.retire("scale", 100.0)
+    assert not told_to_go(trimmed_busy), "runs its job first"
+    cancelled_entry, slow_entry, fat_entry = (s.job for s in (cancelled, slow, fat))
+    assert cancelled_entry is not None and slow_entry is not None and fat_entry is not None
+    stops.stop_running(cancelled, cancelled_entry, StopJob("c", "stale", "gone", "x"), 101.0)
+    stops.time_out(slow, slow_entry, 101.0)
+    fat.rss_bytes = 900 * 2**20
+    stops.kill_for_memory(fat, fat_entry, 101.0, 500.0)
+    drain.begin("SIGTERM", 102.0, 30.0)
+    running(intake, late, "l", 102.0)
+    drain.step(102.0)
+    drain.step(200.0)  # past the drain's time: the late job is abandoned
+    for slot in (recycled, ready_late, drained, booting, cancelled, slow, fat, late):
+        assert slot.state is SlotState.STOPPING, slot.slot
+        assert told_to_go(slot), slot.slot
+
+
+def test_a_drain_ends_within_graceful_timeout_plus_the_escalation_whatever_workers_do() -> None:
+    """Pins: SIGTERM -> idle workers' channels closed -> a worker that does
+    not exit kept the drain waiting for ever. Here no worker exits by
+    itself (only SIGKILL ends it), and the busy one's job ends just before
+    the drain's time, the latest a worker can be told to exit."""
+    idle, busy, stuck_busy = idle_slot(1), idle_slot(2), idle_slot(3)
+    intake, _ = intake_with(idle, busy, stuck_busy)
+    _, stops = helpers(intake)
+    drain = Drain(intake.pool, intake.ledger, intake, stops, intake.stats)
+    running(intake, busy, "b", 100.0)
+    running(intake, stuck_busy, "s", 100.0)
+    graceful = 30.0
+    drain.begin("SIGTERM", 100.0, graceful)
+    bound = 100.0 + graceful + max(EXIT_GRACE + KILL_GRACE, ABANDON_GRACE)
+    now = 100.0
+    while drain.step(now) is DrainStep.WAIT:
+        assert now <= bound, "the drain outlived its bound"
+        now += 0.25
+        if now >= 100.0 + graceful - 0.25 and busy.job is not None:
+            intake.ledger.finish(busy.job.job_id, now)  # its result came in
+            busy.job = None
+            busy.state = SlotState.IDLE
+        stops.enforce_slots(now, 60.0)
+        for slot in list(intake.pool.slots.values()):
+            if signal.SIGKILL in slot.signals_sent:
+                intake.pool.remove(slot)
+    assert now > 100.0 + graceful, "the stuck ones were waited for"

@@ -148,6 +148,8 @@ class Supervisor:
         self.results = Results(self.pool, self.ledger, self.intake, self.stats, self.reports)
         #: Jobs that end before their handler returns, and their workers.
         self.stops = Stops(self.pool, self.ledger, self.intake, self.results, self.stats)
+        # Before any stop, the stops read what the worker already sent.
+        self.stops.collect = self._collect
         #: The graceful stop.
         self.drain = Drain(self.pool, self.ledger, self.intake, self.stops, self.stats)
         #: Worker records: started, ready, recycled, gone.
@@ -296,9 +298,9 @@ class Supervisor:
         child_end.close()
         return self.life.started(slot_no, process, parent_end, self.config.supervisor, surge=surge)
 
-    def _on_message(self, slot: WorkerSlot, message: object) -> None:
+    def _on_message(self, slot: WorkerSlot, message: object, *, dispatch: bool = True) -> None:
         if isinstance(message, JobDone):
-            self._on_job_done(slot, message)
+            self._on_job_done(slot, message, dispatch=dispatch)
         elif isinstance(message, Ready):
             self.life.on_ready(slot, message, self.config)
             if self.config.engine.dispatch == "kafka" and self.intake.source is None:
@@ -317,15 +319,21 @@ class Supervisor:
         except (EOFError, OSError):
             pass  # the worker is gone; its sentinel tells the rest
 
-    def _read_messages(self, slot: WorkerSlot) -> None:
+    def _read_messages(self, slot: WorkerSlot, *, dispatch: bool = True) -> None:
         """Take everything the worker has sent (before judging its death)."""
         try:
             while not slot.conn.closed and slot.conn.poll():
-                self._on_message(slot, slot.conn.recv())
+                self._on_message(slot, slot.conn.recv(), dispatch=dispatch)
         except (EOFError, OSError):
             pass  # the worker is gone; its sentinel tells the rest
 
-    def _on_job_done(self, slot: WorkerSlot, done: JobDone) -> None:
+    def _collect(self, slot: WorkerSlot) -> None:
+        """Take everything a worker has sent before it is stopped (``Stops``):
+        a result there is its job's outcome. Nothing is dispatched from here:
+        the worker may be about to go, and the tick dispatches after its stops."""
+        self._read_messages(slot, dispatch=False)
+
+    def _on_job_done(self, slot: WorkerSlot, done: JobDone, *, dispatch: bool = True) -> None:
         slot.rss_bytes = done.rss_bytes
         entry = slot.job
         outcome = done.outcome
@@ -346,8 +354,8 @@ class Supervisor:
         self.results.report(outcome, entry, slot.slot)
         self.life.check_recycle(slot, self.config.supervisor)
         if slot.retiring and slot.state is SlotState.IDLE:
-            slot.close_channel()
-        elif self.phase is not Phase.DRAINING:
+            slot.close_channel(now)
+        elif dispatch and self.phase is not Phase.DRAINING:
             # A job claimed ahead starts now, without waiting for a poll.
             self.intake.dispatch_claimed(now, self.config)
 
@@ -452,10 +460,7 @@ class Supervisor:
             return
         for entry in self.ledger.timed_out(now):
             running_on = self.stops.slot_of(entry)
-            if running_on is None:
-                continue
-            self._read_messages(running_on)  # it may have just finished
-            if running_on.job is entry:
+            if running_on is not None:
                 self.stops.time_out(running_on, entry, now)
         self.stops.log_overruns(now)
         if self.stops.watch is not None:

@@ -5,8 +5,10 @@ jobs would have no worker left); a job still running when the drain's time
 (``graceful_timeout``) or its lease is up is abandoned to the engine's lease
 expiry; jobs claimed and never started are dropped. Each ``step`` says
 whether workers are left; once none is, the arbiter gives the reports what
-is left of the drain time and stops. A second signal stops at once
-(``Stops.abandon_all``).
+is left of the drain time and stops. Every worker told to go has a
+deadline (``slots.WorkerSlot.overdue``), so the workers are gone at the
+latest ``EXIT_GRACE`` + ``KILL_GRACE`` after the drain's time. A second
+signal stops at once (``Stops.abandon_all``).
 """
 
 from __future__ import annotations
@@ -66,14 +68,21 @@ class Drain:
     def step(self, now: float) -> DrainStep:
         source = self.intake.source
         poll_in_flight = source is not None and source.busy
+        # An idle worker waits for the poll in flight (its jobs would have no
+        # worker left), but not past the drain's time: they would only be
+        # abandoned then, and the worker's exit must not wait for the poll.
+        keep_idle = poll_in_flight and now < self.deadline
         for slot in list(self.pool.slots.values()):
             entry = slot.job
-            if slot.state is SlotState.IDLE and not poll_in_flight:
-                slot.close_channel()
+            if entry is not None and now >= min(self.deadline, entry.lease_end):
+                # If its result was already sent, the worker is idle now:
+                # told to exit below.
+                self.stops.abandon(slot, entry, now)
+            if slot.state is SlotState.IDLE and not keep_idle:
+                slot.exit_reason = slot.exit_reason or "shutdown"
+                slot.close_channel(now)
             elif slot.state is SlotState.BOOTING:
                 slot.terminate(now, KILL_GRACE)
-            elif entry is not None and now >= min(self.deadline, entry.lease_end):
-                self.stops.abandon(slot, entry, now)
         if poll_in_flight:
             return DrainStep.WAIT
         for entry in self.ledger.claimed():

@@ -86,7 +86,7 @@ class WorkerLife:
             ", ".join(ready.job_types),
         )
         if slot.retiring:
-            slot.close_channel()
+            slot.close_channel(time.monotonic())
 
     def check_recycle(self, slot: WorkerSlot, settings: PoolConfig) -> None:
         """Retire the worker after its current job when a recycle rule says so."""

@@ -1,4 +1,10 @@
-"""The supervisor's record of one worker process and the job it runs."""
+"""The supervisor's record of one worker process and the job it runs.
+
+Every worker told to go has a deadline: ``exit_by`` once its channel is
+closed, ``term_at`` after the cancel signal, ``kill_at`` after SIGTERM
+(``overdue`` says which has passed; ``stops.Stops`` acts on it), so that
+neither the pool nor the drain waits for a worker for ever.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,29 @@ import psutil
 
 from workflow_sdk.supervisor.jobs import JobEntry
 
+#: Seconds a worker told to exit (its channel closed, no job) has to be gone
+#: before SIGTERM: it exits at once (``worker._exit_now``), unless something
+#: on its way out blocks (a logging handler's final flush, say).
+EXIT_GRACE = 3.0
+
 
 class SlotState(enum.Enum):
     BOOTING = "booting"  # started, handlers not yet imported
     IDLE = "idle"
     BUSY = "busy"
     STOPPING = "stopping"  # told to exit (channel closed or signal sent)
+
+
+class Overdue(enum.Enum):
+    """The escalation step a worker told to go is due for."""
+
+    #: its channel closed ``EXIT_GRACE`` ago and it is still alive: SIGTERM
+    #: (and one warning: it should have exited by itself)
+    EXIT = "exit"
+    #: the cancel signal's grace is over: SIGTERM
+    TERM = "term"
+    #: still alive after SIGTERM's grace: SIGKILL
+    KILL = "kill"
 
 
 @dataclass
@@ -40,6 +63,10 @@ class WorkerSlot:
     kill_at: float | None = None
     #: monotonic time at which SIGTERM follows the cancel signal we sent
     term_at: float | None = None
+    #: monotonic time by which a worker whose channel we closed must be gone
+    exit_by: float | None = None
+    #: the warning that it did not exit when told to was logged (once per worker)
+    exit_overdue_logged: bool = False
     #: signals the supervisor itself sent (to tell an OOM kill from ours)
     signals_sent: set[int] = field(default_factory=set)
     #: why the slot is being replaced (timeout, crash...), for logs and metrics
@@ -68,6 +95,8 @@ class WorkerSlot:
         """SIGTERM now, SIGKILL after ``grace`` seconds if still alive."""
         self.state = SlotState.STOPPING
         self.send_signal(signal.SIGTERM)
+        # SIGTERM is sent: the earlier steps are done, the last one is due.
+        self.term_at = self.exit_by = None
         self.kill_at = now + grace
 
     def retire(self, reason: str, now: float) -> None:
@@ -75,17 +104,37 @@ class WorkerSlot:
         self.retiring = True
         self.exit_reason = self.exit_reason or reason
         if self.state is SlotState.IDLE:
-            self.close_channel()
+            self.close_channel(now)
         elif self.state is SlotState.BOOTING:
             self.terminate(now, 1.0)
 
-    def close_channel(self) -> None:
-        """Ask an idle worker to exit: it reads EOF and returns."""
+    def close_channel(self, now: float) -> None:
+        """Ask an idle worker to exit: it reads EOF and ends; escalated if it
+        is still alive ``EXIT_GRACE`` seconds later."""
         self.state = SlotState.STOPPING
+        if self.exit_by is None and self.kill_at is None:
+            self.exit_by = now + EXIT_GRACE
         try:
             self.conn.close()
         except OSError:
             pass
+
+    def overdue(self, now: float) -> Overdue | None:
+        """The escalation step due at ``now``, if one is (the latest step first)."""
+        if self.kill_at is not None and now >= self.kill_at:
+            return Overdue.KILL
+        if self.term_at is not None and now >= self.term_at:
+            return Overdue.TERM
+        if self.exit_by is not None and now >= self.exit_by:
+            return Overdue.EXIT
+        return None
+
+    def next_deadline(self) -> float | None:
+        """When the next escalation step (or the boot deadline) falls due."""
+        times = [t for t in (self.kill_at, self.term_at, self.exit_by) if t is not None]
+        if self.state is SlotState.BOOTING:
+            times.append(self.boot_deadline)
+        return min(times) if times else None
 
 
 def describe_exit(exitcode: int | None) -> tuple[str, int | None]:
@@ -101,4 +150,4 @@ def describe_exit(exitcode: int | None) -> tuple[str, int | None]:
     return f"exited with status {exitcode}", None
 
 
-__all__ = ["SlotState", "WorkerSlot", "describe_exit"]
+__all__ = ["EXIT_GRACE", "Overdue", "SlotState", "WorkerSlot", "describe_exit"]

@@ -4,8 +4,11 @@ A running job ends early when its worker crashed, passed the job's time
 limit or the hard memory limit (the job is failed retryable, after the
 stale check), when the engine says the job no longer matters or gave its
 lease to someone else (dropped, nothing reported: ``watch.StopJob``), or at
-shutdown (dropped and left to its lease). Workers told to go are escalated
-on time: cancel signal, SIGTERM, SIGKILL.
+shutdown (dropped and left to its lease). Before any of these stops, what
+the worker already sent is read (``finished_meanwhile``): a result that was
+on its channel is the job's outcome, and there is nothing left to stop.
+Workers told to go are escalated on time: cancel signal, SIGTERM, SIGKILL;
+one told to exit by its closed channel gets SIGTERM ``EXIT_GRACE`` later.
 
 These objects signal processes but never start one: that is the arbiter's.
 """
@@ -16,6 +19,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Callable
 
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.supervisor.intake import Intake
@@ -23,7 +27,7 @@ from workflow_sdk.supervisor.joblog import log_stopped
 from workflow_sdk.supervisor.jobs import JobEntry, JobLedger
 from workflow_sdk.supervisor.pool import WorkerPool
 from workflow_sdk.supervisor.results import Results
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.slots import EXIT_GRACE, Overdue, SlotState, WorkerSlot
 from workflow_sdk.supervisor.stats import SupervisorStats
 from workflow_sdk.supervisor.watch import JobWatch, StopJob
 from workflow_sdk.supervisor.worker import CANCEL_SIGNAL
@@ -57,6 +61,9 @@ class Stops:
         self.stats = stats
         #: Stale checks and lease renewals of running jobs (set up with the client).
         self.watch: JobWatch | None = None
+        #: Takes everything a worker has sent so far, its result included (the
+        #: arbiter's reading of the channel; None: nothing to read).
+        self.collect: Callable[[WorkerSlot], None] | None = None
 
     def slot_of(self, entry: JobEntry) -> WorkerSlot | None:
         """The worker running ``entry``, if one still is."""
@@ -69,26 +76,40 @@ class Stops:
         """The earliest escalation or boot deadline of any worker (``inf``: none)."""
         deadline = math.inf
         for slot in self.pool.slots.values():
-            if slot.kill_at is not None:
-                deadline = min(deadline, slot.kill_at)
-            if slot.term_at is not None:
-                deadline = min(deadline, slot.term_at)
-            if slot.state is SlotState.BOOTING:
-                deadline = min(deadline, slot.boot_deadline)
+            due = slot.next_deadline()
+            if due is not None:
+                deadline = min(deadline, due)
         return deadline
 
     def enforce_slots(self, now: float, boot_timeout: float) -> None:
-        """Cancel signal -> SIGTERM -> SIGKILL on time; kill workers that do not boot."""
+        """Closed channel or cancel signal -> SIGTERM -> SIGKILL on time; kill
+        workers that do not boot."""
         for slot in list(self.pool.slots.values()):
-            if slot.term_at is not None and now >= slot.term_at:
-                slot.term_at = None
-                slot.terminate(now, KILL_GRACE)
-            if slot.kill_at is not None and now >= slot.kill_at:
+            step = slot.overdue(now)
+            if step is Overdue.EXIT:
+                # Its exit should take milliseconds: something on its way out
+                # blocks. Said once; the SIGKILL that may follow is not.
+                slot.exit_overdue_logged = True
                 log.warning(
-                    "worker-%d (pid %d) still alive after SIGTERM; sending SIGKILL",
+                    "worker-%d (pid %d) did not exit within %g s of being told to (%s); "
+                    "sending SIGTERM, and SIGKILL %g s later if it is still alive "
+                    "(something in the handler code blocks its exit)",
                     slot.slot,
                     slot.pid,
+                    EXIT_GRACE,
+                    slot.exit_reason or "stopping",
+                    KILL_GRACE,
                 )
+                slot.terminate(now, KILL_GRACE)
+            elif step is Overdue.TERM:
+                slot.terminate(now, KILL_GRACE)
+            elif step is Overdue.KILL:
+                if not slot.exit_overdue_logged:
+                    log.warning(
+                        "worker-%d (pid %d) still alive after SIGTERM; sending SIGKILL",
+                        slot.slot,
+                        slot.pid,
+                    )
                 slot.send_signal(signal.SIGKILL)
                 slot.kill_at = None
         for slot in self.pool.boot_overdue(now):
@@ -109,6 +130,21 @@ class Stops:
                 now - entry.started_at,
             )
 
+    # -- before any stop ----------------------------------------------------------------
+
+    def finished_meanwhile(self, slot: WorkerSlot, entry: JobEntry) -> bool:
+        """Read what the worker already sent, before its job is stopped for any
+        reason; True when ``entry``'s result was there.
+
+        That result is then the job's outcome, reported as if it had been read
+        a moment earlier (the worker is idle again, or retired by its recycle
+        rules), and there is nothing left to stop: killing the worker for a
+        job it had finished would throw a success away and run the job again.
+        """
+        if self.collect is not None:
+            self.collect(slot)
+        return slot.job is not entry
+
     # -- failed ----------------------------------------------------------------------
 
     def fail_running(
@@ -127,15 +163,29 @@ class Stops:
         self.results.report(outcome, entry, slot.slot)
 
     def time_out(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
+        if self.finished_meanwhile(slot, entry):
+            return
         message = f"timed out after {entry.timeout:g} s (worker pid {slot.pid} killed)"
         slot.retiring = True
         slot.terminate(now, KILL_GRACE)
         self.fail_running(slot, entry, message, "timeout", now)
 
     def kill_for_memory(self, slot: WorkerSlot, entry: JobEntry, now: float, limit: float) -> None:
+        rss = slot.rss_bytes  # the sample over the limit (a result read now brings its own)
+        if self.finished_meanwhile(slot, entry):
+            if not slot.retiring:
+                log.warning(
+                    "worker-%d uses %.0f MiB, over max_memory_hard_mb = %g, and has just "
+                    "finished its job (its result is kept); replacing it",
+                    slot.slot,
+                    rss / 2**20,
+                    limit,
+                )
+                slot.retire("recycle_memory", now)
+            return
         message = (
             f"worker pid {slot.pid} (worker-{slot.slot}) killed: RSS reached "
-            f"{slot.rss_bytes / 2**20:.0f} MiB, over max_memory_hard_mb = {limit:g}"
+            f"{rss / 2**20:.0f} MiB, over max_memory_hard_mb = {limit:g}"
         )
         slot.retiring = True
         slot.state = SlotState.STOPPING
@@ -157,7 +207,16 @@ class Stops:
     def stop_running(self, slot: WorkerSlot, entry: JobEntry, stop: StopJob, now: float) -> None:
         """The job no longer matters, or is no longer ours: stop its worker,
         report nothing (a fail could fail the instance; the lease's new
-        holder reports the job)."""
+        holder reports the job). A result the worker had already sent is
+        reported as any other (``finished_meanwhile``), except a fail after a
+        lost lease: the job may run elsewhere already."""
+        if stop.reason == "lease_lost":
+            # The lease is over, whatever our clock said: the lease rule then
+            # withholds a fail the worker already sent (a completion still
+            # goes: the engine accepts late ones).
+            entry.lease_end = min(entry.lease_end, now)
+        if self.finished_meanwhile(slot, entry):
+            return
         log_stopped(entry, slot.slot, stop.reason == "stale", stop.detail)
         # Stale: its record is done (nothing will ever report it). Lease lost:
         # the lease's new holder reports it.
@@ -180,8 +239,11 @@ class Stops:
         """Stop a job we may not finish; the engine redelivers it after its lease.
 
         Failing it instead would burn one of its retries (or fail the instance)
-        for what is only a restart of this worker.
+        for what is only a restart of this worker. A result the worker had
+        already sent is reported instead; the drain then closes its channel.
         """
+        if self.finished_meanwhile(slot, entry):
+            return
         log.warning(
             "job %s (%s) still running at shutdown; killing worker-%d and leaving the "
             "job to the engine's lease expiry",
@@ -195,8 +257,11 @@ class Stops:
         slot.terminate(now, ABANDON_GRACE)
 
     def abandon_all(self, now: float) -> None:
-        """Stop every worker now; their jobs are left to the engine's lease."""
+        """Stop every worker now; their jobs are left to the engine's lease
+        (a result already sent is reported, if the reporters still can)."""
         for slot in list(self.pool.slots.values()):
+            if slot.job is not None:
+                self.finished_meanwhile(slot, slot.job)
             if slot.job is not None:
                 self.stats.abandoned += 1
                 self.intake.drop(slot.job, done=False)
@@ -204,4 +269,4 @@ class Stops:
             slot.terminate(now, ABANDON_GRACE)
 
 
-__all__ = ["CANCEL_GRACE", "KILL_GRACE", "Stops"]
+__all__ = ["CANCEL_GRACE", "EXIT_GRACE", "KILL_GRACE", "Stops"]

@@ -4,6 +4,10 @@ A ``WorkerSpec`` is built by the supervisor before the process starts and
 pickled to it; ``Worker`` initialises itself in the child. The worker never
 talks to the engine: it only receives jobs and sends outcomes on its own
 channel, so all reporting rules live in one place (the parent).
+
+It ends deliberately (``_exit_now``): once its channel is closed, after its
+log records are flushed, without waiting for threads or processes the
+handler code left running (Python's own exit would wait for them for ever).
 """
 
 from __future__ import annotations
@@ -123,13 +127,13 @@ class Worker:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
         except (EOFError, BrokenPipeError, ConnectionResetError):
-            # The supervisor closed the channel or is gone: exit quietly.
-            _ignore_term_while_exiting()
+            # The supervisor closed the channel or is gone: exit quietly, now.
+            _exit_now(0)
 
     def _exit_boot_failed(self, error: str) -> NoReturn:
         _ignore_term_while_exiting()
         self.conn.send(BootFailed(os.getpid(), error))
-        sys.exit(EXIT_BOOT_FAILED)
+        _exit_now(EXIT_BOOT_FAILED)
 
     def _loop(self, registry: HandlerRegistry) -> None:
         idle = proctitle.worker_title(self.spec.slot, "idle")
@@ -167,10 +171,41 @@ class Worker:
 
 def _ignore_term_while_exiting() -> None:
     # The supervisor stops the other workers when one cannot boot, and it may
-    # send this one SIGTERM while multiprocessing runs its exit functions:
-    # raising WorkerShutdown there would print a traceback over the real
-    # error, and the process is leaving anyway (SIGKILL follows if it hangs).
+    # send this one SIGTERM while it sends its boot error: raising
+    # WorkerShutdown there would lose the real error, and the process is
+    # leaving anyway (``_exit_now`` follows; SIGKILL if it hangs).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the worker process with ``code`` without waiting for anything the
+    handler code left running.
+
+    Python's exit (and multiprocessing's, around a worker's main function)
+    waits for every non-daemon thread and joins every non-daemon child
+    process; many client libraries start such a thread, so a worker told to
+    exit could live for ever. What must outlive the process is flushed first:
+    log records (logging's handlers, then the standard streams). Metrics need
+    nothing: prometheus_client's multiprocess values live in shared memory
+    maps of their files, whose pages outlive the process. ``atexit``
+    functions never ran in a worker (multiprocessing ends its children with
+    ``os._exit``), and still do not.
+
+    SIGTERM is the default action here: nothing runs that a shutdown would
+    unwind, and a flush that blocks must not keep the supervisor's SIGTERM
+    from ending the process (it sends one when the worker is late).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        logging.shutdown()
+    except Exception:
+        pass  # a handler's own close failed: the exit goes on
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            continue  # replaced or closed by handler code
+    os._exit(code)
 
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
