@@ -54,7 +54,7 @@ def test_which_reports_leave_a_trace(outcome: Outcome, retries: object, trace: b
         (RETRYABLE, 2, "CANCELLED", "RUNNING", Fate.SETTLED, "instance_cancelled"),
     ],
 )
-def test_judge(
+def test_judge(  # noqa: PLR0917 (one parameter per column of the table)
     outcome: Outcome,
     retries: object,
     instance: str | None,
