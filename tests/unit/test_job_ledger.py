@@ -79,7 +79,7 @@ def test_timeouts_overruns_and_stale_checks_fall_due() -> None:
     # Pending checks are not asked for twice, and do not keep the loop awake.
     assert ledger.stale_checks_due(6.0) == []
     assert ledger.next_deadline() == 10.0
-    ledger.stale_check_done("b", now=7.0)
+    ledger.stale_check_done(ledger.get("b").key, now=7.0)  # type: ignore[union-attr]
     assert ledger.get("b").next_stale_check == 12.0  # type: ignore[union-attr]
     assert [e.job_id for e in ledger.overrun(30.0)] == ["a", "b"]
     assert ledger.overrun(31.0) == []
@@ -167,3 +167,38 @@ def test_a_held_retry_whose_lease_passed_is_expired_and_a_second_copy_a_duplicat
     assert ledger.claim(ctx("j", 1), lease_end=40.0, now=6.0) is ClaimVerdict.RETRY_HELD
     assert ledger.claim(ctx("j", 1), lease_end=45.0, now=7.0) is ClaimVerdict.DUPLICATE
     assert ledger.attempts_held == 1
+
+
+def test_each_attempt_of_a_job_is_a_claim_of_its_own() -> None:
+    """Pins: attempt 1 of j fails retryable, its retry is held and then takes
+    its place under the same job id. Answers asked for attempt 1's claim
+    (renewal, stale check) find nothing to act on; attempt 2's do."""
+    ledger = JobLedger(limit=4, stale_interval=5.0)
+    ledger.renew_every = 0.0
+    _reporting_fail(ledger, "j", retries=1)
+    first = ledger.get("j")
+    assert first is not None and ledger.holds(first.key) is first
+    ledger.claim(ctx("j", 0), lease_end=40.0, now=2.0)
+    ledger.release("j", now=3.0)
+    ledger.start("j", slot=1, now=3.0, timeout=0)
+    second = ledger.get("j")
+    assert second is not None and second.key != first.key
+    assert second.key.job_id == first.key.job_id == "j"
+    assert ledger.holds(first.key) is None and ledger.holds(second.key) is second
+    before = (second.lease_end, second.next_renewal, second.next_stale_check)
+    assert ledger.renewed(first.key, sent_at=3.5, lease_length=30.0) is None
+    assert ledger.renewal_failed(first.key, now=4.0, wait=1.0) is None
+    assert ledger.stale_check_done(first.key, now=4.0) is None
+    assert (second.lease_end, second.next_renewal, second.next_stale_check) == before
+    assert ledger.renewed(second.key, sent_at=4.0, lease_length=30.0) is second
+    assert second.lease_end == 40.0 and second.next_renewal == 14.0
+
+
+def test_a_new_claim_of_a_released_job_is_a_new_claim() -> None:
+    ledger = JobLedger(limit=4)
+    ledger.claim(ctx("j"), lease_end=30.0, now=0.0)
+    first = ledger.get("j")
+    ledger.release("j")
+    ledger.claim(ctx("j"), lease_end=60.0, now=31.0)
+    second = ledger.get("j")
+    assert first is not None and second is not None and first.key != second.key

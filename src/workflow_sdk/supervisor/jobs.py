@@ -53,6 +53,21 @@ class NextAttempt:
     origin: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class ClaimKey:
+    """One claim of a job: its id and the ledger's number for that claim.
+
+    A job id alone does not say which attempt a request was made for: the
+    engine's retry of a job has the same id, and may run here while an
+    answer asked for the attempt before is still on its way. Requests made
+    for a running job (renewals, stale checks) carry this key, and their
+    answers act only on the claim that asked.
+    """
+
+    job_id: str
+    claim_no: int
+
+
 @dataclass
 class JobEntry:
     context: dict[str, Any]
@@ -87,10 +102,17 @@ class JobEntry:
     #: the engine's retry of this job, delivered while this attempt's fail
     #: was still being reported; claimed when this entry is released
     next_attempt: NextAttempt | None = None
+    #: the ledger's number for this claim, unique in the ledger (a job's
+    #: next attempt gets a new one): see ``ClaimKey``
+    claim_no: int = 0
 
     @property
     def job_id(self) -> str:
         return str(self.context["id"])
+
+    @property
+    def key(self) -> ClaimKey:
+        return ClaimKey(self.job_id, self.claim_no)
 
     @property
     def job_type(self) -> str:
@@ -124,6 +146,8 @@ class JobLedger:
         self._jobs: dict[str, JobEntry] = {}
         #: entries holding a ``next_attempt`` (each is one more job held)
         self._attempts_held = 0
+        #: claims numbered so far (``JobEntry.claim_no``)
+        self._claims = 0
         #: the most jobs ever held at once (for tests and benchmarks)
         self.peak = 0
 
@@ -143,6 +167,12 @@ class JobLedger:
 
     def get(self, job_id: str) -> JobEntry | None:
         return self._jobs.get(job_id)
+
+    def holds(self, key: ClaimKey) -> JobEntry | None:
+        """The entry of that claim, if the ledger still holds it (not an
+        earlier or later attempt of the same job)."""
+        entry = self._jobs.get(key.job_id)
+        return entry if entry is not None and entry.claim_no == key.claim_no else None
 
     def room(self) -> int:
         """How many more jobs may be claimed now."""
@@ -235,15 +265,27 @@ class JobLedger:
             return ClaimVerdict.DUPLICATE
         if now >= lease_end:
             return ClaimVerdict.EXPIRED
-        self._jobs[job_id] = JobEntry(
+        self._enter(context, lease_end, now, lease_length, origin)
+        self.peak = max(self.peak, len(self))
+        return ClaimVerdict.NEW
+
+    def _enter(
+        self,
+        context: dict[str, Any],
+        lease_end: float,
+        now: float,
+        lease_length: float,
+        origin: dict[str, Any] | None,
+    ) -> None:
+        self._claims += 1
+        self._jobs[str(context["id"])] = JobEntry(
             context=context,
             lease_end=lease_end,
             claimed_at=now,
             lease_length=lease_length,
             origin=origin,
+            claim_no=self._claims,
         )
-        self.peak = max(self.peak, len(self))
-        return ClaimVerdict.NEW
 
     def start(self, job_id: str, slot: int, now: float, timeout: float) -> JobEntry:
         entry = self._jobs[job_id]
@@ -265,9 +307,9 @@ class JobLedger:
         # Never later than a little before the lease ends.
         entry.next_renewal = min(since + every, entry.lease_end - entry.lease_length / 10)
 
-    def renewed(self, job_id: str, sent_at: float, lease_length: float) -> JobEntry | None:
-        """The engine extended the lease (asked at ``sent_at``)."""
-        entry = self._jobs.get(job_id)
+    def renewed(self, key: ClaimKey, sent_at: float, lease_length: float) -> JobEntry | None:
+        """The engine extended the lease of that claim (asked at ``sent_at``)."""
+        entry = self.holds(key)
         if entry is None:
             return None
         entry.renewal_pending = False
@@ -278,10 +320,10 @@ class JobLedger:
         self._plan_renewal(entry, sent_at)
         return entry
 
-    def renewal_failed(self, job_id: str, now: float, wait: float) -> JobEntry | None:
-        """A renewal got no answer: try again after ``wait``, inside the lease
-        while there is lease left."""
-        entry = self._jobs.get(job_id)
+    def renewal_failed(self, key: ClaimKey, now: float, wait: float) -> JobEntry | None:
+        """A renewal of that claim got no answer: try again after ``wait``,
+        inside the lease while there is lease left."""
+        entry = self.holds(key)
         if entry is None:
             return None
         entry.renewal_pending = False
@@ -309,9 +351,10 @@ class JobLedger:
         entry.reported_at = now
         return entry
 
-    def stale_check_done(self, job_id: str, now: float) -> JobEntry | None:
-        """A staleness check came back live (or unknown): check again later."""
-        entry = self._jobs.get(job_id)
+    def stale_check_done(self, key: ClaimKey, now: float) -> JobEntry | None:
+        """A staleness check of that claim came back live (or unknown): check
+        again later."""
+        entry = self.holds(key)
         if entry is None:
             return None
         entry.stale_check_pending = False
@@ -327,13 +370,7 @@ class JobLedger:
         if entry is not None and entry.next_attempt is not None:
             attempt = entry.next_attempt
             self._attempts_held -= 1
-            self._jobs[job_id] = JobEntry(
-                context=attempt.context,
-                lease_end=attempt.lease_end,
-                claimed_at=now,
-                lease_length=attempt.lease_length,
-                origin=attempt.origin,
-            )
+            self._enter(attempt.context, attempt.lease_end, now, attempt.lease_length, attempt.origin)
         return entry
 
 
@@ -351,4 +388,4 @@ def _is_next_attempt(context: dict[str, Any], held: JobEntry) -> bool:
     )
 
 
-__all__ = ["ClaimVerdict", "JobEntry", "JobLedger", "JobState", "NextAttempt"]
+__all__ = ["ClaimKey", "ClaimVerdict", "JobEntry", "JobLedger", "JobState", "NextAttempt"]
