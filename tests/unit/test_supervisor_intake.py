@@ -126,6 +126,27 @@ def test_a_job_redelivered_while_held_is_settled_at_once_not_claimed_twice() -> 
     assert source.settled == [("j1", True)]
 
 
+def test_a_held_retry_handed_out_again_takes_the_new_lease_and_settles_the_old_delivery() -> None:
+    """Pins: j1's fail is being reported, its retry is held (lease to 40),
+    the fail's answer is late and the engine hands the retry out again (lease
+    to 75). The held retry takes the new delivery; the one it replaces is
+    settled at once, like a duplicate's; the new one is settled by its run."""
+    intake, source = intake_with(idle_slot(1))
+    settled: list[tuple[dict[str, Any], bool]] = []
+    source.settle = lambda raw, done: settled.append((raw, done))  # type: ignore[method-assign]
+    intake.claim({**job("j1"), "retriesRemaining": 2}, 10.0, 10.0, leased=True)
+    intake.ledger.start("j1", 1, 10.0, 0.0)
+    intake.ledger.finish("j1", 11.0)
+    first, again = ({**job("j1"), "retriesRemaining": 1} for _ in range(2))
+    intake.claim(first, 10.0, 12.0, leased=True)
+    intake.claim(again, 45.0, 46.0, leased=True)
+    assert settled == [(first, True)] and settled[0][0] is first
+    assert intake.stats.redeliveries_coalesced == 1
+    intake.ledger.release("j1", 47.0)
+    (retry,) = intake.ledger.claimed()
+    assert retry.origin is again and retry.lease_end == 75.0
+
+
 def test_a_job_without_lease_never_expires_and_an_expired_one_is_skipped() -> None:
     intake, _ = intake_with(idle_slot(1))
     intake.claim(job("kafka"), 10.0, 10.0, leased=False)

@@ -41,6 +41,10 @@ class ClaimVerdict(enum.Enum):
     #: reporting (the fail reached the engine before its answer reached us):
     #: held, and claimed as a new job once that report is answered
     RETRY_HELD = "retry_held"
+    #: a held next attempt handed out again (its lease passed while the fail
+    #: before it was still being reported), or a later attempt still: it
+    #: replaces the held one (its lease and delivery), which is not started
+    RETRY_REDELIVERED = "retry_redelivered"
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,15 @@ class JobLedger:
             self._attempts_held += 1
             self.peak = max(self.peak, len(self))
             return ClaimVerdict.RETRY_HELD
+        if held is not None and _redelivers_held_attempt(context, held):
+            # Without this, the delivery would count as a duplicate of the
+            # attempt being reported, and the held attempt would keep the
+            # lease that passed: dropped as expired once the fail's answer
+            # comes, and run only after one more lease (30-45 s).
+            if now >= lease_end:
+                return ClaimVerdict.EXPIRED
+            held.next_attempt = NextAttempt(context, lease_end, lease_length, origin)
+            return ClaimVerdict.RETRY_REDELIVERED
         if held is not None:
             held.redeliveries += 1
             held.lease_end = max(held.lease_end, lease_end)
@@ -374,18 +387,34 @@ class JobLedger:
         return entry
 
 
+def _retries(context: dict[str, Any]) -> int | None:
+    retries = context.get("retriesRemaining")
+    return retries if isinstance(retries, int) else None
+
+
 def _is_next_attempt(context: dict[str, Any], held: JobEntry) -> bool:
     """A delivery of a held job is the engine's retry, not a re-delivery of
     the same attempt, when the fail we are reporting has reached the engine:
     a retry carries one retry less, a re-delivery after a lease the same
     count (the engine's rules). Only a REPORTING entry can have a retry."""
-    retries = context.get("retriesRemaining")
+    retries = _retries(context)
     return (
         held.state is JobState.REPORTING
         and held.next_attempt is None
-        and isinstance(retries, int)
+        and retries is not None
         and retries < held.retries_remaining
     )
+
+
+def _redelivers_held_attempt(context: dict[str, Any], held: JobEntry) -> bool:
+    """A delivery of a job whose next attempt is held is that attempt again
+    (its lease passed: the same retry count), or a later one (another worker
+    had it meanwhile and failed it: fewer retries). Either way the engine's
+    newest delivery is the one to run."""
+    if held.next_attempt is None:
+        return False
+    retries, waiting = _retries(context), _retries(held.next_attempt.context)
+    return retries is not None and waiting is not None and retries <= waiting
 
 
 __all__ = ["ClaimKey", "ClaimVerdict", "JobEntry", "JobLedger", "JobState", "NextAttempt"]
