@@ -74,8 +74,13 @@ def test_completing_a_job_of_a_failed_instance_completes_only_the_job_and_its_st
     branch a's job was held by a worker; a's late complete marks a's job and
     step COMPLETED, the instance stays FAILED with its variables."""
     state = EngineState()
-    parallel = {"id": "p", "name": "p", "type": "PARALLEL_GATEWAY",
-                "parallelNextSteps": ["a", "b"], "joinStep": "j"}
+    parallel = {
+        "id": "p",
+        "name": "p",
+        "type": "PARALLEL_GATEWAY",
+        "parallelNextSteps": ["a", "b"],
+        "joinStep": "j",
+    }
     join = {"id": "j", "name": "j", "type": "JOIN_GATEWAY", "nextStep": "end"}
     state.upload_definition(
         {"id": "d", "name": "d", "steps": [parallel, _svc("a", "j"), _svc("b", "j"), join, END]}

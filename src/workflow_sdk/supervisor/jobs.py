@@ -383,7 +383,9 @@ class JobLedger:
         if entry is not None and entry.next_attempt is not None:
             attempt = entry.next_attempt
             self._attempts_held -= 1
-            self._enter(attempt.context, attempt.lease_end, now, attempt.lease_length, attempt.origin)
+            self._enter(
+                attempt.context, attempt.lease_end, now, attempt.lease_length, attempt.origin
+            )
         return entry
 
 
