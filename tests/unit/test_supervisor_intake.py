@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import psutil
+from prometheus_client import CollectorRegistry
 
 from unit.test_worker_pool import make_slot
+from workflow_sdk.client import models
 from workflow_sdk.errors import DispatchModeError, EngineResponseError
+from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.supervisor.claims import ClaimPolicy
 from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
 from workflow_sdk.supervisor.jobs import JobLedger, JobState
@@ -94,6 +97,21 @@ def test_a_claimed_answer_fills_the_ledger_and_polls_again_at_once() -> None:
     assert intake.ledger.get("j1").lease_end == 40.0  # type: ignore[union-attr]
     assert intake.next_poll_at == 10.01
     assert intake.stats.jobs_claimed == 2
+
+
+def test_a_malformed_job_is_counted_and_the_good_ones_of_its_answer_claimed() -> None:
+    """Pins: a poll answer with a job without an id and one with variables
+    of the wrong type beside two good jobs: the two are claimed, the two
+    others counted in ``workflow_sdk_malformed_jobs_total``."""
+    intake, _ = intake_with(idle_slot(1), idle_slot(2))
+    reg = CollectorRegistry()
+    intake.metrics = Metrics(reg)
+    bad_variables = {**job("bad"), "variables": "oops"}
+    answer = models.parse_poll({"jobs": [job("j1"), {"jobType": "a"}, bad_variables, job("j2")]})
+    result = PollResult(asked=4, sent_at=10.0, latency=0.01, jobs=answer)
+    assert intake.on_result(result, 10.01) is PollVerdict.CLAIMED
+    assert [e.job_id for e in intake.ledger.claimed()] == ["j1", "j2"]
+    assert reg.get_sample_value("workflow_sdk_malformed_jobs_total") == 2.0
 
 
 def test_an_empty_answer_waits_the_poll_interval_unless_the_source_waited() -> None:

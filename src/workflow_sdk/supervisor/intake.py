@@ -184,7 +184,7 @@ class Intake:
         self._backoff.reset()
         waits = not result.jobs and not result.waited
         self.next_poll_at = now + self.poll_interval if waits else now
-        for raw in usable_jobs(result.jobs, log):
+        for raw in usable_jobs(result.jobs, log, self.metrics):
             self.claim(raw, result.sent_at, now, result.leased)
         return PollVerdict.CLAIMED
 
