@@ -171,8 +171,16 @@ class PollOutageLog:
             self.failures = 0
 
 
-def usable_jobs(jobs: list[Any], logger: logging.Logger) -> list[dict[str, Any]]:
-    """The jobs of a poll answer that can be run; each other one is logged at ERROR."""
+def usable_jobs(
+    jobs: list[Any], logger: logging.Logger, metrics: Metrics | None = None
+) -> list[dict[str, Any]]:
+    """The jobs of a poll answer that can be run; each other one is logged at ERROR.
+
+    With ``metrics``, every job left out of the answer is counted in
+    ``workflow_sdk_malformed_jobs_total``: those left out here (a client of
+    one's own may pass anything on) and those the SDK's clients already left
+    out and logged (``PolledJobs.malformed``).
+    """
     usable: list[dict[str, Any]] = []
     for job in jobs:
         problem = job_problem(job)
@@ -180,6 +188,9 @@ def usable_jobs(jobs: list[Any], logger: logging.Logger) -> list[dict[str, Any]]
             usable.append(job)
         else:
             logger.error("ignoring a malformed job from the engine: %s", problem)
+    left_out = len(jobs) - len(usable) + len(getattr(jobs, "malformed", ()))
+    if metrics is not None and left_out:
+        metrics.malformed_jobs.inc(left_out)
     return usable
 
 

@@ -45,7 +45,7 @@ def _cancelled_with_a_claimed_job(
     return instance_id, job
 
 
-def test_cancel_leaves_a_claimed_job_running_and_completing_it_is_a_no_op(
+def test_cancel_leaves_a_claimed_job_running_and_completing_it_completes_only_job_and_step(
     client: RestEngineClient, uid: str
 ) -> None:
     instance_id, job = _cancelled_with_a_claimed_job(client, uid)
@@ -54,8 +54,15 @@ def test_cancel_leaves_a_claimed_job_running_and_completing_it_is_a_no_op(
     after = client.get_instance(instance_id)
     assert after["status"] == "CANCELLED" and after["failureReason"] == "stop"
     assert after["variables"] == {"n": 1}
-    assert history_item(client, instance_id, job["stepExecutionId"])["status"] == "RUNNING"
+    # The job and its step execution are COMPLETED; the instance does not
+    # move on: no job for the next step.
+    item = history_item(client, instance_id, job["stepExecutionId"])
+    assert item["status"] == "COMPLETED" and item["endedAt"] is not None
     assert client.poll_jobs(WORKER, [f"b-{uid}"], 5) == []
+    # The job is COMPLETED: completing it again is a no-op.
+    client.complete_job(job["id"], WORKER, {"again": True})  # 204
+    assert client.get_instance(instance_id)["variables"] == {"n": 1}
+    assert history_item(client, instance_id, job["stepExecutionId"])["status"] == "COMPLETED"
 
 
 def test_a_non_retryable_fail_after_cancel_fails_the_instance(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -354,6 +355,10 @@ GARBAGE_POLLS: list[Any] = [
     "jobs",
     {"jobs": "x"},
     {"jobs": {"id": "j"}},
+]
+
+#: Sound envelopes, each with one job that is not what the contract promises.
+GARBAGE_JOBS: list[Any] = [
     {"jobs": ["not a job"]},
     {"jobs": [{"instanceId": "i", "jobType": "t"}]},
     {"jobs": [{"id": "", "instanceId": "i", "jobType": "t"}]},
@@ -384,6 +389,23 @@ def test_garbage_poll_answer_is_a_response_error(
         client.poll_jobs("w", ["t"])
     assert isinstance(info.value, WorkflowSDKError)
     assert info.value.retryable is False
+
+
+@pytest.mark.parametrize("body", GARBAGE_JOBS)
+def test_a_garbage_job_is_left_out_of_the_answer_with_one_error_line(
+    rsps: responses.RequestsMock,
+    client: RestEngineClient,
+    body: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Not refused whole: the engine locked the answer's other jobs.
+    rsps.post(BASE + "/v1/jobs/poll", json=body)
+    with caplog.at_level(logging.ERROR, logger="workflow_sdk.client"):
+        jobs = client.poll_jobs("w", ["t"])
+    assert jobs == []
+    (problem,) = jobs.malformed
+    assert "unexpected engine answer: job" in problem
+    assert [r.getMessage() for r in caplog.records] == [problem]
 
 
 @pytest.mark.parametrize(

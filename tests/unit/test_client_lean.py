@@ -4,6 +4,7 @@ server for what a real engine rarely does (closing, resetting, garbage)."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import struct
 import threading
@@ -466,6 +467,26 @@ def test_fail_reset_on_a_fresh_connection_was_sent(serve: Serve) -> None:
         client.fail_job("j-1", "w", "boom")
     assert info.value.request_sent is True
     assert len(server.requests) == 1
+
+
+def test_a_malformed_job_is_left_out_and_the_good_ones_kept(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pins: one job without an id and one with variables of the wrong type
+    beside two good jobs: the good ones come back, each bad one is logged."""
+    good = {"id": "j-1", "jobType": "t", "instanceId": "i", "variables": {}}
+    answer = {"jobs": [good, {"jobType": "t"}, dict(good, id="j-bad", variables=[1]),
+                       dict(good, id="j-2")]}  # fmt: skip
+    server = serve(_nth([Act(_json_answer("200 OK", json.dumps(answer).encode()))]))
+    with (
+        caplog.at_level(logging.ERROR, logger="workflow_sdk.client"),
+        LeanJobClient(server.url, timeout=5) as client,
+    ):
+        jobs = client.poll_jobs("w", ["t"], 4)
+    assert [job["id"] for job in jobs] == ["j-1", "j-2"]
+    assert len(jobs.malformed) == 2
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
+    assert "job j-bad" in caplog.text
 
 
 def test_poll_dropped_after_it_was_sent_is_not_resent(serve: Serve) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +15,7 @@ import requests
 import responses
 
 from workflow_sdk.client.rest import RestEngineClient
-from workflow_sdk.errors import EngineClientError, LeaseLostError
+from workflow_sdk.errors import EngineClientError, EngineResponseError, LeaseLostError
 
 BASE = "http://engine.test:8080"
 ANY_URL = re.compile(re.escape(BASE) + r"/.*")
@@ -350,6 +351,46 @@ def test_poll_body_has_exactly_the_three_fields(
     assert jobs[0]["id"] == "job-1"
     assert jobs[0]["variables"] == {"amount": 12}
     assert jobs[0]["retriesRemaining"] == 3
+
+
+#: A poll answer with two good jobs and, between them, a job without an id,
+#: one whose variables are a string, and one that is not an object.
+MIXED_POLL = {
+    "jobs": [
+        JOB,
+        {k: v for k, v in JOB.items() if k != "id"},
+        dict(JOB, id="job-bad", variables="oops"),
+        dict(JOB, id="job-2", retriesRemaining=0),
+        "not a job",
+    ]
+}
+
+
+def test_a_malformed_job_is_left_out_and_logged_and_the_good_ones_kept(
+    rsps: responses.RequestsMock, client: RestEngineClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pins: the engine locked every job of the answer; one bad job must not
+    make the client refuse the answer (the good ones would wait 30-45 s for
+    their lease). Each bad one: one ERROR line, one entry in ``malformed``."""
+    rsps.post(BASE + "/v1/jobs/poll", json=MIXED_POLL)
+    with caplog.at_level(logging.ERROR, logger="workflow_sdk.client"):
+        jobs = client.poll_jobs("w-1", ["score"], max_jobs=5)
+    assert [job["id"] for job in jobs] == ["job-1", "job-2"]
+    assert jobs[1]["retriesRemaining"] == 0
+    malformed = jobs.malformed
+    assert len(malformed) == 3
+    assert [r.getMessage() for r in caplog.records] == malformed
+    assert "without an id" in malformed[0]
+    assert "job job-bad" in malformed[1] and "job.variables" in malformed[1]
+    assert "without an id" in malformed[2] and "not a job" in malformed[2]
+
+
+def test_a_malformed_poll_envelope_is_still_refused(
+    rsps: responses.RequestsMock, client: RestEngineClient
+) -> None:
+    rsps.post(BASE + "/v1/jobs/poll", json={"jobs": {"id": "job-1"}})
+    with pytest.raises(EngineResponseError, match="jobs should be a list"):
+        client.poll_jobs("w-1", ["score"])
 
 
 def test_poll_sends_lease_seconds_only_when_asked(

@@ -79,7 +79,7 @@ def test_timeouts_overruns_and_stale_checks_fall_due() -> None:
     # Pending checks are not asked for twice, and do not keep the loop awake.
     assert ledger.stale_checks_due(6.0) == []
     assert ledger.next_deadline() == 10.0
-    ledger.stale_check_done("b", now=7.0)
+    ledger.stale_check_done(ledger.get("b").key, now=7.0)  # type: ignore[union-attr]
     assert ledger.get("b").next_stale_check == 12.0  # type: ignore[union-attr]
     assert [e.job_id for e in ledger.overrun(30.0)] == ["a", "b"]
     assert ledger.overrun(31.0) == []
@@ -159,11 +159,98 @@ def test_a_retry_is_not_held_behind_a_job_still_running() -> None:
     assert ledger.attempts_held == 0
 
 
-def test_a_held_retry_whose_lease_passed_is_expired_and_a_second_copy_a_duplicate() -> None:
+def test_a_retry_whose_lease_passed_is_expired_and_a_second_copy_replaces_the_held_one() -> None:
     ledger = JobLedger(limit=4)
     _reporting_fail(ledger, "j", retries=2)
     assert ledger.claim(ctx("j", 1), lease_end=5.0, now=5.0) is ClaimVerdict.EXPIRED
     assert ledger.attempts_held == 0
     assert ledger.claim(ctx("j", 1), lease_end=40.0, now=6.0) is ClaimVerdict.RETRY_HELD
-    assert ledger.claim(ctx("j", 1), lease_end=45.0, now=7.0) is ClaimVerdict.DUPLICATE
-    assert ledger.attempts_held == 1
+    # Held once, whatever the number of copies: the newest lease is kept.
+    assert ledger.claim(ctx("j", 1), lease_end=45.0, now=7.0) is ClaimVerdict.RETRY_REDELIVERED
+    assert (len(ledger), ledger.attempts_held) == (2, 1)
+    ledger.release("j", now=8.0)
+    assert [e.lease_end for e in ledger.claimed()] == [45.0]
+
+
+def test_each_attempt_of_a_job_is_a_claim_of_its_own() -> None:
+    """Pins: attempt 1 of j fails retryable, its retry is held and then takes
+    its place under the same job id. Answers asked for attempt 1's claim
+    (renewal, stale check) find nothing to act on; attempt 2's do."""
+    ledger = JobLedger(limit=4, stale_interval=5.0)
+    ledger.renew_every = 0.0
+    _reporting_fail(ledger, "j", retries=1)
+    first = ledger.get("j")
+    assert first is not None and ledger.holds(first.key) is first
+    ledger.claim(ctx("j", 0), lease_end=40.0, now=2.0)
+    ledger.release("j", now=3.0)
+    ledger.start("j", slot=1, now=3.0, timeout=0)
+    second = ledger.get("j")
+    assert second is not None and second.key != first.key
+    assert second.key.job_id == first.key.job_id == "j"
+    assert ledger.holds(first.key) is None and ledger.holds(second.key) is second
+    before = (second.lease_end, second.next_renewal, second.next_stale_check)
+    assert ledger.renewed(first.key, sent_at=3.5, lease_length=30.0) is None
+    assert ledger.renewal_failed(first.key, now=4.0, wait=1.0) is None
+    assert ledger.stale_check_done(first.key, now=4.0) is None
+    assert (second.lease_end, second.next_renewal, second.next_stale_check) == before
+    assert ledger.renewed(second.key, sent_at=4.0, lease_length=30.0) is second
+    assert second.lease_end == 40.0 and second.next_renewal == 14.0
+
+
+def test_a_new_claim_of_a_released_job_is_a_new_claim() -> None:
+    ledger = JobLedger(limit=4)
+    ledger.claim(ctx("j"), lease_end=30.0, now=0.0)
+    first = ledger.get("j")
+    ledger.release("j")
+    ledger.claim(ctx("j"), lease_end=60.0, now=31.0)
+    second = ledger.get("j")
+    assert first is not None and second is not None and first.key != second.key
+
+
+def test_a_redelivery_of_a_held_retry_refreshes_its_lease_and_origin() -> None:
+    """Pins: attempt 1 (2 retries left) fails retryable; the engine applies
+    the fail and hands out attempt 2 (1 left), held here (lease to 40). The
+    fail's answer takes longer than that lease: the engine's sweeper puts
+    attempt 2 back with its retries unchanged and hands it out again (lease
+    to 75). That delivery is the held attempt's new lease, not a duplicate
+    of attempt 1: once the fail's answer comes, attempt 2 starts under it
+    instead of being dropped as expired (and waiting 30-45 s more)."""
+    ledger = JobLedger(limit=4)
+    _reporting_fail(ledger, "j", retries=2)
+    first_copy, second_copy = ctx("j", 1), ctx("j", 1)
+    assert ledger.claim(first_copy, 40.0, 2.0, origin=first_copy) is ClaimVerdict.RETRY_HELD
+    verdict = ledger.claim(second_copy, 75.0, 45.0, 30.0, origin=second_copy)
+    assert verdict is ClaimVerdict.RETRY_REDELIVERED
+    attempt = ledger.get("j")
+    assert attempt is not None and attempt.retries_remaining == 2  # still attempt 1's entry
+    assert attempt.redeliveries == 0  # attempt 1 was not handed out again
+    assert (len(ledger), ledger.attempts_held) == (2, 1)
+    ledger.release("j", now=46.0)
+    (retry,) = ledger.claimed()
+    assert (retry.retries_remaining, retry.lease_end, retry.claimed_at) == (1, 75.0, 46.0)
+    assert retry.origin is second_copy
+    assert (len(ledger), ledger.attempts_held) == (1, 0)
+
+
+def test_a_later_attempt_replaces_a_held_retry() -> None:
+    """Pins: attempt 2 is held behind attempt 1's fail for so long that its
+    lease passed, another worker ran it and failed it too, and attempt 3 (one
+    retry less again) comes here: it replaces attempt 2, which the engine
+    has moved past."""
+    ledger = JobLedger(limit=4)
+    _reporting_fail(ledger, "j", retries=2)
+    assert ledger.claim(ctx("j", 1), 40.0, 2.0) is ClaimVerdict.RETRY_HELD
+    assert ledger.claim(ctx("j", 0), 90.0, 60.0) is ClaimVerdict.RETRY_REDELIVERED
+    ledger.release("j", now=61.0)
+    (retry,) = ledger.claimed()
+    assert (retry.retries_remaining, retry.lease_end) == (0, 90.0)
+
+
+def test_an_expired_redelivery_of_a_held_retry_changes_nothing() -> None:
+    ledger = JobLedger(limit=4)
+    _reporting_fail(ledger, "j", retries=2)
+    assert ledger.claim(ctx("j", 1), 40.0, 2.0) is ClaimVerdict.RETRY_HELD
+    assert ledger.claim(ctx("j", 1), 50.0, 50.0) is ClaimVerdict.EXPIRED
+    ledger.release("j", now=51.0)
+    (retry,) = ledger.claimed()
+    assert retry.lease_end == 40.0  # dropped at dispatch, as before

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from workflow_sdk import jobcore
+from workflow_sdk.client import models
 from workflow_sdk.errors import EngineConnectionError
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.metrics.metrics import Metrics
@@ -74,6 +75,23 @@ def test_usable_jobs_keeps_good_ones_and_logs_the_others(
     assert kept == [good]
     assert len(caplog.records) == 2
     assert "malformed" in caplog.records[0].getMessage()
+
+
+def test_usable_jobs_counts_the_jobs_left_out_here_and_by_the_client() -> None:
+    reg = CollectorRegistry()
+    metrics = Metrics(reg)
+    logger = logging.getLogger("t")
+    good = {"id": "j1", "jobType": "t", "instanceId": "i"}
+    answer = models.parse_poll({"jobs": [good, {"jobType": "t", "instanceId": "i"}]})
+    assert len(answer.malformed) == 1
+    kept = jobcore.usable_jobs(answer, logger, metrics)
+    assert [job["id"] for job in kept] == ["j1"]
+    assert reg.get_sample_value("workflow_sdk_malformed_jobs_total") == 1.0
+    # A client of one's own may pass anything on: left out here, counted too.
+    jobcore.usable_jobs([{"id": "j2"}, {"id": "j3", "jobType": "t"}], logger, metrics)
+    assert reg.get_sample_value("workflow_sdk_malformed_jobs_total") == 2.0
+    jobcore.usable_jobs([{"id": "j4", "jobType": "t"}], logger, metrics)
+    assert reg.get_sample_value("workflow_sdk_malformed_jobs_total") == 2.0
 
 
 def test_default_worker_id_is_host_and_pid_and_the_runner_reexports_it() -> None:

@@ -48,14 +48,54 @@ def test_a_pending_job_of_a_cancelled_instance_is_still_handed_out() -> None:
     assert job["instanceId"] == instance_id
 
 
-def test_completing_it_is_a_no_op() -> None:
+def test_completing_it_completes_only_the_job_and_its_step() -> None:
+    """Pins the contract's corrected text: a complete of a cancelled
+    instance's job marks the job and its step execution COMPLETED; the
+    instance stays CANCELLED with its variables, and does not move on."""
     state, instance_id, job = _cancelled_with_a_locked_job()
     state.complete_job(job["id"], {"late": True})
     instance = state.get_instance(instance_id)
     assert instance["status"] == "CANCELLED" and instance["failureReason"] == "stop"
     assert instance["variables"] == {"n": 1}
-    assert _item(state, instance_id, job)["Status"] == "RUNNING"
+    assert instance["currentStepIds"] == ["a"]
+    item = _item(state, instance_id, job)
+    assert item["Status"] == "COMPLETED" and item["EndedAt"] is not None
+    assert item["FailureReason"] is None
+    assert state.inspect_job(job["id"])["status"] == "COMPLETED"
     assert state.poll("w", ["b"], 1)["jobs"] is None  # the instance did not move on
+    ended = item["EndedAt"]
+    state.complete_job(job["id"], {"again": True})  # a no-op now
+    assert _item(state, instance_id, job)["EndedAt"] == ended
+    assert state.get_instance(instance_id)["variables"] == {"n": 1}
+
+
+def test_completing_a_job_of_a_failed_instance_completes_only_the_job_and_its_step() -> None:
+    """The same for a finished instance: branch b failed the instance while
+    branch a's job was held by a worker; a's late complete marks a's job and
+    step COMPLETED, the instance stays FAILED with its variables."""
+    state = EngineState()
+    parallel = {
+        "id": "p",
+        "name": "p",
+        "type": "PARALLEL_GATEWAY",
+        "parallelNextSteps": ["a", "b"],
+        "joinStep": "j",
+    }
+    join = {"id": "j", "name": "j", "type": "JOIN_GATEWAY", "nextStep": "end"}
+    state.upload_definition(
+        {"id": "d", "name": "d", "steps": [parallel, _svc("a", "j"), _svc("b", "j"), join, END]}
+    )  # fmt: skip
+    instance_id = str(state.start_instance("d", None, {"n": 1}, None)["id"])
+    (job_a,) = state.poll("w", ["a"], 1)["jobs"]
+    (job_b,) = state.poll("w", ["b"], 1)["jobs"]
+    state.fail_job(job_b["id"], "b broke", retryable=False)
+    assert state.get_instance(instance_id)["status"] == "FAILED"
+    state.complete_job(job_a["id"], {"late": True})
+    instance = state.get_instance(instance_id)
+    assert instance["status"] == "FAILED" and instance["failureReason"] == "b broke"
+    assert instance["variables"] == {"n": 1}
+    assert _item(state, instance_id, dict(job_a))["Status"] == "COMPLETED"
+    assert _item(state, instance_id, dict(job_b))["Status"] == "FAILED"
 
 
 def test_a_non_retryable_fail_turns_the_cancelled_instance_failed() -> None:

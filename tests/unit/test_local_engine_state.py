@@ -107,7 +107,7 @@ def test_fail_after_complete_acts_like_the_real_engine() -> None:
     assert failed["status"] == "FAILED" and failed["failureReason"] == "too late"
 
 
-def test_completing_a_job_of_a_failed_instance_changes_nothing() -> None:
+def test_completing_a_job_of_a_failed_instance_changes_nothing_of_the_instance() -> None:
     state = _state(
         {"id": "p", "name": "P", "type": "PARALLEL_GATEWAY", "parallelNextSteps": ["a", "b"],
          "joinStep": "j"},
@@ -211,3 +211,15 @@ def test_errors_carry_status_and_code() -> None:
     with pytest.raises(EngineError) as caught:
         state.upload_definition({"id": "x"})
     assert (caught.value.status, caught.value.code) == (400, "bad-request")
+
+
+def test_extra_poll_items_ride_on_the_next_answer_that_claims_a_job_once() -> None:
+    state = _state(_svc("a"), END)
+    state.poll_extras.extend([{"jobType": "a"}, "junk"])
+    assert state.poll("w", ["a"], 5)["jobs"] is None  # an empty answer keeps them
+    _start(state)
+    jobs = state.poll("w", ["a"], 5)["jobs"]
+    assert jobs[:2] == [{"jobType": "a"}, "junk"] and jobs[2]["jobType"] == "a"
+    assert state.counters["poll_extras_sent"] == 2
+    _start(state)
+    assert len(state.poll("w", ["a"], 5)["jobs"]) == 1

@@ -67,6 +67,7 @@ def test_types_and_labels(reg: CollectorRegistry) -> None:
         "workflow_sdk_report_retries",
         "workflow_sdk_reports_given_up",
         "workflow_sdk_lease_renewals",
+        "workflow_sdk_malformed_jobs",
     }
 
 
@@ -84,11 +85,13 @@ def test_the_sdk_metric_names_types_and_labels(reg: CollectorRegistry) -> None:
     assert families["workflow_sdk_report_retries"] == ("counter", {"job_type"})
     assert families["workflow_sdk_reports_given_up"] == ("counter", {"job_type", "reason"})
     assert families["workflow_sdk_lease_renewals"] == ("counter", {"result"})
+    assert families["workflow_sdk_malformed_jobs"] == ("counter", set())
     assert metrics_mod.REPORTS_PENDING == "workflow_sdk_reports_pending"
     assert metrics_mod.REPORT_OLDEST_AGE == "workflow_sdk_report_oldest_pending_seconds"
     assert metrics_mod.REPORT_RETRIES == "workflow_sdk_report_retries_total"
     assert metrics_mod.REPORTS_GIVEN_UP == "workflow_sdk_reports_given_up_total"
     assert metrics_mod.LEASE_RENEWALS == "workflow_sdk_lease_renewals_total"
+    assert metrics_mod.MALFORMED_JOBS == "workflow_sdk_malformed_jobs_total"
 
 
 def test_report_backlog_gauges(reg: CollectorRegistry) -> None:

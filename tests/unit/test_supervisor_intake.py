@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import psutil
+from prometheus_client import CollectorRegistry
 
 from unit.test_worker_pool import make_slot
+from workflow_sdk.client import models
 from workflow_sdk.errors import DispatchModeError, EngineResponseError
+from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.supervisor.claims import ClaimPolicy, plan_poll
 from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
@@ -98,6 +101,21 @@ def test_a_claimed_answer_fills_the_ledger_and_polls_again_at_once() -> None:
     assert intake.stats.jobs_claimed == 2
 
 
+def test_a_malformed_job_is_counted_and_the_good_ones_of_its_answer_claimed() -> None:
+    """Pins: a poll answer with a job without an id and one with variables
+    of the wrong type beside two good jobs: the two are claimed, the two
+    others counted in ``workflow_sdk_malformed_jobs_total``."""
+    intake, _ = intake_with(idle_slot(1), idle_slot(2))
+    reg = CollectorRegistry()
+    intake.metrics = Metrics(reg)
+    bad_variables = {**job("bad"), "variables": "oops"}
+    answer = models.parse_poll({"jobs": [job("j1"), {"jobType": "a"}, bad_variables, job("j2")]})
+    result = PollResult(asked=4, sent_at=10.0, latency=0.01, jobs=answer)
+    assert intake.on_result(result, 10.01) is PollVerdict.CLAIMED
+    assert [e.job_id for e in intake.ledger.claimed()] == ["j1", "j2"]
+    assert reg.get_sample_value("workflow_sdk_malformed_jobs_total") == 2.0
+
+
 def test_an_empty_answer_waits_the_poll_interval_unless_the_source_waited() -> None:
     intake, _ = intake_with(idle_slot(1))
     assert intake.on_result(PollResult(1, 10.0, 0.01), 10.0) is PollVerdict.CLAIMED
@@ -126,6 +144,27 @@ def test_a_job_redelivered_while_held_is_settled_at_once_not_claimed_twice() -> 
     assert len(intake.ledger) == 1
     assert intake.stats.redeliveries_coalesced == 1
     assert source.settled == [("j1", True)]
+
+
+def test_a_held_retry_handed_out_again_takes_the_new_lease_and_settles_the_old_delivery() -> None:
+    """Pins: j1's fail is being reported, its retry is held (lease to 40),
+    the fail's answer is late and the engine hands the retry out again (lease
+    to 75). The held retry takes the new delivery; the one it replaces is
+    settled at once, like a duplicate's; the new one is settled by its run."""
+    intake, source = intake_with(idle_slot(1))
+    settled: list[tuple[dict[str, Any], bool]] = []
+    source.settle = lambda raw, done: settled.append((raw, done))  # type: ignore[method-assign]
+    intake.claim({**job("j1"), "retriesRemaining": 2}, 10.0, 10.0, leased=True)
+    intake.ledger.start("j1", 1, 10.0, 0.0)
+    intake.ledger.finish("j1", 11.0)
+    first, again = ({**job("j1"), "retriesRemaining": 1} for _ in range(2))
+    intake.claim(first, 10.0, 12.0, leased=True)
+    intake.claim(again, 45.0, 46.0, leased=True)
+    assert settled == [(first, True)] and settled[0][0] is first
+    assert intake.stats.redeliveries_coalesced == 1
+    intake.ledger.release("j1", 47.0)
+    (retry,) = intake.ledger.claimed()
+    assert retry.origin is again and retry.lease_end == 75.0
 
 
 def test_a_job_without_lease_never_expires_and_an_expired_one_is_skipped() -> None:

@@ -4,15 +4,25 @@ The client hands its users plain dicts, but only after checking that they
 have the shape the contract promises, so that a proxy's HTML page or a
 truncated body becomes one clear ``EngineResponseError`` instead of a
 ``KeyError`` deep inside a caller.
+
+One exception: a poll answer whose envelope is sound but one of whose jobs
+is not is not refused whole. The engine has already locked every job in
+it, so refusing the answer would leave the good ones waiting for their
+lease (30-45 s). The malformed job is left out instead, logged at ERROR and
+listed in ``PolledJobs.malformed``; nothing is reported for it (without an
+id it cannot be), so the engine hands it out again after its lease.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from workflow_sdk.errors import EngineResponseError
+
+log = logging.getLogger("workflow_sdk.client")
 
 # The released engine serialises history items from a Go struct without JSON
 # tags, so the keys arrive in PascalCase; the OpenAPI file documents camelCase.
@@ -154,9 +164,43 @@ def parse_job(raw: object) -> dict[str, Any]:
     return job
 
 
-def parse_poll(body: object) -> list[dict[str, Any]]:
+class PolledJobs(list[dict[str, Any]]):
+    """The usable jobs of a poll answer (a list), and why the others were left out.
+
+    ``malformed`` has one line per job left out. Code that counts them (the
+    supervisor's ``workflow_sdk_malformed_jobs_total``) reads it; to everyone
+    else this is the plain list ``poll_jobs`` always returned.
+    """
+
+    def __init__(self, jobs: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(jobs or [])
+        self.malformed: list[str] = []
+
+
+def parse_poll(body: object) -> PolledJobs:
+    """A poll answer's jobs. A malformed envelope raises ``EngineResponseError``;
+    a malformed job is left out, logged at ERROR (see the module doc)."""
     answer = expect_object(body, "poll answer")
-    return [parse_job(raw) for raw in expect_list(answer, "jobs", "poll answer")]
+    jobs = PolledJobs()
+    for raw in expect_list(answer, "jobs", "poll answer"):
+        try:
+            jobs.append(parse_job(raw))
+        except EngineResponseError as exc:
+            problem = _malformed_job(raw, exc.message)
+            jobs.malformed.append(problem)
+            log.error("%s", problem)
+    return jobs
+
+
+def _malformed_job(raw: object, why: str) -> str:
+    """One line on a job left out of a poll answer."""
+    job_id = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(job_id, str) and job_id:
+        return (
+            f"job {job_id} left out of the poll answer ({why}); nothing is reported for "
+            "it: the engine hands it out again after its lease"
+        )
+    return f"a job without an id left out of the poll answer (it cannot be reported): {why}"
 
 
 def parse_page(body: object, what: str) -> dict[str, Any]:
@@ -189,6 +233,7 @@ def parse_history(body: object) -> list[dict[str, Any]]:
 
 __all__ = [
     "ParsedJob",
+    "PolledJobs",
     "expect_list",
     "expect_object",
     "lease_length_of",

@@ -47,6 +47,10 @@ REPORTS_GIVEN_UP = "workflow_sdk_reports_given_up_total"
 #: Lease renewal attempts, by result (``accepted``, ``retry``, ``lease_lost``, ``unsupported``).
 LEASE_RENEWALS = "workflow_sdk_lease_renewals_total"
 
+#: Jobs of poll answers left out because they were malformed (no id, a
+#: field of the wrong type): logged, not run, nothing reported.
+MALFORMED_JOBS = "workflow_sdk_malformed_jobs_total"
+
 RenewalResult = Literal["accepted", "retry", "lease_lost", "unsupported"]
 
 # Handler latencies run from milliseconds (I/O glue) to the 30 s lease.
@@ -75,6 +79,7 @@ class Metrics:
     report_retries: Counter
     reports_given_up: Counter
     lease_renewals: Counter
+    malformed_jobs: Counter
 
     def __new__(cls, registry: CollectorRegistry | None = None) -> Metrics:
         target = REGISTRY if registry is None else registry
@@ -146,6 +151,13 @@ class Metrics:
             registry=registry,
         )
 
+        self.malformed_jobs = Counter(
+            MALFORMED_JOBS,
+            "Jobs of poll answers left out as malformed (logged; the engine hands them out "
+            "again after their lease)",
+            registry=registry,
+        )
+
     def observe_poll(self, seconds: float, jobs: int) -> None:
         self.poll_latency.observe(seconds)
         if jobs == 0:
@@ -203,6 +215,7 @@ __all__ = [
     "JOBS_COMPLETED",
     "LEASE_RENEWALS",
     "LOCK_CONFLICTS",
+    "MALFORMED_JOBS",
     "POLL_LATENCY",
     "REPORTS_GIVEN_UP",
     "REPORTS_PENDING",

@@ -3,7 +3,9 @@
 The main loop must never wait for HTTP: it watches the workers. Calls whose
 answer it needs later (is this job stale? renew this lease) go to an
 ``Errands`` thread, which runs them one at a time and hands back
-``(key, answer)`` pairs through ``take()`` after a wake-up.
+``(key, answer)`` pairs through ``take()`` after a wake-up. The key is the
+caller's: it says what the answer is for (the watch uses the job's claim,
+so that an answer never acts on a later attempt of the same job).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Generic, TypeVar
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
+Key = TypeVar("Key")
 Request = TypeVar("Request")
 Answer = TypeVar("Answer")
 
 
-class Errands(Generic[Request, Answer]):
+class Errands(Generic[Key, Request, Answer]):
     """Runs ``work(request)`` for each ``ask(key, request)``, in order.
 
     ``work`` must not raise; if it does anyway, ``on_error(exc)`` gives the
@@ -40,15 +43,15 @@ class Errands(Generic[Request, Answer]):
         self._on_error = on_error
         self._wake = wake
         self._join_timeout = join_timeout
-        self._requests: queue.Queue[tuple[str, Request] | None] = queue.Queue()
-        self._answers: SimpleQueue[tuple[str, Answer]] = SimpleQueue()
+        self._requests: queue.Queue[tuple[Key, Request] | None] = queue.Queue()
+        self._answers: SimpleQueue[tuple[Key, Answer]] = SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def ask(self, key: str, request: Request) -> None:
+    def ask(self, key: Key, request: Request) -> None:
         self._requests.put((key, request))
 
-    def take(self) -> list[tuple[str, Answer]]:
+    def take(self) -> list[tuple[Key, Answer]]:
         """Answers that arrived since the last call (main loop only)."""
         answers = []
         while not self._answers.empty():

@@ -185,7 +185,7 @@ class Intake:
         self._backoff.reset()
         waits = not result.jobs and not result.waited
         self.next_poll_at = now + self.poll_interval if waits else now
-        for raw in usable_jobs(result.jobs, log):
+        for raw in usable_jobs(result.jobs, log, self.metrics):
             self.claim(raw, result.sent_at, now, result.leased)
         return PollVerdict.CLAIMED
 
@@ -193,6 +193,8 @@ class Intake:
         context = build_context(raw)
         # A Kafka job has no lease: it may run as long as it needs.
         length = lease_seconds(raw) if leased else math.inf
+        held = self.ledger.get(context["id"])
+        waiting = held.next_attempt if held is not None else None
         verdict = self.ledger.claim(context, poll_sent_at + length, now, length, origin=raw)
         job_id, job_type = context["id"], context["jobType"]
         if verdict is ClaimVerdict.EXPIRED:
@@ -207,6 +209,20 @@ class Intake:
             log.info(
                 "job %s (%s): its retry came before the answer to its fail; it starts once "
                 "that answer is in",
+                job_id,
+                job_type,
+            )
+        elif verdict is ClaimVerdict.RETRY_REDELIVERED:
+            self.stats.redeliveries_coalesced += 1
+            if self.source is not None and waiting is not None and waiting.origin is not None:
+                # The delivery it replaces will not run: settled like a
+                # duplicate's. (Unreachable with the Kafka source, which
+                # hands out no second delivery of a job id before the first
+                # is settled, and whose jobs have no lease.)
+                self.source.settle(waiting.origin, True)
+            log.info(
+                "job %s (%s): its held retry was handed out again (its lease passed while "
+                "the fail before it was reported); it starts under the new lease",
                 job_id,
                 job_type,
             )

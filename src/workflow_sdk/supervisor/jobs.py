@@ -41,6 +41,10 @@ class ClaimVerdict(enum.Enum):
     #: reporting (the fail reached the engine before its answer reached us):
     #: held, and claimed as a new job once that report is answered
     RETRY_HELD = "retry_held"
+    #: a held next attempt handed out again (its lease passed while the fail
+    #: before it was still being reported), or a later attempt still: it
+    #: replaces the held one (its lease and delivery), which is not started
+    RETRY_REDELIVERED = "retry_redelivered"
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,21 @@ class NextAttempt:
     lease_end: float
     lease_length: float
     origin: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ClaimKey:
+    """One claim of a job: its id and the ledger's number for that claim.
+
+    A job id alone does not say which attempt a request was made for: the
+    engine's retry of a job has the same id, and may run here while an
+    answer asked for the attempt before is still on its way. Requests made
+    for a running job (renewals, stale checks) carry this key, and their
+    answers act only on the claim that asked.
+    """
+
+    job_id: str
+    claim_no: int
 
 
 @dataclass
@@ -87,10 +106,17 @@ class JobEntry:
     #: the engine's retry of this job, delivered while this attempt's fail
     #: was still being reported; claimed when this entry is released
     next_attempt: NextAttempt | None = None
+    #: the ledger's number for this claim, unique in the ledger (a job's
+    #: next attempt gets a new one): see ``ClaimKey``
+    claim_no: int = 0
 
     @property
     def job_id(self) -> str:
         return str(self.context["id"])
+
+    @property
+    def key(self) -> ClaimKey:
+        return ClaimKey(self.job_id, self.claim_no)
 
     @property
     def job_type(self) -> str:
@@ -124,6 +150,8 @@ class JobLedger:
         self._jobs: dict[str, JobEntry] = {}
         #: entries holding a ``next_attempt`` (each is one more job held)
         self._attempts_held = 0
+        #: claims numbered so far (``JobEntry.claim_no``)
+        self._claims = 0
         #: the most jobs ever held at once (for tests and benchmarks)
         self.peak = 0
 
@@ -143,6 +171,12 @@ class JobLedger:
 
     def get(self, job_id: str) -> JobEntry | None:
         return self._jobs.get(job_id)
+
+    def holds(self, key: ClaimKey) -> JobEntry | None:
+        """The entry of that claim, if the ledger still holds it (not an
+        earlier or later attempt of the same job)."""
+        entry = self._jobs.get(key.job_id)
+        return entry if entry is not None and entry.claim_no == key.claim_no else None
 
     def room(self) -> int:
         """How many more jobs may be claimed now."""
@@ -227,6 +261,15 @@ class JobLedger:
             self._attempts_held += 1
             self.peak = max(self.peak, len(self))
             return ClaimVerdict.RETRY_HELD
+        if held is not None and _redelivers_held_attempt(context, held):
+            # Without this, the delivery would count as a duplicate of the
+            # attempt being reported, and the held attempt would keep the
+            # lease that passed: dropped as expired once the fail's answer
+            # comes, and run only after one more lease (30-45 s).
+            if now >= lease_end:
+                return ClaimVerdict.EXPIRED
+            held.next_attempt = NextAttempt(context, lease_end, lease_length, origin)
+            return ClaimVerdict.RETRY_REDELIVERED
         if held is not None:
             held.redeliveries += 1
             held.lease_end = max(held.lease_end, lease_end)
@@ -235,15 +278,27 @@ class JobLedger:
             return ClaimVerdict.DUPLICATE
         if now >= lease_end:
             return ClaimVerdict.EXPIRED
-        self._jobs[job_id] = JobEntry(
+        self._enter(context, lease_end, now, lease_length, origin)
+        self.peak = max(self.peak, len(self))
+        return ClaimVerdict.NEW
+
+    def _enter(
+        self,
+        context: dict[str, Any],
+        lease_end: float,
+        now: float,
+        lease_length: float,
+        origin: dict[str, Any] | None,
+    ) -> None:
+        self._claims += 1
+        self._jobs[str(context["id"])] = JobEntry(
             context=context,
             lease_end=lease_end,
             claimed_at=now,
             lease_length=lease_length,
             origin=origin,
+            claim_no=self._claims,
         )
-        self.peak = max(self.peak, len(self))
-        return ClaimVerdict.NEW
 
     def start(self, job_id: str, slot: int, now: float, timeout: float) -> JobEntry:
         entry = self._jobs[job_id]
@@ -265,9 +320,9 @@ class JobLedger:
         # Never later than a little before the lease ends.
         entry.next_renewal = min(since + every, entry.lease_end - entry.lease_length / 10)
 
-    def renewed(self, job_id: str, sent_at: float, lease_length: float) -> JobEntry | None:
-        """The engine extended the lease (asked at ``sent_at``)."""
-        entry = self._jobs.get(job_id)
+    def renewed(self, key: ClaimKey, sent_at: float, lease_length: float) -> JobEntry | None:
+        """The engine extended the lease of that claim (asked at ``sent_at``)."""
+        entry = self.holds(key)
         if entry is None:
             return None
         entry.renewal_pending = False
@@ -278,10 +333,10 @@ class JobLedger:
         self._plan_renewal(entry, sent_at)
         return entry
 
-    def renewal_failed(self, job_id: str, now: float, wait: float) -> JobEntry | None:
-        """A renewal got no answer: try again after ``wait``, inside the lease
-        while there is lease left."""
-        entry = self._jobs.get(job_id)
+    def renewal_failed(self, key: ClaimKey, now: float, wait: float) -> JobEntry | None:
+        """A renewal of that claim got no answer: try again after ``wait``,
+        inside the lease while there is lease left."""
+        entry = self.holds(key)
         if entry is None:
             return None
         entry.renewal_pending = False
@@ -309,9 +364,10 @@ class JobLedger:
         entry.reported_at = now
         return entry
 
-    def stale_check_done(self, job_id: str, now: float) -> JobEntry | None:
-        """A staleness check came back live (or unknown): check again later."""
-        entry = self._jobs.get(job_id)
+    def stale_check_done(self, key: ClaimKey, now: float) -> JobEntry | None:
+        """A staleness check of that claim came back live (or unknown): check
+        again later."""
+        entry = self.holds(key)
         if entry is None:
             return None
         entry.stale_check_pending = False
@@ -327,14 +383,15 @@ class JobLedger:
         if entry is not None and entry.next_attempt is not None:
             attempt = entry.next_attempt
             self._attempts_held -= 1
-            self._jobs[job_id] = JobEntry(
-                context=attempt.context,
-                lease_end=attempt.lease_end,
-                claimed_at=now,
-                lease_length=attempt.lease_length,
-                origin=attempt.origin,
+            self._enter(
+                attempt.context, attempt.lease_end, now, attempt.lease_length, attempt.origin
             )
         return entry
+
+
+def _retries(context: dict[str, Any]) -> int | None:
+    retries = context.get("retriesRemaining")
+    return retries if isinstance(retries, int) else None
 
 
 def _is_next_attempt(context: dict[str, Any], held: JobEntry) -> bool:
@@ -342,13 +399,24 @@ def _is_next_attempt(context: dict[str, Any], held: JobEntry) -> bool:
     the same attempt, when the fail we are reporting has reached the engine:
     a retry carries one retry less, a re-delivery after a lease the same
     count (the engine's rules). Only a REPORTING entry can have a retry."""
-    retries = context.get("retriesRemaining")
+    retries = _retries(context)
     return (
         held.state is JobState.REPORTING
         and held.next_attempt is None
-        and isinstance(retries, int)
+        and retries is not None
         and retries < held.retries_remaining
     )
 
 
-__all__ = ["ClaimVerdict", "JobEntry", "JobLedger", "JobState", "NextAttempt"]
+def _redelivers_held_attempt(context: dict[str, Any], held: JobEntry) -> bool:
+    """A delivery of a job whose next attempt is held is that attempt again
+    (its lease passed: the same retry count), or a later one (another worker
+    had it meanwhile and failed it: fewer retries). Either way the engine's
+    newest delivery is the one to run."""
+    if held.next_attempt is None:
+        return False
+    retries, waiting = _retries(context), _retries(held.next_attempt.context)
+    return retries is not None and waiting is not None and retries <= waiting
+
+
+__all__ = ["ClaimKey", "ClaimVerdict", "JobEntry", "JobLedger", "JobState", "NextAttempt"]

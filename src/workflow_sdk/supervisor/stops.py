@@ -24,7 +24,7 @@ from collections.abc import Callable
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.supervisor.intake import Intake
 from workflow_sdk.supervisor.joblog import log_stopped
-from workflow_sdk.supervisor.jobs import JobEntry, JobLedger
+from workflow_sdk.supervisor.jobs import ClaimKey, JobEntry, JobLedger
 from workflow_sdk.supervisor.pool import WorkerPool
 from workflow_sdk.supervisor.results import Results
 from workflow_sdk.supervisor.slots import EXIT_GRACE, Overdue, SlotState, WorkerSlot
@@ -199,7 +199,8 @@ class Stops:
             return
         now = time.monotonic()
         for stop in self.watch.take(now):
-            entry = self.ledger.get(stop.job_id)
+            # The claim the verdict was asked for, not a later attempt of the job.
+            entry = self.ledger.holds(ClaimKey(stop.job_id, stop.claim_no))
             slot = self.slot_of(entry) if entry is not None else None
             if entry is not None and slot is not None:
                 self.stop_running(slot, entry, stop, now)

@@ -7,6 +7,11 @@ themselves run on two errand threads, so the loop never waits for HTTP.
 must be stopped, because the job no longer matters (stale) or because the
 engine gave its lease to someone else (lease lost). Nothing is reported for
 those; the arbiter stops the worker and refills the slot.
+
+Each request is made for one claim of a job (``ClaimKey``), and its answer
+acts on that claim only: the engine's next attempt of the same job may run
+here by the time an answer asked for the attempt before comes back, and a
+"lease lost" or "stale" meant for that one must not stop it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.retry.backoff import delay as backoff_delay
 from workflow_sdk.staleness import InstanceReader, JobLiveness, StaleVerdict, check_job
 from workflow_sdk.supervisor.errands import Errands
-from workflow_sdk.supervisor.jobs import JobLedger, JobState
+from workflow_sdk.supervisor.jobs import ClaimKey, JobEntry, JobLedger, JobState
 from workflow_sdk.supervisor.renewal import (
     LeaseRenewer,
     RenewalAnswer,
@@ -41,6 +46,8 @@ class StopJob:
     detail: str
     #: metric label of a stale job ("instance_cancelled"...), "" otherwise
     stale_reason: str = ""
+    #: the claim the verdict is for (``JobEntry.claim_no``): act only on it
+    claim_no: int = 0
 
 
 class JobWatch:
@@ -59,8 +66,8 @@ class JobWatch:
         self._ledger = ledger
         self._metrics = metrics
         self._lease_seconds = lease_seconds
-        self._checks: Errands[dict[str, Any], StaleVerdict] | None = None
-        self._renewals: Errands[str, RenewalAnswer] | None = None
+        self._checks: Errands[ClaimKey, dict[str, Any], StaleVerdict] | None = None
+        self._renewals: Errands[ClaimKey, str, RenewalAnswer] | None = None
         if reader is not None:
             self._checks = Errands(
                 "stale-watch",
@@ -85,21 +92,21 @@ class JobWatch:
     def ask_due(self, now: float) -> None:
         if self._checks is not None:
             for entry in self._ledger.stale_checks_due(now):
-                self._checks.ask(entry.job_id, entry.context)
+                self._checks.ask(entry.key, entry.context)
         if self._renewals is not None:
             for entry in self._ledger.renewals_due(now):
-                self._renewals.ask(entry.job_id, entry.job_id)
+                self._renewals.ask(entry.key, entry.job_id)
 
     def take(self, now: float) -> list[StopJob]:
         stops: list[StopJob] = []
         if self._checks is not None:
-            for job_id, verdict in self._checks.take():
-                stop = self._on_verdict(job_id, verdict, now)
+            for key, verdict in self._checks.take():
+                stop = self._on_verdict(key, verdict, now)
                 if stop is not None:
                     stops.append(stop)
         if self._renewals is not None:
-            for job_id, answer in self._renewals.take():
-                stop = self._on_renewal(job_id, answer, now)
+            for key, answer in self._renewals.take():
+                stop = self._on_renewal(key, answer, now)
                 if stop is not None:
                     stops.append(stop)
         return stops
@@ -109,31 +116,35 @@ class JobWatch:
             if errands is not None:
                 errands.close()
 
-    def _running(self, job_id: str) -> bool:
-        entry = self._ledger.get(job_id)
-        return entry is not None and entry.state is JobState.RUNNING
+    def _running(self, key: ClaimKey) -> JobEntry | None:
+        """The claim that asked, if it still runs (not a later attempt)."""
+        entry = self._ledger.holds(key)
+        return entry if entry is not None and entry.state is JobState.RUNNING else None
 
-    def _on_verdict(self, job_id: str, verdict: StaleVerdict, now: float) -> StopJob | None:
-        if not self._running(job_id):
+    def _on_verdict(self, key: ClaimKey, verdict: StaleVerdict, now: float) -> StopJob | None:
+        if self._running(key) is None:
             return None
+        job_id = key.job_id
         if verdict.stale:
-            return StopJob(job_id, "stale", verdict.detail, verdict.reason)
+            return StopJob(job_id, "stale", verdict.detail, verdict.reason, key.claim_no)
         if verdict.liveness is JobLiveness.UNKNOWN:
             log.debug("job %s: stale check inconclusive: %s", job_id, verdict.detail)
-        self._ledger.stale_check_done(job_id, now)
+        self._ledger.stale_check_done(key, now)
         return None
 
-    def _on_renewal(self, job_id: str, answer: RenewalAnswer, now: float) -> StopJob | None:
+    def _on_renewal(self, key: ClaimKey, answer: RenewalAnswer, now: float) -> StopJob | None:
         if self._metrics is not None:
             self._metrics.lease_renewal(answer.result.value)
-        entry = self._ledger.get(job_id)
-        if entry is None or entry.state is not JobState.RUNNING:
+        entry = self._running(key)
+        if entry is None:
             return None
+        job_id = key.job_id
         if answer.result is RenewalResult.ACCEPTED:
             length = float(self._lease_seconds) or entry.lease_length
-            self._ledger.renewed(job_id, answer.sent_at, length)
+            self._ledger.renewed(key, answer.sent_at, length)
         elif answer.result is RenewalResult.LEASE_LOST:
-            return StopJob(job_id, "lease_lost", f"lease lost: {answer.detail}")
+            detail = f"lease lost: {answer.detail}"
+            return StopJob(job_id, "lease_lost", detail, claim_no=key.claim_no)
         elif answer.result is RenewalResult.UNSUPPORTED:
             log.warning(
                 "the engine stopped accepting lease renewals (no heartbeat route); "
@@ -150,7 +161,7 @@ class JobWatch:
                 entry.job_type,
                 answer.detail,
             )
-            self._ledger.renewal_failed(job_id, now, wait)
+            self._ledger.renewal_failed(key, now, wait)
         return None
 
 

@@ -249,6 +249,15 @@ class LocalEngine:
             raise ValueError(f"fail_answer_delay must be >= 0, got {seconds}")
         self.state.fail_answer_delay = float(seconds)
 
+    def add_to_next_poll(self, *items: Any) -> None:
+        """Make the next poll answer that claims a job carry ``items`` too,
+        before its jobs, each once: raw JSON values (a job without an id, a
+        field of the wrong type...), to test how a worker treats a malformed
+        job beside good ones. They are not jobs of this engine: completing
+        one gets the unknown-job 500."""
+        with self.state.lock:
+            self.state.poll_extras.extend(items)
+
     def client(self, timeout: float = 10.0) -> RestEngineClient:
         """A ``RestEngineClient`` for this engine (close it when done)."""
         return RestEngineClient(self.url, timeout=timeout)

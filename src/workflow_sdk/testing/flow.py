@@ -125,13 +125,15 @@ class Flow:
         if instance.status in RUNNING_STATUSES and job.step_execution_id in instance.open_steps:
             self.finish_open_step(instance, job.step_execution_id, variables, at)
             self.drain_chains()
-        elif was_failed:
-            # The contract: completing a FAILED job marks it and its step
-            # COMPLETED; the instance stays as it is.
-            for item in instance.history:
-                if item["ID"] == job.step_execution_id:
-                    _end_item(item, "COMPLETED", at)
-                    item["FailureReason"] = None
+            return
+        # The contract: completing a FAILED job, or the job of a cancelled or
+        # finished instance, marks the job and its step execution COMPLETED;
+        # the instance and its variables stay as they are.
+        instance.open_steps.pop(job.step_execution_id, None)
+        for item in instance.history:
+            if item["ID"] == job.step_execution_id and (was_failed or item["Status"] == "RUNNING"):
+                _end_item(item, "COMPLETED", at)
+                item["FailureReason"] = None
 
     def job_failed(self, job: Job, error_message: str) -> None:
         """What a job's final failure does to its instance: it fails too."""
@@ -162,7 +164,8 @@ class Flow:
     def cancel(instance: Instance, reason: str) -> None:
         # Only the instance changes, as on the real engine: its jobs stay as
         # they are (claimable, or LOCKED by a worker that is not told) and
-        # their step executions stay RUNNING in the history.
+        # their step executions stay RUNNING in the history (until a job's
+        # complete marks it and its step COMPLETED: ``job_completed``).
         instance.frozen_step_ids = instance.current_step_ids()
         instance.status = "CANCELLED"
         instance.failure_reason = reason

@@ -94,6 +94,9 @@ class EngineState:
         # Kafka dispatch mode (testing/kafka_dispatch.py): the 410 body polls
         # get instead of jobs (``job_listener`` is the other half).
         self.poll_gone: dict[str, Any] | None = None
+        #: Raw items the next poll answer that claims a job carries too
+        #: (``LocalEngine.add_to_next_poll``).
+        self.poll_extras: list[Any] = []
 
     @property
     def job_listener(self) -> Callable[[Job], None] | None:
@@ -265,10 +268,13 @@ class EngineState:
             claimed = self._jobs.claim(worker_id, job_types, max_jobs, length)
             if not claimed:
                 self._count("empty_polls")
-            else:
-                self._count("jobs_delivered", len(claimed))
-                self.changed.notify_all()
-            return {"jobs": claimed or None}
+                return {"jobs": None}
+            self._count("jobs_delivered", len(claimed))
+            extras, self.poll_extras = self.poll_extras, []
+            if extras:
+                self._count("poll_extras_sent", len(extras))
+            self.changed.notify_all()
+            return {"jobs": [*extras, *claimed]}
 
     def wait_complete_delay(self, interrupt: threading.Event) -> bool:
         """Wait ``complete_delay`` seconds before a completion is applied, as a
