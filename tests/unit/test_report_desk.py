@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workflow_sdk.fate import Fate, FateCheck
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.supervisor.jobs import JobLedger
@@ -13,9 +14,13 @@ from workflow_sdk.supervisor.reports import ReportDesk
 class RecordingReporter:
     def __init__(self) -> None:
         self.submitted: list[tuple[Outcome, float | None, Any]] = []
+        self.fates: list[Any] = []
 
-    def submit(self, outcome: Outcome, lease_end: float | None = None, check: Any = None) -> None:
+    def submit(
+        self, outcome: Outcome, lease_end: float | None = None, check: Any = None, fate: Any = None
+    ) -> None:
         self.submitted.append((outcome, lease_end, check))
+        self.fates.append(fate)
 
 
 class CancelledEngine:
@@ -44,6 +49,39 @@ def test_only_failures_carry_a_stale_check_and_the_lease() -> None:
     (_, lease_a, check_a), (_, lease_b, check_b) = reporter.submitted
     assert (lease_a, lease_b) == (30.0, 30.0)
     assert check_a is None and check_b is not None
+    # Both carry the engine's view of the job, for a report whose answer is lost.
+    assert all(isinstance(fate, FateCheck) for fate in reporter.fates)
+
+
+def test_a_fate_check_asks_the_source_whether_the_jobs_retry_came() -> None:
+    asked: list[Any] = []
+
+    def retry_seen(job: Any) -> bool:
+        asked.append(job["id"])
+        return True
+
+    desk, reporter = ReportDesk(CancelledEngine(), lambda: None, retry_seen), RecordingReporter()
+    bad = Outcome.failure("b", "t", "boom", retryable=True)
+    entry = entry_for("b")
+    entry.origin = {"id": "b", "retriesRemaining": 2}
+    entry.context["retriesRemaining"] = 2
+    desk.queue(bad, entry)
+    desk.flush(reporter)  # type: ignore[arg-type]
+    (fate,) = reporter.fates
+    assert fate.look(bad).fate is Fate.APPLIED
+    assert asked == ["b"]
+
+
+def test_a_report_found_settled_keeps_the_fate_checks_reason() -> None:
+    desk, reporter = ReportDesk(CancelledEngine(), lambda: None), RecordingReporter()
+    ok = Outcome("a", "t", True)
+    desk.queue(ok, entry_for("a"))
+    desk.flush(reporter)  # type: ignore[arg-type]
+    (fate,) = reporter.fates
+    fate.look(ok)  # no history item, instance CANCELLED: no trace of a complete
+    desk.on_status(ok, ReportStatus.DELIVERED)
+    (answer,) = desk.take()
+    assert answer.stale_reason == "unknown"
 
 
 def test_an_answer_wakes_the_loop_only_when_asked_and_keeps_the_stale_reason() -> None:

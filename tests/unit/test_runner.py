@@ -510,8 +510,8 @@ def test_completion_retried_until_it_lands(metrics: Metrics) -> None:
     client = FakeClient()
     client.complete_errors["j1"] = deque(
         [
-            EngineClientError(503, "unavailable", retryable=True),
-            EngineClientError(503, "unavailable", retryable=True),
+            EngineClientError(500, "database is locked", retryable=True),
+            EngineClientError(500, "database is locked", retryable=True),
         ]
     )
     client.add(make_job("j1"))
@@ -671,7 +671,7 @@ def test_stuck_handler_does_not_block_shutdown(metrics: Metrics) -> None:
 def test_report_retries_give_up_when_the_drain_ends(metrics: Metrics) -> None:
     client = FakeClient()
     client.complete_errors["j1"] = deque(
-        EngineClientError(503, "unavailable", retryable=True) for _ in range(1000)
+        EngineClientError(500, "database is locked", retryable=True) for _ in range(1000)
     )
     client.add(make_job("j1"))
     runner = make_runner(client, {"work": lambda job: None}, metrics, drain_timeout=0.3)

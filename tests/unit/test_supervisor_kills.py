@@ -61,7 +61,7 @@ class Recorder:
         self.outcomes: list[Outcome] = []
         self.lease_ends: list[float] = []
 
-    def submit(self, outcome: Outcome, lease_end: float, check: Any) -> None:
+    def submit(self, outcome: Outcome, lease_end: float, check: Any, fate: Any = None) -> None:
         self.outcomes.append(outcome)
         self.lease_ends.append(lease_end)
 

@@ -309,7 +309,8 @@ class LocalEngine:
         """Totals: ``polls``, ``empty_polls``, ``jobs_delivered``,
         ``complete_calls``, ``jobs_completed``, ``fail_calls``, ``jobs_retried``,
         ``jobs_failed``, ``leases_expired``, ``instances_started``,
-        ``instances_cancelled``, ``timers_fired``, ``jobs_cancelled``...
+        ``instances_cancelled``, ``timers_fired``, ``jobs_cancelled``,
+        ``overlapping_completes``, ``overlapping_fails``...
 
         A copy, as a ``collections.Counter``: a total that has not happened
         yet reads 0 (``counters["polls"]`` before the first poll)."""

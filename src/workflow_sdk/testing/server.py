@@ -459,30 +459,49 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._send_error(error)
             return
         query = parse_qs(query_text) if query_text else {}
-        if handler is _complete_job and not self.server.state.wait_complete_delay(
-            self.server.closing
-        ):
-            self.close_connection = True  # the engine is stopping: no answer
+        report = handler in (_complete_job, _fail_job)
+        with self.server.state.report_in_progress(params[0] if report else None, handler):
+            answered = self._run_handler(handler, params, query, body, method, path)
+        if answered is None:
             return
-        try:
-            status, answer = handler(self.server.state, params, query, body)
-        except EngineError as exc:
-            self._send_error(exc)
-            return
-        except Exception:
-            # The real engine's panic answer: an empty 500. Say why, once.
-            _log.exception("local engine: %s %s failed", method, path)
-            self._send(500, b"", None)
-            return
-        if handler is _fail_job and not self.server.state.wait_fail_answer_delay(
-            self.server.closing
-        ):
-            self.close_connection = True  # the engine is stopping: no answer
-            return
+        status, answer = answered
         if status == 204 or (answer is None and path == "/healthz"):
             self._send(status, None)
             return
         self._send(status, _json(answer))
+
+    def _run_handler(  # noqa: PLR0917 (the request's parts, as _dispatch has them)
+        self,
+        handler: Handler,
+        params: list[str],
+        query: dict[str, list[str]],
+        body: Body,
+        method: str,
+        path: str,
+    ) -> tuple[int, Any] | None:
+        """The handler's (status, answer); None when the answer was sent (an
+        error) or must not be (the server is stopping)."""
+        if handler is _complete_job and not self.server.state.wait_complete_delay(
+            self.server.closing
+        ):
+            self.close_connection = True  # the engine is stopping: no answer
+            return None
+        try:
+            status, answer = handler(self.server.state, params, query, body)
+        except EngineError as exc:
+            self._send_error(exc)
+            return None
+        except Exception:
+            # The real engine's panic answer: an empty 500. Say why, once.
+            _log.exception("local engine: %s %s failed", method, path)
+            self._send(500, b"", None)
+            return None
+        if handler is _fail_job and not self.server.state.wait_fail_answer_delay(
+            self.server.closing
+        ):
+            self.close_connection = True  # the engine is stopping: no answer
+            return None
+        return status, answer
 
     def _send_error(self, exc: EngineError) -> None:
         self._send(exc.status, _json({"error": exc.code, "reason": exc.reason}))

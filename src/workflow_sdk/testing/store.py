@@ -19,10 +19,11 @@ the instance's current dict safely.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from workflow_sdk.testing.catalog import Catalog
@@ -79,6 +80,8 @@ class EngineState:
         #: Seconds each fail's answer is held after the fail is applied (the
         #: engine has acted, the worker has not heard yet); outside the lock.
         self.fail_answer_delay = 0.0
+        #: job id -> complete or fail requests of it being handled now
+        self._reports_in_progress: dict[str, int] = {}
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         # Both shared with the flow (it counts starts and cancelled jobs, and
@@ -275,6 +278,32 @@ class EngineState:
                 self._count("poll_extras_sent", len(extras))
             self.changed.notify_all()
             return {"jobs": [*extras, *claimed]}
+
+    @contextlib.contextmanager
+    def report_in_progress(self, job_id: str | None, handler: object) -> Iterator[None]:
+        """While one complete or fail request of ``job_id`` is being handled
+        (its delay, the change, a held answer): a second one of the same job
+        meanwhile counts in ``overlapping_completes`` or ``overlapping_fails``
+        (the contract: two completes of one job at the same moment can both
+        advance the instance; a worker must never send two at once)."""
+        if job_id is None:
+            yield
+            return
+        verb = getattr(handler, "__name__", "")
+        counter = "overlapping_completes" if "complete" in verb else "overlapping_fails"
+        with self.lock:
+            if self._reports_in_progress.get(job_id, 0) > 0:
+                self._count(counter)
+            self._reports_in_progress[job_id] = self._reports_in_progress.get(job_id, 0) + 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                left = self._reports_in_progress[job_id] - 1
+                if left:
+                    self._reports_in_progress[job_id] = left
+                else:
+                    del self._reports_in_progress[job_id]
 
     def wait_complete_delay(self, interrupt: threading.Event) -> bool:
         """Wait ``complete_delay`` seconds before a completion is applied, as a
