@@ -569,7 +569,9 @@ def test_never_a_fail_after_a_complete(metrics: Metrics) -> None:
             lambda: runner.stats.reports_rejected == 1 and runner.stats.reports_lost == 1
         )
     assert client.complete_attempts.count("j1") == 1
-    assert client.complete_attempts.count("j2") >= 2
+    # Never answered: it may still be in flight, so it is not sent again
+    # before the in-flight window passes (longer than the deadline here).
+    assert client.complete_attempts.count("j2") == 1
     assert client.fail_attempts == []
 
 
