@@ -40,6 +40,8 @@ def work(job):
     with (RUNS / f"{{os.getpid()}}.txt").open("a") as out:
         out.write(job["id"] + "\\n")
     time.sleep(float(job["variables"].get("seconds", 0.005)))
+    if job["variables"].get("fail_first") and job["retriesRemaining"] > 0:
+        raise RuntimeError("first attempt fails")
     return {{"done": True}}
 """
 
@@ -69,10 +71,12 @@ def start(
     (tmp_path / f"kafka_handlers_{unique}.py").write_text(HANDLERS.format(job_type=job_type))
     started: list[SupervisorProcess] = []
 
-    def run(workers: int = 2, dispatch: str = "kafka", extra: str = "") -> SupervisorProcess:
+    def run(
+        workers: int = 2, dispatch: str = "kafka", extra: str = "", engine: str = "timeout = 5"
+    ) -> SupervisorProcess:
         config = tmp_path / "supervisor.toml"
         config.write_text(
-            f'[engine]\nurl = "{kafka_engine.url}"\ntimeout = 5\ndispatch = "{dispatch}"\n'
+            f'[engine]\nurl = "{kafka_engine.url}"\n{engine}\ndispatch = "{dispatch}"\n'
             f'[supervisor]\nhandlers = ["kafka_handlers_{unique}:registry"]\n'
             f"workers = {workers}\npoll_interval = 0.1\ngraceful_timeout = 20\n"
             f'[kafka]\nbrokers = ["{kafka_bootstrap}"]\ngroup = "sv-{unique}.{{job_type}}"\n'
@@ -245,3 +249,55 @@ def test_poll_mode_against_a_kafka_engine_stops_with_what_to_set(
     log = sv.log()
     assert 'dispatch = "kafka"' in log
     assert log.count("poll failed") == 0  # not a retry loop
+
+
+def test_reports_whose_answers_are_lost_are_resolved_and_their_offsets_committed(
+    kafka_engine: LocalEngine,
+    client: RestEngineClient,
+    *,
+    start: Callable[..., SupervisorProcess],
+    kafka_bootstrap: str,
+    job_type: str,
+    runs_dir: Path,
+) -> None:
+    """Issue 16 bug 1: in Kafka mode a report that ended LOST (its answer
+    timed out) left its record unfinished at the head of its partition for
+    good: nothing was committable after it, and a restart ran every later
+    record again. Here every answer comes after the client's 0.5 s timeout:
+    completes are applied 1.5 s after they arrive, a fail's answer is held
+    1.5 s after it was applied. The supervisor asks the engine what became
+    of each report (a completed step; the engine's dispatch of the retry),
+    sends nothing twice, and commits every offset."""
+    create_topics(kafka_bootstrap, [job_type])
+    client.upload_definition(service_flow("lostans", job_type, retries=1))
+    kafka_engine.complete_delay = 1.5
+    kafka_engine.fail_answer_delay = 1.5
+    ids = [client.start_instance("lostans", {"fail_first": True})["id"]]
+    ids += [client.start_instance("lostans", {})["id"] for _ in range(2)]
+    sv = start(
+        workers=2,
+        engine="timeout = 0.5\nin_flight_window = 20",
+        extra="[metrics]\nport = 0\n",
+    )
+    url = metrics_url(sv)
+    kafka_engine.wait_for_instances(ids, "COMPLETED", timeout=60)
+
+    def all_committed() -> str | None:
+        text = requests.get(url, timeout=5).text
+        gauges = (
+            "workflow_supervisor_kafka_jobs_in_flight",
+            "workflow_supervisor_kafka_offsets_pending",
+        )
+        return text if all(sample(text, g) == 0 for g in gauges) else None
+
+    text = wait_for(all_committed, 30, "every Kafka offset committed")
+    assert sample(text, "workflow_supervisor_kafka_jobs_unfinished_total") == 0
+    jobs = kafka_engine.jobs(job_type=job_type)
+    assert sorted(job["completeCalls"] for job in jobs) == [1, 1, 1]
+    assert sorted(job["failCalls"] for job in jobs) == [0, 0, 1]
+    assert kafka_engine.counters["overlapping_completes"] == 0
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(30) == 0
+    log = sv.log()
+    assert "LOST" not in log
+    assert "reached the engine after all" in log

@@ -459,9 +459,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._send_error(error)
             return
         query = parse_qs(query_text) if query_text else {}
-        report = handler in (_complete_job, _fail_job)
-        with self.server.state.report_in_progress(params[0] if report else None, handler):
-            answered = self._run_handler(handler, params, query, body, method, path)
+        answered = self._run_handler(handler, params, query, body, method, path)
         if answered is None:
             return
         status, answer = answered
@@ -481,21 +479,24 @@ class RequestHandler(BaseHTTPRequestHandler):
     ) -> tuple[int, Any] | None:
         """The handler's (status, answer); None when the answer was sent (an
         error) or must not be (the server is stopping)."""
-        if handler is _complete_job and not self.server.state.wait_complete_delay(
-            self.server.closing
-        ):
-            self.close_connection = True  # the engine is stopping: no answer
-            return None
-        try:
-            status, answer = handler(self.server.state, params, query, body)
-        except EngineError as exc:
-            self._send_error(exc)
-            return None
-        except Exception:
-            # The real engine's panic answer: an empty 500. Say why, once.
-            _log.exception("local engine: %s %s failed", method, path)
-            self._send(500, b"", None)
-            return None
+        state = self.server.state
+        report = params[0] if handler in (_complete_job, _fail_job) else None
+        # From arrival to the change: what may overlap with another report of
+        # the job (a fail's held answer comes after its change).
+        with state.report_in_progress(report, handler):
+            if handler is _complete_job and not state.wait_complete_delay(self.server.closing):
+                self.close_connection = True  # the engine is stopping: no answer
+                return None
+            try:
+                status, answer = handler(state, params, query, body)
+            except EngineError as exc:
+                self._send_error(exc)
+                return None
+            except Exception:
+                # The real engine's panic answer: an empty 500. Say why, once.
+                _log.exception("local engine: %s %s failed", method, path)
+                self._send(500, b"", None)
+                return None
         if handler is _fail_job and not self.server.state.wait_fail_answer_delay(
             self.server.closing
         ):

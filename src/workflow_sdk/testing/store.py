@@ -282,7 +282,7 @@ class EngineState:
     @contextlib.contextmanager
     def report_in_progress(self, job_id: str | None, handler: object) -> Iterator[None]:
         """While one complete or fail request of ``job_id`` is being handled
-        (its delay, the change, a held answer): a second one of the same job
+        (from its arrival to its change): a second one of the same job
         meanwhile counts in ``overlapping_completes`` or ``overlapping_fails``
         (the contract: two completes of one job at the same moment can both
         advance the instance; a worker must never send two at once)."""
