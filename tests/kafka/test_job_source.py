@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
+
+import pytest
 
 from workflow_sdk.kafka.consumer import RECORD_KEY, KafkaJobSource, check_topics
 
@@ -180,5 +183,39 @@ def test_a_new_dispatch_of_a_running_job_waits_for_that_run(
         source.mark_done(retry)
         assert source.commit(asynchronous=False) == 1
         assert source.pending_offsets() == 0
+    finally:
+        source.close()
+
+
+def test_a_partition_held_back_at_the_pending_bound_pauses_until_its_head_is_done(
+    kafka_bootstrap: str, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16 bug 1's bound: one unfinished record held back every later
+    offset of its partition while fetching went on (100,001 offsets held
+    after 100,000 jobs). At ``max_pending_per_partition`` the partition's
+    fetching pauses, a gauge and one WARNING say why, and it resumes once
+    the head record is done."""
+    job_type = f"hold-{unique}"
+    create_topics(kafka_bootstrap, [job_type], partitions=1)
+    publish(kafka_bootstrap, job_type, [dispatch(job_type, f"j{i}", f"d{i}") for i in range(8)])
+    source = KafkaJobSource(kafka_bootstrap, [job_type], max_pending_per_partition=3)
+    caplog.set_level(logging.INFO, logger="workflow_sdk.kafka")
+    try:
+        first = fetch_until(source, 3, batch=1)
+        assert [job["id"] for job in first] == ["j0", "j1", "j2"]
+        source.mark_done(first[1])
+        source.mark_done(first[2])  # j0 is still unfinished: it holds back j1, j2
+        assert source.stats.partitions_held_back == 1
+        assert drain_nothing(source, 2.0) == []
+        held = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+        assert len(held) == 1 and "offset 0" in held[0] and "job j0" in held[0], held
+        source.mark_done(first[0])
+        rest = fetch_until(source, 5)
+        assert [job["id"] for job in rest] == ["j3", "j4", "j5", "j6", "j7"]
+        assert any("no longer held back" in r.getMessage() for r in caplog.records)
+        for job in rest:
+            source.mark_done(job)
+        assert drain_nothing(source, 0.5) == []  # a fetch releases what moved on
+        assert source.stats.partitions_held_back == 0
     finally:
         source.close()

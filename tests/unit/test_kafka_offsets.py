@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workflow_sdk.kafka.dedup import DedupWindow
-from workflow_sdk.kafka.offsets import OffsetTracker
+from workflow_sdk.kafka.offsets import HoldBack, OffsetTracker
 
 TP = ("workflow.jobs.t", 0)
 OTHER = ("workflow.jobs.t", 1)
@@ -122,3 +122,38 @@ def test_a_zero_window_disables_deduplication() -> None:
 def test_bad_window_settings_are_refused(seconds: float, entries: int) -> None:
     with pytest.raises(ValueError, match="dedup window"):
         DedupWindow(seconds=seconds, max_entries=entries)
+
+
+def test_hold_back_holds_at_the_limit_once_and_releases_below_nine_tenths() -> None:
+    hold = HoldBack(limit=10)
+    tp = ("workflow.jobs.t", 0)
+    assert not hold.hold(tp, 9)
+    assert hold.hold(tp, 10)
+    assert not hold.hold(tp, 11), "held already: said once"
+    assert tp in hold and len(hold) == 1
+    assert hold.release({tp: 9}) == []  # not below 9 (nine tenths of 10)
+    assert hold.release({tp: 8}) == [tp]
+    assert tp not in hold
+    assert hold.hold(tp, 10)
+    hold.forget({tp})
+    assert len(hold) == 0
+
+
+def test_hold_back_of_one_releases_when_nothing_is_pending() -> None:
+    hold = HoldBack(limit=1)
+    tp = ("t", 3)
+    assert hold.hold(tp, 1)
+    assert hold.release({tp: 1}) == []
+    assert hold.release({}) == [tp]
+
+
+def test_the_tracker_names_the_head_that_holds_a_partition_back() -> None:
+    tracker = OffsetTracker()
+    tp = ("t", 0)
+    assert tracker.head(tp) is None
+    for offset in (5, 6, 7):
+        tracker.track(tp, offset)
+    tracker.done(tp, 6)
+    assert tracker.head(tp) == 5
+    tracker.done(tp, 5)
+    assert tracker.head(tp) == 7

@@ -25,6 +25,7 @@ SNAPSHOT = SourceStats(
     revoked=8,
     in_flight=9,
     offsets_pending=12,
+    partitions_held_back=2,
 )
 
 
@@ -58,6 +59,7 @@ def test_kafka_mode_shows_every_counter_of_the_snapshot() -> None:
     assert value(reg, "kafka_partitions_revoked_total") == 8
     assert value(reg, "kafka_jobs_in_flight") == 9
     assert value(reg, "kafka_offsets_pending") == 12
+    assert value(reg, "kafka_partitions_held_back") == 2
     # Beside the pool's own metrics, not instead of them.
     assert value(reg, "workers") == 0
 
@@ -73,7 +75,7 @@ def test_every_kafka_metric_has_its_type_and_is_shown_at_zero_before_it_happens(
     types = [
         line for line in text.splitlines() if line.startswith("# TYPE workflow_supervisor_kafka")
     ]
-    gauges = {"kafka_jobs_in_flight", "kafka_offsets_pending"}
+    gauges = {"kafka_jobs_in_flight", "kafka_offsets_pending", "kafka_partitions_held_back"}
     counters = [line for line in types if line.split()[2].removeprefix(PREFIX) not in gauges]
     # The skip counter (one family, 3 reasons) and the 7 plain ones.
     assert len(counters) == 8 and all(line.endswith(" counter") for line in counters), types

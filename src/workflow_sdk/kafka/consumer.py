@@ -65,7 +65,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from workflow_sdk.kafka.brokers import KafkaSourceError, brokers_text, check_topics
 from workflow_sdk.kafka.dedup import DEFAULT_MAX_ENTRIES, DEFAULT_WINDOW_SECONDS, DedupWindow
 from workflow_sdk.kafka.dispatch import MalformedDispatch, decode_dispatch, group_for, topic_for
-from workflow_sdk.kafka.offsets import OffsetTracker, TopicPartitionKey
+from workflow_sdk.kafka.offsets import (
+    DEFAULT_MAX_PENDING,
+    HoldBack,
+    OffsetTracker,
+    TopicPartitionKey,
+)
 from workflow_sdk.kafka.stats import SourceStats
 
 log = logging.getLogger("workflow_sdk.kafka")
@@ -114,6 +119,7 @@ class KafkaJobSource:
         dedup_max_entries: int = DEFAULT_MAX_ENTRIES,
         extra_config: Mapping[str, Any] | None = None,
         client_id: str | None = None,
+        max_pending_per_partition: int = DEFAULT_MAX_PENDING,
     ) -> None:
         types = sorted(set(job_types))
         if not types:
@@ -135,6 +141,8 @@ class KafkaJobSource:
         self._deferred: dict[str, list[dict[str, Any]]] = {}
         self._ready: deque[dict[str, Any]] = deque()
         self._stats = SourceStats()
+        #: Partitions paused at the pending bound (read by ``stats`` too).
+        self._hold_back = HoldBack(max_pending_per_partition)
         # Driver thread only.
         self._paused: dict[str, set[TopicPartitionKey]] = {}
         self._missing_logged: set[str] = set()
@@ -171,7 +179,10 @@ class KafkaJobSource:
         same lock, so one snapshot is consistent."""
         with self._lock:
             return replace(
-                self._stats, in_flight=len(self._running), offsets_pending=self._tracker.pending()
+                self._stats,
+                in_flight=len(self._running),
+                offsets_pending=self._tracker.pending(),
+                partitions_held_back=len(self._hold_back),
             )
 
     @property
@@ -213,6 +224,7 @@ class KafkaJobSource:
             # it had accepted before: reported now.
             raise error
         self._idle({t: c for t, c in self._consumers.items() if t not in selected})
+        self._release_held()
         self._resume(selected)
         jobs = self._take_ready(max_records, selected)
         try:
@@ -475,6 +487,9 @@ class KafkaJobSource:
                 self._bump(deferred=1)
                 return None
             self._start_running(job, tp, offset)
+            held_now = self._hold_back.hold(tp, self._tracker.pending(tp))
+        if held_now:
+            self._hold(job_type, tp)
         return job
 
     def _start_running(self, job: dict[str, Any], tp: TopicPartitionKey, offset: int) -> None:
@@ -591,11 +606,64 @@ class KafkaJobSource:
             self._unread(job_type, consumer, message)
 
     def _resume(self, consumers: dict[str, Consumer]) -> None:
+        with self._lock:
+            held = self._hold_back.held
         for job_type, consumer in consumers.items():
             paused = self._paused[job_type]
-            if paused:
-                consumer.resume([TopicPartition(t, p) for t, p in paused])
-                paused.clear()
+            resumable = [tp for tp in paused if tp not in held]
+            if resumable:
+                consumer.resume([TopicPartition(t, p) for t, p in resumable])
+                paused.difference_update(resumable)
+
+    # -- the pending bound -----------------------------------------------------------
+
+    def _hold(self, job_type: str, tp: TopicPartitionKey) -> None:
+        """``tp`` reached the pending bound: pause it (driver thread)."""
+        consumer = self._consumers[job_type]
+        consumer.pause([TopicPartition(*tp)])
+        self._paused[job_type].add(tp)
+        with self._lock:
+            head = self._tracker.head(tp)
+            pending = self._tracker.pending(tp)
+            waiting_for = next(
+                (
+                    job_id
+                    for job_id, running in self._running.items()
+                    if (tp, head) in running.records
+                ),
+                None,
+            )
+        why = (
+            f"job {waiting_for} is not finished (running, or its result not yet confirmed "
+            "by the engine)"
+            if waiting_for is not None
+            else "its job was handed back or is not finished"
+        )
+        log.warning(
+            "Kafka partition %s[%d] held back: %d records wait behind offset %s, whose %s; "
+            "fetching from it pauses until that record is done (max_pending_offsets = %d)",
+            tp[0],
+            tp[1],
+            pending,
+            head,
+            why,
+            self._hold_back.limit,
+        )
+
+    def _release_held(self) -> None:
+        """Resume the held partitions whose records moved on (driver thread)."""
+        with self._lock:
+            if not self._hold_back:
+                return
+            freed = self._hold_back.release(
+                {tp: self._tracker.pending(tp) for tp in self._hold_back.held}
+            )
+        for topic, partition in freed:
+            log.info(
+                "Kafka partition %s[%d] no longer held back: fetching from it resumes",
+                topic,
+                partition,
+            )
 
     # -- commits and rebalances -------------------------------------------------
 
@@ -644,6 +712,7 @@ class KafkaJobSource:
         with self._lock:
             for key in keys:
                 unfinished += self._tracker.forget(key)
+            self._hold_back.forget(keys)
             self._bump(revoked=len(keys))
             # Waiting dispatches of revoked partitions never started: the new
             # owner runs them.

@@ -101,5 +101,53 @@ class OffsetTracker:
     def partitions(self) -> list[TopicPartitionKey]:
         return list(self._partitions)
 
+    def head(self, tp: TopicPartitionKey) -> int | None:
+        """The oldest unfinished offset of ``tp`` (what holds back its commits)."""
+        part = self._partitions.get(tp)
+        return part.pending[0] if part is not None and part.pending else None
 
-__all__ = ["OffsetTracker", "TopicPartitionKey"]
+
+class HoldBack:
+    """Which partitions are held back: too many records pending behind an
+    unfinished one. A verdict object; the source pauses and resumes.
+
+    A partition is held at ``limit`` pending records and released once they
+    fall below nine tenths of it (so that it does not flap at the limit).
+    """
+
+    def __init__(self, limit: int = DEFAULT_MAX_PENDING) -> None:
+        if limit < 1:
+            raise ValueError(f"the pending limit must be >= 1, got {limit}")
+        self.limit = limit
+        self._held: set[TopicPartitionKey] = set()
+
+    def hold(self, tp: TopicPartitionKey, pending: int) -> bool:
+        """True when ``tp`` reaches the limit now (it was not held before)."""
+        if tp in self._held or pending < self.limit:
+            return False
+        self._held.add(tp)
+        return True
+
+    def release(self, pending_of: dict[TopicPartitionKey, int]) -> list[TopicPartitionKey]:
+        """The held partitions whose pending count (``pending_of``; absent = 0)
+        fell below the release level: no longer held."""
+        level = self.limit * 9 // 10
+        freed = [tp for tp in self._held if pending_of.get(tp, 0) < max(1, level)]
+        self._held.difference_update(freed)
+        return freed
+
+    def forget(self, tps: set[TopicPartitionKey]) -> None:
+        self._held.difference_update(tps)
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self._held
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @property
+    def held(self) -> frozenset[TopicPartitionKey]:
+        return frozenset(self._held)
+
+
+__all__ = ["DEFAULT_MAX_PENDING", "HoldBack", "OffsetTracker", "TopicPartitionKey"]

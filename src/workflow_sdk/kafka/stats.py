@@ -37,6 +37,9 @@ class SourceStats:
     #: its partition, so this can exceed ``in_flight``).
     in_flight: int = 0
     offsets_pending: int = 0
+    #: Partitions whose fetching is paused at the pending bound
+    #: (``max_pending_per_partition``): an unfinished record holds them back.
+    partitions_held_back: int = 0
 
 
 __all__ = ["SourceStats"]

@@ -105,6 +105,12 @@ def kafka_metrics(stats: SourceStats) -> Iterator[Metric]:
         "them again",
         stats.offsets_pending,
     )
+    yield GaugeMetricFamily(
+        PREFIX + "kafka_partitions_held_back",
+        "Kafka partitions whose fetching is paused because [kafka] max_pending_offsets "
+        "records wait behind one whose job is not finished (its result not yet confirmed)",
+        stats.partitions_held_back,
+    )
 
 
 class PoolCollector(Collector):

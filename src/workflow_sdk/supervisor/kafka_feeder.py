@@ -244,6 +244,7 @@ def open_feeder(
         dedup_window_seconds=kafka.dedup_window,
         extra_config=dict(kafka.config),
         client_id=client_id,
+        max_pending_per_partition=kafka.max_pending_offsets,
     )
     log.info(
         "kafka: consuming %s from %s",
