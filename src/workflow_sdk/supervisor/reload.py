@@ -14,6 +14,7 @@ import os
 
 from workflow_sdk.errors import ConfigError
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config
+from workflow_sdk.supervisor.logs import DETAILS
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -29,7 +30,10 @@ def reload_config(
     try:
         new = load_config(current.source, require_handlers=require_handlers)
     except ConfigError as exc:
-        log.error("SIGHUP: configuration not reloaded, still running the old one:\n%s", exc)
+        log.error(
+            "SIGHUP: configuration not reloaded, still running the old one",
+            extra={DETAILS: str(exc)},
+        )
         return None
     for section in ("engine", "metrics"):
         if getattr(new, section) != getattr(current, section):
