@@ -61,8 +61,7 @@ def check_headers(fields: Mapping[str, str]) -> None:
         if has_controls(value.replace("\t", " ")):
             what = "the token" if name.lower() == "authorization" else f"header {name!r}"
             raise ValueError(
-                f"{what} holds a line break or another control character "
-                "(the value is not shown)"
+                f"{what} holds a line break or another control character (the value is not shown)"
             )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from workflow_sdk import __version__
 from workflow_sdk.errors import ConfigError
+from workflow_sdk.sanitize import escape_controls, redact_text, redact_url
 from workflow_sdk.supervisor import checks
 from workflow_sdk.supervisor.arbiter import (
     EXIT_BOOT_FAILED,
@@ -34,7 +35,16 @@ from workflow_sdk.supervisor.logs import configure_logging
 PROG = "rochallor-supervisor"
 EXIT_ENGINE_UNREACHABLE = 4
 
-_RUN_EPILOG = """\
+_SYS_PATH_NOTE = """\
+module search path:
+  the current directory is put first on sys.path (as `python -m` does), so that
+  handler modules next to the configuration are found: a module there wins over
+  an installed one of the same name. Run from a directory only trusted users can
+  write to (systemd: WorkingDirectory=).
+"""
+
+_RUN_EPILOG = (
+    """\
 signals (to the supervisor's pid):
   TERM, INT      stop claiming; running jobs get graceful_timeout to finish; exit 0
                  (a second one stops at once: running jobs are left to lease expiry)
@@ -60,15 +70,28 @@ environment:
                           $RUNTIME_DIRECTORY/metrics unless metrics.dir is set
   NOTIFY_SOCKET, WATCHDOG_USEC
                           set by systemd (Type=notify, WatchdogSec=); workers never see them
-"""
+  workers see neither ROCHALLOR_ENGINE_TOKEN nor the variables named by engine.token_env
+  and [kafka.config_env]
 
-_CHECK_EPILOG = """\
+"""
+    + _SYS_PATH_NOTE
+)
+
+_CHECK_EPILOG = (
+    """\
 exit statuses:
   0  the configuration is valid, the handlers import and the engine answers /healthz
   2  bad configuration (also: the metrics port is in use)
   3  the handlers cannot be imported, or register no job types
   4  the engine's /healthz did not answer 200 (the reason is printed)
+
+warnings (printed, exit status unchanged): settings that weaken security, each with
+its file and key: TLS checks off, a token sent in clear to another host, a secret in
+a file others may read. A file every user may write is refused (status 2).
+
 """
+    + _SYS_PATH_NOTE
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -131,9 +154,9 @@ def _run(path: str) -> int:
     if code == EXIT_BOOT_FAILED:
         # The whole traceback is in the log above; repeat the error itself.
         last_line = supervisor.fatal_error.strip().splitlines()[-1:] or ["unknown error"]
-        print(f"{PROG}: workers cannot start: {last_line[0]}", file=sys.stderr)
+        print(f"{PROG}: workers cannot start: {escape_controls(last_line[0])}", file=sys.stderr)
     elif code != 0 and supervisor.fatal_error:
-        print(f"{PROG}: {supervisor.fatal_error}", file=sys.stderr)
+        print(f"{PROG}: {escape_controls(supervisor.fatal_error)}", file=sys.stderr)
     return code
 
 
@@ -141,11 +164,15 @@ def _check(path: str) -> int:
     config = _load(path)
     if config is None:
         return EXIT_CONFIG
-    problem = checks.metrics_port_problem(config.metrics)
+    problem = checks.metrics_port_problem(config.metrics) or checks.metrics_dir_problem(
+        config.metrics
+    )
     if problem is not None:
         _config_error(path, problem)
         return EXIT_CONFIG
     print(f"{path}: configuration is valid")
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         registry = load_registry(config.supervisor.handlers)
     except ConfigError as exc:
@@ -165,10 +192,11 @@ def _check(path: str) -> int:
     for warning in unhandled_job_types(config, job_types):
         print(f"warning: {warning}", file=sys.stderr)
     problem = checks.engine_problem(config.engine)
+    engine = redact_url(config.engine.url)
     if problem is not None:
-        print(f"engine {config.engine.url}: unreachable: {problem}", file=sys.stderr)
+        print(f"engine {engine}: unreachable: {redact_text(problem)}", file=sys.stderr)
         return EXIT_ENGINE_UNREACHABLE
-    print(f"engine {config.engine.url}: healthy")
+    print(f"engine {engine}: healthy")
     if config.engine.dispatch == "kafka":
         return _check_kafka(path, config, job_types)
     return 0

@@ -491,9 +491,7 @@ def load_config(
         raise ConfigError(f"{name}: invalid TOML: {exc}") from None
     verdict = security.file_mode_verdict(mode, security.secret_keys(data))
     try:
-        config = parse_config(
-            data, source=name, environ=environ, require_handlers=require_handlers
-        )
+        config = parse_config(data, source=name, environ=environ, require_handlers=require_handlers)
     except ConfigError as exc:
         if verdict.problem:
             raise ConfigError(f"{name}: {verdict.problem}\n{exc}") from None

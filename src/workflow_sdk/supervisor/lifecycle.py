@@ -69,7 +69,7 @@ class WorkerLife:
         )
         try:
             slot.ps = psutil.Process(slot.pid)
-        except psutil.Error:
+        except (psutil.Error, OSError):  # OSError: out of file descriptors
             slot.ps = None
         self.pool.add(slot)
         log.debug("worker-%d started, pid %d", slot_no, slot.pid)
