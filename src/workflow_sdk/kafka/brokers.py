@@ -22,7 +22,6 @@ from confluent_kafka.admin import AdminClient
 from workflow_sdk.errors import WorkflowSDKError
 from workflow_sdk.kafka.dispatch import topic_for
 
-
 #: The logger of librdkafka's own lines (``logger`` in every client's config).
 LIBRDKAFKA_LOG = logging.getLogger("workflow_sdk.kafka.librdkafka")
 
