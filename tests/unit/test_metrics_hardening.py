@@ -49,11 +49,15 @@ def half_sent(port: int) -> socket.socket:
 
 
 def scrape(port: int) -> bytes:
+    """The whole answer; b"" when the server closed the connection unanswered."""
+    chunks = []
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
+        try:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
     return b"".join(chunks)
 
 
@@ -83,6 +87,7 @@ def test_connections_over_the_cap_are_closed_and_scrapes_resume(server: MetricsS
         answer = scrape(server.port)
         if answer or time.monotonic() > deadline:
             break
+        time.sleep(0.02)
     assert answer.startswith(b"HTTP/1.0 200") and b"workflow_supervisor_workers" in answer
 
 
@@ -93,9 +98,8 @@ def test_an_idle_connection_times_out(
     closes the connection after its timeout (instead of holding it for ever)."""
     monkeypatch.setattr(exporter._QuietHandler, "timeout", 0.5)
     with half_sent(server.port) as sock:
-        started = time.monotonic()
+        # Before: nothing ever came, and the client's own 30 s timeout raised.
         assert closed_by_server(sock)
-        assert time.monotonic() - started < 25  # well before the client's own 30 s
     assert exporter.CONNECTION_TIMEOUT > 0
 
 
