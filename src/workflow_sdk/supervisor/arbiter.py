@@ -46,7 +46,7 @@ from workflow_sdk.sanitize import redact_url
 from workflow_sdk.staleness import InstanceReader
 from workflow_sdk.supervisor.announcer import Announcer
 from workflow_sdk.supervisor.claims import ClaimPolicy
-from workflow_sdk.supervisor.config import ENV_ENGINE_TOKEN, SupervisorConfig
+from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.drain import Drain, DrainStep
 from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
 from workflow_sdk.supervisor.jobs import JobLedger
@@ -199,7 +199,7 @@ class Supervisor:
         # [kafka.config_env]): the fork server and the workers never talk to
         # the engine or the brokers.
         self._environ = dict(os.environ)
-        for name in self._scrub_env():
+        for name in (*PRIVATE_ENV, *self.config.secret_env):
             os.environ.pop(name, None)
         for warning in self.config.warnings:
             log.warning("%s", warning)
@@ -232,10 +232,6 @@ class Supervisor:
         )
         self._fill_pool()
         self.publisher.publish(time.monotonic(), self.phase)
-
-    def _scrub_env(self) -> tuple[str, ...]:
-        """The variables no worker may see: systemd's, and the secrets'."""
-        return (*PRIVATE_ENV, ENV_ENGINE_TOKEN, *self.config.secret_env)
 
     def _setup_metrics(self) -> None:
         kafka = self.config.engine.dispatch == "kafka"
@@ -292,7 +288,7 @@ class Supervisor:
             registry=self.registry,
             log_level=self.config.logging.level,
             log_format=self.config.logging.format,
-            scrub_env=self._scrub_env(),
+            scrub_env=(*PRIVATE_ENV, *self.config.secret_env),
             metrics_dir=self.publisher.metrics_dir,
         )
         process = self._ctx.Process(

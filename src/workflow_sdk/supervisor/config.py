@@ -160,7 +160,7 @@ class SupervisorConfig:
     warnings: tuple[str, ...] = ()
     #: The environment variables this configuration took secrets from (the
     #: token, [kafka.config_env]): kept from the worker processes.
-    secret_env: tuple[str, ...] = ()
+    secret_env: tuple[str, ...] = (ENV_ENGINE_TOKEN,)
 
     def job_timeout(self, job_type: str) -> float:
         """Seconds a job of ``job_type`` may run; 0 means no limit."""
