@@ -54,6 +54,13 @@ def test_a_token_from_token_env_with_a_newline_is_refused_naming_the_key() -> No
     assert SECRET not in str(raised.value)
 
 
+def test_a_token_of_the_wrong_type_is_not_shown() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"engine": {"token": 987654321}}, "sv.toml", {})
+    assert "sv.toml: engine.token: must be a string, got a value (not shown)" in str(raised.value)
+    assert "987654321" not in str(raised.value)
+
+
 def test_a_good_token_passes() -> None:
     config = parse_config({"engine": {"token": "abc.DEF-123_~+/="}}, environ={})
     assert config.engine.token == "abc.DEF-123_~+/="

@@ -177,6 +177,8 @@ Check = Callable[[Any], "str | None"]
 class _Spec:
     kind: str  # "str", "float", "int", "bool", "str-list"
     check: Check | None = None
+    #: a secret: no message shows its value
+    secret: bool = False
 
 
 def _at_least(minimum: float) -> Check:
@@ -211,7 +213,7 @@ def _handler_specs(v: Any) -> str | None:
 _ENGINE: dict[str, _Spec] = {
     "url": _Spec("str", _http_url),
     "timeout": _Spec("float", _positive),
-    "token": _Spec("str", security.token_problem),
+    "token": _Spec("str", security.token_problem, secret=True),
     "token_env": _Spec("str"),
     "verify_tls": _Spec("bool"),
     "ca_bundle": _Spec("str"),
@@ -311,7 +313,8 @@ class _Reader:
                 continue
             coerced, ok = _coerce(spec.kind, value)
             if not ok:
-                self.problem(dotted, f"must be {_TYPE_NAMES[spec.kind]}, got {value!r}")
+                shown = "a value (not shown)" if spec.secret else repr(value)
+                self.problem(dotted, f"must be {_TYPE_NAMES[spec.kind]}, got {shown}")
                 continue
             error = spec.check(coerced) if spec.check else None
             if error:
