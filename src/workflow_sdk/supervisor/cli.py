@@ -43,8 +43,7 @@ module search path:
   write to (systemd: WorkingDirectory=).
 """
 
-_RUN_EPILOG = (
-    """\
+_RUN_EPILOG = """\
 signals (to the supervisor's pid):
   TERM, INT      stop claiming; running jobs get graceful_timeout to finish; exit 0
                  (a second one stops at once: running jobs are left to lease expiry)
@@ -74,24 +73,20 @@ environment:
   and [kafka.config_env]
 
 """
-    + _SYS_PATH_NOTE
-)
 
-_CHECK_EPILOG = (
-    """\
+_CHECK_EPILOG = """\
 exit statuses:
   0  the configuration is valid, the handlers import and the engine answers /healthz
-  2  bad configuration (also: the metrics port is in use)
+  2  bad configuration (also: the metrics port is in use, metrics.dir is not the
+     service user's alone, the file is writable by every user)
   3  the handlers cannot be imported, or register no job types
   4  the engine's /healthz did not answer 200 (the reason is printed)
 
 warnings (printed, exit status unchanged): settings that weaken security, each with
 its file and key: TLS checks off, a token sent in clear to another host, a secret in
-a file others may read. A file every user may write is refused (status 2).
+a file others may read.
 
 """
-    + _SYS_PATH_NOTE
-)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run the supervisor in the foreground",
         description="Run the supervisor in the foreground until a signal stops it.",
-        epilog=_RUN_EPILOG,
+        epilog=_RUN_EPILOG + _SYS_PATH_NOTE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("-c", "--config", required=True, help="path of the TOML configuration")
@@ -114,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         help="validate the configuration, import the handlers, ping the engine",
         description="Validate the configuration, try the metrics port, import the "
         "handlers and ask the engine's /healthz; start nothing.",
-        epilog=_CHECK_EPILOG,
+        epilog=_CHECK_EPILOG + _SYS_PATH_NOTE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("-c", "--config", required=True, help="path of the TOML configuration")
