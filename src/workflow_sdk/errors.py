@@ -7,6 +7,8 @@ to try again without parsing messages themselves.
 
 from __future__ import annotations
 
+from workflow_sdk.sanitize import redact_text, redact_url
+
 
 class WorkflowSDKError(Exception):
     """Base class of every error the SDK raises on purpose."""
@@ -47,13 +49,14 @@ class EngineClientError(WorkflowSDKError):
         url: str = "",
     ) -> None:
         self.status_code = status_code
-        self.message = message
+        # Credentials written into the engine's URL stay out of every message.
+        self.message = redact_text(message)
         self.error_code = error_code
         self.retryable = retryable
         self.method = method
-        self.url = url
-        where = f" ({method} {url})" if method else ""
-        super().__init__(f"engine error {status_code}: {message}{where}")
+        self.url = redact_url(url)
+        where = f" ({method} {self.url})" if method else ""
+        super().__init__(f"engine error {status_code}: {self.message}{where}")
 
 
 class EngineConnectionError(EngineClientError):

@@ -6,7 +6,7 @@ import http.client
 import json
 import re
 import socketserver
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -278,7 +278,9 @@ def test_start_of_unknown_definition_is_500(raw: Raw) -> None:
     assert answer["reason"].endswith("definition not found")
 
 
-def test_cors_preflight(raw: Raw) -> None:
+def test_cors_preflight(local_engine_factory: Callable[..., LocalEngine]) -> None:
+    # The real engine allows any origin; the local one when told to (issue 21).
+    raw = Raw(local_engine_factory(cors_origins=["*"]))
     status, headers, data = raw.send(
         "OPTIONS",
         "/v1/jobs/poll",
@@ -287,6 +289,7 @@ def test_cors_preflight(raw: Raw) -> None:
     assert status == 204 and data == b""
     assert headers["access-control-allow-origin"] == "*"
     assert "Authorization" in headers["access-control-allow-headers"]
+    raw.conn.close()
 
 
 def test_each_answer_is_one_write_with_nagle_off(raw: Raw, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,6 +51,7 @@ from workflow_sdk.client import http11, models, wire
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import EngineConnectionError
+from workflow_sdk.sanitize import redact_url
 
 # Failures of a kept-alive connection that the peer closed or reset.
 _STALE_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
@@ -112,12 +113,6 @@ class _ThreadConnection(threading.local):
     conn: _Connection | None = None
 
 
-def _check_header(name: str, value: str) -> None:
-    # The header block is written as is: a line break would split a request.
-    if any(c in text for text in (name, value) for c in "\r\n") or ":" in name:
-        raise ValueError(f"invalid header {name!r}: {value!r}")
-
-
 class LeanJobClient:
     """``WorkerEngineClient`` over plain sockets; safe to share between threads.
 
@@ -161,8 +156,8 @@ class LeanJobClient:
         fields.update(headers or {})
         if token:
             fields["Authorization"] = f"Bearer {token}"
-        for name, value in fields.items():
-            _check_header(name, value)
+        # The header block is written as is: a line break would split a request.
+        wire.check_headers(fields)
         # Everything but the request line and Content-Length, encoded once.
         self._head = "".join(f"{name}: {value}\r\n" for name, value in fields.items()).encode(
             "latin-1"
@@ -309,7 +304,7 @@ class LeanJobClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"LeanJobClient({self.base_url!r})"
+        return f"LeanJobClient({redact_url(self.base_url)!r})"
 
 
 def proxy_for(url: str) -> str | None:

@@ -21,6 +21,7 @@ from urllib3.exceptions import (
 from workflow_sdk import _version
 from workflow_sdk.client import models, wire
 from workflow_sdk.errors import EngineClientError, LeaseLostError
+from workflow_sdk.sanitize import redact_url
 
 _VERSION = _version.VERSION
 _segment = wire.segment
@@ -98,6 +99,8 @@ class RestEngineClient:
         self._headers.update(headers or {})
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
+        # Here, not at each request: requests' own error would print the value.
+        wire.check_headers(self._headers)
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         # What Session.request would recompute from the environment on every
         # call (proxies, REQUESTS_CA_BUNDLE...): a quarter of a request's CPU,
@@ -341,7 +344,7 @@ class RestEngineClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"RestEngineClient({self.base_url!r})"
+        return f"RestEngineClient({redact_url(self.base_url)!r})"
 
 
 __all__ = ["RestEngineClient"]

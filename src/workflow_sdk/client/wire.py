@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http
 import json
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from workflow_sdk.errors import (
     EngineResponseError,
     EngineTimeoutError,
 )
+from workflow_sdk.sanitize import escape_controls, has_controls
 
 # Reasons of a 500 that will never turn into a success on retry: the engine
 # reports unknown jobs, definitions and instances as internal errors.
@@ -45,6 +47,22 @@ def segment(value: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"an id in a path must be a non-empty string, got {value!r}")
     return quote(value, safe=_SAFE_PATH_CHARS)
+
+
+def check_headers(fields: Mapping[str, str]) -> None:
+    """Refuse, before anything is sent, a header that would split a request.
+
+    The message names the header (the token, for ``Authorization``) and
+    never its value: a token with a trailing newline must not be printed.
+    """
+    for name, value in fields.items():
+        if has_controls(name) or ":" in name or not name:
+            raise ValueError(f"invalid header name {escape_controls(name)!r}")
+        if has_controls(value.replace("\t", " ")):
+            what = "the token" if name.lower() == "authorization" else f"header {name!r}"
+            raise ValueError(
+                f"{what} holds a line break or another control character (the value is not shown)"
+            )
 
 
 def encode_json(body: Any) -> bytes:
@@ -274,6 +292,7 @@ __all__ = [
     "LEASE_RANGE",
     "POLL_PATH",
     "answer_timeout_error",
+    "check_headers",
     "complete_body",
     "complete_path",
     "connect_timeout_error",

@@ -3,10 +3,16 @@
 Used before and apart from consuming: the supervisor checks at start-up
 that every job type's topic exists (the engine does not create topics), and
 ``KafkaJobSource`` takes the same address list.
+
+librdkafka writes its own log lines to stderr unless given a logger; every
+client here and in ``KafkaJobSource`` gets ``LIBRDKAFKA_LOG``, so that its
+lines follow the supervisor's log format (JSON included). librdkafka hands
+them over when the client is polled.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,6 +21,9 @@ from confluent_kafka.admin import AdminClient
 
 from workflow_sdk.errors import WorkflowSDKError
 from workflow_sdk.kafka.dispatch import topic_for
+
+#: The logger of librdkafka's own lines (``logger`` in every client's config).
+LIBRDKAFKA_LOG = logging.getLogger("workflow_sdk.kafka.librdkafka")
 
 
 class KafkaSourceError(WorkflowSDKError):
@@ -42,6 +51,7 @@ def check_topics(
     """
     config: dict[str, Any] = {
         "bootstrap.servers": brokers_text(brokers),
+        "logger": LIBRDKAFKA_LOG,
         **dict(extra_config or {}),
     }
     admin = AdminClient(config)
@@ -52,6 +62,8 @@ def check_topics(
             f"Kafka brokers {config['bootstrap.servers']} did not answer within "
             f"{timeout:.0f} s: {exc}"
         ) from exc
+    finally:
+        admin.poll(0)  # hands librdkafka's queued log lines to the logger
     missing = []
     for job_type in sorted(set(job_types)):
         topic = topic_for(job_type)
@@ -61,4 +73,4 @@ def check_topics(
     return missing
 
 
-__all__ = ["KafkaSourceError", "brokers_text", "check_topics"]
+__all__ = ["LIBRDKAFKA_LOG", "KafkaSourceError", "brokers_text", "check_topics"]

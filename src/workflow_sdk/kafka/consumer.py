@@ -62,7 +62,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 # KafkaSourceError and check_topics live with the brokers; imported from here too.
-from workflow_sdk.kafka.brokers import KafkaSourceError, brokers_text, check_topics
+from workflow_sdk.kafka.brokers import (
+    LIBRDKAFKA_LOG,
+    KafkaSourceError,
+    brokers_text,
+    check_topics,
+)
 from workflow_sdk.kafka.dedup import DEFAULT_MAX_ENTRIES, DEFAULT_WINDOW_SECONDS, DedupWindow
 from workflow_sdk.kafka.dispatch import MalformedDispatch, decode_dispatch, group_for, topic_for
 from workflow_sdk.kafka.offsets import (
@@ -159,6 +164,8 @@ class KafkaJobSource:
             "enable.auto.offset.store": False,
             # Jobs published before the group's first consumer must run too.
             "auto.offset.reset": "earliest",
+            # librdkafka's own lines, through our log format (see brokers.py).
+            "logger": LIBRDKAFKA_LOG,
         }
         self._extra_config = dict(extra_config or {})
         self._consumers: dict[str, Consumer] = {}

@@ -42,6 +42,7 @@ from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.lean import make_worker_client
 from workflow_sdk.errors import DispatchModeError
 from workflow_sdk.handler.registry import HandlerRegistry
+from workflow_sdk.sanitize import redact_url
 from workflow_sdk.staleness import InstanceReader
 from workflow_sdk.supervisor.announcer import Announcer
 from workflow_sdk.supervisor.claims import ClaimPolicy
@@ -127,6 +128,9 @@ class Supervisor:
             self.pool, self.ledger, self.claims, self.stats, config.supervisor.poll_interval
         )
         self._client = client
+        #: This process's environment as it started, secrets included, for
+        #: SIGHUP's re-read (the secrets leave ``os.environ`` in ``_setup``).
+        self._environ: dict[str, str] | None = None
         self._ctx = multiprocessing.get_context("forkserver")
         self.signals = SignalInbox()
         self._waitset = WaitSet()
@@ -193,8 +197,14 @@ class Supervisor:
         self.publisher.announcer = Announcer(
             SystemdNotifier.from_environment(), os.path.basename(self.config.source)
         )
-        for name in PRIVATE_ENV:
+        # So are the secrets the configuration read from it (the token,
+        # [kafka.config_env]): the fork server and the workers never talk to
+        # the engine or the brokers.
+        self._environ = dict(os.environ)
+        for name in (*PRIVATE_ENV, *self.config.secret_env):
             os.environ.pop(name, None)
+        for warning in self.config.warnings:
+            log.warning("%s", warning)
         self.signals.install()
         if self.config.metrics.port is not None:
             self._setup_metrics()
@@ -219,7 +229,7 @@ class Supervisor:
         log.info(
             "supervisor starting: %d workers, engine %s, worker id %s",
             self.pool.target,
-            self.config.engine.url,
+            redact_url(self.config.engine.url),
             self.config.supervisor.worker_id,
         )
         self._fill_pool()
@@ -280,7 +290,7 @@ class Supervisor:
             registry=self.registry,
             log_level=self.config.logging.level,
             log_format=self.config.logging.format,
-            scrub_env=PRIVATE_ENV,
+            scrub_env=(*PRIVATE_ENV, *self.config.secret_env),
             metrics_dir=self.publisher.metrics_dir,
         )
         process = self._ctx.Process(
@@ -508,7 +518,12 @@ class Supervisor:
         if self.phase is Phase.RELOADING:
             log.warning("SIGHUP ignored: a reload is already in progress")
             return
-        new = reload_config(self.config, self.pool.target, require_handlers=self.registry is None)
+        new = reload_config(
+            self.config,
+            self.pool.target,
+            require_handlers=self.registry is None,
+            environ=self._environ,
+        )
         if new is None:
             return
         if new is not self.config:

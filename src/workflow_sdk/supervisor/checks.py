@@ -14,6 +14,7 @@ import traceback
 
 import requests
 
+from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.config import EngineConfig, MetricsConfig
 
 #: Frames from these are ours or the import machinery's, not the operator's.
@@ -48,6 +49,15 @@ def metrics_port_problem(metrics: MetricsConfig) -> str | None:
     except OSError as exc:
         return listen_problem(metrics.bind, metrics.port, exc)
     return None
+
+
+def metrics_dir_problem(metrics: MetricsConfig) -> str | None:
+    """A configured ``[metrics] dir`` that is not the service user's alone
+    (the same verdict ``run`` acts on when it prepares the directory)."""
+    if metrics.port is None or not metrics.dir:
+        return None
+    problem = multiproc.dir_problem(metrics.dir)
+    return f"metrics.dir: {problem}" if problem else None
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -124,6 +134,7 @@ def user_traceback(exc: BaseException) -> str:
 __all__ = [
     "engine_problem",
     "listen_problem",
+    "metrics_dir_problem",
     "metrics_port_problem",
     "user_traceback",
 ]

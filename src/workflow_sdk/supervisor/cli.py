@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from workflow_sdk import __version__
 from workflow_sdk.errors import ConfigError
+from workflow_sdk.sanitize import escape_controls, redact_text, redact_url
 from workflow_sdk.supervisor import checks
 from workflow_sdk.supervisor.arbiter import (
     EXIT_BOOT_FAILED,
@@ -33,6 +34,14 @@ from workflow_sdk.supervisor.logs import configure_logging
 
 PROG = "rochallor-supervisor"
 EXIT_ENGINE_UNREACHABLE = 4
+
+_SYS_PATH_NOTE = """\
+module search path:
+  the current directory is put first on sys.path (as `python -m` does), so that
+  handler modules next to the configuration are found: a module there wins over
+  an installed one of the same name. Run from a directory only trusted users can
+  write to (systemd: WorkingDirectory=).
+"""
 
 _RUN_EPILOG = """\
 signals (to the supervisor's pid):
@@ -60,14 +69,23 @@ environment:
                           $RUNTIME_DIRECTORY/metrics unless metrics.dir is set
   NOTIFY_SOCKET, WATCHDOG_USEC
                           set by systemd (Type=notify, WatchdogSec=); workers never see them
+  workers see neither ROCHALLOR_ENGINE_TOKEN nor the variables named by engine.token_env
+  and [kafka.config_env]
+
 """
 
 _CHECK_EPILOG = """\
 exit statuses:
   0  the configuration is valid, the handlers import and the engine answers /healthz
-  2  bad configuration (also: the metrics port is in use)
+  2  bad configuration (also: the metrics port is in use, metrics.dir is not the
+     service user's alone, the file is writable by every user)
   3  the handlers cannot be imported, or register no job types
   4  the engine's /healthz did not answer 200 (the reason is printed)
+
+warnings (printed, exit status unchanged): settings that weaken security, each with
+its file and key: TLS checks off, a token sent in clear to another host, a secret in
+a file others may read.
+
 """
 
 
@@ -82,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run the supervisor in the foreground",
         description="Run the supervisor in the foreground until a signal stops it.",
-        epilog=_RUN_EPILOG,
+        epilog=_RUN_EPILOG + _SYS_PATH_NOTE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("-c", "--config", required=True, help="path of the TOML configuration")
@@ -91,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         help="validate the configuration, import the handlers, ping the engine",
         description="Validate the configuration, try the metrics port, import the "
         "handlers and ask the engine's /healthz; start nothing.",
-        epilog=_CHECK_EPILOG,
+        epilog=_CHECK_EPILOG + _SYS_PATH_NOTE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("-c", "--config", required=True, help="path of the TOML configuration")
@@ -131,9 +149,9 @@ def _run(path: str) -> int:
     if code == EXIT_BOOT_FAILED:
         # The whole traceback is in the log above; repeat the error itself.
         last_line = supervisor.fatal_error.strip().splitlines()[-1:] or ["unknown error"]
-        print(f"{PROG}: workers cannot start: {last_line[0]}", file=sys.stderr)
+        print(f"{PROG}: workers cannot start: {escape_controls(last_line[0])}", file=sys.stderr)
     elif code != 0 and supervisor.fatal_error:
-        print(f"{PROG}: {supervisor.fatal_error}", file=sys.stderr)
+        print(f"{PROG}: {escape_controls(supervisor.fatal_error)}", file=sys.stderr)
     return code
 
 
@@ -141,11 +159,15 @@ def _check(path: str) -> int:
     config = _load(path)
     if config is None:
         return EXIT_CONFIG
-    problem = checks.metrics_port_problem(config.metrics)
+    problem = checks.metrics_port_problem(config.metrics) or checks.metrics_dir_problem(
+        config.metrics
+    )
     if problem is not None:
         _config_error(path, problem)
         return EXIT_CONFIG
     print(f"{path}: configuration is valid")
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         registry = load_registry(config.supervisor.handlers)
     except ConfigError as exc:
@@ -165,10 +187,11 @@ def _check(path: str) -> int:
     for warning in unhandled_job_types(config, job_types):
         print(f"warning: {warning}", file=sys.stderr)
     problem = checks.engine_problem(config.engine)
+    engine = redact_url(config.engine.url)
     if problem is not None:
-        print(f"engine {config.engine.url}: unreachable: {problem}", file=sys.stderr)
+        print(f"engine {engine}: unreachable: {redact_text(problem)}", file=sys.stderr)
         return EXIT_ENGINE_UNREACHABLE
-    print(f"engine {config.engine.url}: healthy")
+    print(f"engine {engine}: healthy")
     if config.engine.dispatch == "kafka":
         return _check_kafka(path, config, job_types)
     return 0

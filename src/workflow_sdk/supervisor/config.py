@@ -8,6 +8,7 @@ to the dataclass, a ``_Spec`` line to the section's table below, a line to
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -20,6 +21,8 @@ from workflow_sdk.errors import ConfigError
 from workflow_sdk.fate import IN_FLIGHT_WINDOW
 from workflow_sdk.jobcore import default_worker_id
 from workflow_sdk.kafka.offsets import DEFAULT_MAX_PENDING
+from workflow_sdk.sanitize import redact_url
+from workflow_sdk.supervisor import security
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -160,6 +163,13 @@ class SupervisorConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     #: Where this configuration came from (a path, or ``<dict>``).
     source: str = "<code>"
+    #: ``<file>: <key>: <what>`` for each accepted setting that weakens
+    #: security (TLS checks off, a token in clear, a secret others may read):
+    #: ``run`` logs each at start-up, ``check`` prints them.
+    warnings: tuple[str, ...] = ()
+    #: The environment variables this configuration took secrets from (the
+    #: token, [kafka.config_env]): kept from the worker processes.
+    secret_env: tuple[str, ...] = (ENV_ENGINE_TOKEN,)
 
     def job_timeout(self, job_type: str) -> float:
         """Seconds a job of ``job_type`` may run; 0 means no limit."""
@@ -176,6 +186,8 @@ Check = Callable[[Any], "str | None"]
 class _Spec:
     kind: str  # "str", "float", "int", "bool", "str-list"
     check: Check | None = None
+    #: a secret: no message shows its value
+    secret: bool = False
 
 
 def _at_least(minimum: float) -> Check:
@@ -195,7 +207,8 @@ def _one_of(choices: tuple[str, ...]) -> Check:
 
 def _http_url(v: Any) -> str | None:
     ok = isinstance(v, str) and v.startswith(("http://", "https://")) and len(v) > 8
-    return None if ok else f"must be an http:// or https:// URL, got {v!r}"
+    shown = redact_url(v) if isinstance(v, str) else v
+    return None if ok else f"must be an http:// or https:// URL, got {shown!r}"
 
 
 def _handler_specs(v: Any) -> str | None:
@@ -209,7 +222,7 @@ def _handler_specs(v: Any) -> str | None:
 _ENGINE: dict[str, _Spec] = {
     "url": _Spec("str", _http_url),
     "timeout": _Spec("float", _positive),
-    "token": _Spec("str"),
+    "token": _Spec("str", security.token_problem, secret=True),
     "token_env": _Spec("str"),
     "verify_tls": _Spec("bool"),
     "ca_bundle": _Spec("str"),
@@ -311,7 +324,8 @@ class _Reader:
                 continue
             coerced, ok = _coerce(spec.kind, value)
             if not ok:
-                self.problem(dotted, f"must be {_TYPE_NAMES[spec.kind]}, got {value!r}")
+                shown = "a value (not shown)" if spec.secret else repr(value)
+                self.problem(dotted, f"must be {_TYPE_NAMES[spec.kind]}, got {shown}")
                 continue
             error = spec.check(coerced) if spec.check else None
             if error:
@@ -344,9 +358,14 @@ def parse_config(
             reader.problem(key, f"unknown section (known: {', '.join(known)})")
 
     engine = reader.section(reader.table(data, "engine"), "engine", _ENGINE)
+    token_key = "engine.token"
+    secret_env = [ENV_ENGINE_TOKEN]
     token_env = engine.pop("token_env", None)
+    if token_env:
+        secret_env.append(token_env)
     if token_env and env.get(token_env):
-        engine["token"] = env[token_env]
+        token_key = f"engine.token_env (${token_env})"
+        _take_token(reader, engine, env[token_env], token_key)
     elif token_env:
         reader.problem("engine.token_env", f"environment variable {token_env} is not set")
     if env.get(ENV_ENGINE_URL):
@@ -357,7 +376,8 @@ def parse_config(
         else:
             engine["url"] = url
     if env.get(ENV_ENGINE_TOKEN):
-        engine["token"] = env[ENV_ENGINE_TOKEN]
+        token_key = f"${ENV_ENGINE_TOKEN}"
+        _take_token(reader, engine, env[ENV_ENGINE_TOKEN], token_key)
 
     pool_table = reader.table(data, "supervisor")
     pool = reader.section(pool_table, "supervisor", _POOL)
@@ -386,6 +406,17 @@ def parse_config(
         job_types[name] = JobTypeConfig(**reader.section(table, prefix, _JOB_TYPE))
 
     kafka = _kafka_section(reader, data, env, engine.get("dispatch", "poll"))
+    secret_env.extend(_config_env_names(data))
+    defaults = EngineConfig()
+    weak = security.tls_warnings(
+        url=engine.get("url", defaults.url),
+        token=engine.get("token"),
+        verify_tls=engine.get("verify_tls", defaults.verify_tls),
+        ca_bundle=engine.get("ca_bundle"),
+        dispatch=engine.get("dispatch", defaults.dispatch),
+        kafka_config=kafka.config,
+        token_key=token_key,
+    )
 
     if reader.problems:
         raise ConfigError("\n".join(reader.problems))
@@ -397,7 +428,27 @@ def parse_config(
         logging=LoggingConfig(**logging_),
         metrics=MetricsConfig(**metrics),
         source=source,
+        warnings=tuple(f"{source}: {w.key}: {w.text}" for w in weak),
+        secret_env=tuple(dict.fromkeys(secret_env)),
     )
+
+
+def _take_token(reader: _Reader, engine: dict[str, Any], token: str, key: str) -> None:
+    """The token from the environment, checked as the file's is (never shown)."""
+    problem = security.token_problem(token)
+    if problem:
+        reader.problem(key, problem)
+    else:
+        engine["token"] = token
+
+
+def _config_env_names(data: Mapping[str, Any]) -> list[str]:
+    """The variables [kafka.config_env] names (whether they are set or not)."""
+    kafka = data.get("kafka")
+    table = kafka.get("config_env") if isinstance(kafka, Mapping) else None
+    if not isinstance(table, Mapping):
+        return []
+    return [str(name) for name in table.values() if isinstance(name, str) and name]
 
 
 def _kafka_section(
@@ -444,6 +495,7 @@ def load_config(
     name = os.fspath(path)
     try:
         with open(name, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{name}: no such file") from None
@@ -451,7 +503,19 @@ def load_config(
         raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name}: invalid TOML: {exc}") from None
-    return parse_config(data, source=name, environ=environ, require_handlers=require_handlers)
+    verdict = security.file_mode_verdict(mode, security.secret_keys(data))
+    try:
+        config = parse_config(data, source=name, environ=environ, require_handlers=require_handlers)
+    except ConfigError as exc:
+        if verdict.problem:
+            raise ConfigError(f"{name}: {verdict.problem}\n{exc}") from None
+        raise
+    if verdict.problem:
+        raise ConfigError(f"{name}: {verdict.problem}")
+    if verdict.warning:
+        warnings = (*config.warnings, f"{name}: {verdict.warning}")
+        config = dataclasses.replace(config, warnings=warnings)
+    return config
 
 
 def unhandled_job_types(config: SupervisorConfig, job_types: Iterable[str]) -> list[str]:

@@ -5,18 +5,27 @@ the workers' and the supervisor's metric files) and ``PoolCollector``, which
 reads the supervisor's counters and each worker's RSS and CPU at scrape time
 (and, with ``dispatch = "kafka"``, the Kafka source's counters).
 No metric is registered on that registry directly: it would appear twice.
+
+The server is prometheus_client's WSGI application on a server of our own:
+a thread per connection as there, but at most ``MAX_CONNECTIONS`` at once
+(more are closed unanswered) and ``CONNECTION_TIMEOUT`` seconds for each
+read and write, so idle or half-sent requests cannot use up this process's
+file descriptors and threads (which the rest of the supervisor needs).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import psutil
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -29,6 +38,11 @@ from workflow_sdk.supervisor.stats import RESTART_REASONS, SupervisorStats
 log = logging.getLogger("workflow_sdk.supervisor")
 
 PREFIX = "workflow_supervisor_"
+#: Connections to /metrics served at once; a scraper needs one or two.
+MAX_CONNECTIONS = 8
+#: Seconds a connection may wait for each read or write (a scraper sends its
+#: request at once; its own timeout is 10 s by default).
+CONNECTION_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -197,14 +211,68 @@ class PoolCollector(Collector):
                 with worker.ps.oneshot():
                     memory = worker.ps.memory_info().rss
                     times = worker.ps.cpu_times()
-            except psutil.Error:
-                continue  # it died between the snapshot and now
+            except (psutil.Error, OSError):
+                # It died between the snapshot and now; or /proc could not be
+                # opened (out of file descriptors): no sample this scrape.
+                continue
             if memory == 0:
                 continue  # exited, not yet reaped: a zombie has no memory to show
             rss.add_metric([str(worker.slot)], memory)
             cpu.add_metric([str(worker.slot)], times.user + times.system)
         yield rss
         yield cpu
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Logs no request; its socket times out (``StreamRequestHandler.timeout``)."""
+
+    timeout = CONNECTION_TIMEOUT
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class BoundedWSGIServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, ``limit`` of them at most (see the module doc)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], family: int, limit: int) -> None:
+        self.address_family = family
+        self._slots = threading.BoundedSemaphore(limit)
+        #: Connections closed unanswered because ``limit`` were open.
+        self.refused = 0
+        super().__init__(address, _QuietHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            # No thread started (out of threads or memory): nothing will release it.
+            self._slots.release()
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A scraper that hangs up or times out: not worth a traceback on stderr.
+        log.debug("metrics: connection from %s failed", client_address, exc_info=True)
+
+
+def listen_address(bind: str, port: int) -> tuple[int, str]:
+    """The address family and host to listen on for ``bind`` (IPv4 or IPv6)."""
+    infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    return int(family), str(address[0])
 
 
 class MetricsServer:
@@ -221,9 +289,13 @@ class MetricsServer:
     def start(self, bind: str, port: int) -> int:
         """Listen on ``bind:port``; a ``ConfigError`` names the key when we cannot."""
         try:
-            server, thread = start_http_server(port, addr=bind, registry=self.registry)
+            family, host = listen_address(bind, port)
+            server = BoundedWSGIServer((host, port), family, MAX_CONNECTIONS)
         except OSError as exc:
             raise ConfigError(listen_problem(bind, port, exc)) from None
+        server.set_app(make_wsgi_app(self.registry))
+        thread = threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True)
+        thread.start()
         self._server, self._thread = server, thread
         self.port = int(server.server_address[1])
         log.info("metrics on http://%s:%d/metrics", bind, self.port)
@@ -239,4 +311,13 @@ class MetricsServer:
             self._thread = None
 
 
-__all__ = ["KAFKA_SKIP_REASONS", "MetricsServer", "PoolCollector", "WorkerView", "kafka_metrics"]
+__all__ = [
+    "CONNECTION_TIMEOUT",
+    "KAFKA_SKIP_REASONS",
+    "MAX_CONNECTIONS",
+    "BoundedWSGIServer",
+    "MetricsServer",
+    "PoolCollector",
+    "WorkerView",
+    "kafka_metrics",
+]

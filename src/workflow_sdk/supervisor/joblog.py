@@ -11,6 +11,7 @@ import logging
 
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.supervisor.jobs import JobEntry
+from workflow_sdk.supervisor.logs import DETAILS
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -51,10 +52,10 @@ def log_outcome(outcome: Outcome, entry: JobEntry, slot: int, now: float) -> Non
         f"on worker-{slot} after {outcome.duration:.3f} s "
         f"({'retryable' if outcome.retryable else 'not retryable'}): {outcome.error_message}"
     )
-    if outcome.traceback:
-        # The handler's traceback belongs to this line, not to a second event.
-        text += "\n" + outcome.traceback.rstrip()
-    log.warning("%s", text, extra=job_fields(entry, slot))
+    # The handler's traceback belongs to this line, not to a second event:
+    # its block, below the line (in JSON, in the same message).
+    extra: dict[str, str] = {**job_fields(entry, slot), DETAILS: outcome.traceback}
+    log.warning("%s", text, extra=extra)
 
 
 def log_stopped(entry: JobEntry, slot: int, stale: bool, detail: str) -> None:

@@ -19,6 +19,7 @@ from multiprocessing.process import BaseProcess
 import psutil
 
 from workflow_sdk.supervisor.config import PoolConfig, SupervisorConfig, unhandled_job_types
+from workflow_sdk.supervisor.logs import DETAILS
 from workflow_sdk.supervisor.monitor import sample_rss
 from workflow_sdk.supervisor.pool import BootVerdict, RecyclePolicy, WorkerPool
 from workflow_sdk.supervisor.protocol import Ready
@@ -68,7 +69,7 @@ class WorkerLife:
         )
         try:
             slot.ps = psutil.Process(slot.pid)
-        except psutil.Error:
+        except (psutil.Error, OSError):  # OSError: out of file descriptors
             slot.ps = None
         self.pool.add(slot)
         log.debug("worker-%d started, pid %d", slot_no, slot.pid)
@@ -158,7 +159,10 @@ class WorkerLife:
             self.pool.remove(slot)
 
     def boot_failed(self, slot_no: int, error: str, *, surge: bool) -> BootVerdict:
-        log.error("worker-%d could not start: %s", slot_no, error)
+        # A traceback from the worker: its last line here, the whole of it below.
+        summary = error.strip().splitlines()[-1:] or ["unknown error"]
+        details = error if "\n" in error.strip() else ""
+        log.error("worker-%d could not start: %s", slot_no, summary[0], extra={DETAILS: details})
         verdict = self.pool.on_boot_failure(surge)
         if verdict is BootVerdict.ABORT_RELOAD:
             log.error("reload aborted: the new workers cannot start; the old ones keep running")

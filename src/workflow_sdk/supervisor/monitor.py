@@ -149,7 +149,9 @@ def sample_rss(slots: Iterable[WorkerSlot], hard_limit_bytes: float) -> MemoryVe
             continue
         try:
             rss = slot.ps.memory_info().rss
-        except psutil.Error:
+        except (psutil.Error, OSError):
+            # Gone; or /proc could not be opened (EMFILE: out of file
+            # descriptors): keep the last sample, try again next round.
             continue
         if rss == 0:
             continue  # exited and not yet reaped: keep the last real sample

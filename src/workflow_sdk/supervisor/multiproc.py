@@ -12,6 +12,12 @@ directory; the supervisor sums them when scraped. Two rules matter:
   reopens its predecessor's files and keeps adding to the same counters, so
   totals stay exact and the file count stays proportional to the pool size.
   The supervisor never runs two live processes with one slot number.
+
+The directory must be this user's alone (``dir_problem``): prometheus_client
+opens its files by name, so anyone else able to write there could plant a
+symbolic link the supervisor would then write through. A file is also
+created here before prometheus_client opens it, refusing a symbolic link
+(``O_NOFOLLOW``), and with mode 0600.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ import atexit
 import glob
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from workflow_sdk.errors import ConfigError
 
 if TYPE_CHECKING:
     from workflow_sdk.metrics.metrics import Metrics
@@ -67,14 +76,72 @@ def _release_all() -> None:
 atexit.register(_release_all)
 
 
+def dir_problem(path: str) -> str | None:
+    """Why ``path`` may not hold the metric files, or None (also when it does
+    not exist yet: ``prepare_dir`` creates it, mode 0700). It must be a
+    directory itself (not a symbolic link), owned by this process's user and
+    writable by no other (sticky bit or not)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path}: cannot inspect it: {exc.strerror or exc}"
+    if stat.S_ISLNK(info.st_mode):
+        return f"{path} is a symbolic link: name the directory itself"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{path} is not a directory"
+    euid = os.geteuid()
+    if info.st_uid != euid:
+        return (
+            f"{path} is owned by uid {info.st_uid}, not by this user (uid {euid}): "
+            "its owner could plant or read the metric files"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who = "every user" if mode & stat.S_IWOTH else "its group"
+        return (
+            f"{path} is writable by {who} (mode {mode:04o}): they could plant links "
+            "to files the supervisor would then write; use a directory of the service "
+            "user's own (chmod go-w), or leave metrics.dir out"
+        )
+    return None
+
+
 def prepare_dir(path: str) -> str:
-    """Create ``path`` if needed, delete metric files left by an earlier run,
-    and export it to this process's environment (inherited by workers)."""
-    os.makedirs(path, exist_ok=True)
+    """Create ``path`` if needed (mode 0700), check it is this user's alone,
+    delete metric files left by an earlier run (links are removed, never
+    followed), and export it to this process's environment (inherited by
+    workers). A ``ConfigError`` names ``metrics.dir`` when the directory
+    will not do."""
+    problem = dir_problem(path)
+    if problem is None:
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            problem = f"cannot create {path}: {exc.strerror or exc}"
+        else:
+            problem = dir_problem(path)  # it may have been made by someone else meanwhile
+    if problem is not None:
+        raise ConfigError(f"metrics.dir: {problem}")
     for stale in glob.glob(os.path.join(path, "*.db")):
         os.remove(stale)
     os.environ[ENV_DIR] = path
     return path
+
+
+def _no_follow(base: Any) -> Any:
+    """prometheus_client's file of values, created here first: never through a
+    symbolic link, and readable by this user only."""
+
+    class NoFollowMmapedDict(base):  # type: ignore[misc]
+        def __init__(self, filename: str, read_mode: bool = False) -> None:
+            if not read_mode:
+                flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                os.close(os.open(filename, flags, 0o600))
+            super().__init__(filename, read_mode)
+
+    return NoFollowMmapedDict
 
 
 #: This process's metric file identifier, once a worker has set it.
@@ -99,8 +166,10 @@ def install_value_class() -> None:
         return
     # Imported here: prometheus_client must not be imported before the
     # multiprocess directory is in the environment.
-    from prometheus_client import values  # noqa: PLC0415
+    from prometheus_client import mmap_dict, values  # noqa: PLC0415
 
+    # The value class looks this name up each time it opens a file.
+    values.MmapedDict = _no_follow(mmap_dict.MmapedDict)  # type: ignore[attr-defined]
     values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
         process_identifier=current_identifier
     )
@@ -132,6 +201,7 @@ __all__ = [
     "ENV_DIR",
     "choose_dir",
     "current_identifier",
+    "dir_problem",
     "install_value_class",
     "metrics_with_identifier",
     "prepare_dir",

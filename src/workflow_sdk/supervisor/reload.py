@@ -11,25 +11,36 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 
 from workflow_sdk.errors import ConfigError
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config
+from workflow_sdk.supervisor.logs import DETAILS
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
 
 def reload_config(
-    current: SupervisorConfig, pool_target: int, *, require_handlers: bool
+    current: SupervisorConfig,
+    pool_target: int,
+    *,
+    require_handlers: bool,
+    environ: Mapping[str, str] | None = None,
 ) -> SupervisorConfig | None:
     """The configuration to run after a SIGHUP: ``current`` itself when it has
     no file (built in code: the workers are replaced, nothing else changes),
-    a new one, or None when the file does not load (no reload at all)."""
+    a new one, or None when the file does not load (no reload at all).
+    ``environ``: the environment the supervisor started with (its secrets
+    are no longer in ``os.environ``)."""
     if not os.path.isfile(current.source):
         return current
     try:
-        new = load_config(current.source, require_handlers=require_handlers)
+        new = load_config(current.source, environ, require_handlers=require_handlers)
     except ConfigError as exc:
-        log.error("SIGHUP: configuration not reloaded, still running the old one:\n%s", exc)
+        log.error(
+            "SIGHUP: configuration not reloaded, still running the old one",
+            extra={DETAILS: str(exc)},
+        )
         return None
     for section in ("engine", "metrics"):
         if getattr(new, section) != getattr(current, section):

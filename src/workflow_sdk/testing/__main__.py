@@ -6,6 +6,7 @@ Prints the engine's URL on one line, then serves until Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import sys
 import threading
@@ -51,6 +52,14 @@ def engine_from_args(
         help="poll (default), or kafka: publish jobs to Kafka, answer polls 410",
     )
     parser.add_argument("--brokers", default="", help="Kafka brokers host:port[,...] (kafka mode)")
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin allowed to call the engine from a browser, e.g. "
+        "http://localhost:3000 ('*': any); repeatable. Default: none",
+    )
     args = parser.parse_args(argv)
     if args.lease_seconds <= 0:
         parser.error("--lease-seconds must be > 0")
@@ -68,6 +77,22 @@ def engine_from_args(
         complete_delay=args.complete_delay,
         dispatch=args.dispatch,
         brokers=args.brokers or None,
+        cors_origins=args.cors_origin,
+    )
+
+
+def exposure_warning(host: str) -> str | None:
+    """What to tell the user who makes the engine listen beyond this machine."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host.lower() == "localhost"
+    if loopback:
+        return None
+    shown = host or "every interface"
+    return (
+        f"warning: listening on {shown}: the local engine has no authentication, so "
+        "whoever can reach this port can read and change every workflow"
     )
 
 
@@ -78,6 +103,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m workflow_sdk.test
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    warning = exposure_warning(engine.host)
+    if warning:
+        print(warning, file=sys.stderr)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:

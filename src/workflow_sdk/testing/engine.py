@@ -62,6 +62,10 @@ class LocalEngine:
         Topics are not created: create them as an operator would.
     :param brokers: ``"host:port[,...]"`` (or a list), required in Kafka mode.
     :param kafka_config: more librdkafka settings for the publisher.
+    :param cors_origins: web origins allowed to call it from a browser
+        (``"http://localhost:3000"``, or ``"*"`` for any, as the real engine
+        allows). Default: none, so that no page a browser opens can read or
+        change the workflows of a developer's engine.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class LocalEngine:
         dispatch: str = "poll",
         brokers: str | Sequence[str] | None = None,
         kafka_config: Mapping[str, Any] | None = None,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         if sweep_interval is not None and sweep_interval <= 0:
             raise ValueError(f"sweep_interval must be > 0, got {sweep_interval}")
@@ -85,6 +90,7 @@ class LocalEngine:
         if dispatch not in ("poll", "kafka"):
             raise ValueError(f'dispatch must be "poll" or "kafka", got {dispatch!r}')
         self.host = host
+        self.cors_origins = tuple(cors_origins)
         self._port = port
         self.state = EngineState(lease_seconds, complete_delay)
         self.state.heartbeat = heartbeat
@@ -147,7 +153,9 @@ class LocalEngine:
         deadline = time.monotonic() + 5.0
         while True:
             try:
-                server = EngineHTTPServer((self.host, self._port), self.state)
+                server = EngineHTTPServer(
+                    (self.host, self._port), self.state, cors_origins=self.cors_origins
+                )
                 self._bound_before = True
                 return server
             except OSError as exc:

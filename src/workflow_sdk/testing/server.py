@@ -17,7 +17,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -408,8 +408,11 @@ class RequestHandler(BaseHTTPRequestHandler):
             head.append(f"Content-Type: {content_type}\r\n")
         if status != 204:
             head.append(f"Content-Length: {len(body) if body else 0}\r\n")
-        if self.request_headers.get("origin"):
-            head.append("Access-Control-Allow-Origin: *\r\n")
+        allowed = self.server.allowed_origin(self.request_headers.get("origin", ""))
+        if allowed:
+            head.append(f"Access-Control-Allow-Origin: {allowed}\r\n")
+            if allowed != "*":
+                head.append("Vary: Origin\r\n")
         if self.close_connection:
             head.append("Connection: close\r\n")
         head.append(extra)
@@ -428,12 +431,12 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._send(400, b'{"error":"bad-request","reason":"unreadable request body"}\n')
             return
         if method == "OPTIONS":
-            # CORS preflight, as the real engine's middleware answers it.
+            # CORS preflight, as the real engine's middleware answers it, for
+            # the allowed origins only (see EngineHTTPServer.allowed_origin).
             self._send(
                 204,
                 None,
-                extra="Access-Control-Allow-Origin: *\r\n"
-                "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+                extra="Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
                 "Access-Control-Allow-Headers: Accept, Authorization, Content-Type\r\n",
             )
             return
@@ -541,8 +544,11 @@ class EngineHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True  # rebind the same port right after a stop
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], state: EngineState) -> None:
+    def __init__(
+        self, address: tuple[str, int], state: EngineState, *, cors_origins: Sequence[str] = ()
+    ) -> None:
         self.state = state
+        self.cors_origins = frozenset(cors_origins)
         #: Set when the server closes; ends a request's complete_delay early.
         self.closing = threading.Event()
         self._connections: dict[threading.Thread, socket.socket] = {}
@@ -550,6 +556,16 @@ class EngineHTTPServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, RequestHandler)
+
+    def allowed_origin(self, origin: str) -> str | None:
+        """The Access-Control-Allow-Origin value for a request from ``origin``
+        (None: no header, the browser keeps the answer from the page). The
+        real engine allows every origin; this one only those it was given."""
+        if not origin:
+            return None
+        if "*" in self.cors_origins:
+            return "*"
+        return origin if origin in self.cors_origins else None
 
     def process_request(self, request: Any, client_address: Any) -> None:
         thread = threading.Thread(
