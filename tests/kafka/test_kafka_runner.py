@@ -198,3 +198,41 @@ def test_sigterm_drains_running_jobs_and_commits_them(
         last = client.start_instance(f"wf-{unique}")["id"]
         kafka_engine.wait_for_instance(last, timeout=TIMEOUT)
     assert calls == [kafka_engine.jobs(instance_id=last)[0]["id"]]
+
+
+def test_reports_whose_answers_are_lost_are_resolved_and_committed(
+    kafka_engine: LocalEngine, kafka_bootstrap: str, unique: str
+) -> None:
+    """Issue 16 bug 1 in the KafkaRunner: a report whose answer timed out
+    ended LOST and its record stayed unfinished (its comment said the group
+    would deliver it again; a running consumer does not). Every answer here
+    comes after the client's 0.5 s timeout: the runner asks the engine what
+    became of each report, sends nothing twice and commits every offset."""
+    job_type = f"lost-{unique}"
+    create_topics(kafka_bootstrap, [job_type])
+    kafka_engine.complete_delay = 1.5
+    kafka_engine.fail_answer_delay = 1.5
+    with RestEngineClient(kafka_engine.url, timeout=0.5, pool_size=8) as slow_client:
+        slow_client.upload_definition(service_flow(f"wf-{unique}", job_type, retries=1))
+
+        def handler(job: dict[str, Any]) -> dict[str, Any]:
+            if job["variables"].get("fail_first") and job["retriesRemaining"] > 0:
+                raise RuntimeError("first attempt fails")
+            return {"done": True}
+
+        ids = [slow_client.start_instance(f"wf-{unique}", {"fail_first": True})["id"]]
+        ids += [slow_client.start_instance(f"wf-{unique}", {})["id"] for _ in range(2)]
+        with running(
+            kafka_bootstrap, slow_client, job_type, handler, in_flight_window=20.0
+        ) as runner:
+            kafka_engine.wait_for_instances(ids, "COMPLETED", timeout=TIMEOUT)
+            source = runner.source
+            assert source is not None
+            assert wait_until(lambda: source.stats.in_flight == 0)
+            assert wait_until(lambda: source.pending_offsets() == 0)
+        stats = runner.stats
+    assert stats.reports_lost == 0
+    jobs = kafka_engine.jobs(job_type=job_type)
+    assert sorted(job["completeCalls"] for job in jobs) == [1, 1, 1]
+    assert sorted(job["failCalls"] for job in jobs) == [0, 0, 1]
+    assert kafka_engine.counters["overlapping_completes"] == 0
