@@ -116,6 +116,7 @@ class RestEngineClient:
         body: Any = None,
         params: dict[str, Any] | None = None,
         expect_json: bool = True,
+        success: frozenset[int] | None = None,
     ) -> Any:
         url = self.base_url + path
         prepared = self._prepare(method, url, body, params)
@@ -133,6 +134,7 @@ class RestEngineClient:
             method=method,
             url=url,
             expect_json=expect_json,
+            success=success,
         )
 
     def _prepare(
@@ -326,7 +328,7 @@ class RestEngineClient:
     def health(self) -> bool:
         """True when ``/healthz`` answers 200; False on any error or no answer."""
         try:
-            self._request("GET", "/healthz", expect_json=False)
+            self._request("GET", "/healthz", expect_json=False, success=wire.HEALTH_SUCCESS)
         except EngineClientError:
             return False
         return True
