@@ -724,9 +724,7 @@ def test_a_200_to_a_report_is_not_delivered(
 ) -> None:
     """Pins: complete/fail answer 204; a proxy's own 200 page is not the engine's."""
     page = b"<html>please log in</html>"
-    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(
-        page
-    )
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(page)
     server = serve(_nth([Act(answer + page)]))
     with pytest.raises(EngineClientError) as info:
         make(server.url).complete_job("j", "w")

@@ -311,6 +311,19 @@ def lost_error(
     )
 
 
+def tls_error(
+    exc: BaseException, *, request_written: bool, method: str, url: str
+) -> EngineConnectionError:
+    """A TLS failure. Before the whole request was written (the handshake, a
+    refused certificate, the write itself) nothing reached the engine, and a
+    fail may be sent again; after it (a garbled or cut answer) the engine may
+    have acted on the request, and a fail must not be."""
+    when = "after the request was sent" if request_written else "before the request was sent"
+    return EngineConnectionError(
+        f"TLS failure {when}: {exc}", request_sent=request_written, method=method, url=url
+    )
+
+
 def invalid_url_error(exc: BaseException, *, method: str, url: str) -> EngineClientError:
     return EngineClientError(0, f"invalid engine URL: {exc}", method=method, url=url)
 
@@ -337,5 +350,6 @@ __all__ = [
     "poll_body",
     "read_answer",
     "segment",
+    "tls_error",
     "unexpected_answer_error",
 ]
