@@ -363,6 +363,7 @@ class Supervisor:
         self._read_messages(slot)
         slot.process.join(0.5)
         boot_error = self.life.on_exit(slot, draining=self.phase is Phase.DRAINING)
+        self.publisher.worker_gone(slot.slot)
         if boot_error is not None:
             self._on_boot_failure(slot.slot, boot_error, slot.surge)
 
