@@ -532,6 +532,8 @@ class Supervisor:
 
     def _adopt(self, new: SupervisorConfig) -> None:
         """A worker of the reload's configuration is ready: it is now in effect."""
+        if new is self.config:
+            return  # built in code, no file: the workers are replaced, nothing else
         old, self.config = self.config, new
         self.intake.poll_interval = new.supervisor.poll_interval
         self._resize(new.supervisor.workers)
