@@ -8,13 +8,17 @@ not: it fails the instance even after the instance COMPLETED. So before any
 fail, and now and then while a long job runs, both runtimes ask:
 
 1. ``GET /v1/instances/{instanceId}``: COMPLETED, FAILED or CANCELLED (or
-   404) means stale;
+   the engine's own JSON not-found) means stale;
 2. only while the instance is still active, ``GET .../history``: the item
    whose ``id`` is the job's ``stepExecutionId`` must still be RUNNING.
 
 If the engine cannot be asked (down, garbage), the verdict is ``UNKNOWN``
 and the caller falls back to its usual rules: the check never turns an
-outage into a lost report.
+outage into a lost report. Only the engine's own not-found envelope
+(``{"error": "not-found", ...}``) proves an instance gone: a 404 without it
+(a gateway's or proxy's plain-text ``404 page not found``, a wrong base
+path) says nothing about the instance and is ``UNKNOWN`` too, or every
+long job behind such a gateway would be cancelled and its failure dropped.
 """
 
 from __future__ import annotations
@@ -86,6 +90,13 @@ def verdict_from_history(history: list[dict[str, Any]], step_execution_id: str) 
     return LIVE
 
 
+def instance_gone(error: EngineClientError) -> bool:
+    """The engine itself said the instance does not exist: a 404 carrying its
+    JSON error envelope with code ``not-found``. Any other 404 came from
+    something else on the way (a route the engine does not have, a gateway)."""
+    return error.status_code == 404 and error.error_code == "not-found"
+
+
 def check_job(client: InstanceReader, job: dict[str, Any]) -> StaleVerdict:
     """Ask the engine whether ``job`` (a job or handler context dict) still matters."""
     instance_id = str(job.get("instanceId") or "")
@@ -94,7 +105,7 @@ def check_job(client: InstanceReader, job: dict[str, Any]) -> StaleVerdict:
     try:
         instance = client.get_instance(instance_id)
     except EngineClientError as exc:
-        if exc.status_code == 404:
+        if instance_gone(exc):
             return StaleVerdict(JobLiveness.STALE, "instance_gone", "instance not found")
         return StaleVerdict(JobLiveness.UNKNOWN, "", f"instance check failed: {exc}")
     except WorkflowSDKError as exc:
@@ -119,6 +130,7 @@ __all__ = [
     "JobLiveness",
     "StaleVerdict",
     "check_job",
+    "instance_gone",
     "verdict_from_history",
     "verdict_from_instance",
 ]

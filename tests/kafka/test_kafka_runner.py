@@ -236,3 +236,64 @@ def test_reports_whose_answers_are_lost_are_resolved_and_committed(
     assert sorted(job["completeCalls"] for job in jobs) == [1, 1, 1]
     assert sorted(job["failCalls"] for job in jobs) == [0, 0, 1]
     assert kafka_engine.counters["overlapping_completes"] == 0
+
+
+def test_handlers_get_the_documented_cancel_event_set_at_stop(
+    kafka_engine: LocalEngine, client: RestEngineClient, kafka_bootstrap: str, unique: str
+) -> None:
+    """Pins: the KafkaRunner passed no ``cancelEvent``, which the README
+    documents for every handler: a handler written as documented raised
+    KeyError on every attempt. Now it is there, unset while the job runs, set
+    by the stop; the completion that follows is still sent."""
+    job_type = f"cancel-{unique}"
+    create_topics(kafka_bootstrap, [job_type])
+    client.upload_definition(service_flow(f"wf-{unique}", job_type))
+    seen: list[bool] = []
+    started = threading.Event()
+
+    def documented(job: dict[str, Any]) -> dict[str, Any]:
+        seen.append(job["cancelEvent"].is_set())
+        started.set()
+        # Stops early when asked to, as the README shows.
+        return {"stopped_early": job["cancelEvent"].wait(TIMEOUT)}
+
+    instance = client.start_instance(f"wf-{unique}")
+    with running(kafka_bootstrap, client, job_type, documented) as runner:
+        assert started.wait(TIMEOUT)
+        runner.stop()
+    done = kafka_engine.wait_for_instance(instance["id"], timeout=TIMEOUT)
+    assert seen == [False]
+    assert done["variables"]["stopped_early"] is True
+    assert runner.stats.completed == 1
+
+
+def test_a_failure_after_the_stop_asked_the_handler_to_end_is_not_sent(
+    kafka_engine: LocalEngine, client: RestEngineClient, kafka_bootstrap: str, unique: str
+) -> None:
+    """A handler that fails because the stop set its cancel event: no fail
+    (it would burn a retry or fail the instance); the record stays
+    uncommitted and the next member of the group runs the job again."""
+    job_type = f"cancelfail-{unique}"
+    create_topics(kafka_bootstrap, [job_type])
+    client.upload_definition(service_flow(f"wf-{unique}", job_type, retries=0))
+    started = threading.Event()
+
+    def gives_up(job: dict[str, Any]) -> None:
+        started.set()
+        assert job["cancelEvent"].wait(TIMEOUT)
+        raise RuntimeError("interrupted by the stop")
+
+    instance = client.start_instance(f"wf-{unique}")
+    with running(kafka_bootstrap, client, job_type, gives_up) as runner:
+        assert started.wait(TIMEOUT)
+        runner.stop()
+    assert runner.stats.fails_withheld == 1
+    assert runner.stats.failed == 0
+    [job] = kafka_engine.jobs(job_type=job_type)
+    assert job["failCalls"] == 0
+
+    calls: list[str] = []
+    with running(kafka_bootstrap, client, job_type, lambda job: calls.append(job["id"])):
+        done = kafka_engine.wait_for_instance(instance["id"], timeout=TIMEOUT)
+    assert done["status"] == "COMPLETED"
+    assert calls == [job["id"]]

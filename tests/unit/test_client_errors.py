@@ -488,10 +488,45 @@ def test_garbage_history_is_a_response_error(
         client.get_instance_history("i")
 
 
-def test_html_on_a_call_without_body_is_ignored(
+def test_a_2xx_other_than_204_on_a_call_without_body_is_not_delivered(
     rsps: responses.RequestsMock, client: RestEngineClient
 ) -> None:
-    # complete/fail/signal answer 204; what a proxy adds to a 2xx is not read.
+    """Pins: complete/fail/signal answer 204; a proxy's 200 page (a login or
+    captive portal) counted as delivered although the engine never saw it."""
     rsps.post(BASE + "/v1/jobs/j/complete", status=200, body="<html>ok</html>")
-    client.complete_job("j", "w")
+    err = _error_of(lambda: client.complete_job("j", "w"))
+    assert type(err) is EngineClientError
+    assert err.status_code == 200
+    assert err.retryable is True
+    assert "expected 204" in err.message and "<html>ok</html>" in err.message
     assert len(rsps.calls) == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 304, 307, 308])
+def test_a_redirect_is_not_delivered(
+    rsps: responses.RequestsMock, client: RestEngineClient, status: int
+) -> None:
+    """Pins: only >= 400 was an error, so a proxy's redirect of a complete or
+    fail (never followed) counted as delivered. Each call's own success only."""
+    rsps.post(BASE + "/v1/jobs/j/fail", status=status, headers={"Location": "/login"})
+    rsps.post(BASE + "/v1/jobs/poll", status=status, headers={"Location": "/login"})
+    rsps.get(BASE + "/v1/instances/i", status=status, headers={"Location": "/login"})
+    for call in (
+        lambda: client.fail_job("j", "w", "boom"),
+        lambda: client.poll_jobs("w", ["t"]),
+        lambda: client.get_instance("i"),
+    ):
+        err = _error_of(call)
+        assert type(err) is EngineClientError
+        assert err.status_code == status
+        assert err.retryable is True
+        assert "not delivered" in err.message
+
+
+def test_health_is_a_200_and_nothing_else(
+    rsps: responses.RequestsMock, client: RestEngineClient
+) -> None:
+    rsps.get(BASE + "/healthz", status=200, body="")
+    assert client.health() is True
+    rsps.replace(responses.GET, BASE + "/healthz", status=302, headers={"Location": "/x"})
+    assert client.health() is False

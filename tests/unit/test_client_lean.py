@@ -27,6 +27,8 @@ from workflow_sdk.errors import (
     EngineResponseError,
     EngineTimeoutError,
 )
+from workflow_sdk.handler.outcome import Outcome
+from workflow_sdk.reporting import ReportStatus, deliver
 from workflow_sdk.testing import LocalEngine
 
 DEFINITION = {
@@ -710,6 +712,63 @@ def test_empty_500_is_retryable_with_a_message(
     assert info.value.status_code == 500
     assert info.value.message == "Internal Server Error"
     assert info.value.retryable is True
+
+
+def _redirect(status: str) -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\nLocation: https://login.example/\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("status", ["301 Moved Permanently", "302 Found", "307 Temporary Redirect"])
+def test_a_redirect_of_a_report_is_not_delivered(
+    serve: Serve, make: Callable[[str], WorkerEngineClient], status: str
+) -> None:
+    """Pins: a 3xx answer to complete or fail counted as delivered (only >= 400
+    was an error; redirects are not followed), so the engine never saw the
+    report. Both clients: an error, retryable (not the engine's verdict),
+    never a connection error that would let a fail be resent."""
+    server = serve(_nth([Act(_redirect(status))]))
+    client = make(server.url)
+    for call in (lambda: client.complete_job("j", "w"), lambda: client.fail_job("j", "w", "x")):
+        with pytest.raises(EngineClientError) as info:
+            call()
+        err = info.value
+        assert type(err) is EngineClientError
+        assert err.status_code == int(status[:3])
+        assert err.retryable is True
+        assert "expected 204" in err.message
+
+
+def test_a_200_to_a_report_is_not_delivered(
+    serve: Serve, make: Callable[[str], WorkerEngineClient]
+) -> None:
+    """Pins: complete/fail answer 204; a proxy's own 200 page is not the engine's."""
+    page = b"<html>please log in</html>"
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(page)
+    server = serve(_nth([Act(answer + page)]))
+    with pytest.raises(EngineClientError) as info:
+        make(server.url).complete_job("j", "w")
+    assert info.value.status_code == 200
+    assert "please log in" in info.value.message
+
+
+def test_redirected_reports_are_lost_not_delivered_and_a_fail_is_sent_once(
+    serve: Serve, make: Callable[[str], WorkerEngineClient]
+) -> None:
+    """Pins the delivery verdicts behind a redirecting proxy: a completion is
+    retried until its deadline, then LOST (a Kafka record stays uncommitted);
+    a fail is sent once and LOST (it reached something: never resent)."""
+    server = serve(_nth([Act(_redirect("302 Found"))]))
+    client = make(server.url)
+    done = Outcome("j1", "t", succeeded=True)
+    assert deliver(client, "w", done, deadline=1.0) is ReportStatus.LOST
+    completes = len(server.requests)
+    assert completes >= 2  # retried
+    failed = Outcome.failure("j2", "t", "boom", retryable=True)
+    assert deliver(client, "w", failed, deadline=5.0) is ReportStatus.LOST
+    fails = [r for r in server.requests if "/v1/jobs/j2/fail" in r.line]
+    assert len(fails) == 1
 
 
 KAFKA_410 = _json_answer(

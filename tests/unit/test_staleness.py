@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
+from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.errors import EngineClientError, EngineConnectionError
 from workflow_sdk.staleness import JobLiveness, check_job
+from workflow_sdk.testing import LocalEngine
 
 JOB = {"id": "j1", "jobType": "t", "instanceId": "i1", "stepExecutionId": "s1"}
 
@@ -72,8 +74,41 @@ def test_a_running_step_of_an_active_instance_is_live() -> None:
 
 
 def test_an_unknown_instance_is_stale() -> None:
-    verdict = check_job(FakeReader(EngineClientError(404, "not found")), JOB)
+    error = EngineClientError(404, "instance 'i1' not found", error_code="not-found")
+    verdict = check_job(FakeReader(error), JOB)
     assert verdict.stale and verdict.reason == "instance_gone"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        EngineClientError(404, "404 page not found"),
+        EngineClientError(404, "Not Found", error_code="route-missing"),
+    ],
+    ids=["plain-text", "other-envelope"],
+)
+def test_a_404_that_is_not_the_engines_not_found_is_inconclusive(error: Exception) -> None:
+    """Pins: a gateway's plain-text ``404 page not found`` on the instance read
+    made every running job stale (cancelled, failure withheld, Kafka offset
+    committed). Only the engine's JSON not-found proves the instance gone."""
+    verdict = check_job(FakeReader(error), JOB)
+    assert verdict.liveness is JobLiveness.UNKNOWN
+    assert not verdict.stale
+
+
+def test_over_http_only_the_engines_own_not_found_means_gone(local_engine: LocalEngine) -> None:
+    """Pins the same over real HTTP: the local engine's JSON 404 for an unknown
+    instance is STALE; its plain-text 404 for a route it does not have (a
+    client pointed at a wrong base path, as behind a misrouting gateway) is
+    UNKNOWN."""
+    job = {**JOB, "instanceId": "no-such-instance"}
+    with local_engine.client() as right:
+        gone = check_job(right, job)
+    with RestEngineClient(local_engine.url + "/gateway-prefix", timeout=10.0) as wrong:
+        unknown = check_job(wrong, job)
+    assert gone.stale and gone.reason == "instance_gone"
+    assert unknown.liveness is JobLiveness.UNKNOWN
+    assert "404 page not found" in unknown.detail
 
 
 @pytest.mark.parametrize(

@@ -223,8 +223,11 @@ class LeanJobClient:
         except TimeoutError as exc:
             sock.close()
             raise wire.connect_timeout_error(exc, method="POST", url=url) from exc
-        except OSError as exc:
+        except ssl.SSLError as exc:
             # The TLS handshake or the certificate failed.
+            sock.close()
+            raise wire.tls_error(exc, request_written=False, method="POST", url=url) from exc
+        except OSError as exc:
             sock.close()
             raise wire.not_connected_error(exc, method="POST", url=url) from exc
         return sock
@@ -263,6 +266,10 @@ class LeanJobClient:
                 conn.close()
                 if reused and not last and isinstance(exc, _STALE_ERRORS):
                     continue
+                if isinstance(exc, ssl.SSLError):
+                    raise wire.tls_error(
+                        exc, request_written=maybe_sent, method="POST", url=url
+                    ) from exc
                 raise wire.lost_error(exc, request_sent=maybe_sent, method="POST", url=url) from exc
             try:
                 answer = http11.read_answer(sock)
@@ -277,6 +284,8 @@ class LeanJobClient:
                 if stale and reused and not last and resend_after_send:
                     maybe_sent = True
                     continue
+                if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
+                    raise wire.tls_error(exc, request_written=True, method="POST", url=url) from exc
                 raise wire.lost_error(exc, request_sent=True, method="POST", url=url) from exc
             if not answer.keep_alive:
                 conn.close()

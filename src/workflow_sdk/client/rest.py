@@ -4,19 +4,31 @@ Two layers: the public methods build paths and bodies and check answers;
 ``_request`` sends. What an answer or a transport failure means is decided in
 ``workflow_sdk.client.wire``, shared with ``LeanJobClient``; this module only
 says which ``requests`` failure is which case (``_transport_error``).
+
+A ``requests`` exception does not say whether the request had been written
+when the connection failed: a TLS error, in particular, is ``SSLError``
+whether the handshake failed (nothing sent) or the answer came back garbled
+(the engine may have acted). So the connections this client uses record,
+for the calling thread, how far each request got (``_Progress``): the
+translation then knows, as ``LeanJobClient`` knows from its own code path.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+import functools
+import threading
+from typing import Any, cast
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
     NewConnectionError,
 )
+from urllib3.poolmanager import PoolManager
 
 from workflow_sdk import _version
 from workflow_sdk.client import models, wire
@@ -27,12 +39,72 @@ _VERSION = _version.VERSION
 _segment = wire.segment
 
 
+class _Progress(enum.Enum):
+    """How far the calling thread's current request got."""
+
+    #: No tracked connection was used: the classes below are not in place
+    #: (``responses`` in tests, a pool this client did not make). Judge by
+    #: the exception alone, and when in doubt assume the request was sent.
+    UNTRACKED = "untracked"
+    #: Connecting (TCP, TLS handshake) or writing: the request is not whole.
+    STARTED = "started"
+    #: ``request()`` returned: the whole request was handed to the socket.
+    WRITTEN = "written"
+
+
+class _ThreadProgress(threading.local):
+    state: _Progress = _Progress.UNTRACKED
+
+
+_progress = _ThreadProgress()
+
+
+@functools.cache
+def _tracking_pool(pool_cls: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
+    """``pool_cls`` whose connections record ``_progress`` for the calling thread."""
+    if getattr(pool_cls, "_rochallor_tracking", False):
+        return pool_cls
+    base = pool_cls.ConnectionCls
+
+    class TrackingConnection(base):  # type: ignore[valid-type,misc]
+        def connect(self) -> None:
+            _progress.state = _Progress.STARTED
+            super().connect()
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            _progress.state = _Progress.STARTED
+            super().request(*args, **kwargs)
+            _progress.state = _Progress.WRITTEN
+
+    TrackingConnection.__name__ = TrackingConnection.__qualname__ = f"Tracking{base.__name__}"
+    attributes = {"ConnectionCls": TrackingConnection, "_rochallor_tracking": True}
+    return cast(
+        "type[HTTPConnectionPool]", type(f"Tracking{pool_cls.__name__}", (pool_cls,), attributes)
+    )
+
+
+def _track(manager: PoolManager) -> PoolManager:
+    manager.pool_classes_by_scheme = {
+        scheme: _tracking_pool(pool_cls)
+        for scheme, pool_cls in manager.pool_classes_by_scheme.items()
+    }
+    return manager
+
+
+class _TrackingAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose pools (direct or through a proxy) track ``_progress``."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _track(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        return _track(super().proxy_manager_for(proxy, **proxy_kwargs))
+
+
 def _never_sent(exc: requests.RequestException) -> bool:
     """True when the connection was never established, so nothing was sent."""
     if isinstance(exc, requests.ConnectTimeout):
-        return True
-    if isinstance(exc, requests.exceptions.SSLError):
-        # The handshake failed before any request byte was written.
         return True
     reason: object = exc.args[0] if exc.args else None
     if isinstance(reason, MaxRetryError):
@@ -41,11 +113,22 @@ def _never_sent(exc: requests.RequestException) -> bool:
 
 
 def _transport_error(
-    exc: requests.RequestException, timeout: float, *, method: str, url: str
+    exc: requests.RequestException,
+    timeout: float,
+    *,
+    method: str,
+    url: str,
+    progress: _Progress = _Progress.UNTRACKED,
 ) -> EngineClientError:
-    """Which of the shared transport failures a ``requests`` exception is."""
+    """Which of the shared transport failures a ``requests`` exception is;
+    ``progress``: how far the request got, when the connection recorded it."""
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
         return wire.invalid_url_error(exc, method=method, url=url)
+    if isinstance(exc, requests.exceptions.SSLError):
+        # The same exception for a failed handshake and for a garbled answer
+        # to a request already written: only the progress tells them apart.
+        written = progress is not _Progress.STARTED
+        return wire.tls_error(exc, request_written=written, method=method, url=url)
     if isinstance(exc, requests.Timeout):
         if _never_sent(exc):
             return wire.connect_timeout_error(exc, method=method, url=url)
@@ -87,7 +170,7 @@ class RestEngineClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._session = requests.Session()
-        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+        self._adapter = _TrackingAdapter(pool_connections=1, pool_maxsize=pool_size)
         self._session.mount("http://", self._adapter)
         self._session.mount("https://", self._adapter)
         self._headers: dict[str, str] = {
@@ -119,16 +202,20 @@ class RestEngineClient:
         body: Any = None,
         params: dict[str, Any] | None = None,
         expect_json: bool = True,
+        success: frozenset[int] | None = None,
     ) -> Any:
         url = self.base_url + path
         prepared = self._prepare(method, url, body, params)
+        _progress.state = _Progress.UNTRACKED
         try:
             response = self._adapter.send(prepared, timeout=self.timeout, **self._send_settings)
             # Read the body now (as Session.send does): it returns the
             # connection to the pool, and a read error is translated below.
             content = response.content
         except requests.RequestException as exc:
-            raise _transport_error(exc, self.timeout, method=method, url=url) from exc
+            raise _transport_error(
+                exc, self.timeout, method=method, url=url, progress=_progress.state
+            ) from exc
         return wire.read_answer(
             response.status_code,
             response.reason or "",
@@ -136,6 +223,7 @@ class RestEngineClient:
             method=method,
             url=url,
             expect_json=expect_json,
+            success=success,
         )
 
     def _prepare(
@@ -329,7 +417,7 @@ class RestEngineClient:
     def health(self) -> bool:
         """True when ``/healthz`` answers 200; False on any error or no answer."""
         try:
-            self._request("GET", "/healthz", expect_json=False)
+            self._request("GET", "/healthz", expect_json=False, success=wire.HEALTH_SUCCESS)
         except EngineClientError:
             return False
         return True

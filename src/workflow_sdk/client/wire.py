@@ -8,7 +8,8 @@ request may have reached the engine (``request_sent``). So the translation
 lives here, once:
 
 - ``read_answer`` turns (status, reason phrase, body bytes) into the decoded
-  JSON body or an ``EngineClientError``;
+  JSON body or an ``EngineClientError``; only the contract's success status
+  is a success (a 3xx, or a 2xx the contract does not name, is not);
 - the ``*_error`` functions build the transport exceptions with one wording;
   each transport only decides which of them a failure is.
 """
@@ -218,6 +219,43 @@ def error_for(
     )
 
 
+#: The contract's successes: 200 or 201 with a JSON body (polls, reads,
+#: uploads, starts, cancels, heartbeats), 204 without one (complete, fail,
+#: signal, user-task completion). ``/healthz`` is the one 200 without a body.
+JSON_SUCCESS = frozenset({200, 201})
+NO_BODY_SUCCESS = frozenset({204})
+HEALTH_SUCCESS = frozenset({200})
+
+
+def unexpected_answer_error(
+    status: int, reason_phrase: str, body: bytes, success: frozenset[int], *, method: str, url: str
+) -> EngineClientError:
+    """A status below 400 that is not the call's success: a redirect, or a 2xx
+    the contract does not name.
+
+    The engine answers none of these: something in between did (a proxy or
+    gateway redirecting to a login page or another host; redirects are not
+    followed). The request was not delivered to the engine, so nothing may
+    count as delivered. ``retryable``: not the engine's verdict on the job,
+    so a completion keeps being retried until its deadline (a proxy fixed
+    meanwhile lets it land; a Kafka record stays uncommitted) and is then
+    lost, not rejected. A fail is still never resent: this is no
+    ``EngineConnectionError`` with ``request_sent=False``, since the request
+    did reach something that may have forwarded it.
+    """
+    text, code = error_text(status, reason_phrase, body)
+    expected = " or ".join(str(s) for s in sorted(success))
+    return EngineClientError(
+        status,
+        f"unexpected answer {status} (expected {expected}); not delivered to the engine "
+        f"(a proxy or gateway redirecting?): {text}",
+        error_code=code,
+        retryable=True,
+        method=method,
+        url=url,
+    )
+
+
 def read_answer(
     status: int,
     reason_phrase: str,
@@ -226,16 +264,23 @@ def read_answer(
     method: str,
     url: str,
     expect_json: bool,
+    success: frozenset[int] | None = None,
 ) -> Any:
     """The decoded JSON body of a success (``None`` when none is expected).
 
-    Raises ``EngineClientError`` for an error status and
-    ``EngineResponseError`` for a success whose body is not JSON.
+    ``success``: the statuses that are a success; default ``JSON_SUCCESS``
+    when a JSON body is expected, else ``NO_BODY_SUCCESS``. Raises
+    ``EngineClientError`` for an error status or any other status (see
+    ``unexpected_answer_error``) and ``EngineResponseError`` for a success
+    whose body is not JSON.
     """
     if status >= 400:
         raise error_for(status, reason_phrase, body, method=method, url=url)
+    if success is None:
+        success = JSON_SUCCESS if expect_json else NO_BODY_SUCCESS
+    if status not in success:
+        raise unexpected_answer_error(status, reason_phrase, body, success, method=method, url=url)
     if not expect_json:
-        # complete/fail/signal answer 204; what a proxy adds to a 2xx is not read.
         return None
     try:
         return json.loads(body)
@@ -284,12 +329,28 @@ def lost_error(
     )
 
 
+def tls_error(
+    exc: BaseException, *, request_written: bool, method: str, url: str
+) -> EngineConnectionError:
+    """A TLS failure. Before the whole request was written (the handshake, a
+    refused certificate, the write itself) nothing reached the engine, and a
+    fail may be sent again; after it (a garbled or cut answer) the engine may
+    have acted on the request, and a fail must not be."""
+    when = "after the request was sent" if request_written else "before the request was sent"
+    return EngineConnectionError(
+        f"TLS failure {when}: {exc}", request_sent=request_written, method=method, url=url
+    )
+
+
 def invalid_url_error(exc: BaseException, *, method: str, url: str) -> EngineClientError:
     return EngineClientError(0, f"invalid engine URL: {exc}", method=method, url=url)
 
 
 __all__ = [
+    "HEALTH_SUCCESS",
+    "JSON_SUCCESS",
     "LEASE_RANGE",
+    "NO_BODY_SUCCESS",
     "POLL_PATH",
     "answer_timeout_error",
     "check_headers",
@@ -308,4 +369,6 @@ __all__ = [
     "poll_body",
     "read_answer",
     "segment",
+    "tls_error",
+    "unexpected_answer_error",
 ]

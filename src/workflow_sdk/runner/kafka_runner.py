@@ -26,8 +26,11 @@ longer matters (``workflow_sdk.staleness``).
 Stop
 ----
 ``stop()``, SIGTERM/SIGINT (when ``run`` is called from the main thread) or
-the ``stop_event`` end the fetching; running handlers get ``drain_timeout``
-seconds to finish and report; finished offsets are committed and the
+the ``stop_event`` end the fetching and set every running job's
+``context["cancelEvent"]``; running handlers get ``drain_timeout``
+seconds to finish and report (a completion is sent; a failure of a job
+asked to stop is not: its record stays uncommitted and comes back, as the
+Runner withholds it for the lease); finished offsets are committed and the
 consumers leave their groups. A handler still running then is abandoned
 (daemon thread) and its record, uncommitted, is delivered again to the
 group.
@@ -74,6 +77,9 @@ class KafkaRunnerStats:
     reports_rejected: int = 0
     #: Reports given up (offset left uncommitted: the record comes back).
     reports_lost: int = 0
+    #: Failures not sent because the job was asked to stop at shutdown
+    #: (offset left uncommitted: the record comes back).
+    fails_withheld: int = 0
     #: Handlers that raised a BaseException rather than an Exception.
     handler_crashes: int = 0
     #: Handlers still running when the drain ended.
@@ -159,6 +165,9 @@ class KafkaRunner:
         self._life = Lifecycle(self._cond, "KafkaRunner")
         self._give_up = threading.Event()
         self._source: KafkaJobSource | None = None
+        #: The cancel event of every running job (guarded by ``_cond``).
+        self._cancels: set[threading.Event] = set()
+        self._cancelled_all = False
 
     # -- public ------------------------------------------------------------------
 
@@ -231,24 +240,50 @@ class KafkaRunner:
     def _process(self, job: dict[str, Any]) -> None:
         handler = self.registry.get(job["jobType"])
         self._stats.count(jobs_started=1)
-        outcome = run_job(handler, job, self.worker_id, log, tally=self._stats)
+        # Every handler gets its cancelEvent, as the README promises; it is
+        # set at shutdown (this mode has no lease to lose).
+        cancel = threading.Event()
+        with self._cond:
+            if self._cancelled_all:
+                cancel.set()
+            self._cancels.add(cancel)
+        try:
+            outcome = run_job(handler, job, self.worker_id, log, tally=self._stats, cancel=cancel)
+        finally:
+            with self._cond:
+                self._cancels.discard(cancel)
         source = self._source
-        # No lease in this mode: a fail is never withheld for time, and nothing
-        # delivers the job again while this runner runs, so its report is
-        # never given up until it stops (a lost answer is resolved by asking
-        # the engine; see workflow_sdk.reporting).
-        status, stale_reason = report(
-            self.client,
-            self.worker_id,
-            outcome,
-            job,
-            self._stats,
-            deadline=self.report_deadline,
-            give_up=self._give_up,
-            until_settled=True,
-            retry_seen=None if source is None else lambda: source.retry_seen(job),
-            window=self.in_flight_window,
-        )
+        if cancel.is_set() and not outcome.succeeded:
+            status: ReportStatus = ReportStatus.WITHHELD
+            stale_reason = ""
+            # The handler may have failed because it was asked to stop: a
+            # fail would burn a retry or fail the instance. Uncommitted, the
+            # record is delivered again to the group.
+            self._stats.count(fails_withheld=1)
+            log.warning(
+                "job %s (%s) failed during shutdown; the failure is not sent (its record "
+                "is not committed and comes back): %s",
+                job["id"],
+                job["jobType"],
+                outcome.error_message,
+            )
+        else:
+            # No lease in this mode: a fail is never withheld for time, and
+            # nothing delivers the job again while this runner runs, so its
+            # report is never given up until it stops (a lost answer is
+            # resolved by asking the engine; see workflow_sdk.reporting).
+            status, stale_reason = report(
+                self.client,
+                self.worker_id,
+                outcome,
+                job,
+                self._stats,
+                deadline=self.report_deadline,
+                give_up=self._give_up,
+                until_settled=True,
+                retry_seen=None if source is None else lambda: source.retry_seen(job),
+                window=self.in_flight_window,
+            )
         record_outcome(
             self.metrics,
             outcome,
@@ -259,10 +294,11 @@ class KafkaRunner:
         )
         if source is None:
             return
-        # A report is lost only when the runner stops before it is settled: its
-        # record stays uncommitted and the group delivers it again after the
-        # restart. Delivered, stale or rejected, the job is finished.
-        if status is ReportStatus.LOST:
+        # A report is lost only when the runner stops before it is settled, and
+        # a fail during shutdown is withheld: the record stays uncommitted and
+        # the group delivers it again. Delivered, stale or rejected, the job is
+        # finished.
+        if status in (ReportStatus.LOST, ReportStatus.WITHHELD):
             source.mark_unfinished(job)
         else:
             source.mark_done(job)
@@ -274,6 +310,16 @@ class KafkaRunner:
             log.info(
                 "kafka runner %s: received signal %d, stopping", self.worker_id, self._life.signum
             )
+        with self._cond:
+            self._cancelled_all = True
+            for cancel in self._cancels:
+                cancel.set()
+            if self._cancels:
+                log.info(
+                    "kafka runner %s: cancel event set for %d running jobs (shutdown)",
+                    self.worker_id,
+                    len(self._cancels),
+                )
         busy = self._workers.drain(self.drain_timeout)
         if busy:
             self._stats.count(abandoned_at_stop=busy)

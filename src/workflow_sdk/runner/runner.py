@@ -39,13 +39,20 @@ fail the instance. Such a job is reported not at all.
 
 Running jobs
 ------------
-A watch thread (``runner.watch``) renews the leases of running jobs when
+A watch (``runner.watch``) renews the leases of running jobs when
 ``heartbeat=True`` and checks every ``stale_check_interval`` seconds whether
-they still matter. Each handler finds a ``threading.Event`` under
+they still matter, renewals and checks on threads of their own (a slow
+check never delays a renewal). Each handler finds a ``threading.Event`` under
 ``context["cancelEvent"]``, set when its job's lease is lost, when the job
 went stale, and at shutdown. Nothing is reported for a job whose lease was
 lost or which went stale; at shutdown a completion is still sent but a
 failure is not (the engine delivers the job again after its lease).
+
+One job at a time
+-----------------
+A job handed out again while this Runner still holds it (its lease passed)
+is not started twice: one result is sent, ``redeliveries_coalesced``
+counts it (see ``runner.holds`` for the two exceptions).
 
 Stop
 ----
@@ -81,6 +88,7 @@ from workflow_sdk.lease import lease_deadline, lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import DEFAULT_REPORT_DEADLINE, ReportStatus
 from workflow_sdk.retry.backoff import Backoff
+from workflow_sdk.runner.holds import Held, JobHolds
 from workflow_sdk.runner.options import check_runner_options
 from workflow_sdk.runner.threads import Lifecycle, Tally, WorkerThreads, report, run_job
 from workflow_sdk.runner.watch import (
@@ -138,11 +146,13 @@ class RunnerStats:
     #: Lease renewals the engine accepted, and leases lost (nothing reported).
     lease_renewals: int = 0
     leases_lost: int = 0
+    #: Jobs handed out again while this Runner still held them (not started twice).
+    redeliveries_coalesced: int = 0
 
 
-# A claimed job as the poller hands it to a worker: the job and the
-# ``time.monotonic()`` taken just before the poll that claimed it.
-_Work = tuple[dict[str, Any], float]
+# A claimed job as the poller hands it to a worker: the job, the
+# ``time.monotonic()`` taken just before the poll that claimed it, and its hold.
+_Work = tuple[dict[str, Any], float, Held]
 
 
 class Runner:
@@ -151,7 +161,8 @@ class Runner:
     :param client: the engine (``RestEngineClient`` or anything with the
         ``WorkerEngineClient`` methods); it must be safe to call from several
         threads at once. For ``RestEngineClient`` keep ``pool_size`` at least
-        ``parallelism + 1``.
+        ``3 * parallelism + 1`` (handlers' reports, renewals and stale
+        checks each run on up to ``parallelism`` threads, and the poll).
     :param registry: job type -> handler.
     :param worker_id: sent with every call; default ``<host name>-<pid>``.
     :param parallelism: worker threads, i.e. handlers running at once.
@@ -231,8 +242,11 @@ class Runner:
             lease_seconds=lease_seconds,
             heartbeat_interval=heartbeat_interval,
             stale_check_interval=self.stale_check_interval,
+            workers=parallelism,
         )
         self._watch_thread: threading.Thread | None = None
+        #: Jobs held, from claim to report (guarded by ``_cond``).
+        self._holds = JobHolds()
 
         self._cond = threading.Condition()
         # One lock for this, the stats, the workers' idle count and the run's state.
@@ -383,7 +397,13 @@ class Runner:
             outage.succeeded()
             backoff.reset()
             self.metrics.observe_poll(elapsed, len(jobs))
-            claimed = [(job, poll_sent_at) for job in usable_jobs(jobs, log)]
+            usable = usable_jobs(jobs, log)
+            with self._cond:
+                claimed = [
+                    (job, poll_sent_at, held)
+                    for job in usable
+                    if (held := self._hold(job, poll_sent_at)) is not None
+                ]
             if len(claimed) > free:
                 log.warning(
                     "the engine returned %d jobs for a poll of at most %d; the extra ones "
@@ -392,12 +412,33 @@ class Runner:
                     free,
                 )
             with self._cond:
-                self._stats.count_locked(polls=1, jobs_claimed=len(claimed))
+                self._stats.count_locked(polls=1, jobs_claimed=len(usable))
                 backlog.extend(claimed)
                 while backlog and self._workers.idle > 0:
                     self._dispatch(backlog.popleft())
-            if not claimed:
+            if not usable:
                 self._pause(self.poll_interval)
+
+    def _hold(self, job: dict[str, Any], poll_sent_at: float) -> Held | None:
+        """The hold of a claimed job to start, or None when this Runner already
+        holds the job (coalesced). The caller holds ``_cond``."""
+        held, start = self._holds.claim(job, poll_sent_at, lease_deadline(job, poll_sent_at))
+        if start:
+            return held
+        self._stats.count_locked(redeliveries_coalesced=1)
+        if held.entry is not None:
+            self._watch.extend(held.entry, held.lease_end)
+        return None
+
+    def _release(self, held: Held) -> _Work | None:
+        """The job's run has ended: drop its hold; returns the re-delivery to
+        run now on this thread, if one came and this run reported nothing."""
+        with self._cond:
+            following = self._holds.release(held, stopping=self._life.stopping())
+            if following is None:
+                return None
+            self._unstarted += 1  # counted down when it starts, as any handed-out job
+        return following
 
     def _dispatch(self, work: _Work) -> None:
         # Caller holds ``_cond`` and has checked that a thread is idle.
@@ -414,7 +455,13 @@ class Runner:
         self._workers.start()
 
     def _run_work(self, work: _Work) -> None:
-        job, poll_sent_at = work
+        following: _Work | None = work
+        while following is not None:
+            following = self._run_one(following)
+
+    def _run_one(self, work: _Work) -> _Work | None:
+        """Run one claimed job; returns a re-delivery of it to run next, if any."""
+        job, poll_sent_at, held = work
         try:
             lease_end = lease_deadline(job, poll_sent_at)
         except BaseException:
@@ -423,9 +470,12 @@ class Runner:
             with self._cond:
                 self._unstarted -= 1
                 self._cond.notify_all()
+            self._release(held)
             raise
-        expired = time.monotonic() >= lease_end
         with self._cond:
+            # A re-delivery coalesced before the start brought a later lease.
+            lease_end = max(lease_end, held.lease_end)
+            expired = time.monotonic() >= lease_end
             self._unstarted -= 1
             self._stats.count_locked(**{"skipped_expired" if expired else "jobs_started": 1})
             self._cond.notify_all()
@@ -436,12 +486,22 @@ class Runner:
                 job["id"],
                 job["jobType"],
             )
-        else:
-            self._process(job, lease_end)
+            self._release(held)
+            return None
+        try:
+            self._process(job, lease_end, held)
+        finally:
+            following = self._release(held)
+        return following
 
-    def _process(self, job: dict[str, Any], lease_end: float) -> None:
+    def _process(self, job: dict[str, Any], lease_end: float, held: Held) -> None:
         handler = self.registry.get(job["jobType"])
         entry = self._watch.add(job, lease_end, lease_seconds(job))
+        with self._cond:
+            held.entry = entry
+            later = held.lease_end
+        if later > lease_end:
+            self._watch.extend(entry, later)
         try:
             outcome = run_job(
                 handler,
@@ -452,6 +512,8 @@ class Runner:
                 cancel=entry.cancel,
             )
             self._watch.finish(entry)
+            with self._cond:
+                held.handler_done = True
             # The lease as renewed so far (no renewal lands once the handler is done).
             status, stale_reason = self._report(job, outcome, entry.lease_end, entry)
             record_outcome(
@@ -558,6 +620,7 @@ class Runner:
         self._watch.stop()
         if self._watch_thread is not None:
             self._watch_thread.join(5.0)
+        self._watch.join_calls(5.0)
         # Stuck handlers are left behind (daemon threads).
         self._workers.end(join=not busy)
         log.info("runner %s stopped: %s", self.worker_id, self.stats)

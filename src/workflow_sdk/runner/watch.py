@@ -1,7 +1,12 @@
 """The Runner's watch over its running jobs: lease renewal, stale checks, report gauges.
 
 One thread (``JobWatch.run``) looks after every job a worker thread is
-running:
+running. It only decides what is due; the engine calls themselves run on
+two small pools of threads, one per concern (``_CallPool``): a slow
+history read never holds back a lease renewal (the lease would run out and
+the job's result be thrown away), and neither a slow renewal nor a slow
+check of one job holds back another job's (each job has at most one of
+each in flight, and each pool has a thread per worker thread).
 
 - **Lease renewal** (``heartbeat=True``): before the job's lease ends it
   asks the engine to extend it (``extend_lease``). A transient error is
@@ -29,9 +34,12 @@ report is chosen or not at all.
 
 from __future__ import annotations
 
+import functools
 import logging
+import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +94,58 @@ class WatchedJob:
         return str(self.job["jobType"])
 
 
+class _CallPool:
+    """Up to ``size`` daemon threads running the engine calls of one concern.
+
+    Started on the first call. Daemon threads: a call stuck in the client
+    (bounded by its timeout) does not hold up the interpreter's exit.
+    """
+
+    def __init__(self, name: str, size: int) -> None:
+        self._name = name
+        self._size = size
+        self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, call: Callable[[], None]) -> None:
+        if not self._threads:
+            for index in range(self._size):
+                thread = threading.Thread(
+                    target=self._loop, name=f"{self._name}-{index}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+        self._calls.put(call)
+
+    def close(self) -> None:
+        """Each thread ends after the calls queued before this one."""
+        for _ in self._threads:
+            self._calls.put(None)
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _loop(self) -> None:
+        while True:
+            call = self._calls.get()
+            if call is None:
+                return
+            try:
+                call()
+            except Exception:
+                # A bug of ours (the client's errors are caught in the call):
+                # keep the thread for the other jobs.
+                log.exception("%s: unexpected error", self._name)
+
+
 class JobWatch:
-    """Renews leases and checks staleness of running jobs from one thread."""
+    """Renews leases and checks staleness of running jobs: one thread decides,
+    one pool of threads per concern calls the engine.
+
+    :param workers: threads per pool: the most jobs that run at once.
+    """
 
     def __init__(
         self,
@@ -99,6 +157,7 @@ class JobWatch:
         lease_seconds: int | None,
         heartbeat_interval: float | None,
         stale_check_interval: float,
+        workers: int = 4,
     ) -> None:
         self._client = client
         self._worker_id = worker_id
@@ -116,6 +175,8 @@ class JobWatch:
         self.renewals_accepted = 0
         self.leases_lost = 0
         self.stale_found = 0
+        self._renewals = _CallPool("workflow-runner-renew", workers)
+        self._checks = _CallPool("workflow-runner-check", workers)
 
     @property
     def renewing(self) -> bool:
@@ -152,6 +213,15 @@ class JobWatch:
             entry.done = True
             return entry
 
+    def extend(self, entry: WatchedJob, lease_end: float) -> None:
+        """The engine handed the job out again to this Runner (a re-delivery,
+        coalesced with the run in progress): its lease now lasts until
+        ``lease_end`` at least."""
+        with self._cond:
+            if lease_end > entry.lease_end:
+                entry.lease_end = lease_end
+                self._cond.notify_all()
+
     def remove(self, entry: WatchedJob) -> None:
         with self._cond:
             if entry in self._jobs:
@@ -184,6 +254,14 @@ class JobWatch:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+        self._renewals.close()
+        self._checks.close()
+
+    def join_calls(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the calls in flight after ``stop``."""
+        deadline = time.monotonic() + timeout
+        self._renewals.join(timeout)
+        self._checks.join(max(0.0, deadline - time.monotonic()))
 
     def run(self) -> None:
         """The watch thread's body: until ``stop()``."""
@@ -198,10 +276,11 @@ class JobWatch:
                 if not renew and not check:
                     self._cond.wait(max(0.0, min(wake, now + _REFRESH) - now))
                     continue
+            # Never here: a call on this thread would hold back every other.
             for entry in renew:
-                self._renew(entry)
+                self._renewals.submit(functools.partial(self._renew, entry))
             for entry in check:
-                self._check(entry)
+                self._checks.submit(functools.partial(self._check, entry))
 
     # -- internals (``_cond`` held unless said otherwise) -------------------------
 

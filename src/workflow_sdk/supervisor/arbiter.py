@@ -60,7 +60,7 @@ from workflow_sdk.supervisor.pool import (
     WorkerPool,
 )
 from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready
-from workflow_sdk.supervisor.reload import reload_config
+from workflow_sdk.supervisor.reload import Reload, reload_config
 from workflow_sdk.supervisor.renewal import RenewalUnavailableError
 from workflow_sdk.supervisor.reports import ReportDesk
 from workflow_sdk.supervisor.results import Results
@@ -158,6 +158,8 @@ class Supervisor:
         self.drain = Drain(self.pool, self.ledger, self.intake, self.stops, self.stats)
         #: Worker records: started, ready, recycled, gone.
         self.life = WorkerLife(self.pool, self.stops, self.stats)
+        #: SIGHUP's reload: the configuration on trial, a SIGHUP queued.
+        self.reload = Reload()
 
     # -- public ------------------------------------------------------------------
 
@@ -284,13 +286,14 @@ class Supervisor:
     def _spawn(self, *, surge: bool = False) -> WorkerSlot | None:
         slot_no = self.pool.next_slot_number()
         parent_end, child_end = self._ctx.Pipe(duplex=True)
+        config = self.reload.config_for(self.config, surge=surge)
         spec = WorkerSpec(
             slot=slot_no,
-            handlers=tuple(self.config.supervisor.handlers),
+            handlers=tuple(config.supervisor.handlers),
             registry=self.registry,
-            log_level=self.config.logging.level,
-            log_format=self.config.logging.format,
-            scrub_env=(*PRIVATE_ENV, *self.config.secret_env),
+            log_level=config.logging.level,
+            log_format=config.logging.format,
+            scrub_env=(*PRIVATE_ENV, *config.secret_env),
             metrics_dir=self.publisher.metrics_dir,
         )
         process = self._ctx.Process(
@@ -306,12 +309,17 @@ class Supervisor:
             self._on_boot_failure(slot_no, f"could not start a worker process: {exc!r}", surge)
             return None
         child_end.close()
-        return self.life.started(slot_no, process, parent_end, self.config.supervisor, surge=surge)
+        slot = self.life.started(slot_no, process, parent_end, config.supervisor, surge=surge)
+        self.reload.started(slot, config)
+        return slot
 
     def _on_message(self, slot: WorkerSlot, message: object, *, dispatch: bool = True) -> None:
         if isinstance(message, JobDone):
             self._on_job_done(slot, message, dispatch=dispatch)
         elif isinstance(message, Ready):
+            new = self.reload.ready(slot)
+            if new is not None:
+                self._adopt(new)
             self.life.on_ready(slot, message, self.config)
             if self.config.engine.dispatch == "kafka" and self.intake.source is None:
                 self._start_kafka(message.job_types)
@@ -373,14 +381,18 @@ class Supervisor:
         self._read_messages(slot)
         slot.process.join(0.5)
         boot_error = self.life.on_exit(slot, draining=self.phase is Phase.DRAINING)
+        self.publisher.worker_gone(slot.slot)
         if boot_error is not None:
             self._on_boot_failure(slot.slot, boot_error, slot.surge)
 
     def _on_boot_failure(self, slot_no: int, error: str, surge: bool) -> None:
-        if self.life.boot_failed(slot_no, error, surge=surge) is BootVerdict.GIVE_UP:
+        verdict = self.life.boot_failed(slot_no, error, surge=surge)
+        if verdict is BootVerdict.GIVE_UP:
             self.fatal_error = error
             self._exit_code = EXIT_BOOT_FAILED
             self._stop_now("boot failure")
+        elif verdict is BootVerdict.ABORT_RELOAD and self.phase is Phase.RELOADING:
+            self._end_reload(aborted=True)
 
     # -- the main loop -----------------------------------------------------------------
 
@@ -516,7 +528,8 @@ class Supervisor:
 
     def handle_hup(self) -> None:
         if self.phase is Phase.RELOADING:
-            log.warning("SIGHUP ignored: a reload is already in progress")
+            if self.reload.queue():
+                log.info("SIGHUP during a reload: applied once this reload ends")
             return
         new = reload_config(
             self.config,
@@ -526,16 +539,31 @@ class Supervisor:
         )
         if new is None:
             return
-        if new is not self.config:
-            self.config = new
-            self.intake.poll_interval = new.supervisor.poll_interval
-            self._resize(new.supervisor.workers)
-            if self._reader is not None:
-                self.ledger.stale_interval = new.supervisor.stale_check_interval
+        self.reload.begin(new)
         self.publisher.announcer.reloading()
         self.phase = Phase.RELOADING
         count = self.pool.begin_reload()
-        log.info("SIGHUP: replacing %d workers one at a time", count)
+        log.info(
+            "SIGHUP: replacing %d workers one at a time; the new configuration takes effect "
+            "once its first worker is ready",
+            count,
+        )
+        if count == 0:
+            self._spawn(surge=True)  # no worker to replace: still try the configuration
+
+    def _adopt(self, new: SupervisorConfig) -> None:
+        """A worker of the reload's configuration is ready: it is now in effect."""
+        if new is self.config:
+            return  # built in code, no file: the workers are replaced, nothing else
+        old, self.config = self.config, new
+        self.intake.poll_interval = new.supervisor.poll_interval
+        self._resize(new.supervisor.workers)
+        if self._reader is not None:
+            self.ledger.stale_interval = new.supervisor.stale_check_interval
+        if self.ledger.renew_every is not None:  # renewal is in effect
+            self.ledger.renew_every = new.supervisor.lease_renewal_interval
+        self.reload.apply_logging(old, new)
+        log.info("SIGHUP: the new configuration is in effect (its first worker is ready)")
 
     def _continue_reload(self) -> None:
         if self.phase is not Phase.RELOADING:
@@ -546,9 +574,15 @@ class Supervisor:
         elif step is ReloadStep.RETIRED and old is not None:
             old.retire("reload", time.monotonic())
         elif step is ReloadStep.DONE:
-            self.phase = Phase.RUNNING
-            self.publisher.announcer.reloaded()
             log.info("reload finished")
+            self._end_reload()
+
+    def _end_reload(self, *, aborted: bool = False) -> None:
+        self.phase = Phase.RUNNING
+        self.publisher.announcer.reloaded()
+        if self.reload.end(aborted=aborted):
+            log.info("SIGHUP: applying the SIGHUP that came during the reload")
+            self.handle_hup()
 
     def handle_scale(self, delta: int) -> None:
         name = "SIGTTIN" if delta > 0 else "SIGTTOU"

@@ -141,6 +141,7 @@ def _run(path: str) -> int:
         return EXIT_CONFIG
     configure_logging(config.logging.level, config.logging.format)
     supervisor = Supervisor(config)
+    supervisor.reload.log_setup = configure_logging  # a SIGHUP's [logging] applies here too
     try:
         code = supervisor.run()
     except ConfigError as exc:  # found at start: the metrics port is in use

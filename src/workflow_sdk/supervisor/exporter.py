@@ -27,11 +27,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import psutil
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from workflow_sdk.errors import ConfigError
 from workflow_sdk.kafka.stats import SourceStats
+from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.checks import listen_problem
 from workflow_sdk.supervisor.stats import RESTART_REASONS, SupervisorStats
 
@@ -280,7 +280,8 @@ class MetricsServer:
 
     def __init__(self, directory: str, pool: PoolCollector) -> None:
         self.registry = CollectorRegistry()
-        MultiProcessCollector(self.registry, path=directory)  # type: ignore[no-untyped-call]
+        # Tolerates the gauge files of a worker that just exited vanishing mid-scrape.
+        multiproc.scrape_tolerant_collector()(self.registry, path=directory)
         self.registry.register(pool)
         self._server: Any = None
         self._thread: threading.Thread | None = None

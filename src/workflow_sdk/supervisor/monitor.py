@@ -79,6 +79,12 @@ class Publisher:
         )
         return self._server.start(settings.bind, settings.port or 0)
 
+    def worker_gone(self, slot_no: int) -> None:
+        """A worker has exited (and its slot is free): its gauges go with it
+        (see ``multiproc.forget_gauges``). Before the slot is reused."""
+        if self.metrics_dir is not None:
+            multiproc.forget_gauges(self.metrics_dir, multiproc.worker_identifier(slot_no))
+
     def close(self) -> None:
         if self._server is not None:
             self._server.stop()

@@ -18,6 +18,16 @@ opens its files by name, so anyone else able to write there could plant a
 symbolic link the supervisor would then write through. A file is also
 created here before prometheus_client opens it, refusing a symbolic link
 (``O_NOFOLLOW``), and with mode 0600.
+
+- A gauge is a process's state, not a running total: when a worker exits
+  (recycled, crashed, killed by the OOM killer or for its memory or time),
+  ``forget_gauges`` deletes every gauge file of its slot, whatever the
+  gauge's ``multiprocess_mode``, before the slot is reused. Left in place,
+  its last values would stay in the aggregate for ever (an in-progress
+  gauge stuck at 1), and the replacement, which reopens the same files,
+  would start from them. ``mark_process_dead`` would not do: it only
+  deletes ``live*`` gauges, and of a pid, not of a slot. Counter and
+  histogram files stay (that keeps counters monotonic).
 """
 
 from __future__ import annotations
@@ -176,10 +186,51 @@ def install_value_class() -> None:
     _identity["installed"] = "yes"
 
 
+def worker_identifier(slot: int) -> str:
+    """The metric file identifier of the worker in ``slot``."""
+    return f"worker{slot}"
+
+
 def use_identifier(identifier: str) -> None:
     """From now on this process's metrics write to ``*_<identifier>.db``."""
     _identity["id"] = identifier
     install_value_class()
+
+
+def forget_gauges(path: str, identifier: str) -> int:
+    """Delete the gauge files of ``identifier`` (a process that has exited and
+    whose identifier is not in use); returns how many were deleted."""
+    removed = 0
+    for gauge_file in glob.glob(os.path.join(path, f"gauge_*_{glob.escape(identifier)}.db")):
+        try:
+            os.remove(gauge_file)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def scrape_tolerant_collector() -> type:
+    """A ``MultiProcessCollector`` that reads the files again when one of them
+    vanished during a scrape (``forget_gauges`` of a worker that just
+    exited); prometheus_client tolerates that for ``live*`` gauges only."""
+    from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
+
+    class Collector(MultiProcessCollector):
+        def collect(self) -> Any:
+            for attempt in range(_SCRAPE_ATTEMPTS):
+                try:
+                    return super().collect()  # type: ignore[no-untyped-call]
+                except FileNotFoundError:
+                    if attempt == _SCRAPE_ATTEMPTS - 1:
+                        raise
+            raise AssertionError("unreachable")
+
+    return Collector
+
+
+#: Reads of the directory per scrape when files vanish meanwhile.
+_SCRAPE_ATTEMPTS = 3
 
 
 def metrics_with_identifier(identifier: str) -> Metrics:
@@ -202,9 +253,12 @@ __all__ = [
     "choose_dir",
     "current_identifier",
     "dir_problem",
+    "forget_gauges",
     "install_value_class",
     "metrics_with_identifier",
     "prepare_dir",
     "release_dir",
+    "scrape_tolerant_collector",
     "use_identifier",
+    "worker_identifier",
 ]

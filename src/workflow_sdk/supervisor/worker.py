@@ -105,7 +105,7 @@ class Worker:
         if self.spec.metrics_dir:
             # Before the handlers are imported, so that metrics they define
             # at import time are written to this slot's files too.
-            multiproc.use_identifier(f"worker{self.spec.slot}")
+            multiproc.use_identifier(multiproc.worker_identifier(self.spec.slot))
 
     def run(self) -> None:
         try:
