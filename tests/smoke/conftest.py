@@ -45,5 +45,3 @@ def promtool() -> Path:
     except promtool_script.ToolError as exc:
         pytest.skip(f"promtool tests skipped: {exc}")
     return path
-
-

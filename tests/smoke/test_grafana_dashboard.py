@@ -58,7 +58,7 @@ def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
     cells: dict[tuple[int, int], str] = {}
     for panel in panels(board):
         pos = panel["gridPos"]
-        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24, panel["title"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, panel["title"]
         for x in range(pos["x"], pos["x"] + pos["w"]):
             for y in range(pos["y"], pos["y"] + pos["h"]):
                 assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
@@ -93,7 +93,8 @@ def test_every_query_parses_as_promql(promtool: Path, tmp_path: Path) -> None:
     ``promtool check rules`` parses."""
     lines = ["groups:", "  - name: dashboard", "    rules:"]
     queries = panel_queries()
-    for number, (_title, expr) in enumerate(queries):
+    for number, (_title, query) in enumerate(queries):
+        expr = query
         for variable, value in GRAFANA_VARIABLES.items():
             expr = expr.replace(variable, value)
         assert "$" not in expr, expr

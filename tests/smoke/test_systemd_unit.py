@@ -130,9 +130,15 @@ def test_the_sandbox_rates_4_or_better_in_systemd_analyze_security(tmp_path: Pat
         check=False,
     )
     if result.returncode != 0 and "offline" in result.stderr:
-        pytest.skip(f"this systemd-analyze cannot rate a unit file offline (systemd 250+): {result.stderr}")
+        pytest.skip(f"systemd-analyze cannot rate a unit file offline (250+): {result.stderr}")
     assert result.returncode == 0, result.stderr
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert found, result.stdout
     exposure = float(found.group(1))
     assert exposure <= MAX_EXPOSURE, result.stdout
+
+
+def test_every_line_of_the_unit_is_explained_in_docs_deploy_systemd() -> None:
+    doc = (ROOT / "docs" / "deploy-systemd.md").read_text()
+    unexplained = [key for key in settings() if f"`{key}=" not in doc]
+    assert not unexplained, f"docs/deploy-systemd.md does not explain {unexplained}"
