@@ -7,7 +7,9 @@ both apply exactly the same rules:
 - ``NonRetryableError`` fails it without retries;
 - any other exception fails it retryable with ``"<Type>: <message>"``;
 - a result that is not a dict/None, or not JSON-serialisable, fails it
-  without retries (running it again would return the same thing).
+  without retries (running it again would return the same thing); numpy
+  values are converted where that loses nothing, and a refusal names the
+  offending key (``jsonable.make_json_ready``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workflow_sdk.errors import NonRetryableError
+from workflow_sdk.handler.jsonable import NOT_JSON, make_json_ready
 from workflow_sdk.handler.registry import Handler
 
 log = logging.getLogger("workflow_sdk.handler")
@@ -65,6 +68,8 @@ def check_result(result: object, *, plain: bool = False) -> tuple[dict[str, Any]
     Returns ``(variables, "")`` when it can be sent to the engine, else
     ``(None, reason)``. With ``plain``, the variables come back decoded from
     their JSON text: only builtin types, whatever classes the handler used.
+    Variables that ``json`` refuses as they are (numpy values, NaN, objects)
+    are walked once: converted where lossless, else the reason names the key.
     """
     if result is None:
         return {}, ""
@@ -76,9 +81,18 @@ def check_result(result: object, *, plain: bool = False) -> tuple[dict[str, Any]
     try:
         # allow_nan=False: the engine's JSON decoder rejects NaN and Infinity.
         encoded = json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
+    except (TypeError, ValueError, RecursionError):
         # RecursionError: nesting too deep for the encoder (run_handler must not raise).
-        return None, f"handler returned variables that are not JSON-serialisable: {exc}"
+        # The slow path, only for results json refused as they are.
+        converted, problem = make_json_ready(result)
+        if converted is None:
+            return None, problem
+        try:
+            encoded = json.dumps(converted, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # The walk accepted something json does not: say what json said.
+            return None, f"handler returned variables that are {NOT_JSON}: {exc}"
+        result = converted
     return (json.loads(encoded) if plain else result), ""
 
 

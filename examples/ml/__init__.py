@@ -1,0 +1,1 @@
+"""ML example: numpy, scikit-learn and Pillow handlers (needs the ``ml`` extra; see README.md)."""

@@ -1,0 +1,44 @@
+"""Importing numerical libraries (numpy, scikit-learn, Pillow) in pytest's own process.
+
+numpy's OpenBLAS starts a thread per CPU when it loads (scikit-learn's scipy
+another), and a process with threads must not fork (tests/conftest.py fails
+any test that does). So these tests import them with every thread limit at 1,
+which keeps the pools from starting threads, and check that no thread
+appeared. Without the ``ml`` extra the test is skipped and says so.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import pytest
+
+from workflow_sdk.threads_limit import thread_env
+
+SKIP_REASON = (
+    "needs the ml extra (numpy, scikit-learn, pillow, threadpoolctl, joblib): "
+    "pip install -e '.[ml]' (scripts/test installs it)"
+)
+
+
+def thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def import_single_threaded(*names: str) -> list[ModuleType]:
+    """Import ``names`` with one-thread limits; skip when one is missing."""
+    before = thread_count()
+    saved = {name: os.environ.get(name) for name in thread_env(1)}
+    os.environ.update(thread_env(1))
+    try:
+        modules = [pytest.importorskip(name, reason=SKIP_REASON) for name in names]
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    assert thread_count() == before, f"importing {names} started a thread"
+    return modules
+
