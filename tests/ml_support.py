@@ -9,7 +9,10 @@ appeared. Without the ``ml`` extra the test is skipped and says so.
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 import pytest
@@ -26,19 +29,30 @@ def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def import_single_threaded(*names: str) -> list[ModuleType]:
-    """Import ``names`` with one-thread limits; skip when one is missing."""
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """One-thread limits in the environment while libraries load; no new thread after."""
     before = thread_count()
     saved = {name: os.environ.get(name) for name in thread_env(1)}
     os.environ.update(thread_env(1))
     try:
-        modules = [pytest.importorskip(name, reason=SKIP_REASON) for name in names]
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    assert thread_count() == before, f"importing {names} started a thread"
-    return modules
+    assert thread_count() == before, "loading the libraries started a thread"
 
+
+def import_single_threaded(*names: str) -> list[ModuleType]:
+    """Import third-party ``names`` with one-thread limits; skip when one is not installed."""
+    with single_threaded():
+        return [pytest.importorskip(name, reason=SKIP_REASON) for name in names]
+
+
+def import_module_single_threaded(name: str) -> ModuleType:
+    """Import a module of this repository (its errors are errors, not skips)."""
+    with single_threaded():
+        return importlib.import_module(name)

@@ -15,8 +15,9 @@ on RSS recycles workers for memory they do not own. So:
 
 ``/proc/PID/smaps_rollup`` (Linux 4.14+) sums ``/proc/PID/smaps`` over all
 mappings in the kernel: one small read, no per-mapping text to parse. The
-kernel still walks the page tables to produce it, so it costs more than
-``statm`` for a big process (about a millisecond per GB mapped): fine every
+kernel still walks the page tables to produce it, so it costs far more than
+``statm`` (psutil's RSS) for a big process: measured 0.4 ms for a small
+Python process and about 28 ms per GiB resident in 4 KiB pages. Fine every
 few seconds per worker, not per job.
 
 ``read_memory(pid)`` raises ``MemoryReadError`` (an ``OSError``, errno kept)
