@@ -43,8 +43,7 @@ V1_MOUNTINFO = """\
 # A systemd v1 system where cpu and cpuacct share one hierarchy.
 V1_JOINED_CGROUP = "11:cpu,cpuacct:/system.slice/worker.service\n0::/system.slice/worker.service\n"
 V1_JOINED_MOUNTINFO = (
-    "25 24 0:22 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:8 - cgroup cgroup "
-    "rw,cpu,cpuacct\n"
+    "25 24 0:22 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:8 - cgroup cgroup rw,cpu,cpuacct\n"
 )
 # A pure v2 system (systemd's unified layout).
 V2_CGROUP = "0::/system.slice/worker.service\n"
@@ -85,7 +84,9 @@ def test_mountinfo_fields_and_escapes() -> None:
         "cgroup cgroup rw,cpu,cpuacct\n"
     )
     (mount,) = parse_mountinfo(line + "broken line without dash\n")
-    assert mount == Mount("/docker/abc", "/sys/fs/cgroup/my cpu", "cgroup", ("rw", "cpu", "cpuacct"))
+    assert mount == Mount(
+        "/docker/abc", "/sys/fs/cgroup/my cpu", "cgroup", ("rw", "cpu", "cpuacct")
+    )
 
 
 def test_find_cgroup_mount() -> None:
@@ -172,7 +173,9 @@ def test_decide_takes_the_smaller_and_says_why() -> None:
     assert decide(1, None).describe() == "1 CPU (affinity)"
     assert decide(2, v1).describe() == "1 CPU (cgroup v1 quota 150000/100000 us)"
     v2 = CpuQuota(800000, 100000, "v2", "/sys/fs/cgroup")
-    assert decide(2, v2).describe() == "2 CPUs (affinity; cgroup v2 cpu.max 800000/100000 us allows 8)"
+    assert (
+        decide(2, v2).describe() == "2 CPUs (affinity; cgroup v2 cpu.max 800000/100000 us allows 8)"
+    )
     # A tie names the quota: the limit someone set on purpose.
     assert decide(2, CpuQuota(200000, 100000, "v2", "/")).source.startswith("cgroup v2")
     assert decide(0, None).count == 1

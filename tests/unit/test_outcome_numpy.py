@@ -15,8 +15,8 @@ from collections import OrderedDict
 from typing import Any
 
 import pytest
-from ml_support import import_single_threaded
 
+from ml_support import import_single_threaded
 from workflow_sdk.handler.jsonable import make_json_ready
 from workflow_sdk.handler.outcome import check_result, run_handler
 
@@ -51,7 +51,9 @@ def test_plain_results_are_not_copied_or_walked() -> None:
 def test_numpy_is_never_imported_for_a_result(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "numpy", raising=False)
     out = run_handler(returning({"model": Booster(), "n": 1}), CTX)
-    assert out.error_message == "result key 'model': object of type Booster is not JSON-serialisable"
+    assert (
+        out.error_message == "result key 'model': object of type Booster is not JSON-serialisable"
+    )
     assert "numpy" not in sys.modules
 
 
@@ -163,7 +165,9 @@ def test_the_runner_gets_converted_variables_too(np: Any) -> None:
 
 
 def test_numpy_keys_are_converted(np: Any) -> None:
-    out = run_handler(returning({"hist": {np.int64(3): 1, np.bool_(False): 2}}), CTX, plain_variables=True)
+    out = run_handler(
+        returning({"hist": {np.int64(3): 1, np.bool_(False): 2}}), CTX, plain_variables=True
+    )
     assert out.succeeded, out.error_message
     assert out.variables == {"hist": {"3": 1, "false": 2}}
 
@@ -213,12 +217,14 @@ def test_numpy_keys_are_converted(np: Any) -> None:
         ),
     ],
 )
-def test_what_cannot_be_converted_is_refused_naming_the_key(np: Any, make: Any, message: str) -> None:
+def test_what_cannot_be_converted_is_refused_naming_the_key(
+    np: Any, make: Any, message: str
+) -> None:
     out = run_handler(returning(make(np)), CTX)
     assert out.succeeded is False
     assert out.retryable is False
     # numpy < 2 writes reprs without "np.float64(...)": compare only up to it.
-    assert out.error_message.startswith(message.split(" np.")[0])
+    assert out.error_message.startswith(message.split(" np.", maxsplit=1)[0])
 
 
 def test_longdouble_only_when_a_float_holds_it_exactly(np: Any) -> None:
@@ -229,5 +235,7 @@ def test_longdouble_only_when_a_float_holds_it_exactly(np: Any) -> None:
     lossy = run_handler(returning({"v": np.longdouble(1) / 3}), CTX)
     assert lossy.succeeded is False
     assert "float cannot hold exactly" in lossy.error_message
-    arr = run_handler(returning({"v": np.array([1.5, 1], dtype=np.longdouble)}), CTX, plain_variables=True)
+    arr = run_handler(
+        returning({"v": np.array([1.5, 1], dtype=np.longdouble)}), CTX, plain_variables=True
+    )
     assert arr.variables == {"v": [1.5, 1.0]}

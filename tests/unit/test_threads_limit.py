@@ -73,7 +73,10 @@ def test_describe() -> None:
     result = PoolLimitResult(
         1,
         available=True,
-        pools=(PoolChange("openblas", "libscipy_openblas", 2, 1), PoolChange("openmp", "libgomp", 2, 1)),
+        pools=(
+            PoolChange("openblas", "libscipy_openblas", 2, 1),
+            PoolChange("openmp", "libgomp", 2, 1),
+        ),
     )
     assert result.describe() == (
         "thread pools limited to 1: openblas (libscipy_openblas) 2->1, openmp (libgomp) 2->1"

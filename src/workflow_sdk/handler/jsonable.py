@@ -36,7 +36,7 @@ _SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 NOT_JSON = "not JSON-serialisable"
 
 
-class _Refusal(Exception):
+class _RefusedError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -74,11 +74,13 @@ class _Walker:
             return f"numpy.{type(value).__name__}"
         return type(value).__name__
 
-    def refuse_object(self, value: object) -> _Refusal:
-        return _Refusal(f"{self.where()}: object of type {self._type_name(value)} is {NOT_JSON}")
+    def refuse_object(self, value: object) -> _RefusedError:
+        return _RefusedError(
+            f"{self.where()}: object of type {self._type_name(value)} is {NOT_JSON}"
+        )
 
-    def refuse_float(self, value: float, type_name: str) -> _Refusal:
-        return _Refusal(
+    def refuse_float(self, value: float, type_name: str) -> _RefusedError:
+        return _RefusedError(
             f"{self.where()} is a {type_name} {_float_name(value)}: {NOT_JSON} "
             "(the engine's JSON rejects NaN and Infinity)"
         )
@@ -113,7 +115,9 @@ class _Walker:
 
     def _enter(self, container: object) -> None:
         if id(container) in self.active:
-            raise _Refusal(f"{self.where()} refers back to itself: {NOT_JSON} (circular reference)")
+            raise _RefusedError(
+                f"{self.where()} refers back to itself: {NOT_JSON} (circular reference)"
+            )
         self.active.add(id(container))
 
     def mapping(self, value: dict[Any, Any]) -> dict[Any, Any]:
@@ -148,9 +152,9 @@ class _Walker:
         elif np is not None and isinstance(key, (np.bool_, np.integer, np.floating)):
             try:
                 return self.scalar(key)
-            except _Refusal:
+            except _RefusedError:
                 pass  # refused below, as a key
-        raise _Refusal(
+        raise _RefusedError(
             f"{self.where()} has a key {_short(key)} of type {self._type_name(key)}: {NOT_JSON} "
             "(object keys must be str, int, float, bool or None; NaN and Infinity are refused)"
         )
@@ -165,13 +169,13 @@ class _Walker:
             as_float = float(value)
             if not math.isfinite(as_float):
                 if np.isfinite(value):  # a longdouble beyond float's range
-                    raise _Refusal(
+                    raise _RefusedError(
                         f"{self.where()} is a {self._type_name(value)} out of float's range: "
                         f"{NOT_JSON} without loss"
                     )
                 raise self.refuse_float(as_float, self._type_name(value))
             if value.dtype.itemsize > 8 and value != type(value)(as_float):
-                raise _Refusal(
+                raise _RefusedError(
                     f"{self.where()} is a {self._type_name(value)} {_short(value)} that a "
                     f"float cannot hold exactly: {NOT_JSON} without loss"
                 )
@@ -192,10 +196,10 @@ class _Walker:
                 self.path.extend(f"[{i}]" for i in first)
                 raise self.refuse_float(float(value[first]), f"numpy.{value.dtype.name}")
             return value.tolist()
-        if kind == "O" or kind == "f":
+        if kind in {"O", "f"}:
             # Element by element: objects may be anything; a longdouble may not fit a float.
             return self.sequence(value.tolist())
-        raise _Refusal(f"{self.where()} is a numpy array of {value.dtype}: {NOT_JSON}")
+        raise _RefusedError(f"{self.where()} is a numpy array of {value.dtype}: {NOT_JSON}")
 
 
 def make_json_ready(variables: dict[Any, Any]) -> tuple[dict[Any, Any] | None, str]:
@@ -203,7 +207,7 @@ def make_json_ready(variables: dict[Any, Any]) -> tuple[dict[Any, Any] | None, s
     walker = _Walker(sys.modules.get("numpy"))
     try:
         return walker.mapping(variables), ""
-    except _Refusal as refusal:
+    except _RefusedError as refusal:
         return None, refusal.message
     except RecursionError:
         return None, f"result is nested too deeply: {NOT_JSON}"
