@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Collection
 from typing import Any
 
 from benchlib.handlers import POLLED_AT
@@ -61,8 +62,13 @@ def _install_stamping_source() -> None:
     from workflow_sdk.kafka import consumer  # noqa: PLC0415 - needs the kafka extra
 
     class StampingSource(consumer.KafkaJobSource):
-        def fetch(self, max_records: int, timeout: float = 0.0) -> list[dict[str, Any]]:
-            jobs = super().fetch(max_records, timeout)
+        def fetch(
+            self,
+            max_records: int,
+            timeout: float = 0.0,
+            job_types: Collection[str] | None = None,
+        ) -> list[dict[str, Any]]:
+            jobs = super().fetch(max_records, timeout, job_types)
             arrived = time.monotonic()
             for job in jobs:
                 job["variables"] = {**(job.get("variables") or {}), POLLED_AT: arrived}

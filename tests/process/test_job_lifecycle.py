@@ -179,8 +179,12 @@ def test_a_job_interrupted_by_a_boundary_timer_never_fails_the_instance(
     engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, piddir: Path, extra: str
 ) -> None:
     upload_timed_step(client, "timed")
-    (iid,) = start_instances(client, "timed", 1, {"piddir": str(piddir), "seconds": 60})
+    # The worker first, then the instance: its job must be claimed before the
+    # 1 s timer fires (else it is cancelled unclaimed and never runs: under
+    # load a supervisor's start-up took longer than that).
     sv = start_supervisor(workers=1, extra=extra)
+    sv.wait_for_log("all 1 workers ready")
+    (iid,) = start_instances(client, "timed", 1, {"piddir": str(piddir), "seconds": 60})
     victim = read_pid(piddir, iid)
     summary = engine.wait_for_instance(iid, "COMPLETED", timeout=20)
     assert summary["currentStepIds"] == [] or summary["currentStepIds"] is None
@@ -197,8 +201,9 @@ def test_a_job_interrupted_while_its_instance_goes_on_is_stopped_by_its_history(
     engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, piddir: Path
 ) -> None:
     upload_timed_step(client, "parked", park=True)
-    (iid,) = start_instances(client, "parked", 1, {"piddir": str(piddir), "seconds": 60})
     sv = start_supervisor(workers=1, extra="stale_check_interval = 0.5\njob_timeout = 0\n")
+    sv.wait_for_log("all 1 workers ready")  # claimed before its 1 s timer fires
+    (iid,) = start_instances(client, "parked", 1, {"piddir": str(piddir), "seconds": 60})
     victim = read_pid(piddir, iid)
     wait_for(lambda: _gone(victim), 1 + 0.5 + KILL_GRACE + 8, "the interrupted job's worker")
     sv.wait_for_log("(step execution FAILED (interrupted by boundary timer))")
