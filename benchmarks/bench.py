@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Worker supervisor vs threaded Runner, side by side, on this machine.
 
-    scripts/bench [--repeat 3] [--jobs 400] [--quick | --smoke] [--output FILE]
+    benchmarks/bench [--repeat 3] [--jobs 400] [--quick | --smoke] [--output FILE]
 
 Against a local engine (``python -m workflow_sdk.testing``, one fresh engine
 process per batch), measures:
@@ -20,9 +20,9 @@ process per batch), measures:
    the handler, which adds the engine's answer and its trip back.
 4. The supervisor parent's CPU while idle and while busy; RSS and USS of the
    parent, the fork server and each worker.
-5. The local engine's own capacity (``scripts/engine_capacity.py``).
+5. The local engine's own capacity (``benchmarks/engine_capacity.py``).
 6. Backpressure against an engine that answers each completion in 50 ms
-   (``scripts/slow_engine.py``, 5 s lease, no-op jobs): jobs claimed twice
+   (``benchmarks/slow_engine.py``, 5 s lease, no-op jobs): jobs claimed twice
    (goal 0) and the most jobs the supervisor held at once (bound 2 x workers).
 
 Throughput is the steady-state rate between the 10th and 90th percentile
@@ -421,7 +421,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="scripts/bench", description=(__doc__ or "").split("\n\n")[0]
+        prog="benchmarks/bench", description=(__doc__ or "").split("\n\n")[0]
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small batches, one run (< 1 min)")

@@ -1,6 +1,6 @@
 """CPU one poll + complete cycle costs each client, against one LocalEngine.
 
-    .venv/bin/python scripts/client_cost.py [--cycles 1500] [--rounds 3]
+    .venv/bin/python benchmarks/client_cost.py [--cycles 1500] [--rounds 3]
 
 Measures the calling thread's CPU time (``time.thread_time``), so the
 engine's own work in this process is not counted; the wall time per cycle is

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How many poll+complete cycles per second the local engine serves.
 
-    .venv/bin/python scripts/engine_capacity.py --seconds 5
+    .venv/bin/python benchmarks/engine_capacity.py --seconds 5
 
 Prints one line with the figure. The engine runs in its own process by
 default (``python -m workflow_sdk.testing``), as it does beside a benchmarked

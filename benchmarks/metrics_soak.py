@@ -5,8 +5,8 @@ so that workers are replaced every few jobs, then reports: the number of
 files in the prometheus multiprocess directory, how long a scrape takes, and
 whether ``workflow_sdk_jobs_completed_total`` equals the jobs run.
 
-    .venv/bin/python scripts/metrics_soak.py --jobs 10000 --per-child 10
-    .venv/bin/python scripts/metrics_soak.py --jobs 400 --per-child 0 --job-ms 20
+    .venv/bin/python benchmarks/metrics_soak.py --jobs 10000 --per-child 10
+    .venv/bin/python benchmarks/metrics_soak.py --jobs 400 --per-child 0 --job-ms 20
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Where the supervisor parent's CPU goes: per job, per thread, and (optionally) per function.
 
-    .venv/bin/python scripts/parent_profile.py [--kind cpu|noop] [--jobs N] [--workers N]
+    .venv/bin/python benchmarks/parent_profile.py [--kind cpu|noop] [--jobs N] [--workers N]
                                                [--cpu-ms MS] [--profile] [--top N]
 
-Runs one batch as ``scripts/bench`` does (a fresh local engine process, the
+Runs one batch as ``benchmarks/bench`` does (a fresh local engine process, the
 jobs created up front, the supervisor in its own process with the
 benchmark's handlers) and reads, over the steady window (from the 10th to
 the 90th percentile of completions), the CPU time the kernel kept for each

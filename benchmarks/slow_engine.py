@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The supervisor against an engine that answers completions slowly.
 
-    .venv/bin/python scripts/slow_engine.py [--jobs 400] [--delay 0.05] [--lease 5] [--workers 2]
+    .venv/bin/python benchmarks/slow_engine.py [--jobs 400] [--delay 0.05] [--lease 5] [--workers 2]
 
 A loaded PostgreSQL can take tens of milliseconds per completion. The
 supervisor reports from a few threads; without a bound on what it holds it

@@ -1,1 +1,1 @@
-"""Pieces of ``scripts/bench``: handlers, process control, scenarios, statistics."""
+"""Pieces of ``benchmarks/bench``: handlers, process control, scenarios, statistics."""

@@ -1,4 +1,4 @@
-"""The table ``scripts/bench`` prints (and ``--table-from`` reprints) from its JSON report."""
+"""The table ``benchmarks/bench`` prints (and ``--table-from`` reprints) from its JSON report."""
 
 from __future__ import annotations
 

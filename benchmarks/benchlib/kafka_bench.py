@@ -1,4 +1,4 @@
-"""``scripts/bench --dispatch kafka``: the supervisor in Kafka dispatch mode beside poll mode.
+"""``benchmarks/bench --dispatch kafka``: the supervisor in Kafka dispatch mode beside poll mode.
 
 One run, one machine, the same jobs: a fresh single-node Kafka broker
 (``scripts/kafka.py``) for the whole run, topics ``workflow.jobs.<jobType>``
@@ -389,7 +389,7 @@ def print_table(path: str) -> int:
 
 
 def compare(args: Any) -> int:
-    """Entry point for ``scripts/bench --dispatch kafka``; returns the exit status."""
+    """Entry point for ``benchmarks/bench --dispatch kafka``; returns the exit status."""
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 

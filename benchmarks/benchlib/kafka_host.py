@@ -20,7 +20,7 @@ one ``time.monotonic()`` per answer and one dict copy per job, in both modes.
 
 The poll client comes from a ``Supervisor`` subclass overriding its client
 factory; the Kafka source is swapped by replacing the ``KafkaJobSource`` name
-in ``workflow_sdk.kafka.consumer`` and ``workflow_sdk.supervisor.kafka_feeder``
+in ``workflow_sdk.kafka.consumer`` and ``workflow_sdk.supervisor.io.kafka_feeder``
 before the supervisor starts consuming. Nothing else of the supervisor is touched.
 """
 
@@ -34,9 +34,9 @@ from typing import Any
 from benchlib.handlers import POLLED_AT
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.lean import LeanJobClient
-from workflow_sdk.supervisor.arbiter import Supervisor
 from workflow_sdk.supervisor.config import load_config
-from workflow_sdk.supervisor.logs import configure_logging
+from workflow_sdk.supervisor.exposition.logs import configure_logging
+from workflow_sdk.supervisor.loop.arbiter import Supervisor
 
 
 class StampingLeanClient(LeanJobClient):
@@ -70,7 +70,7 @@ def _install_stamping_source() -> None:
 
     consumer.KafkaJobSource = StampingSource  # type: ignore[misc]
     # The feeder module binds the name at import: replace it there too.
-    from workflow_sdk.supervisor import kafka_feeder  # noqa: PLC0415
+    from workflow_sdk.supervisor.io import kafka_feeder  # noqa: PLC0415
 
     if hasattr(kafka_feeder, "KafkaJobSource"):
         kafka_feeder.KafkaJobSource = StampingSource  # type: ignore[misc]

@@ -20,15 +20,18 @@ from typing import Any
 
 import psutil
 
-SCRIPTS = Path(__file__).resolve().parent.parent
-ROOT = SCRIPTS.parent
+#: benchmarks/: holds benchlib (put on PYTHONPATH) and the bench scripts.
+BENCHMARKS = Path(__file__).resolve().parent.parent
+ROOT = BENCHMARKS.parent
+#: scripts/: the repository's entry points (kafka.py starts a broker).
+SCRIPTS = ROOT / "scripts"
 
 
 def child_env() -> dict[str, str]:
     """The environment of every child: ``benchlib`` importable, no URL override."""
     env = dict(os.environ)
     env.pop("ROCHALLOR_ENGINE_URL", None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SCRIPTS), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCHMARKS), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -40,7 +43,7 @@ class Child:
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             argv,
-            cwd=SCRIPTS,
+            cwd=BENCHMARKS,
             env=child_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture_first_line else self._log,

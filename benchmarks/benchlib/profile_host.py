@@ -5,7 +5,7 @@ Runs ``benchlib.sv_host`` (the supervisor with the stamping client; with
 daemon thread, rewrites ``THREADS_FILE`` every half second (every
 ``BENCH_THREAD_NAMES_EVERY`` seconds if set) with the time of writing and
 the native id and name of every thread of the process, so
-``scripts/parent_profile.py`` can tell the poller, the reporters and the main
+``benchmarks/parent_profile.py`` can tell the poller, the reporters and the main
 loop apart in the CPU times the kernel keeps per thread.
 """
 

@@ -7,10 +7,10 @@ import math
 import pytest
 
 from unit.test_worker_pool import make_slot
-from workflow_sdk.supervisor.claims import ClaimPolicy, plan_poll
-from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
-from workflow_sdk.supervisor.pool import WorkerPool
-from workflow_sdk.supervisor.slots import SlotState
+from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy, plan_poll
+from workflow_sdk.supervisor.loop.ledger import ClaimVerdict, JobEntry, JobLedger, JobState
+from workflow_sdk.supervisor.loop.pool import WorkerPool
+from workflow_sdk.supervisor.loop.slots import SlotState
 
 
 def measured(policy: ClaimPolicy, job_type: str, seconds: float, lease: float = 30.0) -> None:

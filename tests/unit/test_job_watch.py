@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from workflow_sdk.errors import EngineConnectionError, LeaseLostError
-from workflow_sdk.supervisor.jobs import JobLedger, JobState
-from workflow_sdk.supervisor.watch import JobWatch, StopJob
+from workflow_sdk.supervisor.loop.ledger import JobLedger, JobState
+from workflow_sdk.supervisor.loop.watch import JobWatch, StopJob
 
 
 class Engine:

@@ -23,11 +23,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from workflow_sdk.errors import ConfigError
-from workflow_sdk.supervisor import exporter, multiproc
-from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
-from workflow_sdk.supervisor.monitor import sample_rss
-from workflow_sdk.supervisor.slots import SlotState
-from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.exposition import exporter, multiproc
+from workflow_sdk.supervisor.exposition.exporter import MetricsServer, PoolCollector, WorkerView
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.loop.publisher import sample_rss
+from workflow_sdk.supervisor.loop.slots import SlotState
 
 # -- item 1: the server's bounds -------------------------------------------------------------
 
@@ -206,7 +206,7 @@ def test_a_new_directory_is_private_and_planted_links_are_removed_not_followed(
 
 _WRITE_A_COUNTER = """
 import sys
-from workflow_sdk.supervisor import multiproc
+from workflow_sdk.supervisor.exposition import multiproc
 multiproc.use_identifier("worker1")
 from prometheus_client import Counter
 try:

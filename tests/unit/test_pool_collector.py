@@ -5,12 +5,12 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from workflow_sdk.kafka.stats import SourceStats
-from workflow_sdk.supervisor.claims import ClaimPolicy
-from workflow_sdk.supervisor.exporter import PREFIX, PoolCollector, WorkerView
-from workflow_sdk.supervisor.intake import Intake
-from workflow_sdk.supervisor.jobs import JobLedger
-from workflow_sdk.supervisor.pool import WorkerPool
-from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.exposition.exporter import PREFIX, PoolCollector, WorkerView
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy
+from workflow_sdk.supervisor.loop.intake import Intake
+from workflow_sdk.supervisor.loop.ledger import JobLedger
+from workflow_sdk.supervisor.loop.pool import WorkerPool
 
 SNAPSHOT = SourceStats(
     fetched=41,

@@ -7,8 +7,8 @@ from typing import Any
 from workflow_sdk.fate import Fate, FateCheck
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus
-from workflow_sdk.supervisor.jobs import JobLedger
-from workflow_sdk.supervisor.reports import ReportDesk
+from workflow_sdk.supervisor.loop.ledger import JobLedger
+from workflow_sdk.supervisor.loop.reports import ReportDesk
 
 
 class RecordingReporter:

@@ -13,16 +13,16 @@ from unit.test_worker_pool import make_slot
 from workflow_sdk.client import models
 from workflow_sdk.errors import DispatchModeError, EngineResponseError
 from workflow_sdk.metrics.metrics import Metrics
-from workflow_sdk.supervisor.claims import ClaimPolicy, plan_poll
 from workflow_sdk.supervisor.config import SupervisorConfig
-from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
-from workflow_sdk.supervisor.jobs import JobLedger, JobState
-from workflow_sdk.supervisor.kafka_types import types_to_consume
-from workflow_sdk.supervisor.monitor import sample_rss
-from workflow_sdk.supervisor.pool import Phase, WorkerPool
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
-from workflow_sdk.supervisor.source import PollResult
-from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.io.source import PollResult
+from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy, plan_poll
+from workflow_sdk.supervisor.loop.intake import REPORT_HOLD, Intake, PollVerdict
+from workflow_sdk.supervisor.loop.kafka_types import types_to_consume
+from workflow_sdk.supervisor.loop.ledger import JobLedger, JobState
+from workflow_sdk.supervisor.loop.pool import Phase, WorkerPool
+from workflow_sdk.supervisor.loop.publisher import sample_rss
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
 
 
 class StandInSource:

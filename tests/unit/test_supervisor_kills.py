@@ -27,12 +27,12 @@ import pytest
 from unit.test_supervisor_intake import StandInSource, job
 from unit.test_worker_pool import StandInProcess
 from workflow_sdk.handler.outcome import Outcome
-from workflow_sdk.supervisor.arbiter import Supervisor
 from workflow_sdk.supervisor.config import load_config
-from workflow_sdk.supervisor.protocol import JobDone
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
-from workflow_sdk.supervisor.watch import StopJob
-from workflow_sdk.supervisor.worker import CANCEL_SIGNAL
+from workflow_sdk.supervisor.loop.arbiter import Supervisor
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.loop.watch import StopJob
+from workflow_sdk.supervisor.worker.main import CANCEL_SIGNAL
+from workflow_sdk.supervisor.worker.protocol import JobDone
 
 NOW = 100.0
 MIB = 2**20

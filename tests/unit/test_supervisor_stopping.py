@@ -15,17 +15,17 @@ import pytest
 from unit.test_supervisor_intake import idle_slot, intake_with, job
 from unit.test_worker_pool import make_slot
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config
-from workflow_sdk.supervisor.drain import Drain, DrainStep
-from workflow_sdk.supervisor.intake import Intake
-from workflow_sdk.supervisor.jobs import JobState
-from workflow_sdk.supervisor.lifecycle import WorkerLife
-from workflow_sdk.supervisor.protocol import Ready
+from workflow_sdk.supervisor.loop.drain import Drain, DrainStep
+from workflow_sdk.supervisor.loop.intake import Intake
+from workflow_sdk.supervisor.loop.ledger import JobState
+from workflow_sdk.supervisor.loop.lifecycle import WorkerLife
+from workflow_sdk.supervisor.loop.reports import ReportDesk
+from workflow_sdk.supervisor.loop.slots import EXIT_GRACE, Overdue, SlotState, WorkerSlot
+from workflow_sdk.supervisor.loop.stops import ABANDON_GRACE, CANCEL_GRACE, KILL_GRACE, Stops
+from workflow_sdk.supervisor.loop.watch import StopJob
 from workflow_sdk.supervisor.reload import reload_config
-from workflow_sdk.supervisor.reports import ReportDesk
 from workflow_sdk.supervisor.results import Results
-from workflow_sdk.supervisor.slots import EXIT_GRACE, Overdue, SlotState, WorkerSlot
-from workflow_sdk.supervisor.stops import ABANDON_GRACE, CANCEL_GRACE, KILL_GRACE, Stops
-from workflow_sdk.supervisor.watch import StopJob
+from workflow_sdk.supervisor.worker.protocol import Ready
 
 
 def helpers(intake: Intake) -> tuple[Results, Stops]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from workflow_sdk.supervisor.pool import (
+from workflow_sdk.supervisor.loop.pool import (
     BootVerdict,
     RecyclePolicy,
     ReloadStep,
     WorkerPool,
 )
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
 
 
 class StandInProcess:

@@ -14,8 +14,8 @@ import traceback
 
 import requests
 
-from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.config import EngineConfig, MetricsConfig
+from workflow_sdk.supervisor.exposition import multiproc
 
 #: Frames from these are ours or the import machinery's, not the operator's.
 _NOT_THEIRS = (

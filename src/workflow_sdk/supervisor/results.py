@@ -19,13 +19,13 @@ from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.jobcore import record_outcome
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
-from workflow_sdk.supervisor.intake import Intake
-from workflow_sdk.supervisor.joblog import log_outcome
-from workflow_sdk.supervisor.jobs import JobEntry, JobLedger
-from workflow_sdk.supervisor.pool import Phase, WorkerPool
-from workflow_sdk.supervisor.reporter import Reporter
-from workflow_sdk.supervisor.reports import ReportDesk
-from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.io.reporter import Reporter
+from workflow_sdk.supervisor.loop.intake import Intake
+from workflow_sdk.supervisor.loop.joblog import log_outcome
+from workflow_sdk.supervisor.loop.ledger import JobEntry, JobLedger
+from workflow_sdk.supervisor.loop.pool import Phase, WorkerPool
+from workflow_sdk.supervisor.loop.reports import ReportDesk
 
 
 class Results:

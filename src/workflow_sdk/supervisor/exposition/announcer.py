@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from workflow_sdk.supervisor import proctitle
-from workflow_sdk.supervisor.systemd import SystemdNotifier
+from workflow_sdk.supervisor.exposition import titles
+from workflow_sdk.supervisor.exposition.systemd import SystemdNotifier
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -57,9 +57,9 @@ class Announcer:
 
     def publish(self, now: float, state: PoolState) -> None:
         self._last = state
-        title = proctitle.master_title(self._config_name, state.workers, state.busy, state.phase)
+        title = titles.master_title(self._config_name, state.workers, state.busy, state.phase)
         if title != self._title:
-            proctitle.set_title(title)
+            titles.set_title(title)
             self._title = title
         if not self._announced_ready and state.ready and state.phase != "draining":
             self._announced_ready = True

@@ -31,9 +31,9 @@ from prometheus_client.registry import Collector
 
 from workflow_sdk.errors import ConfigError
 from workflow_sdk.kafka.stats import SourceStats
-from workflow_sdk.supervisor import multiproc
 from workflow_sdk.supervisor.checks import listen_problem
-from workflow_sdk.supervisor.stats import RESTART_REASONS, SupervisorStats
+from workflow_sdk.supervisor.exposition import multiproc
+from workflow_sdk.supervisor.exposition.stats import RESTART_REASONS, SupervisorStats
 
 log = logging.getLogger("workflow_sdk.supervisor")
 

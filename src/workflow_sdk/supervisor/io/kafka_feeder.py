@@ -35,7 +35,7 @@ from workflow_sdk.kafka.consumer import KafkaJobSource, KafkaSourceError, check_
 from workflow_sdk.kafka.dispatch import topic_for
 from workflow_sdk.kafka.stats import SourceStats
 from workflow_sdk.supervisor.config import KafkaConfig
-from workflow_sdk.supervisor.source import PollResult, SourceThread
+from workflow_sdk.supervisor.io.source import PollResult, SourceThread
 
 log = logging.getLogger("workflow_sdk.supervisor")
 

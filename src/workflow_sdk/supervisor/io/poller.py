@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.errors import WorkflowSDKError
-from workflow_sdk.supervisor.source import PollResult, SourceThread
+from workflow_sdk.supervisor.io.source import PollResult, SourceThread
 
 log = logging.getLogger("workflow_sdk.supervisor")
 

@@ -44,37 +44,37 @@ from workflow_sdk.errors import DispatchModeError
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.sanitize import redact_url
 from workflow_sdk.staleness import InstanceReader
-from workflow_sdk.supervisor.announcer import Announcer
-from workflow_sdk.supervisor.claims import ClaimPolicy
 from workflow_sdk.supervisor.config import SupervisorConfig
-from workflow_sdk.supervisor.drain import Drain, DrainStep
-from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
-from workflow_sdk.supervisor.jobs import JobLedger
-from workflow_sdk.supervisor.lifecycle import WorkerLife
-from workflow_sdk.supervisor.monitor import PUBLISH_INTERVAL, Publisher
-from workflow_sdk.supervisor.poller import PollResult
-from workflow_sdk.supervisor.pool import (
+from workflow_sdk.supervisor.exposition.announcer import Announcer
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.exposition.systemd import SYSTEMD_ENV, SystemdNotifier
+from workflow_sdk.supervisor.io.poller import PollResult
+from workflow_sdk.supervisor.io.renewal import RenewalUnavailableError
+from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy
+from workflow_sdk.supervisor.loop.drain import Drain, DrainStep
+from workflow_sdk.supervisor.loop.intake import REPORT_HOLD, Intake, PollVerdict
+from workflow_sdk.supervisor.loop.ledger import JobLedger
+from workflow_sdk.supervisor.loop.lifecycle import WorkerLife
+from workflow_sdk.supervisor.loop.pool import (
     BootVerdict,
     Phase,
     ReloadStep,
     WorkerPool,
 )
-from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready
+from workflow_sdk.supervisor.loop.publisher import PUBLISH_INTERVAL, Publisher
+from workflow_sdk.supervisor.loop.reports import ReportDesk
+from workflow_sdk.supervisor.loop.signals import SignalInbox
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.loop.startup import fork_server_preload, make_reader, start_helpers
+from workflow_sdk.supervisor.loop.stops import CANCEL_GRACE, KILL_GRACE, Stops
+from workflow_sdk.supervisor.loop.waitset import WaitSet
 from workflow_sdk.supervisor.reload import Reload, reload_config
-from workflow_sdk.supervisor.renewal import RenewalUnavailableError
-from workflow_sdk.supervisor.reports import ReportDesk
 from workflow_sdk.supervisor.results import Results
-from workflow_sdk.supervisor.signals import SignalInbox
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
-from workflow_sdk.supervisor.startup import fork_server_preload, make_reader, start_helpers
-from workflow_sdk.supervisor.stats import SupervisorStats
-from workflow_sdk.supervisor.stops import CANCEL_GRACE, KILL_GRACE, Stops
-from workflow_sdk.supervisor.systemd import SYSTEMD_ENV, SystemdNotifier
-from workflow_sdk.supervisor.waitset import WaitSet
-from workflow_sdk.supervisor.worker import (
+from workflow_sdk.supervisor.worker.main import (
     WorkerSpec,
     worker_main,
 )
+from workflow_sdk.supervisor.worker.protocol import BootFailed, JobDone, Ready
 
 log = logging.getLogger("workflow_sdk.supervisor")
 

@@ -24,9 +24,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from workflow_sdk.supervisor.jobs import JobLedger, JobState
-from workflow_sdk.supervisor.pool import WorkerPool
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.loop.ledger import JobLedger, JobState
+from workflow_sdk.supervisor.loop.pool import WorkerPool
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
 
 #: A job type is short when its handler time is under this share of its lease.
 AHEAD_SHARE = 0.02

@@ -16,12 +16,12 @@ from __future__ import annotations
 import enum
 import logging
 
-from workflow_sdk.supervisor.intake import Intake
-from workflow_sdk.supervisor.jobs import JobLedger, JobState
-from workflow_sdk.supervisor.pool import WorkerPool
-from workflow_sdk.supervisor.slots import SlotState
-from workflow_sdk.supervisor.stats import SupervisorStats
-from workflow_sdk.supervisor.stops import KILL_GRACE, Stops
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.loop.intake import Intake
+from workflow_sdk.supervisor.loop.ledger import JobLedger, JobState
+from workflow_sdk.supervisor.loop.pool import WorkerPool
+from workflow_sdk.supervisor.loop.slots import SlotState
+from workflow_sdk.supervisor.loop.stops import KILL_GRACE, Stops
 
 log = logging.getLogger("workflow_sdk.supervisor")
 

@@ -28,18 +28,18 @@ from workflow_sdk.kafka.stats import SourceStats
 from workflow_sdk.lease import lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.retry.backoff import Backoff
-from workflow_sdk.supervisor.claims import ClaimPolicy, PollPlan, plan_poll
 from workflow_sdk.supervisor.config import SupervisorConfig
-from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
-from workflow_sdk.supervisor.kafka_types import types_to_consume
-from workflow_sdk.supervisor.pool import Phase, WorkerPool
-from workflow_sdk.supervisor.protocol import RunJob
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
-from workflow_sdk.supervisor.source import JobSource, PollResult
-from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.io.source import JobSource, PollResult
+from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy, PollPlan, plan_poll
+from workflow_sdk.supervisor.loop.kafka_types import types_to_consume
+from workflow_sdk.supervisor.loop.ledger import ClaimVerdict, JobEntry, JobLedger, JobState
+from workflow_sdk.supervisor.loop.pool import Phase, WorkerPool
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.worker.protocol import RunJob
 
 if TYPE_CHECKING:
-    from workflow_sdk.supervisor.kafka_feeder import KafkaFeeder, KafkaUnavailableError
+    from workflow_sdk.supervisor.io.kafka_feeder import KafkaFeeder, KafkaUnavailableError
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -251,7 +251,7 @@ class Intake:
         ``answers``: the report answers counted so far. The error, if Kafka
         cannot be used."""
         # Imported here: the kafka extra is only needed in Kafka mode.
-        from workflow_sdk.supervisor.kafka_feeder import (  # noqa: PLC0415
+        from workflow_sdk.supervisor.io.kafka_feeder import (  # noqa: PLC0415
             KafkaUnavailableError,
             open_feeder,
         )

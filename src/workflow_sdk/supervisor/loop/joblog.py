@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 from workflow_sdk.handler.outcome import Outcome
-from workflow_sdk.supervisor.jobs import JobEntry
-from workflow_sdk.supervisor.logs import DETAILS
+from workflow_sdk.supervisor.exposition.logs import DETAILS
+from workflow_sdk.supervisor.loop.ledger import JobEntry
 
 log = logging.getLogger("workflow_sdk.supervisor")
 

@@ -15,8 +15,8 @@ the intake gives back the claimed jobs of a type that went.
 
 from __future__ import annotations
 
-from workflow_sdk.supervisor.pool import WorkerPool
-from workflow_sdk.supervisor.slots import SlotState
+from workflow_sdk.supervisor.loop.pool import WorkerPool
+from workflow_sdk.supervisor.loop.slots import SlotState
 
 
 def types_to_consume(pool: WorkerPool, current: frozenset[str]) -> frozenset[str]:

@@ -19,13 +19,13 @@ from multiprocessing.process import BaseProcess
 import psutil
 
 from workflow_sdk.supervisor.config import PoolConfig, SupervisorConfig, unhandled_job_types
-from workflow_sdk.supervisor.logs import DETAILS
-from workflow_sdk.supervisor.monitor import sample_rss
-from workflow_sdk.supervisor.pool import BootVerdict, RecyclePolicy, WorkerPool
-from workflow_sdk.supervisor.protocol import Ready
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot, describe_exit
-from workflow_sdk.supervisor.stats import SupervisorStats
-from workflow_sdk.supervisor.stops import KILL_GRACE, Stops
+from workflow_sdk.supervisor.exposition.logs import DETAILS
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.loop.pool import BootVerdict, RecyclePolicy, WorkerPool
+from workflow_sdk.supervisor.loop.publisher import sample_rss
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot, describe_exit
+from workflow_sdk.supervisor.loop.stops import KILL_GRACE, Stops
+from workflow_sdk.supervisor.worker.protocol import Ready
 
 log = logging.getLogger("workflow_sdk.supervisor")
 

@@ -12,7 +12,7 @@ import enum
 import random
 from dataclasses import dataclass
 
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
 
 #: Replacements that fail to boot in a row before the supervisor gives up.
 MAX_BOOT_FAILURES = 5

@@ -18,15 +18,15 @@ from dataclasses import dataclass
 import psutil
 
 from workflow_sdk.metrics.metrics import Metrics
-from workflow_sdk.supervisor import multiproc
-from workflow_sdk.supervisor.announcer import Announcer, PoolState
 from workflow_sdk.supervisor.config import MetricsConfig
-from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
-from workflow_sdk.supervisor.intake import Intake
-from workflow_sdk.supervisor.jobs import JobLedger
-from workflow_sdk.supervisor.pool import Phase, WorkerPool
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
-from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.exposition import multiproc
+from workflow_sdk.supervisor.exposition.announcer import Announcer, PoolState
+from workflow_sdk.supervisor.exposition.exporter import MetricsServer, PoolCollector, WorkerView
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.loop.intake import Intake
+from workflow_sdk.supervisor.loop.ledger import JobLedger
+from workflow_sdk.supervisor.loop.pool import Phase, WorkerPool
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
 
 #: Seconds between two updates of the /metrics view, title and systemd status:
 #: every tick (two or three per job) cost the parent a few % of its CPU per job.

@@ -20,8 +20,8 @@ from workflow_sdk.fate import Fate, FateCheck
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.staleness import InstanceReader, StaleVerdict, check_job
-from workflow_sdk.supervisor.jobs import JobEntry
-from workflow_sdk.supervisor.reporter import Reporter
+from workflow_sdk.supervisor.io.reporter import Reporter
+from workflow_sdk.supervisor.loop.ledger import JobEntry
 
 #: Report endings after which a job is finished for good (a Kafka record's
 #: offset may then be committed); the others leave it to be delivered again.

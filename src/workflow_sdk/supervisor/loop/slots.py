@@ -17,7 +17,7 @@ from multiprocessing.process import BaseProcess
 
 import psutil
 
-from workflow_sdk.supervisor.jobs import JobEntry
+from workflow_sdk.supervisor.loop.ledger import JobEntry
 
 #: Seconds a worker told to exit (its channel closed, no job) has to be gone
 #: before SIGTERM: it exits at once (``worker._exit_now``), unless something

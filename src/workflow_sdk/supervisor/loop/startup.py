@@ -20,13 +20,13 @@ from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.staleness import InstanceReader
 from workflow_sdk.supervisor.config import PoolConfig, SupervisorConfig
-from workflow_sdk.supervisor.jobs import JobLedger
-from workflow_sdk.supervisor.poller import Poller
-from workflow_sdk.supervisor.renewal import plan_renewal
-from workflow_sdk.supervisor.reporter import Reporter
+from workflow_sdk.supervisor.io.poller import Poller
+from workflow_sdk.supervisor.io.renewal import plan_renewal
+from workflow_sdk.supervisor.io.reporter import Reporter
+from workflow_sdk.supervisor.loop.ledger import JobLedger
+from workflow_sdk.supervisor.loop.watch import JobWatch
 from workflow_sdk.supervisor.results import Results
-from workflow_sdk.supervisor.watch import JobWatch
-from workflow_sdk.supervisor.worker import ENV_PRELOAD_MODULES
+from workflow_sdk.supervisor.worker.main import ENV_PRELOAD_MODULES
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -35,12 +35,15 @@ def fork_server_preload(settings: PoolConfig) -> list[str]:
     """The modules the fork server imports once: every worker forked from it
     starts with them loaded. Handler modules only on request: a module
     preloaded there is not re-imported by the workers a reload starts."""
-    preload = ["workflow_sdk.supervisor.forkserver_init", "workflow_sdk.supervisor.worker"]
+    preload = [
+        "workflow_sdk.supervisor.worker.forkserver_init",
+        "workflow_sdk.supervisor.worker.main",
+    ]
     if settings.preload_handlers:
         modules = [spec.partition(":")[0] for spec in settings.handlers]
         os.environ[ENV_PRELOAD_MODULES] = ",".join(modules)
         # By name: importing that module here would load the handlers.
-        preload.append("workflow_sdk.supervisor.preload")
+        preload.append("workflow_sdk.supervisor.worker.preload")
     return preload
 
 

@@ -22,15 +22,15 @@ import time
 from collections.abc import Callable
 
 from workflow_sdk.handler.outcome import Outcome
-from workflow_sdk.supervisor.intake import Intake
-from workflow_sdk.supervisor.joblog import log_stopped
-from workflow_sdk.supervisor.jobs import ClaimKey, JobEntry, JobLedger
-from workflow_sdk.supervisor.pool import WorkerPool
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.loop.intake import Intake
+from workflow_sdk.supervisor.loop.joblog import log_stopped
+from workflow_sdk.supervisor.loop.ledger import ClaimKey, JobEntry, JobLedger
+from workflow_sdk.supervisor.loop.pool import WorkerPool
+from workflow_sdk.supervisor.loop.slots import EXIT_GRACE, Overdue, SlotState, WorkerSlot
+from workflow_sdk.supervisor.loop.watch import JobWatch, StopJob
 from workflow_sdk.supervisor.results import Results
-from workflow_sdk.supervisor.slots import EXIT_GRACE, Overdue, SlotState, WorkerSlot
-from workflow_sdk.supervisor.stats import SupervisorStats
-from workflow_sdk.supervisor.watch import JobWatch, StopJob
-from workflow_sdk.supervisor.worker import CANCEL_SIGNAL
+from workflow_sdk.supervisor.worker.main import CANCEL_SIGNAL
 
 log = logging.getLogger("workflow_sdk.supervisor")
 

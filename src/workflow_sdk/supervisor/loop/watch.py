@@ -23,14 +23,14 @@ from typing import Any
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.retry.backoff import delay as backoff_delay
 from workflow_sdk.staleness import InstanceReader, JobLiveness, StaleVerdict, check_job
-from workflow_sdk.supervisor.errands import Errands
-from workflow_sdk.supervisor.jobs import ClaimKey, JobEntry, JobLedger, JobState
-from workflow_sdk.supervisor.renewal import (
+from workflow_sdk.supervisor.io.call_thread import Errands
+from workflow_sdk.supervisor.io.renewal import (
     LeaseRenewer,
     RenewalAnswer,
     RenewalResult,
     renew,
 )
+from workflow_sdk.supervisor.loop.ledger import ClaimKey, JobEntry, JobLedger, JobState
 
 log = logging.getLogger("workflow_sdk.supervisor")
 

@@ -6,6 +6,6 @@ dispositions (see ``sigpolicy``).
 
 from __future__ import annotations
 
-from workflow_sdk.supervisor.sigpolicy import ignore_in_fork_server
+from workflow_sdk.supervisor.worker.sigpolicy import ignore_in_fork_server
 
 ignore_in_fork_server()

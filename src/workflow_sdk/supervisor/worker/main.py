@@ -28,10 +28,11 @@ from workflow_sdk.errors import ConfigError, WorkerShutdown
 from workflow_sdk.handler.outcome import Outcome, run_handler
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.jobcore import no_handler_outcome
-from workflow_sdk.supervisor import multiproc, proctitle, sigpolicy
-from workflow_sdk.supervisor.handlers import load_registry
-from workflow_sdk.supervisor.logs import configure_logging
-from workflow_sdk.supervisor.protocol import BootFailed, JobDone, Ready, RunJob
+from workflow_sdk.supervisor.exposition import multiproc, titles
+from workflow_sdk.supervisor.exposition.logs import configure_logging
+from workflow_sdk.supervisor.worker import sigpolicy
+from workflow_sdk.supervisor.worker.handlers import load_registry
+from workflow_sdk.supervisor.worker.protocol import BootFailed, JobDone, Ready, RunJob
 
 log = logging.getLogger("workflow_sdk.worker")
 
@@ -41,7 +42,7 @@ if os.environ.get(multiproc.ENV_DIR):
     multiproc.install_value_class()
 
 #: Handler modules the fork server preloads (comma-separated; set by the
-#: supervisor, read by workflow_sdk.supervisor.preload).
+#: supervisor, read by workflow_sdk.supervisor.worker.preload).
 ENV_PRELOAD_MODULES = "ROCHALLOR_PRELOAD_MODULES"
 #: Parent -> worker: the running job no longer matters (sets ``cancelEvent``).
 CANCEL_SIGNAL = signal.SIGUSR1
@@ -101,7 +102,7 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(CANCEL_SIGNAL, self._on_cancel)
         configure_logging(self.spec.log_level, self.spec.log_format)
-        proctitle.set_title(proctitle.worker_title(self.spec.slot, "booting"))
+        titles.set_title(titles.worker_title(self.spec.slot, "booting"))
         if self.spec.metrics_dir:
             # Before the handlers are imported, so that metrics they define
             # at import time are written to this slot's files too.
@@ -136,8 +137,8 @@ class Worker:
         _exit_now(EXIT_BOOT_FAILED)
 
     def _loop(self, registry: HandlerRegistry) -> None:
-        idle = proctitle.worker_title(self.spec.slot, "idle")
-        proctitle.set_title(idle)
+        idle = titles.worker_title(self.spec.slot, "idle")
+        titles.set_title(idle)
         while True:
             message = self.conn.recv()
             if not isinstance(message, RunJob):
@@ -147,12 +148,12 @@ class Worker:
             self._set_busy_title(context)
             outcome, handler_ran = self._run(registry, context)
             self.conn.send(JobDone(outcome, current_rss(), handler_ran))
-            proctitle.set_title(idle)
+            titles.set_title(idle)
 
     def _set_busy_title(self, context: dict[str, Any]) -> None:
         started = time.strftime("%H:%M:%S")
         state = f"busy {context['jobType']} job={context['id']} since {started}"
-        proctitle.set_title(proctitle.worker_title(self.spec.slot, state))
+        titles.set_title(titles.worker_title(self.spec.slot, state))
 
     def _run(self, registry: HandlerRegistry, context: dict[str, Any]) -> tuple[Outcome, bool]:
         """The job's outcome, and whether a handler ran for it."""

@@ -14,7 +14,7 @@ import os
 
 # Imported first: it sets up the metric value class before a handler module
 # can create a metric (see multiproc.install_value_class).
-from workflow_sdk.supervisor.worker import ENV_PRELOAD_MODULES
+from workflow_sdk.supervisor.worker.main import ENV_PRELOAD_MODULES
 
 for _name in filter(None, os.environ.get(ENV_PRELOAD_MODULES, "").split(",")):
     try:
