@@ -19,6 +19,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from workflow_sdk.lease import (
+    next_renewal,
+    renewal_interval,
+    renewal_retry_at,
+    renewed_lease_end,
+)
+
 
 class JobState(enum.Enum):
     #: claimed from the engine, not yet on a worker
@@ -316,9 +323,8 @@ class JobLedger:
         if self.renew_every is None or math.isinf(entry.lease_length):
             entry.next_renewal = math.inf
             return
-        every = self.renew_every or entry.lease_length / 3
-        # Never later than a little before the lease ends.
-        entry.next_renewal = min(since + every, entry.lease_end - entry.lease_length / 10)
+        every = renewal_interval(self.renew_every, entry.lease_length)
+        entry.next_renewal = next_renewal(since, every, entry.lease_end, entry.lease_length)
 
     def renewed(self, key: ClaimKey, sent_at: float, lease_length: float) -> JobEntry | None:
         """The engine extended the lease of that claim (asked at ``sent_at``)."""
@@ -328,7 +334,7 @@ class JobLedger:
         entry.renewal_pending = False
         entry.renewal_failures = 0
         entry.lease_length = lease_length
-        entry.lease_end = max(entry.lease_end, sent_at + lease_length)
+        entry.lease_end = renewed_lease_end(entry.lease_end, sent_at, lease_length)
         entry.overrun_logged = False
         self._plan_renewal(entry, sent_at)
         return entry
@@ -341,10 +347,7 @@ class JobLedger:
             return None
         entry.renewal_pending = False
         entry.renewal_failures += 1
-        retry_at = now + wait
-        if entry.lease_end > now:
-            retry_at = min(retry_at, now + (entry.lease_end - now) / 2)
-        entry.next_renewal = retry_at
+        entry.next_renewal = renewal_retry_at(now, wait, entry.lease_end)
         return entry
 
     def stop_renewals(self) -> None:

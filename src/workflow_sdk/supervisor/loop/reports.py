@@ -18,14 +18,11 @@ from typing import Any
 
 from workflow_sdk.fate import Fate, FateCheck
 from workflow_sdk.handler.outcome import Outcome
+from workflow_sdk.lease import is_settled
 from workflow_sdk.reporting import ReportStatus
 from workflow_sdk.staleness import InstanceReader, StaleVerdict, check_job
 from workflow_sdk.supervisor.io.reporter import Reporter
 from workflow_sdk.supervisor.loop.ledger import JobEntry
-
-#: Report endings after which a job is finished for good (a Kafka record's
-#: offset may then be committed); the others leave it to be delivered again.
-SETTLED = frozenset({ReportStatus.DELIVERED, ReportStatus.STALE, ReportStatus.REJECTED})
 
 
 class FailCheck:
@@ -55,7 +52,7 @@ class Answer:
 
     @property
     def settled(self) -> bool:
-        return self.status in SETTLED
+        return is_settled(self.status)
 
 
 class ReportDesk:
@@ -144,4 +141,4 @@ class ReportDesk:
         return count
 
 
-__all__ = ["SETTLED", "Answer", "FailCheck", "ReportDesk"]
+__all__ = ["Answer", "FailCheck", "ReportDesk"]

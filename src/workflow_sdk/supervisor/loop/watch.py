@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from workflow_sdk.lease import renewed_length
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.retry.backoff import delay as backoff_delay
 from workflow_sdk.staleness import InstanceReader, JobLiveness, StaleVerdict, check_job
@@ -140,7 +141,7 @@ class JobWatch:
             return None
         job_id = key.job_id
         if answer.result is RenewalResult.ACCEPTED:
-            length = float(self._lease_seconds) or entry.lease_length
+            length = renewed_length(self._lease_seconds, entry.lease_length)
             self._ledger.renewed(key, answer.sent_at, length)
         elif answer.result is RenewalResult.LEASE_LOST:
             detail = f"lease lost: {answer.detail}"
