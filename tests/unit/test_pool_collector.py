@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from unit.fakes import StandInSource
 from workflow_sdk.kafka.stats import SourceStats
 from workflow_sdk.supervisor.exposition.exporter import PREFIX, PoolCollector, WorkerView
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
@@ -102,13 +103,14 @@ def test_poll_mode_shows_no_kafka_metric() -> None:
     assert "workflow_supervisor_kafka_" not in text
 
 
-class StandInFeeder:
+class StandInFeeder(StandInSource):
     def stats(self) -> SourceStats:
         return SNAPSHOT
 
 
 def test_the_intake_shows_zeros_until_the_kafka_feeder_starts() -> None:
     intake = Intake(WorkerPool(1), JobLedger(2), ClaimPolicy(), SupervisorStats(), 1.0)
-    assert intake.kafka_stats() == SourceStats()
-    intake.feeder = StandInFeeder()  # type: ignore[assignment]
-    assert intake.kafka_stats() is SNAPSHOT
+    assert intake.source_stats() == SourceStats()
+    feeder = StandInFeeder()
+    intake.open(lambda job_types, wake: feeder, ("a",), lambda: None)  # type: ignore[arg-type, return-value]
+    assert intake.source_stats() is SNAPSHOT

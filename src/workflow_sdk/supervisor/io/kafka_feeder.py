@@ -21,6 +21,10 @@ group's next member run them again while they run here), after a last
 commit of what is done. Its records handed out and not started
 (``give_back``) stay uncommitted, so the group's next member runs them.
 What the feeder does not decide: which types the pool serves.
+
+``KafkaOpener`` opens one once the first worker is ready (the job source of
+``dispatch = "kafka"``); its ``consumer`` may be a subclass of
+``KafkaJobSource`` (the benchmarks stamp each record's arrival).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from workflow_sdk.kafka.consumer import KafkaJobSource, KafkaSourceError, check_
 from workflow_sdk.kafka.dispatch import topic_for
 from workflow_sdk.kafka.stats import SourceStats
 from workflow_sdk.supervisor.config import KafkaConfig
-from workflow_sdk.supervisor.io.source import PollResult, SourceThread
+from workflow_sdk.supervisor.io.source import PollResult, SourceThread, SourceUnavailableError
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -213,19 +217,25 @@ class KafkaFeeder(SourceThread):
         return PollResult(wanted, sent_at, latency, jobs, error, leased=False, waited=error is None)
 
 
-class KafkaUnavailableError(WorkflowSDKError):
+class KafkaUnavailableError(SourceUnavailableError):
     """The feeder cannot start: ``missing_topics`` (an operator's error), or
     the brokers did not answer."""
 
     def __init__(self, message: str, missing_topics: list[str]) -> None:
-        super().__init__(message)
+        super().__init__(message, config_error=bool(missing_topics))
         self.missing_topics = missing_topics
 
 
 def open_feeder(
-    kafka: KafkaConfig, job_types: Sequence[str], client_id: str, wake: Callable[[], None]
+    kafka: KafkaConfig,
+    job_types: Sequence[str],
+    client_id: str,
+    wake: Callable[[], None],
+    *,
+    consumer: type[KafkaJobSource] = KafkaJobSource,
 ) -> KafkaFeeder:
-    """Check the topics, then consume ``job_types`` (one group each)."""
+    """Check the topics, then consume ``job_types`` (one group each) with a
+    ``consumer``."""
     brokers = ", ".join(kafka.brokers)
     try:
         missing = check_topics(kafka.brokers, job_types, dict(kafka.config))
@@ -237,7 +247,7 @@ def open_feeder(
             "does not create them: create one per job type",
             missing,
         )
-    source = KafkaJobSource(
+    source = consumer(
         kafka.brokers,
         job_types,
         group={t: kafka.group_for(t) for t in job_types},
@@ -254,4 +264,31 @@ def open_feeder(
     return KafkaFeeder(source, wake, kafka)
 
 
-__all__ = ["FETCH_WAIT", "TOPIC_RECHECK", "KafkaFeeder", "KafkaUnavailableError", "open_feeder"]
+class KafkaOpener:
+    """Opens a ``KafkaFeeder`` for the first ready worker's job types (a
+    ``source.SourceOpener``): raises ``KafkaUnavailableError`` when a topic
+    is missing or the brokers do not answer."""
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        client_id: str,
+        *,
+        consumer: type[KafkaJobSource] = KafkaJobSource,
+    ) -> None:
+        self._kafka = kafka
+        self._client_id = client_id
+        self._consumer = consumer
+
+    def __call__(self, job_types: tuple[str, ...], wake: Callable[[], None]) -> KafkaFeeder:
+        return open_feeder(self._kafka, job_types, self._client_id, wake, consumer=self._consumer)
+
+
+__all__ = [
+    "FETCH_WAIT",
+    "TOPIC_RECHECK",
+    "KafkaFeeder",
+    "KafkaOpener",
+    "KafkaUnavailableError",
+    "open_feeder",
+]

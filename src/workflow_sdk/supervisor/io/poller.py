@@ -2,7 +2,8 @@
 
 The main loop asks for as many jobs as it has room for (``request``); the
 answer comes back through ``take`` after a wake-up call, so a slow engine
-never stalls the loop that watches the workers.
+never stalls the loop that watches the workers. ``PollOpener`` opens one
+(``dispatch = "poll"``, the default source).
 """
 
 from __future__ import annotations
@@ -60,4 +61,27 @@ class Poller(SourceThread):
             return PollResult(max_jobs, sent_at, time.monotonic() - sent_at, error=error)
 
 
-__all__ = ["PollResult", "Poller"]
+class PollOpener:
+    """Opens a ``Poller`` (a ``source.SourceOpener``): the job types come with
+    each request, so it starts the same whatever the first worker serves.
+
+    :param make_client: a fresh client for the poller's thread.
+    :param lease_seconds: the lease every poll asks for (0: the engine's).
+    """
+
+    def __init__(
+        self,
+        make_client: Callable[[], WorkerEngineClient],
+        worker_id: str,
+        *,
+        lease_seconds: int = 0,
+    ) -> None:
+        self._make_client = make_client
+        self._worker_id = worker_id
+        self._lease_seconds = lease_seconds
+
+    def __call__(self, job_types: tuple[str, ...], wake: Callable[[], None]) -> Poller:
+        return Poller(self._make_client(), self._worker_id, wake, lease_seconds=self._lease_seconds)
+
+
+__all__ = ["PollOpener", "PollResult", "Poller"]

@@ -6,6 +6,10 @@ A source works on a thread of its own and talks to the main loop the same
 way: ``request`` as many jobs as there is room for, ``take`` the answer
 after a wake-up, and ``settle`` each job once its fate is known (Kafka
 commits a record's offset only then; the poll source has nothing to do).
+
+A source is opened once the first worker is ready (``SourceOpener``: the
+job types it serves are known then; Kafka subscribes to them). Until then
+the intake holds ``NOT_OPEN``, a source that is never asked for jobs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from queue import SimpleQueue
 from typing import Any, Protocol
 
 from workflow_sdk.errors import WorkflowSDKError
+from workflow_sdk.kafka.stats import SourceStats
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,45 @@ class JobSource(Protocol):
         in while ``job`` was still held. Any thread."""
         ...
 
+    @property
+    def following(self) -> frozenset[str] | None:
+        """The job types it consumes, when it consumes by type (Kafka: one
+        group each); None when each request names its own (polls)."""
+        ...
+
+    def follow(self, job_types: frozenset[str]) -> None:
+        """Consume ``job_types`` from now on (sources that consume by type)."""
+        ...
+
+    def give_back(self, job: dict[str, Any]) -> None:
+        """A job handed out that will not start here: delivered to someone else."""
+        ...
+
+    def stats(self) -> SourceStats:
+        """Its counters (the Kafka source's; zeros for others). Any thread."""
+        ...
+
     def close(self) -> None: ...
+
+
+class SourceUnavailableError(WorkflowSDKError):
+    """A source cannot be opened; ``config_error``: an operator's mistake
+    (exit status 2), else the brokers or the engine did not answer (1)."""
+
+    def __init__(self, message: str, *, config_error: bool = False) -> None:
+        super().__init__(message)
+        self.config_error = config_error
+
+
+class SourceOpener(Protocol):
+    """Opens the job source once the first worker is ready.
+
+    ``job_types``: the types that worker serves; ``wake``: makes the main
+    loop's wait return (the source calls it when an answer is ready).
+    :raises SourceUnavailableError: jobs cannot be taken (the supervisor stops).
+    """
+
+    def __call__(self, job_types: tuple[str, ...], wake: Callable[[], None]) -> JobSource: ...
 
 
 class SourceThread:
@@ -169,6 +212,20 @@ class SourceThread:
         """Polled jobs: never known here (a retry is claimed like any job)."""
         return False
 
+    @property
+    def following(self) -> frozenset[str] | None:
+        """None: each request names its job types (see ``JobSource``)."""
+        return None
+
+    def follow(self, job_types: frozenset[str]) -> None:
+        """Nothing to follow: each request names its job types."""
+
+    def give_back(self, job: dict[str, Any]) -> None:
+        """Nothing to do: a polled job not started comes back after its lease."""
+
+    def stats(self) -> SourceStats:
+        return SourceStats()
+
     def close(self, join_timeout: float = 30.0) -> None:
         with self._cond:
             self._closed = True
@@ -209,4 +266,55 @@ class SourceThread:
             self._finish()
 
 
-__all__ = ["JobSource", "PollResult", "SourceThread"]
+class NotOpen:
+    """The source before it is opened: never busy, never asked for jobs (the
+    intake asks only an open source), settles and counts nothing."""
+
+    busy = False
+    armed = False
+    sent_at = 0.0
+    following = None
+
+    def request(self, max_jobs: int, job_types: Sequence[str], after: int = 0) -> None:
+        raise RuntimeError("the job source is not open yet")
+
+    def answered(self, count: int) -> None:
+        """Counted by the intake, handed to the source once it opens."""
+
+    def disarm(self) -> bool:
+        return False
+
+    def take(self) -> PollResult | None:
+        return None
+
+    def settle(self, job: dict[str, Any], done: bool) -> None:
+        """Nothing was handed out."""
+
+    def retry_seen(self, job: Mapping[str, Any]) -> bool:
+        return False
+
+    def follow(self, job_types: frozenset[str]) -> None:
+        """Nothing to follow yet."""
+
+    def give_back(self, job: dict[str, Any]) -> None:
+        """Nothing was handed out."""
+
+    def stats(self) -> SourceStats:
+        return SourceStats()
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+#: The one source that is not open (see ``NotOpen``).
+NOT_OPEN: JobSource = NotOpen()
+
+__all__ = [
+    "NOT_OPEN",
+    "JobSource",
+    "NotOpen",
+    "PollResult",
+    "SourceOpener",
+    "SourceThread",
+    "SourceUnavailableError",
+]

@@ -1,79 +1,67 @@
 """The supervisor: owns the worker processes and is the only place that starts them.
 
-One main loop (``_tick``) waits on every worker's channel and process
-sentinel, a wake-up pipe and a timer, then acts: collect outcomes, claim and
-dispatch jobs to idle workers, notice deaths, timeouts and stale jobs,
-respawn, poll. Signal handlers only record the signal; the loop acts on it.
+One main loop (``tick``) waits on every worker's channel and process
+sentinel, a wake-up pipe and a timer, takes in what happened (signals,
+workers' messages and exits, report answers, the source's answer), then acts
+on what is due: deadlines, drain or reload, the pool's size, dispatch to
+idle workers, the next poll. Signal handlers only record the signal; the
+loop acts on it.
 
 Decisions live in small objects that return verdicts: the job ledger
-(``jobs.JobLedger``: what we hold, from claim to the engine's answer, and
+(``ledger.JobLedger``: what we hold, from claim to the engine's answer, and
 the bound on it), the worker pool (``pool.WorkerPool``: which workers
-exist, which should, which must go) and the claim plan (``claims``). Each
-other concern is a helper of its own, called directly from the loop: the
-intake (``intake.Intake``: the job source, polls, claims, dispatch to idle
-workers), the results (``results.Results``: outcomes to the reporters and
-their answers), the stops (``stops.Stops``: time limits, memory kills,
-stale and lease-lost jobs, escalation to SIGKILL), the workers' lives
-(``lifecycle.WorkerLife``: records, readiness, recycling, exits), the drain
-(``drain.Drain``), SIGHUP's new configuration (``reload``), what is shown
-outside (``monitor.Publisher``) and the start-up wiring (``startup``).
-This class owns the phase and the loop, starts every worker, and carries
-the verdicts out.
-
-Workers come from a fork server (``multiprocessing`` "forkserver" context):
-each one is forked from a small single-threaded server process, never from
-this process, which is therefore free to run threads for HTTP (a poller, a
-few reporters, a stale-job watcher) without the fork-while-threaded
-deadlocks, and every replacement starts lean instead of inheriting a
-bloated parent or sibling.
+exist, which should, which must go) and the claim plan (``claim_plan``).
+Each other concern is an object of its own, built by ``start`` before the
+loop runs and called directly from it: the intake (``intake.Intake``: the
+job source, polls, claims, dispatch to idle workers), the report desk
+(``reports.ReportDesk``: outcomes to the reporter threads and their
+answers), the stopper (``stops.Stopper``: time limits, memory kills, stale
+and lease-lost jobs, escalation to SIGKILL), the workers' lifecycle
+(``lifecycle.WorkerLifecycle``: records, readiness, recycling, exits), the
+drain (``drain.Drain``), SIGHUP's new configuration (``reload``) and what
+is shown outside (``publisher.Publisher``). This class owns the phase and
+the loop, starts every worker (through ``start_worker``: the fork server by
+default, see ``startup``), and carries the verdicts out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import multiprocessing
 import os
 import signal
 import time
 from typing import Any, cast
 
 from workflow_sdk.client.interface import WorkerEngineClient
-from workflow_sdk.client.lean import make_worker_client
 from workflow_sdk.errors import DispatchModeError
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.sanitize import redact_url
-from workflow_sdk.staleness import InstanceReader
+from workflow_sdk.supervisor.clients import EngineClients
 from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.exposition.announcer import Announcer
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
 from workflow_sdk.supervisor.exposition.systemd import SYSTEMD_ENV, SystemdNotifier
-from workflow_sdk.supervisor.io.poller import PollResult
 from workflow_sdk.supervisor.io.renewal import RenewalUnavailableError
+from workflow_sdk.supervisor.io.source import PollResult, SourceOpener, SourceUnavailableError
 from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy
 from workflow_sdk.supervisor.loop.drain import Drain, DrainStep
 from workflow_sdk.supervisor.loop.intake import REPORT_HOLD, Intake, PollVerdict
 from workflow_sdk.supervisor.loop.ledger import JobLedger
-from workflow_sdk.supervisor.loop.lifecycle import WorkerLife
-from workflow_sdk.supervisor.loop.pool import (
-    BootVerdict,
-    Phase,
-    ReloadStep,
-    WorkerPool,
-)
-from workflow_sdk.supervisor.loop.publisher import PUBLISH_INTERVAL, Publisher
+from workflow_sdk.supervisor.loop.lifecycle import WorkerLifecycle
+from workflow_sdk.supervisor.loop.phase import Phase
+from workflow_sdk.supervisor.loop.pool import BootVerdict, ReloadStep, WorkerPool
+from workflow_sdk.supervisor.loop.publisher import Publisher
 from workflow_sdk.supervisor.loop.reports import ReportDesk
 from workflow_sdk.supervisor.loop.signals import SignalInbox
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
-from workflow_sdk.supervisor.loop.startup import fork_server_preload, make_reader, start_helpers
-from workflow_sdk.supervisor.loop.stops import CANCEL_GRACE, KILL_GRACE, Stops
+from workflow_sdk.supervisor.loop.startup import WorkerStarter, open_rooms
+from workflow_sdk.supervisor.loop.stops import Stopper
 from workflow_sdk.supervisor.loop.waitset import WaitSet
+from workflow_sdk.supervisor.loop.watch import RunningJobWatch
 from workflow_sdk.supervisor.reload import Reload, reload_config
-from workflow_sdk.supervisor.results import Results
-from workflow_sdk.supervisor.worker.main import (
-    WorkerSpec,
-    worker_main,
-)
+from workflow_sdk.supervisor.worker.main import WorkerSpec
 from workflow_sdk.supervisor.worker.protocol import BootFailed, JobDone, Ready
 
 log = logging.getLogger("workflow_sdk.supervisor")
@@ -95,10 +83,17 @@ class Supervisor:
 
     ``registry`` adds handlers built in code; its handler functions must be
     importable by name (module-level functions), since workers receive the
-    registry by pickling. ``client`` replaces the REST client built from
+    registry by pickling. ``client`` replaces the REST clients built from
     ``config.engine``; it is used from this process's poller, reporter and
     stale-watch threads only, never from the workers. A client without
     ``get_instance``/``get_instance_history`` disables the stale-job checks.
+
+    Keyword-only, for embedding and tests: ``clients`` makes the engine
+    clients instead (an ``EngineClients``; not with ``client``);
+    ``source`` opens the job source once the first worker is ready (an
+    ``io.source.SourceOpener``; default: the poller, or the Kafka feeder);
+    ``start_worker`` starts each worker process (a ``startup.WorkerStarter``;
+    default: forked from a fork server).
     """
 
     def __init__(
@@ -106,11 +101,21 @@ class Supervisor:
         config: SupervisorConfig,
         registry: HandlerRegistry | None = None,
         client: WorkerEngineClient | None = None,
+        *,
+        clients: EngineClients | None = None,
+        source: SourceOpener | None = None,
+        start_worker: WorkerStarter | None = None,
     ) -> None:
         if not config.supervisor.handlers and registry is None:
             raise ValueError("no handlers: set [supervisor] handlers or pass registry=")
+        if client is not None and clients is not None:
+            raise ValueError("pass client= or clients=, not both")
         self.config = config
         self.registry = registry
+        #: Every engine client the supervisor uses is made here.
+        self.clients = clients or EngineClients(config.engine, client)
+        self._given_source = source
+        self._given_starter = start_worker
         self.stats = SupervisorStats()
         #: Why the supervisor stopped on its own (a worker boot error), if it did.
         self.fatal_error = ""
@@ -122,138 +127,206 @@ class Supervisor:
             HELD_PER_WORKER * config.supervisor.workers, config.supervisor.stale_check_interval
         )
         #: How many jobs to claim: per idle worker, and ahead for short job types.
-        self.claims = ClaimPolicy()
-        #: The job source, when to ask it, the claim rules, dispatch to idle workers.
-        self.intake = Intake(
-            self.pool, self.ledger, self.claims, self.stats, config.supervisor.poll_interval
-        )
-        self._client = client
-        #: This process's environment as it started, secrets included, for
-        #: SIGHUP's re-read (the secrets leave ``os.environ`` in ``_setup``).
-        self._environ: dict[str, str] | None = None
-        self._ctx = multiprocessing.get_context("forkserver")
+        self.claim_policy = ClaimPolicy()
         self.signals = SignalInbox()
+        #: SIGHUP's reload: the configuration on trial, a SIGHUP queued.
+        self.reload = Reload()
+        #: This process's environment as it started, secrets included, for
+        #: SIGHUP's re-read (the secrets leave ``os.environ`` in ``start``).
+        self._environ: dict[str, str] = {}
         self._waitset = WaitSet()
         #: The ledger's next deadline, as of the start of this tick.
         self._ledger_due = 0.0
-        self._reader: InstanceReader | None = None
-        #: The /metrics view, the title and systemd's status.
-        self.publisher = Publisher(
-            self.pool,
-            self.ledger,
-            self.stats,
-            self.intake,
-            announcer=Announcer(SystemdNotifier(None), os.path.basename(config.source)),
-            engine_timeout=config.engine.timeout,
-        )
         self._exit_code = EXIT_OK
-        #: Outcomes from this tick's decisions to the engine's answers.
-        self.reports = ReportDesk(None, self.signals.wake, self.intake.retry_seen)
-        self.results = Results(self.pool, self.ledger, self.intake, self.stats, self.reports)
-        #: Jobs that end before their handler returns, and their workers.
-        self.stops = Stops(self.pool, self.ledger, self.intake, self.results, self.stats)
-        # Before any stop, the stops read what the worker already sent.
-        self.stops.collect = self._collect
-        #: The graceful stop.
-        self.drain = Drain(self.pool, self.ledger, self.intake, self.stops, self.stats)
-        #: Worker records: started, ready, recycled, gone.
-        self.life = WorkerLife(self.pool, self.stops, self.stats)
-        #: SIGHUP's reload: the configuration on trial, a SIGHUP queued.
-        self.reload = Reload()
+        #: What ``close`` undoes, in the reverse order of ``start``.
+        self._closing = contextlib.ExitStack()
+        # Built by ``start``, before the loop runs:
+        self.announcer: Announcer
+        self.start_worker: WorkerStarter
+        self.intake: Intake
+        self.publisher: Publisher
+        self.desk: ReportDesk
+        self.watch: RunningJobWatch
+        self.stopper: Stopper
+        self.drain: Drain
+        self.life: WorkerLifecycle
+        self._open_source: SourceOpener
 
     # -- public ------------------------------------------------------------------
 
     def run(self) -> int:
         """Run until stopped by a signal (or ``request_stop``); returns an exit status."""
         try:
-            self._setup()
+            self.start()
             while self.phase is not Phase.DONE:
-                self._tick()
+                self.tick()
         finally:
-            self._teardown()
+            self.close()
         return self._exit_code
 
     def request_stop(self) -> None:
         """Begin a graceful stop, as SIGTERM does (safe from any thread)."""
         self.signals.record(signal.SIGTERM)
 
-    # -- set-up and tear-down ----------------------------------------------------
+    # -- start and close -----------------------------------------------------------
 
-    def _make_client(self) -> WorkerEngineClient:
-        """For the hot calls (poll, complete, fail): the lean keep-alive client
-        (a quarter of ``requests``' CPU per call), unless a proxy is set."""
-        if self._client is not None:
-            return self._client
-        engine = self.config.engine
-        return make_worker_client(
-            engine.url,
-            engine.timeout,
-            token=engine.token,
-            verify=engine.verify_tls,
-            ca_bundle=engine.ca_bundle,
-        )
+    def start(self) -> None:
+        """Build everything the loop works with, then start the first workers.
 
-    def _setup(self) -> None:
-        # systemd's variables are for this process only: read them, then
-        # remove them before the fork server (and so every worker) starts.
-        self.publisher.announcer = Announcer(
-            SystemdNotifier.from_environment(), os.path.basename(self.config.source)
+        First systemd's and the secrets' variables leave the environment (no
+        worker sees them) and the signals are recorded; then
+        ``startup.open_rooms`` builds the rest (/metrics serves, the engine
+        is asked what it can do, the reporter and watch threads start). The
+        job source opens with the first ready worker. ``close`` undoes it
+        all, however far it got.
+        """
+        config = self.config
+        self._closing.callback(self._waitset.close)
+        self.announcer = Announcer(
+            SystemdNotifier.from_environment(), os.path.basename(config.source)
         )
-        # So are the secrets the configuration read from it (the token,
-        # [kafka.config_env]): the fork server and the workers never talk to
-        # the engine or the brokers.
+        # The secrets the configuration read from the environment (the token,
+        # [kafka.config_env]) stay in this process too: the fork server and
+        # the workers never talk to the engine or the brokers.
         self._environ = dict(os.environ)
-        for name in (*PRIVATE_ENV, *self.config.secret_env):
+        for name in (*PRIVATE_ENV, *config.secret_env):
             os.environ.pop(name, None)
-        for warning in self.config.warnings:
+        for warning in config.warnings:
             log.warning("%s", warning)
         self.signals.install()
-        if self.config.metrics.port is not None:
-            self._setup_metrics()
-        self._ctx.set_forkserver_preload(fork_server_preload(self.config.supervisor))
+        self._closing.callback(self.signals.close)
         try:
-            helpers = start_helpers(
-                self.config,
-                self._make_client,
-                make_reader(self.config, self._client),
+            rooms = open_rooms(
+                config,
+                pool=self.pool,
                 ledger=self.ledger,
-                results=self.results,
+                claim_policy=self.claim_policy,
+                stats=self.stats,
+                announcer=self.announcer,
+                clients=self.clients,
                 wake=self.signals.wake,
-                metrics=self.publisher.metrics,
+                collect=self._collect,
+                closing=self._closing,
+                source=self._given_source,
+                start_worker=self._given_starter,
             )
         except RenewalUnavailableError as exc:
             self._fatal(EXIT_ERROR, f'lease_renewal = "required": {exc}')
             return
-        self.results.reporter = helpers.reporter
-        self.intake.source = helpers.poller
-        self.stops.watch = helpers.watch
-        self._reader = self.reports.reader = helpers.reader
+        self.intake, self.publisher, self.desk = rooms.intake, rooms.publisher, rooms.desk
+        self.watch, self.stopper, self.drain = rooms.watch, rooms.stopper, rooms.drain
+        self.life, self.metrics_port = rooms.life, rooms.metrics_port
+        self.start_worker, self._open_source = rooms.start_worker, rooms.open_source
         log.info(
             "supervisor starting: %d workers, engine %s, worker id %s",
             self.pool.target,
-            redact_url(self.config.engine.url),
-            self.config.supervisor.worker_id,
+            redact_url(config.engine.url),
+            config.supervisor.worker_id,
         )
         self._fill_pool()
         self.publisher.publish(time.monotonic(), self.phase)
 
-    def _setup_metrics(self) -> None:
-        kafka = self.config.engine.dispatch == "kafka"
-        self.metrics_port = self.publisher.serve(self.config.metrics, kafka=kafka)
-        self.intake.metrics = self.results.metrics = self.publisher.metrics
-
-    def _teardown(self) -> None:
-        self.life.reap_all(time.monotonic())
-        self.results.take()  # settle what the reporters finished (Kafka commits it)
-        self.intake.close()
-        if self.stops.watch is not None:
-            self.stops.watch.close()
-        if self.results.reporter is not None:
-            self.results.reporter.stop(give_up=True)
-        self.publisher.close()
-        self.signals.close()
-        self._waitset.close()
+    def close(self) -> None:
+        """Stop every worker and thread ``start`` started (safe after a partial start)."""
+        self._closing.close()
         log.info("supervisor stopped (%s)", self.stats.summary())
+
+    # -- the main loop -----------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One pass of the main loop: wait until something happens or falls
+        due, take in what happened, act on what is due. The reports of the
+        pass leave at its end."""
+        try:
+            ready = self._wait_for_events(time.monotonic())
+            self._take_events(ready)
+            if self.phase is not Phase.DONE:
+                self._act(time.monotonic())
+        finally:
+            self.desk.flush(self.phase)
+
+    def _wait_for_events(self, now: float) -> list[Any]:
+        timeout = self._next_deadline(now) - now
+        # The flag was set before this look; a reporter thread queues its
+        # answer before reading the flag: one of the two sees the other.
+        if self.desk.wake_on_answer and self.desk.answered():
+            timeout = 0.0
+        waitables: list[Any] = [self.signals.read_fd]
+        for slot in self.pool.slots.values():
+            if not slot.conn.closed:
+                waitables.append(slot.conn)
+            waitables.append(slot.sentinel())
+        return self._waitset.wait(waitables, timeout)
+
+    def _take_events(self, ready: list[Any]) -> None:
+        """Signals, workers' messages, report answers, the watch's verdicts,
+        the source's answer, then the workers' exits (after their messages)."""
+        if self.signals.read_fd in ready:
+            self.signals.drain()
+        self._handle_signals()
+        sentinels: dict[int, WorkerSlot] = {}
+        for slot in list(self.pool.slots.values()):
+            sentinels[slot.sentinel()] = slot
+            if not slot.conn.closed and slot.conn in ready:
+                self._read_message(slot)
+        self.desk.take()
+        self.stopper.take_watch_verdicts()
+        result = self.intake.take()
+        if result is not None:
+            self._on_poll_result(result)
+        for fd, slot in sentinels.items():
+            if fd in ready and self.pool.slots.get(slot.number) is slot:
+                self._on_death(slot)
+
+    def _act(self, now: float) -> None:
+        self._enforce_deadlines(now)
+        if now >= self.life.next_rss_sample:
+            self.life.sample_memory(now, self.config.supervisor)
+        plan = None
+        if self.phase is Phase.DRAINING:
+            self._continue_drain(now)
+        else:
+            self._continue_reload()
+            self._trim_pool(now)
+            self._fill_pool()
+            self.intake.follow_types()
+            # A job claimed ahead waits for a busy worker; a worker can also
+            # become idle without a result (a replacement just booted): it
+            # takes the job too, or the job would wait for a poll that its
+            # own claim holds back. Expired waiting jobs are dropped here.
+            self.intake.dispatch_claimed(now, self.config)
+            plan = self.intake.maybe_poll(now, self.phase, self.desk.taken)
+        self.publisher.publish(now, self.phase)
+        self.desk.wake_on_answer = self.intake.answers_wake_loop(self.phase, plan)
+
+    def _next_deadline(self, now: float) -> float:
+        deadline = min(now + 1.0, self.intake.poll_deadline(now, self.phase))
+        # Only deadlines still ahead, or that act once when reached: a passed
+        # deadline left in here would make the loop spin.
+        self._ledger_due = self.ledger.next_deadline()
+        deadline = min(deadline, self._ledger_due)
+        deadline = min(deadline, self.stopper.next_deadline())
+        if self.phase is Phase.DRAINING and now < self.drain.deadline:
+            deadline = min(deadline, self.drain.deadline)
+        deadline = min(deadline, self.publisher.next_deadline())
+        hold_until = self.intake.requested_at + REPORT_HOLD
+        if self.desk.queued and hold_until > now:
+            deadline = min(deadline, hold_until)
+        return deadline
+
+    def _enforce_deadlines(self, now: float) -> None:
+        self.stopper.enforce_slots(now, self.config.supervisor.boot_timeout)
+        if now < self._ledger_due:
+            # No time limit, lease, stale check or renewal is due: skip the
+            # scans of the running jobs (a job started this tick is at the
+            # earliest due next tick, whose deadline counts it).
+            return
+        for entry in self.ledger.timed_out(now):
+            running_on = self.stopper.slot_of(entry)
+            if running_on is not None:
+                self.stopper.time_out(running_on, entry, now)
+        self.stopper.log_overruns(now)
+        self.watch.ask_due(now)
 
     # -- signals -----------------------------------------------------------------
 
@@ -285,10 +358,9 @@ class Supervisor:
 
     def _spawn(self, *, surge: bool = False) -> WorkerSlot | None:
         slot_no = self.pool.next_slot_number()
-        parent_end, child_end = self._ctx.Pipe(duplex=True)
         config = self.reload.config_for(self.config, surge=surge)
         spec = WorkerSpec(
-            slot=slot_no,
+            number=slot_no,
             handlers=tuple(config.supervisor.handlers),
             registry=self.registry,
             log_level=config.logging.level,
@@ -296,20 +368,12 @@ class Supervisor:
             scrub_env=(*PRIVATE_ENV, *config.secret_env),
             metrics_dir=self.publisher.metrics_dir,
         )
-        process = self._ctx.Process(
-            target=worker_main, args=(spec, child_end), name=f"worker-{slot_no}"
-        )
         try:
-            process.start()
+            process, conn = self.start_worker(spec)
         except (OSError, EOFError) as exc:
-            # The fork server died (killed, out of memory...): multiprocessing
-            # starts a new one on the next attempt.
-            parent_end.close()
-            child_end.close()
             self._on_boot_failure(slot_no, f"could not start a worker process: {exc!r}", surge)
             return None
-        child_end.close()
-        slot = self.life.started(slot_no, process, parent_end, config.supervisor, surge=surge)
+        slot = self.life.started(slot_no, process, conn, config.supervisor, surge=surge)
         self.reload.started(slot, config)
         return slot
 
@@ -321,12 +385,12 @@ class Supervisor:
             if new is not None:
                 self._adopt(new)
             self.life.on_ready(slot, message, self.config)
-            if self.config.engine.dispatch == "kafka" and self.intake.source is None:
-                self._start_kafka(message.job_types)
+            if not self.intake.is_open:
+                self._open_intake(message.job_types)
         elif isinstance(message, BootFailed):
-            slot.boot_error = message.error
+            slot.boot_failed(message.error)
         else:
-            log.error("worker-%d sent an unexpected message: %r", slot.slot, message)
+            log.error("worker-%d sent an unexpected message: %r", slot.number, message)
 
     def _read_message(self, slot: WorkerSlot) -> None:
         """Take one message from a worker whose channel is readable: one per
@@ -346,30 +410,25 @@ class Supervisor:
             pass  # the worker is gone; its sentinel tells the rest
 
     def _collect(self, slot: WorkerSlot) -> None:
-        """Take everything a worker has sent before it is stopped (``Stops``):
+        """Take everything a worker has sent before it is stopped (``Stopper``):
         a result there is its job's outcome. Nothing is dispatched from here:
         the worker may be about to go, and the tick dispatches after its stops."""
         self._read_messages(slot, dispatch=False)
 
     def _on_job_done(self, slot: WorkerSlot, done: JobDone, *, dispatch: bool = True) -> None:
-        slot.rss_bytes = done.rss_bytes
-        entry = slot.job
         outcome = done.outcome
-        if entry is None or entry.job_id != outcome.job_id:
+        entry = slot.job_done(outcome.job_id, done.rss_bytes)
+        if entry is None:
             # Already decided (timed out, stale, or abandoned at shutdown):
             # the job was failed, dropped or left to lease expiry.
-            log.info("worker-%d: late result for job %s ignored", slot.slot, outcome.job_id)
+            log.info("worker-%d: late result for job %s ignored", slot.number, outcome.job_id)
             return
-        slot.job = None
-        slot.jobs_done += 1
-        if slot.state is SlotState.BUSY:
-            slot.state = SlotState.IDLE
         now = time.monotonic()
         self.ledger.finish(entry.job_id, now)
         entry.handler_ran = done.handler_ran
         lease = entry.lease_length if entry.lease_end != math.inf else math.inf
-        self.claims.observe(entry.job_type, outcome.duration, lease)
-        self.results.report(outcome, entry, slot.slot)
+        self.claim_policy.observe(entry.job_type, outcome.duration, lease)
+        self.desk.report(outcome, entry, slot.number)
         self.life.check_recycle(slot, self.config.supervisor)
         if slot.retiring and slot.state is SlotState.IDLE:
             slot.close_channel(now)
@@ -381,9 +440,9 @@ class Supervisor:
         self._read_messages(slot)
         slot.process.join(0.5)
         boot_error = self.life.on_exit(slot, draining=self.phase is Phase.DRAINING)
-        self.publisher.worker_gone(slot.slot)
+        self.publisher.worker_gone(slot.number)
         if boot_error is not None:
-            self._on_boot_failure(slot.slot, boot_error, slot.surge)
+            self._on_boot_failure(slot.number, boot_error, slot.surge)
 
     def _on_boot_failure(self, slot_no: int, error: str, surge: bool) -> None:
         verdict = self.life.boot_failed(slot_no, error, surge=surge)
@@ -394,101 +453,27 @@ class Supervisor:
         elif verdict is BootVerdict.ABORT_RELOAD and self.phase is Phase.RELOADING:
             self._end_reload(aborted=True)
 
-    # -- the main loop -----------------------------------------------------------------
-
-    def _tick(self) -> None:
-        try:
-            self._tick_once()
-        finally:
-            self.results.flush(self.phase)
-
-    def _tick_once(self) -> None:
-        now = time.monotonic()
-        timeout = self._next_deadline(now) - now
-        # The flag was set before this look; a reporter thread queues its
-        # answer before reading the flag: one of the two sees the other.
-        if self.reports.wake_on_answer and self.reports.answered():
-            timeout = 0.0
-        ready = self._wait(timeout)
-        if self.signals.read_fd in ready:
-            self.signals.drain()
-        self._handle_signals()
-        sentinels: dict[int, WorkerSlot] = {}
-        for slot in list(self.pool.slots.values()):
-            sentinels[slot.sentinel()] = slot
-            if not slot.conn.closed and slot.conn in ready:
-                self._read_message(slot)
-        self.results.take()
-        self.stops.take_watch_verdicts()
-        source = self.intake.source
-        result = source.take() if source is not None else None
-        if result is not None:
-            self._on_poll_result(result)
-        for fd, slot in sentinels.items():
-            if fd in ready and self.pool.slots.get(slot.slot) is slot:
-                self._on_death(slot)
-        if self.phase is Phase.DONE:
-            return
-        now = time.monotonic()
-        self._enforce_deadlines(now)
-        if now >= self.life.next_rss_sample:
-            self.life.sample_memory(now, self.config.supervisor)
-        plan = None
-        if self.phase is Phase.DRAINING:
-            self._continue_drain(now)
-        else:
-            self._continue_reload()
-            self._trim_pool(now)
-            self._fill_pool()
-            self.intake.follow_kafka_types()
-            # A job claimed ahead waits for a busy worker; a worker can also
-            # become idle without a result (a replacement just booted): it
-            # takes the job too, or the job would wait for a poll that its
-            # own claim holds back. Expired waiting jobs are dropped here.
-            self.intake.dispatch_claimed(now, self.config)
-            plan = self.intake.maybe_poll(now, self.phase, self.reports.taken)
-        self.publisher.publish(now, self.phase)
-        self.reports.wake_on_answer = self.intake.acks_urgent(self.phase, plan)
-
-    def _wait(self, timeout: float) -> list[Any]:
-        waitables: list[Any] = [self.signals.read_fd]
-        for slot in self.pool.slots.values():
-            if not slot.conn.closed:
-                waitables.append(slot.conn)
-            waitables.append(slot.sentinel())
-        return self._waitset.wait(waitables, timeout)
-
-    def _next_deadline(self, now: float) -> float:
-        deadline = min(now + 1.0, self.intake.poll_deadline(now, self.phase))
-        # Only deadlines still ahead, or that act once when reached: a passed
-        # deadline left in here would make the loop spin.
-        self._ledger_due = self.ledger.next_deadline()
-        deadline = min(deadline, self._ledger_due)
-        deadline = min(deadline, self.stops.next_deadline())
-        if self.phase is Phase.DRAINING and now < self.drain.deadline:
-            deadline = min(deadline, self.drain.deadline)
-        deadline = min(deadline, self.publisher.next_deadline())
-        hold_until = self.intake.requested_at + REPORT_HOLD
-        if self.reports.queued and hold_until > now:
-            deadline = min(deadline, hold_until)
-        return deadline
-
-    def _enforce_deadlines(self, now: float) -> None:
-        self.stops.enforce_slots(now, self.config.supervisor.boot_timeout)
-        if now < self._ledger_due:
-            # No time limit, lease, stale check or renewal is due: skip the
-            # scans of the running jobs (a job started this tick is at the
-            # earliest due next tick, whose deadline counts it).
-            return
-        for entry in self.ledger.timed_out(now):
-            running_on = self.stops.slot_of(entry)
-            if running_on is not None:
-                self.stops.time_out(running_on, entry, now)
-        self.stops.log_overruns(now)
-        if self.stops.watch is not None:
-            self.stops.watch.ask_due(now)
-
     # -- the job source and fatal errors ------------------------------------------------
+
+    def _open_intake(self, job_types: tuple[str, ...]) -> None:
+        try:
+            self.intake.open(self._open_source, job_types, self.signals.wake)
+        except SourceUnavailableError as exc:
+            self._fatal(EXIT_CONFIG if exc.config_error else EXIT_ERROR, str(exc))
+            return
+        # Report answers counted before it was open (an armed poll counts them).
+        self.intake.answered(self.desk.answers)
+
+    def _on_poll_result(self, result: PollResult) -> None:
+        # An armed poll went out after the answers it waited for were queued:
+        # release their jobs first, so the new ones fit in the ledger.
+        self.desk.take()
+        now = time.monotonic()
+        verdict = self.intake.on_result(result, now)
+        if verdict is PollVerdict.WRONG_DISPATCH:
+            self._on_wrong_dispatch(cast(DispatchModeError, result.error))
+        elif verdict is PollVerdict.CLAIMED:
+            self.intake.dispatch_claimed(now, self.config)
 
     def _on_wrong_dispatch(self, error: DispatchModeError) -> None:
         self.fatal_error = str(error)
@@ -501,28 +486,11 @@ class Supervisor:
         self._exit_code = EXIT_CONFIG
         self._stop_now("wrong dispatch mode")
 
-    def _start_kafka(self, job_types: tuple[str, ...]) -> None:
-        wake, answers = self.signals.wake, self.reports.answers
-        error = self.intake.start_kafka(self.config, job_types, wake, answers)
-        if error is not None:
-            self._fatal(EXIT_CONFIG if error.missing_topics else EXIT_ERROR, str(error))
-
     def _fatal(self, code: int, message: str) -> None:
         log.critical("%s; stopping the supervisor", message)
         self.fatal_error = message
         self._exit_code = code
         self._stop_now("fatal error")
-
-    def _on_poll_result(self, result: PollResult) -> None:
-        # An armed poll went out after the answers it waited for were queued:
-        # release their jobs first, so the new ones fit in the ledger.
-        self.results.take()
-        now = time.monotonic()
-        verdict = self.intake.on_result(result, now)
-        if verdict is PollVerdict.WRONG_DISPATCH:
-            self._on_wrong_dispatch(cast(DispatchModeError, result.error))
-        elif verdict is PollVerdict.CLAIMED:
-            self.intake.dispatch_claimed(now, self.config)
 
     # -- reload and scaling ------------------------------------------------------------
 
@@ -540,7 +508,7 @@ class Supervisor:
         if new is None:
             return
         self.reload.begin(new)
-        self.publisher.announcer.reloading()
+        self.announcer.reloading()
         self.phase = Phase.RELOADING
         count = self.pool.begin_reload()
         log.info(
@@ -558,7 +526,7 @@ class Supervisor:
         old, self.config = self.config, new
         self.intake.poll_interval = new.supervisor.poll_interval
         self._resize(new.supervisor.workers)
-        if self._reader is not None:
+        if self.watch.checks_stale:
             self.ledger.stale_interval = new.supervisor.stale_check_interval
         if self.ledger.renew_every is not None:  # renewal is in effect
             self.ledger.renew_every = new.supervisor.lease_renewal_interval
@@ -579,7 +547,7 @@ class Supervisor:
 
     def _end_reload(self, *, aborted: bool = False) -> None:
         self.phase = Phase.RUNNING
-        self.publisher.announcer.reloaded()
+        self.announcer.reloaded()
         if self.reload.end(aborted=aborted):
             log.info("SIGHUP: applying the SIGHUP that came during the reload")
             self.handle_hup()
@@ -607,38 +575,19 @@ class Supervisor:
     def _begin_drain(self, why: str) -> None:
         self.phase = Phase.DRAINING
         self.drain.begin(why, time.monotonic(), self.config.supervisor.graceful_timeout)
-        self.publisher.announcer.stopping()
+        self.announcer.stopping()
 
     def _continue_drain(self, now: float) -> None:
-        reporter = self.results.reporter
-        assert reporter is not None
-        if self.drain.step(now) is DrainStep.WAIT:
-            return
-        # Every worker is gone: give the reports what is left of the drain time.
-        if not reporter.wait_idle(self.drain.remaining(now)):
-            log.error(
-                "%d reports still undelivered at the end of graceful_timeout; giving up",
-                reporter.pending(),
-            )
-        self.phase = Phase.DONE
+        if self.drain.step(now) is DrainStep.DONE:
+            self.phase = Phase.DONE
 
     def _stop_now(self, why: str) -> None:
         log.warning("%s: stopping now; running jobs are left to the engine's lease expiry", why)
         if self.phase is not Phase.DRAINING:
-            self.publisher.announcer.stopping()
-        self.stops.abandon_all(time.monotonic())
+            self.announcer.stopping()
+        if self.pool.slots:  # none before the first start (a fatal error in ``start``)
+            self.stopper.abandon_all(time.monotonic())
         self.phase = Phase.DONE
 
 
-__all__ = [
-    "CANCEL_GRACE",
-    "EXIT_BOOT_FAILED",
-    "EXIT_CONFIG",
-    "EXIT_ERROR",
-    "EXIT_OK",
-    "KILL_GRACE",
-    "PUBLISH_INTERVAL",
-    "REPORT_HOLD",
-    "Phase",
-    "Supervisor",
-]
+__all__ = ["EXIT_BOOT_FAILED", "EXIT_CONFIG", "EXIT_ERROR", "EXIT_OK", "Supervisor"]

@@ -1,4 +1,4 @@
-"""How many jobs to claim: one per idle worker, and one ahead per worker for short jobs.
+"""The claim plan: how many jobs to claim, one per idle worker and one ahead for short jobs.
 
 Claiming only for idle workers makes every job wait one poll round trip
 after its worker frees up. For short jobs that round trip is a large part of
@@ -128,6 +128,16 @@ class ClaimPolicy:
 
 
 @dataclass(frozen=True)
+class ArmedPoll:
+    """A poll held back by the ledger's room, to go out once report answers free it."""
+
+    #: report answers (of those in flight) that free enough room
+    answers: int
+    #: jobs the poll asks for then
+    jobs: int
+
+
+@dataclass(frozen=True)
 class PollPlan:
     """Verdict: how many jobs to claim now, and of which types."""
 
@@ -137,9 +147,8 @@ class PollPlan:
     idle: int
     #: what ``wanted`` would be with all of the ledger's room free
     unbounded: int
-    #: held back: the fewest report answers (of those in flight) that free
-    #: enough room for a poll, and the jobs it would ask for then
-    armed: tuple[int, int] | None = None
+    #: held back: the poll to send once enough report answers have come
+    armed: ArmedPoll | None = None
 
     @property
     def held_back(self) -> bool:
@@ -182,9 +191,9 @@ def plan_poll(pool: WorkerPool, ledger: JobLedger, policy: ClaimPolicy) -> PollP
         for answers in range(1, ledger.count(JobState.REPORTING) - held_behind + 1):
             later = policy.wanted(len(idle), waiting, room + answers, types, workers=ready)
             if later > 0:
-                armed = (answers + held_behind, later)
+                armed = ArmedPoll(answers + held_behind, later)
                 break
     return PollPlan(wanted, types, len(idle), unbounded, armed)
 
 
-__all__ = ["AHEAD_SHARE", "ClaimPolicy", "PollPlan", "plan_poll"]
+__all__ = ["AHEAD_SHARE", "ArmedPoll", "ClaimPolicy", "PollPlan", "plan_poll"]

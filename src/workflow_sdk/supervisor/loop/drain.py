@@ -4,11 +4,11 @@ No new claims; idle workers are told to exit once no poll is in flight (its
 jobs would have no worker left); a job still running when the drain's time
 (``graceful_timeout``) or its lease is up is abandoned to the engine's lease
 expiry; jobs claimed and never started are dropped. Each ``step`` says
-whether workers are left; once none is, the arbiter gives the reports what
-is left of the drain time and stops. Every worker told to go has a
+whether workers are left; once none is, it gives the reports what is left
+of the drain time, and says the supervisor is done. Every worker told to go has a
 deadline (``slots.WorkerSlot.overdue``), so the workers are gone at the
 latest ``EXIT_GRACE`` + ``KILL_GRACE`` after the drain's time. A second
-signal stops at once (``Stops.abandon_all``).
+signal stops at once (``Stopper.abandon_all``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from workflow_sdk.supervisor.exposition.stats import SupervisorStats
 from workflow_sdk.supervisor.loop.intake import Intake
 from workflow_sdk.supervisor.loop.ledger import JobLedger, JobState
 from workflow_sdk.supervisor.loop.pool import WorkerPool
+from workflow_sdk.supervisor.loop.reports import ReportDesk
 from workflow_sdk.supervisor.loop.slots import SlotState
-from workflow_sdk.supervisor.loop.stops import KILL_GRACE, Stops
+from workflow_sdk.supervisor.loop.stops import KILL_GRACE, Stopper
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -29,23 +30,28 @@ log = logging.getLogger("workflow_sdk.supervisor")
 class DrainStep(enum.Enum):
     #: workers (or a poll's answer) are still to come: step again next tick
     WAIT = "wait"
-    #: every worker is gone: wait for the reports, then stop
-    WORKERS_GONE = "workers_gone"
+    #: every worker is gone and the reports were given their time: stop
+    DONE = "done"
 
 
 class Drain:
+    """The graceful stop's steps (see the module doc)."""
+
     def __init__(
         self,
         pool: WorkerPool,
         ledger: JobLedger,
         intake: Intake,
-        stops: Stops,
+        stopper: Stopper,
+        *,
+        desk: ReportDesk,
         stats: SupervisorStats,
     ) -> None:
         self.pool = pool
         self.ledger = ledger
         self.intake = intake
-        self.stops = stops
+        self.stopper = stopper
+        self.desk = desk
         self.stats = stats
         #: monotonic time at which running jobs are abandoned
         self.deadline = 0.0
@@ -66,8 +72,7 @@ class Drain:
         return max(0.0, self.deadline - now)
 
     def step(self, now: float) -> DrainStep:
-        source = self.intake.source
-        poll_in_flight = source is not None and source.busy
+        poll_in_flight = self.intake.poll_in_flight
         # An idle worker waits for the poll in flight (its jobs would have no
         # worker left), but not past the drain's time: they would only be
         # abandoned then, and the worker's exit must not wait for the poll.
@@ -77,10 +82,9 @@ class Drain:
             if entry is not None and now >= min(self.deadline, entry.lease_end):
                 # If its result was already sent, the worker is idle now:
                 # told to exit below.
-                self.stops.abandon(slot, entry, now)
+                self.stopper.abandon(slot, entry, now)
             if slot.state is SlotState.IDLE and not keep_idle:
-                slot.exit_reason = slot.exit_reason or "shutdown"
-                slot.close_channel(now)
+                slot.close_channel(now, "shutdown")
             elif slot.state is SlotState.BOOTING:
                 slot.terminate(now, KILL_GRACE)
         if poll_in_flight:
@@ -90,7 +94,15 @@ class Drain:
             # (Kafka: the uncommitted record does).
             self.intake.drop(entry, done=False)
             self.stats.abandoned += 1
-        return DrainStep.WAIT if self.pool.slots else DrainStep.WORKERS_GONE
+        if self.pool.slots:
+            return DrainStep.WAIT
+        # Every worker is gone: give the reports what is left of the drain time.
+        if not self.desk.wait_idle(self.remaining(now)):
+            log.error(
+                "%d reports still undelivered at the end of graceful_timeout; giving up",
+                self.desk.pending(),
+            )
+        return DrainStep.DONE
 
 
 __all__ = ["Drain", "DrainStep"]

@@ -1,12 +1,15 @@
 """The supervisor's intake: where jobs come in, when to ask for them, and the claim rules.
 
-The intake owns the job source (the poller, or a Kafka feeder) and the
-state of asking it: when the next poll is due, the backoff and outage log
-after failures, the moment the last poll was requested (reports wait for
-it a little, ``REPORT_HOLD``). It turns a source's answer into claims in the
-job ledger, hands claimed jobs to idle workers (``dispatch_claimed``: a
-message on the worker's channel), and settles each job with its source
-when the job leaves. Starting and stopping workers is the arbiter's.
+The intake owns the job source (the poller, or a Kafka feeder: opened once
+the first worker is ready, ``open``) and the state of asking it: when the
+next poll is due, the backoff and outage log after failures, the moment the
+last poll was requested (reports wait for it a little, ``REPORT_HOLD``). It
+turns a source's answer into claims in the job ledger, hands claimed jobs to
+idle workers (``dispatch_claimed``), and settles each job with its source
+when the job leaves. Everything the rest of the loop needs of the source
+goes through here (``take``, ``settle``, ``answered``, ``retry_seen``,
+``poll_in_flight``...): nobody else holds it. Starting and stopping workers
+is the arbiter's.
 
 The main loop calls in here on every tick, directly: each poll plan is
 computed once per tick at most. The phase is passed in (the arbiter owns
@@ -19,7 +22,7 @@ import enum
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from workflow_sdk.errors import DispatchModeError
 from workflow_sdk.handler.context import build_context
@@ -30,16 +33,13 @@ from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.retry.backoff import Backoff
 from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
-from workflow_sdk.supervisor.io.source import JobSource, PollResult
+from workflow_sdk.supervisor.io.source import NOT_OPEN, JobSource, PollResult, SourceOpener
 from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy, PollPlan, plan_poll
 from workflow_sdk.supervisor.loop.kafka_types import types_to_consume
 from workflow_sdk.supervisor.loop.ledger import ClaimVerdict, JobEntry, JobLedger, JobState
-from workflow_sdk.supervisor.loop.pool import Phase, WorkerPool
+from workflow_sdk.supervisor.loop.phase import Phase
+from workflow_sdk.supervisor.loop.pool import WorkerPool
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
-from workflow_sdk.supervisor.worker.protocol import RunJob
-
-if TYPE_CHECKING:
-    from workflow_sdk.supervisor.io.kafka_feeder import KafkaFeeder, KafkaUnavailableError
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -68,33 +68,91 @@ class Intake:
         claims: ClaimPolicy,
         stats: SupervisorStats,
         poll_interval: float,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
         self.ledger = ledger
         self.claims = claims
         self.stats = stats
+        self.metrics = metrics
         #: Seconds to wait after a poll that brought no job (SIGHUP may change it).
         self.poll_interval = poll_interval
-        #: Where jobs come from: the poller, or (dispatch = "kafka") a Kafka
-        #: feeder, built once the first worker says which job types it serves.
-        self.source: JobSource | None = None
-        #: The same feeder as ``source`` in Kafka mode, for its counters.
-        self.feeder: KafkaFeeder | None = None
-        self.metrics: Metrics | None = None
+        #: Where jobs come from: ``NOT_OPEN`` until the first worker is ready.
+        #: Replaced once (``open``); read by any thread (/metrics, reporters).
+        self._source: JobSource = NOT_OPEN
+        self._open = False
         #: ``time.monotonic()`` when the last poll was requested
         self.requested_at = 0.0
         self.next_poll_at = 0.0
         self._backoff = Backoff()
         self._outage = PollOutageLog(log)
 
+    # -- the source --------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """The source is open (a worker has been ready)."""
+        return self._open
+
+    def open(
+        self,
+        opener: SourceOpener,
+        job_types: tuple[str, ...],
+        wake: Callable[[], None],
+    ) -> None:
+        """Open the source for the first ready worker's ``job_types``. The
+        caller then tells it the report answers counted so far (``answered``):
+        a reporter thread that found it not yet open told nobody.
+
+        :raises SourceUnavailableError: jobs cannot be taken (see the opener).
+        """
+        self._source = opener(job_types, wake)
+        self._open = True
+
+    def take(self) -> PollResult | None:
+        """The answer to the request out, once it came (after a wake-up)."""
+        return self._source.take()
+
+    @property
+    def poll_in_flight(self) -> bool:
+        """A request is out and its answer not yet taken."""
+        return self._source.busy
+
+    def answered(self, count: int) -> None:
+        """``count`` report answers have come in all (reporter threads): an
+        armed poll goes out once its answers are in."""
+        if self._open:
+            self._source.answered(count)
+
+    def retry_seen(self, job: Mapping[str, Any]) -> bool:
+        """Whether the source holds the engine's retry of ``job`` (as the source
+        gave it): the mark of an applied retryable fail in Kafka mode. Any
+        thread (reporters ask while they resolve a lost fail)."""
+        return self._source.retry_seen(job)
+
+    def settle(self, entry: JobEntry, done: bool) -> None:
+        """``entry``'s job is finished for good (``done``: a Kafka record may be
+        committed), or given up to be delivered again."""
+        if entry.origin is not None:
+            self._source.settle(entry.origin, done)
+
+    def source_stats(self) -> SourceStats:
+        """The source's counters; zeros until it opens. Any thread (the
+        /metrics server's): the source is replaced once, never changed."""
+        return self._source.stats()
+
+    def disarm(self) -> None:
+        """Stop claiming: a poll not yet sent claims nothing now."""
+        self._source.disarm()
+
+    def close(self) -> None:
+        self._source.close()
+
     # -- when to poll ----------------------------------------------------------------
 
     def may_poll(self, phase: Phase) -> bool:
-        return (
-            phase in (Phase.RUNNING, Phase.RELOADING)
-            and self.source is not None
-            and not self.source.busy
-        )
+        return phase in (Phase.RUNNING, Phase.RELOADING) and self._open and not self._source.busy
 
     def poll_deadline(self, now: float, phase: Phase) -> float:
         """When the loop must wake for the next poll (``inf``: not for a poll).
@@ -111,7 +169,7 @@ class Intake:
             return self.next_poll_at
         return math.inf
 
-    def acks_urgent(self, phase: Phase, plan: PollPlan | None) -> bool:
+    def answers_wake_loop(self, phase: Phase, plan: PollPlan | None) -> bool:
         """Whether a report's answer must wake the loop at once: it frees room
         a held-back poll waits for, or lets a held retry start, or no job
         runs (nothing else wakes the loop soon). Otherwise it waits for the
@@ -131,20 +189,20 @@ class Intake:
         """Request a poll if one is wanted; the plan when it was computed and
         no poll went out (the loop reuses it this tick). ``answers_taken``:
         the report answers the ledger has released so far."""
-        if self.source is None or not self.may_poll(phase) or now < self.next_poll_at:
+        if not self.may_poll(phase) or now < self.next_poll_at:
             return None
         plan = plan_poll(self.pool, self.ledger, self.claims)
         if plan.wanted < plan.idle:
             self.stats.claims_held_back += 1
         if plan.wanted > 0:
             self.requested_at = now
-            self.source.request(plan.wanted, plan.job_types)
+            self._source.request(plan.wanted, plan.job_types)
             return None
         if plan.armed is not None and phase is Phase.RUNNING:
             # Sent by the source's thread once the answers it needs have come.
-            answers, wanted = plan.armed
             self.requested_at = now
-            self.source.request(wanted, plan.job_types, after=answers_taken + answers)
+            after = answers_taken + plan.armed.answers
+            self._source.request(plan.armed.jobs, plan.job_types, after=after)
             return None
         return plan
 
@@ -154,16 +212,15 @@ class Intake:
         An armed poll waits for report answers: holding reports would stall it.
         """
         held = now - self.requested_at < REPORT_HOLD
-        source = self.source
-        polling = source is not None and source.busy and not source.armed
-        return polling and held
+        source = self._source
+        return source.busy and not source.armed and held
 
     def healthy(self, now: float, engine_timeout: float) -> bool:
         """The poller is not wedged."""
         # An armed poll waits for reports, which the engine may be slow to
         # take: that is backpressure, not a wedged poller.
-        source = self.source
-        if source is not None and source.busy and not source.armed:
+        source = self._source
+        if source.busy and not source.armed:
             return now - max(self.requested_at, source.sent_at) < engine_timeout * 2 + 5
         return True
 
@@ -214,12 +271,12 @@ class Intake:
             )
         elif verdict is ClaimVerdict.RETRY_REDELIVERED:
             self.stats.redeliveries_coalesced += 1
-            if self.source is not None and waiting is not None and waiting.origin is not None:
+            if waiting is not None and waiting.origin is not None:
                 # The delivery it replaces will not run: settled like a
                 # duplicate's. (Unreachable with the Kafka source, which
                 # hands out no second delivery of a job id before the first
                 # is settled, and whose jobs have no lease.)
-                self.source.settle(waiting.origin, True)
+                self._source.settle(waiting.origin, True)
             log.info(
                 "job %s (%s): its held retry was handed out again (its lease passed while "
                 "the fail before it was reported); it starts under the new lease",
@@ -228,9 +285,8 @@ class Intake:
             )
         elif verdict is ClaimVerdict.DUPLICATE:
             self.stats.redeliveries_coalesced += 1
-            if self.source is not None:
-                # Its one report comes from the run in progress.
-                self.source.settle(raw, True)
+            # Its one report comes from the run in progress.
+            self._source.settle(raw, True)
             entry = self.ledger.get(job_id)
             if entry is not None and entry.redeliveries == 1:
                 log.info(
@@ -240,32 +296,7 @@ class Intake:
                     job_type,
                 )
 
-    def start_kafka(
-        self,
-        config: SupervisorConfig,
-        job_types: tuple[str, ...],
-        wake: Callable[[], None],
-        answers: int,
-    ) -> KafkaUnavailableError | None:
-        """Consume the job types the workers serve (known once one is ready);
-        ``answers``: the report answers counted so far. The error, if Kafka
-        cannot be used."""
-        # Imported here: the kafka extra is only needed in Kafka mode.
-        from workflow_sdk.supervisor.io.kafka_feeder import (  # noqa: PLC0415
-            KafkaUnavailableError,
-            open_feeder,
-        )
-
-        try:
-            source = open_feeder(config.kafka, job_types, config.supervisor.worker_id, wake)
-        except KafkaUnavailableError as exc:
-            return exc
-        # Report answers counted before it existed (a switch from polling).
-        source.answered(answers)
-        self.source = self.feeder = source
-        return None
-
-    def follow_kafka_types(self) -> None:
+    def follow_types(self) -> None:
         """Kafka mode: consume the job types the workers serve now
         (``kafka_types``); a claimed job of a type given up is given back.
 
@@ -274,13 +305,13 @@ class Intake:
         Its record stays uncommitted, and the group the feeder leaves hands
         its partition to another member, which runs it (or to this
         supervisor again if a worker serves the type later)."""
-        feeder = self.feeder
-        if feeder is None:
-            return
-        current = feeder.following
+        source = self._source
+        current = source.following
+        if current is None:
+            return  # it takes whatever each request names (polls)
         wanted = types_to_consume(self.pool, current)
         if wanted != current:
-            feeder.follow(wanted)
+            source.follow(wanted)
             log.info(
                 "kafka: the workers serve %s now (new: %s; gone: %s)",
                 ", ".join(sorted(wanted)),
@@ -292,7 +323,7 @@ class Intake:
                 continue
             self.ledger.release(entry.job_id)
             if entry.origin is not None:
-                feeder.give_back(entry.origin)
+                source.give_back(entry.origin)
             log.info(
                 "job %s (%s) not started: no worker serves its type any more; its record "
                 "stays uncommitted and goes to the group's next member",
@@ -300,18 +331,12 @@ class Intake:
                 entry.job_type,
             )
 
-    def kafka_stats(self) -> SourceStats:
-        """The Kafka source's counters; zeros until it starts. Any thread (the
-        /metrics server's): the feeder is read once and never replaced."""
-        feeder = self.feeder
-        return SourceStats() if feeder is None else feeder.stats()
-
     # -- to the workers ----------------------------------------------------------------
 
     def dispatch_claimed(self, now: float, config: SupervisorConfig) -> None:
         """Hand claimed jobs to idle workers, oldest claim first. A job no idle
         worker serves waits (for its lease in poll mode; in Kafka mode until
-        its type is given up, ``follow_kafka_types``) without holding back
+        its type is given up, ``follow_types``) without holding back
         the jobs claimed after it."""
         # Asked on most ticks, and mostly no worker is idle: look once.
         idle = self.pool.idle()
@@ -337,40 +362,19 @@ class Intake:
         for slot in idle:
             if slot.state is not SlotState.IDLE or entry.job_type not in slot.job_types:
                 continue
-            try:
-                slot.conn.send(RunJob(entry.context))
-            except OSError:
+            if not slot.start(entry):
                 continue  # that worker just died; its sentinel will tell
-            self.ledger.start(entry.job_id, slot.slot, now, config.job_timeout(entry.job_type))
-            slot.state = SlotState.BUSY
-            slot.job = entry
-            log.debug("job %s (%s) sent to worker-%d", entry.job_id, entry.job_type, slot.slot)
+            self.ledger.start(entry.job_id, slot.number, now, config.job_timeout(entry.job_type))
+            log.debug("job %s (%s) sent to worker-%d", entry.job_id, entry.job_type, slot.number)
             return True
         return False
 
     # -- what leaves -------------------------------------------------------------------
 
-    def retry_seen(self, job: Mapping[str, Any]) -> bool:
-        """Whether the source holds the engine's retry of ``job`` (as the source
-        gave it): the mark of an applied retryable fail in Kafka mode. Any
-        thread (reporters ask while they resolve a lost fail)."""
-        source = self.source
-        return source is not None and source.retry_seen(job)
-
     def drop(self, entry: JobEntry, *, done: bool) -> None:
         """The job leaves the ledger without a report of ours."""
         self.ledger.release(entry.job_id)
-        if self.source is not None and entry.origin is not None:
-            self.source.settle(entry.origin, done)
-
-    def disarm(self) -> None:
-        """Stop claiming: a poll not yet sent claims nothing now."""
-        if self.source is not None:
-            self.source.disarm()
-
-    def close(self) -> None:
-        if self.source is not None:
-            self.source.close()
+        self.settle(entry, done)
 
 
 __all__ = ["REPORT_HOLD", "Intake", "PollVerdict"]

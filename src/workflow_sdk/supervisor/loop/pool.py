@@ -3,7 +3,8 @@
 The pool decides; the arbiter acts. It holds the ``WorkerSlot`` records and
 answers with verdicts ("start 2 workers", "retire worker-3", "the reload is
 done", "give up: workers cannot boot") but never starts or signals a
-process itself, so each decision has a unit test without a fork.
+process itself, so each decision has a unit test without a fork. It
+changes a slot only through the slot's own methods.
 """
 
 from __future__ import annotations
@@ -16,15 +17,6 @@ from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
 
 #: Replacements that fail to boot in a row before the supervisor gives up.
 MAX_BOOT_FAILURES = 5
-
-
-class Phase(enum.Enum):
-    """The supervisor's phase; exactly one at a time."""
-
-    RUNNING = "running"
-    RELOADING = "reloading"
-    DRAINING = "draining"
-    DONE = "done"
 
 
 class BootVerdict(enum.Enum):
@@ -123,11 +115,7 @@ class WorkerPool:
 
     def boot_overdue(self, now: float) -> list[WorkerSlot]:
         """Workers still booting past their boot deadline (each returned once)."""
-        booting = [s for s in self.slots.values() if s.state is SlotState.BOOTING]
-        late = [s for s in booting if now >= s.boot_deadline]
-        for slot in late:
-            slot.boot_deadline = float("inf")
-        return late
+        return [s for s in self.slots.values() if s.boot_overdue(now)]
 
     def to_trim(self) -> list[WorkerSlot]:
         """Workers to retire so that the pool shrinks to its target (scale down).
@@ -135,24 +123,22 @@ class WorkerPool:
         Prefer workers without a job, then the highest slot numbers.
         """
         keep = [s for s in self.slots.values() if not s.retiring and not s.surge]
-        keep.sort(key=lambda s: (s.state is SlotState.BUSY, -s.slot))
+        keep.sort(key=lambda s: (s.state is SlotState.BUSY, -s.number))
         return keep[: max(0, len(keep) - self.target)]
 
     # -- changes -----------------------------------------------------------------
 
     def add(self, slot: WorkerSlot) -> None:
-        if slot.slot in self.slots:
-            raise ValueError(f"slot {slot.slot} is taken")
-        self.slots[slot.slot] = slot
+        if slot.number in self.slots:
+            raise ValueError(f"slot {slot.number} is taken")
+        self.slots[slot.number] = slot
 
     def remove(self, slot: WorkerSlot) -> None:
-        if self.slots.get(slot.slot) is slot:
-            del self.slots[slot.slot]
+        if self.slots.get(slot.number) is slot:
+            del self.slots[slot.number]
 
     def on_ready(self, slot: WorkerSlot, job_types: tuple[str, ...]) -> None:
-        if slot.state is SlotState.BOOTING:
-            slot.state = SlotState.IDLE
-        slot.job_types = frozenset(job_types)
+        slot.booted(job_types)
         self._ever_booted = True
         self._boot_failures = 0
 
@@ -192,7 +178,7 @@ class WorkerPool:
             fresh = surge[0]
             if fresh.state is SlotState.BOOTING:
                 return ReloadStep.WAIT, None
-            fresh.surge = False
+            fresh.join_pool()
             while self._reload_queue:
                 old = self.slots.get(self._reload_queue.pop(0))
                 if old is not None and not old.retiring:
@@ -209,7 +195,6 @@ class WorkerPool:
 __all__ = [
     "MAX_BOOT_FAILURES",
     "BootVerdict",
-    "Phase",
     "RecyclePolicy",
     "ReloadStep",
     "WorkerPool",

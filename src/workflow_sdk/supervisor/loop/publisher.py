@@ -1,21 +1,17 @@
-"""What the supervisor shows, and what it measures: the published view and the RSS samples.
+"""What the supervisor shows: the /metrics view, the process title, systemd's status.
 
-``Publisher`` serves /metrics (and owns the multiprocess directory the
-workers write their metrics to), and keeps the view of the workers, the
-process title and systemd's status (through the ``Announcer``) up to date,
-at most every ``PUBLISH_INTERVAL``. ``sample_rss`` reads each worker's memory and returns
-a verdict: the workers over the hard limit (``WorkerLife.sample_memory``
-has them killed and their jobs failed) and the idle ones a recycle rule may
-now retire. Neither signals a process.
+``open_metrics`` prepares the multiprocess directory the workers write
+their metrics to and the parent's own metrics (before anything records
+one). The ``Publisher`` serves /metrics over them, and keeps the view of the
+workers, the process title and systemd's status (through the
+``Announcer``) up to date, at most every ``PUBLISH_INTERVAL``. It reads the
+loop's objects and changes none of them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
-
-import psutil
 
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.supervisor.config import MetricsConfig
@@ -25,8 +21,9 @@ from workflow_sdk.supervisor.exposition.exporter import MetricsServer, PoolColle
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
 from workflow_sdk.supervisor.loop.intake import Intake
 from workflow_sdk.supervisor.loop.ledger import JobLedger
-from workflow_sdk.supervisor.loop.pool import Phase, WorkerPool
-from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.loop.phase import Phase
+from workflow_sdk.supervisor.loop.pool import WorkerPool
+from workflow_sdk.supervisor.loop.slots import SlotState
 
 #: Seconds between two updates of the /metrics view, title and systemd status:
 #: every tick (two or three per job) cost the parent a few % of its CPU per job.
@@ -35,8 +32,26 @@ PUBLISH_INTERVAL = 0.1
 BACKLOG_GAUGE_INTERVAL = 1.0
 
 
+@dataclass(frozen=True)
+class MetricsFiles:
+    """The multiprocess directory every process writes its metrics to, and
+    the parent's own metrics."""
+
+    dir: str
+    metrics: Metrics
+
+
+def open_metrics(settings: MetricsConfig) -> MetricsFiles:
+    """Prepare (wipe) the metrics directory and the parent's metrics in it."""
+    directory = multiproc.prepare_dir(multiproc.choose_dir(settings.dir))
+    return MetricsFiles(directory, multiproc.metrics_with_identifier("supervisor"))
+
+
 class Publisher:
-    """The /metrics view of the workers, the title and systemd's status."""
+    """The /metrics view of the workers, the title and systemd's status.
+
+    :param files: the metrics directory and the parent's metrics (None: no /metrics).
+    """
 
     def __init__(
         self,
@@ -47,18 +62,19 @@ class Publisher:
         *,
         announcer: Announcer,
         engine_timeout: float,
+        files: MetricsFiles | None = None,
     ) -> None:
         self.pool = pool
         self.ledger = ledger
         self.stats = stats
         self.intake = intake
-        #: Title and systemd notifications (replaced once systemd's variables are read).
+        #: Title and systemd notifications.
         self.announcer = announcer
         self.engine_timeout = engine_timeout
         #: The parent's own metrics, and the directory every worker writes
         #: its own to (None: no /metrics).
-        self.metrics: Metrics | None = None
-        self.metrics_dir: str | None = None
+        self.metrics = files.metrics if files is not None else None
+        self.metrics_dir = files.dir if files is not None else None
         self._server: MetricsServer | None = None
         #: What the /metrics collector reads.
         self.views: tuple[WorkerView, ...] = ()
@@ -71,9 +87,8 @@ class Publisher:
     def serve(self, settings: MetricsConfig, *, kafka: bool = False) -> int:
         """Start the /metrics server; returns its port. ``kafka``: jobs come
         from Kafka, show its source's counters too."""
-        self.metrics_dir = multiproc.prepare_dir(multiproc.choose_dir(settings.dir))
-        self.metrics = multiproc.metrics_with_identifier("supervisor")
-        kafka_stats = self.intake.kafka_stats if kafka else None
+        assert self.metrics_dir is not None, "serve needs the metrics files"
+        kafka_stats = self.intake.source_stats if kafka else None
         self._server = MetricsServer(
             self.metrics_dir, PoolCollector(self.stats, lambda: self.views, kafka_stats)
         )
@@ -103,7 +118,7 @@ class Publisher:
         """At most every ``PUBLISH_INTERVAL`` (a skipped update is due then),
         and at once when a worker came or went (a scrape must not read a
         process that is gone)."""
-        members = tuple((s.slot, s.pid) for s in self.pool.slots.values())
+        members = tuple((s.number, s.pid) for s in self.pool.slots.values())
         if now < self._next_publish and members == self._members:
             self._due = True
             return
@@ -112,7 +127,7 @@ class Publisher:
         self._next_publish = now + PUBLISH_INTERVAL
         slots = self.pool.slots.values()
         self.views = tuple(
-            WorkerView(s.slot, s.pid, s.state is SlotState.BUSY, s.ps) for s in slots
+            WorkerView(s.number, s.pid, s.state is SlotState.BUSY, s.ps) for s in slots
         )
         self.stats.jobs_held = len(self.ledger)
         self.stats.jobs_held_peak = self.ledger.peak
@@ -135,38 +150,4 @@ class Publisher:
         )
 
 
-@dataclass(frozen=True)
-class MemoryVerdict:
-    """What one round of RSS samples asks of the arbiter."""
-
-    #: workers running a job with RSS over the hard limit: kill, fail the job
-    kill: list[WorkerSlot]
-    #: idle workers with a fresh sample: check whether to recycle them
-    idle: list[WorkerSlot]
-
-
-def sample_rss(slots: Iterable[WorkerSlot], hard_limit_bytes: float) -> MemoryVerdict:
-    """Read each worker's RSS (into ``rss_bytes``); judge it against the
-    hard limit (0 = none), during jobs too."""
-    kill: list[WorkerSlot] = []
-    idle: list[WorkerSlot] = []
-    for slot in slots:
-        if slot.ps is None or slot.state is SlotState.STOPPING:
-            continue
-        try:
-            rss = slot.ps.memory_info().rss
-        except (psutil.Error, OSError):
-            # Gone; or /proc could not be opened (EMFILE: out of file
-            # descriptors): keep the last sample, try again next round.
-            continue
-        if rss == 0:
-            continue  # exited and not yet reaped: keep the last real sample
-        slot.rss_bytes = rss
-        if hard_limit_bytes and slot.job is not None and rss > hard_limit_bytes:
-            kill.append(slot)
-        elif slot.state is SlotState.IDLE:
-            idle.append(slot)
-    return MemoryVerdict(kill, idle)
-
-
-__all__ = ["PUBLISH_INTERVAL", "MemoryVerdict", "Publisher", "sample_rss"]
+__all__ = ["PUBLISH_INTERVAL", "MetricsFiles", "Publisher", "open_metrics"]

@@ -10,7 +10,8 @@ on its channel is the job's outcome, and there is nothing left to stop.
 Workers told to go are escalated on time: cancel signal, SIGTERM, SIGKILL;
 one told to exit by its closed channel gets SIGTERM ``EXIT_GRACE`` later.
 
-These objects signal processes but never start one: that is the arbiter's.
+The stopper signals processes (through their slots) but never starts one:
+that is the arbiter's.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from workflow_sdk.supervisor.loop.intake import Intake
 from workflow_sdk.supervisor.loop.joblog import log_stopped
 from workflow_sdk.supervisor.loop.ledger import ClaimKey, JobEntry, JobLedger
 from workflow_sdk.supervisor.loop.pool import WorkerPool
-from workflow_sdk.supervisor.loop.slots import EXIT_GRACE, Overdue, SlotState, WorkerSlot
-from workflow_sdk.supervisor.loop.watch import JobWatch, StopJob
-from workflow_sdk.supervisor.results import Results
+from workflow_sdk.supervisor.loop.reports import ReportDesk
+from workflow_sdk.supervisor.loop.slots import EXIT_GRACE, Overdue, WorkerSlot
+from workflow_sdk.supervisor.loop.watch import RunningJobWatch, StopJob
 from workflow_sdk.supervisor.worker.main import CANCEL_SIGNAL
 
 log = logging.getLogger("workflow_sdk.supervisor")
@@ -45,25 +46,34 @@ CANCEL_GRACE = 1.0
 ABANDON_GRACE = 1.0
 
 
-class Stops:
+class Stopper:
+    """Stops jobs before their handler returns, and the workers told to go
+    (see the module doc).
+
+    :param watch: the stale checks and lease renewals of running jobs, whose
+        verdicts stop jobs (``take_watch_verdicts``).
+    :param collect: takes everything a worker has sent so far, its result
+        included (the arbiter's reading of its channel).
+    """
+
     def __init__(
         self,
         pool: WorkerPool,
         ledger: JobLedger,
         intake: Intake,
-        results: Results,
+        desk: ReportDesk,
         stats: SupervisorStats,
+        *,
+        watch: RunningJobWatch,
+        collect: Callable[[WorkerSlot], None],
     ) -> None:
         self.pool = pool
         self.ledger = ledger
         self.intake = intake
-        self.results = results
+        self.desk = desk
         self.stats = stats
-        #: Stale checks and lease renewals of running jobs (set up with the client).
-        self.watch: JobWatch | None = None
-        #: Takes everything a worker has sent so far, its result included (the
-        #: arbiter's reading of the channel; None: nothing to read).
-        self.collect: Callable[[WorkerSlot], None] | None = None
+        self.watch = watch
+        self.collect = collect
 
     def slot_of(self, entry: JobEntry) -> WorkerSlot | None:
         """The worker running ``entry``, if one still is."""
@@ -85,35 +95,28 @@ class Stops:
         """Closed channel or cancel signal -> SIGTERM -> SIGKILL on time; kill
         workers that do not boot."""
         for slot in list(self.pool.slots.values()):
-            step = slot.overdue(now)
+            step = slot.escalate(now, KILL_GRACE)
             if step is Overdue.EXIT:
                 # Its exit should take milliseconds: something on its way out
                 # blocks. Said once; the SIGKILL that may follow is not.
-                slot.exit_overdue_logged = True
                 log.warning(
                     "worker-%d (pid %d) did not exit within %g s of being told to (%s); "
                     "sending SIGTERM, and SIGKILL %g s later if it is still alive "
                     "(something in the handler code blocks its exit)",
-                    slot.slot,
+                    slot.number,
                     slot.pid,
                     EXIT_GRACE,
                     slot.exit_reason or "stopping",
                     KILL_GRACE,
                 )
-                slot.terminate(now, KILL_GRACE)
-            elif step is Overdue.TERM:
-                slot.terminate(now, KILL_GRACE)
-            elif step is Overdue.KILL:
-                if not slot.exit_overdue_logged:
-                    log.warning(
-                        "worker-%d (pid %d) still alive after SIGTERM; sending SIGKILL",
-                        slot.slot,
-                        slot.pid,
-                    )
-                slot.send_signal(signal.SIGKILL)
-                slot.kill_at = None
+            elif step is Overdue.KILL and not slot.exit_overdue:
+                log.warning(
+                    "worker-%d (pid %d) still alive after SIGTERM; sending SIGKILL",
+                    slot.number,
+                    slot.pid,
+                )
         for slot in self.pool.boot_overdue(now):
-            slot.boot_error = (
+            slot.boot_failed(
                 f"not ready after {boot_timeout:g} s "
                 "(boot_timeout); does importing the handlers hang?"
             )
@@ -141,8 +144,7 @@ class Stops:
         rules), and there is nothing left to stop: killing the worker for a
         job it had finished would throw a success away and run the job again.
         """
-        if self.collect is not None:
-            self.collect(slot)
+        self.collect(slot)
         return slot.job is not entry
 
     # -- failed ----------------------------------------------------------------------
@@ -153,21 +155,18 @@ class Stops:
         """The one path for a job whose worker we stop or lost: crash, timeout,
         memory kill. The job is failed retryable (after the stale check) and
         counted like a handler's failure; the slot is replaced."""
-        slot.job = None
-        slot.exit_reason = slot.exit_reason or reason
-        slot.exit_job_type = entry.job_type
+        slot.lose_job(reason)
         self.ledger.finish(entry.job_id, now)
         outcome = Outcome.failure(
             entry.job_id, entry.job_type, message, retryable=True, duration=now - entry.started_at
         )
-        self.results.report(outcome, entry, slot.slot)
+        self.desk.report(outcome, entry, slot.number)
 
     def time_out(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
         if self.finished_meanwhile(slot, entry):
             return
         message = f"timed out after {entry.timeout:g} s (worker pid {slot.pid} killed)"
-        slot.retiring = True
-        slot.terminate(now, KILL_GRACE)
+        slot.stop(now, KILL_GRACE)
         self.fail_running(slot, entry, message, "timeout", now)
 
     def kill_for_memory(self, slot: WorkerSlot, entry: JobEntry, now: float, limit: float) -> None:
@@ -177,26 +176,22 @@ class Stops:
                 log.warning(
                     "worker-%d uses %.0f MiB, over max_memory_hard_mb = %g, and has just "
                     "finished its job (its result is kept); replacing it",
-                    slot.slot,
+                    slot.number,
                     rss / 2**20,
                     limit,
                 )
                 slot.retire("recycle_memory", now)
             return
         message = (
-            f"worker pid {slot.pid} (worker-{slot.slot}) killed: RSS reached "
+            f"worker pid {slot.pid} (worker-{slot.number}) killed: RSS reached "
             f"{rss / 2**20:.0f} MiB, over max_memory_hard_mb = {limit:g}"
         )
-        slot.retiring = True
-        slot.state = SlotState.STOPPING
-        slot.send_signal(signal.SIGKILL)
+        slot.kill()
         self.fail_running(slot, entry, message, "recycle_memory", now)
 
     # -- dropped ---------------------------------------------------------------------
 
     def take_watch_verdicts(self) -> None:
-        if self.watch is None:
-            return
         now = time.monotonic()
         for stop in self.watch.take(now):
             # The claim the verdict was asked for, not a later attempt of the job.
@@ -218,23 +213,17 @@ class Stops:
             entry.lease_end = min(entry.lease_end, now)
         if self.finished_meanwhile(slot, entry):
             return
-        log_stopped(entry, slot.slot, stop.reason == "stale", stop.detail)
+        log_stopped(entry, slot.number, stop.reason == "stale", stop.detail)
         # Stale: its record is done (nothing will ever report it). Lease lost:
         # the lease's new holder reports it.
         self.intake.drop(entry, done=True)
         if stop.reason == "stale":
-            self.results.count_stale(entry, stop.stale_reason)
+            self.desk.count_stale(entry, stop.stale_reason)
         else:
             self.stats.leases_lost += 1
-        slot.job = None
-        slot.retiring = True
-        slot.exit_reason = stop.reason
-        slot.exit_job_type = entry.job_type
         # The courtesy first (the handler's cancelEvent), then, after a short
         # grace in which the handler may clean up and return, the stop.
-        slot.send_signal(CANCEL_SIGNAL)
-        slot.state = SlotState.STOPPING
-        slot.term_at = now + CANCEL_GRACE
+        slot.cancel(stop.reason, CANCEL_SIGNAL, now, CANCEL_GRACE)
 
     def abandon(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
         """Stop a job we may not finish; the engine redelivers it after its lease.
@@ -250,9 +239,9 @@ class Stops:
             "job to the engine's lease expiry",
             entry.job_id,
             entry.job_type,
-            slot.slot,
+            slot.number,
         )
-        slot.job = None
+        slot.abandon_job()
         self.intake.drop(entry, done=False)
         self.stats.abandoned += 1
         slot.terminate(now, ABANDON_GRACE)
@@ -263,11 +252,11 @@ class Stops:
         for slot in list(self.pool.slots.values()):
             if slot.job is not None:
                 self.finished_meanwhile(slot, slot.job)
-            if slot.job is not None:
+            entry = slot.abandon_job()
+            if entry is not None:
                 self.stats.abandoned += 1
-                self.intake.drop(slot.job, done=False)
-                slot.job = None
+                self.intake.drop(entry, done=False)
             slot.terminate(now, ABANDON_GRACE)
 
 
-__all__ = ["CANCEL_GRACE", "EXIT_GRACE", "KILL_GRACE", "Stops"]
+__all__ = ["ABANDON_GRACE", "CANCEL_GRACE", "EXIT_GRACE", "KILL_GRACE", "Stopper"]

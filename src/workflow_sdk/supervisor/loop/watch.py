@@ -2,7 +2,8 @@
 
 Every tick the main loop calls ``ask_due`` (which jobs to check or renew
 now, as the ledger says) and ``take`` (what the engine answered). The calls
-themselves run on two errand threads, so the loop never waits for HTTP.
+themselves run on two call threads (``io.call_thread``), so the loop never
+waits for HTTP.
 ``take`` updates the ledger and returns verdicts: the jobs whose workers
 must be stopped, because the job no longer matters (stale) or because the
 engine gave its lease to someone else (lease lost). Nothing is reported for
@@ -24,7 +25,7 @@ from workflow_sdk.lease import renewed_length
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.retry.backoff import delay as backoff_delay
 from workflow_sdk.staleness import InstanceReader, JobLiveness, StaleVerdict, check_job
-from workflow_sdk.supervisor.io.call_thread import Errands
+from workflow_sdk.supervisor.io.call_thread import CallThread
 from workflow_sdk.supervisor.io.renewal import (
     LeaseRenewer,
     RenewalAnswer,
@@ -51,7 +52,10 @@ class StopJob:
     claim_no: int = 0
 
 
-class JobWatch:
+class RunningJobWatch:
+    """The parent's stale checks and lease renewals of running jobs (see the
+    module doc). Without a reader and a renewer it asks nothing."""
+
     def __init__(
         self,
         ledger: JobLedger,
@@ -67,10 +71,10 @@ class JobWatch:
         self._ledger = ledger
         self._metrics = metrics
         self._lease_seconds = lease_seconds
-        self._checks: Errands[ClaimKey, dict[str, Any], StaleVerdict] | None = None
-        self._renewals: Errands[ClaimKey, str, RenewalAnswer] | None = None
+        self._checks: CallThread[ClaimKey, dict[str, Any], StaleVerdict] | None = None
+        self._renewals: CallThread[ClaimKey, str, RenewalAnswer] | None = None
         if reader is not None:
-            self._checks = Errands(
+            self._checks = CallThread(
                 "stale-watch",
                 lambda context: check_job(reader, context),
                 lambda exc: StaleVerdict(JobLiveness.UNKNOWN, "", repr(exc)),
@@ -78,7 +82,7 @@ class JobWatch:
                 join_timeout,
             )
         if renewer is not None:
-            self._renewals = Errands(
+            self._renewals = CallThread(
                 "lease-renewal",
                 lambda job_id: renew(renewer, worker_id, job_id, lease_seconds),
                 lambda exc: RenewalAnswer(RenewalResult.RETRY, 0.0, repr(exc)),
@@ -113,9 +117,9 @@ class JobWatch:
         return stops
 
     def close(self) -> None:
-        for errands in (self._checks, self._renewals):
-            if errands is not None:
-                errands.close()
+        for calls in (self._checks, self._renewals):
+            if calls is not None:
+                calls.close()
 
     def _running(self, key: ClaimKey) -> JobEntry | None:
         """The claim that asked, if it still runs (not a later attempt)."""
@@ -166,4 +170,4 @@ class JobWatch:
         return None
 
 
-__all__ = ["JobWatch", "StopJob"]
+__all__ = ["RunningJobWatch", "StopJob"]

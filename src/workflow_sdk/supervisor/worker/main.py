@@ -53,7 +53,8 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    slot: int
+    #: the slot's number (worker-N)
+    number: int
     handlers: tuple[str, ...]
     registry: HandlerRegistry | None
     log_level: str
@@ -102,11 +103,11 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(CANCEL_SIGNAL, self._on_cancel)
         configure_logging(self.spec.log_level, self.spec.log_format)
-        titles.set_title(titles.worker_title(self.spec.slot, "booting"))
+        titles.set_title(titles.worker_title(self.spec.number, "booting"))
         if self.spec.metrics_dir:
             # Before the handlers are imported, so that metrics they define
             # at import time are written to this slot's files too.
-            multiproc.use_identifier(multiproc.worker_identifier(self.spec.slot))
+            multiproc.use_identifier(multiproc.worker_identifier(self.spec.number))
 
     def run(self) -> None:
         try:
@@ -137,7 +138,7 @@ class Worker:
         _exit_now(EXIT_BOOT_FAILED)
 
     def _loop(self, registry: HandlerRegistry) -> None:
-        idle = titles.worker_title(self.spec.slot, "idle")
+        idle = titles.worker_title(self.spec.number, "idle")
         titles.set_title(idle)
         while True:
             message = self.conn.recv()
@@ -153,13 +154,13 @@ class Worker:
     def _set_busy_title(self, context: dict[str, Any]) -> None:
         started = time.strftime("%H:%M:%S")
         state = f"busy {context['jobType']} job={context['id']} since {started}"
-        titles.set_title(titles.worker_title(self.spec.slot, state))
+        titles.set_title(titles.worker_title(self.spec.number, state))
 
     def _run(self, registry: HandlerRegistry, context: dict[str, Any]) -> tuple[Outcome, bool]:
         """The job's outcome, and whether a handler ran for it."""
         handler = registry.get(context["jobType"])
         if handler is None:
-            who = f"worker-{self.spec.slot}"
+            who = f"worker-{self.spec.number}"
             return no_handler_outcome(context["id"], context["jobType"], who), False
         self.cancel_event.clear()
         context["cancelEvent"] = self.cancel_event
