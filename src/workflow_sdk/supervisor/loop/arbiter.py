@@ -246,7 +246,7 @@ class Supervisor:
             self.desk.flush(self.phase)
 
     def _wait_for_events(self, now: float) -> list[Any]:
-        timeout = self._next_deadline(now) - now
+        timeout = self.next_deadline(now) - now
         # The flag was set before this look; a reporter thread queues its
         # answer before reading the flag: one of the two sees the other.
         if self.desk.wake_on_answer and self.desk.answered():
@@ -299,7 +299,9 @@ class Supervisor:
         self.publisher.publish(now, self.phase)
         self.desk.wake_on_answer = self.intake.answers_wake_loop(self.phase, plan)
 
-    def _next_deadline(self, now: float) -> float:
+    def next_deadline(self, now: float) -> float:
+        """When the loop must wake next at the latest (a poll, a job's time limit,
+        lease or check, an escalation, the drain's end, a publish, a held report)."""
         deadline = min(now + 1.0, self.intake.poll_deadline(now, self.phase))
         # Only deadlines still ahead, or that act once when reached: a passed
         # deadline left in here would make the loop spin.
