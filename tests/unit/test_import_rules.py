@@ -98,3 +98,30 @@ def test_every_supervisor_module_lives_in_a_folder_or_is_a_known_top_module() ->
         "reload",
         "security",
     }, "a new module at the top: put it in loop/, io/, worker/ or exposition/"
+
+
+def test_no_test_file_imports_another_test_file() -> None:
+    """Shared helpers live in helper modules (``unit/fakes.py``,
+    ``runner_support.py``, ``process/process_support.py``...), never in a
+    test file another one imports (its tests would run twice, and a change
+    to one test file would break another)."""
+    tests = Path(__file__).resolve().parents[1]
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for line, module in imported_modules_of(path):
+            if any(part.startswith("test_") for part in module.split(".")[:-1]):
+                found.append(f"{path.relative_to(tests)}:{line}: {module}")
+    assert found == []
+
+
+def imported_modules_of(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, module.name) for the absolute and relative imports of a test file."""
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            for alias in node.names:
+                yield node.lineno, f"{module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, f"{alias.name}.x"
