@@ -18,10 +18,12 @@ line: the difference is the supervisor's dispatch latency from "the source
 handed the job to the supervisor's thread" to the handler. The stamp costs
 one ``time.monotonic()`` per answer and one dict copy per job, in both modes.
 
-The poll client comes from a ``Supervisor`` subclass overriding its client
-factory; the Kafka source is swapped by replacing the ``KafkaJobSource`` name
-in ``workflow_sdk.kafka.consumer`` and ``workflow_sdk.supervisor.io.kafka_feeder``
-before the supervisor starts consuming. Nothing else of the supervisor is touched.
+Both go through the supervisor's public constructor: the clients through
+``Supervisor(config, clients=...)`` (an ``EngineClients`` whose hot-call
+client stamps, one per caller as the supervisor makes them; the rest are the
+usual ones), the Kafka source through ``Supervisor(config, source=...)`` (a
+``KafkaOpener`` whose consumer is the stamping ``KafkaJobSource``). Nothing
+of the supervisor is patched.
 """
 
 from __future__ import annotations
@@ -29,51 +31,54 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Collection
 from typing import Any
 
 from benchlib.handlers import POLLED_AT
 from workflow_sdk.client.interface import WorkerEngineClient
 from workflow_sdk.client.lean import LeanJobClient
-from workflow_sdk.supervisor.config import load_config
+from workflow_sdk.supervisor import Supervisor, load_config
+from workflow_sdk.supervisor.clients import EngineClients
 from workflow_sdk.supervisor.exposition.logs import configure_logging
-from workflow_sdk.supervisor.loop.arbiter import Supervisor
+from workflow_sdk.supervisor.io.source import SourceOpener
+
+
+def _stamp(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    arrived = time.monotonic()
+    for job in jobs:
+        job["variables"] = {**(job.get("variables") or {}), POLLED_AT: arrived}
+    return jobs
 
 
 class StampingLeanClient(LeanJobClient):
     def poll_jobs(
-        self, worker_id: str, job_types: list[str], max_jobs: int = 1
+        self, worker_id: str, job_types: list[str], max_jobs: int = 1, *, lease_seconds: int = 0
     ) -> list[dict[str, Any]]:
-        jobs = super().poll_jobs(worker_id, job_types, max_jobs)
-        arrived = time.monotonic()
-        for job in jobs:
-            job["variables"] = {**(job.get("variables") or {}), POLLED_AT: arrived}
-        return jobs
+        return _stamp(
+            super().poll_jobs(worker_id, job_types, max_jobs, lease_seconds=lease_seconds)
+        )
 
 
-class StampingSupervisor(Supervisor):
-    def _make_client(self) -> WorkerEngineClient:
+class StampingClients(EngineClients):
+    def for_jobs(self) -> WorkerEngineClient:
         # One client per caller (poller, reporter), as the supervisor makes them.
-        engine = self.config.engine
-        return StampingLeanClient(engine.url, engine.timeout)
+        return StampingLeanClient(self.engine.url, self.engine.timeout)
 
 
-def _install_stamping_source() -> None:
-    from workflow_sdk.kafka import consumer  # noqa: PLC0415 - needs the kafka extra
+def _stamping_kafka_source(config: Any) -> SourceOpener:
+    from workflow_sdk.kafka.consumer import KafkaJobSource  # noqa: PLC0415 - the kafka extra
+    from workflow_sdk.supervisor.io.kafka_feeder import KafkaOpener  # noqa: PLC0415
 
-    class StampingSource(consumer.KafkaJobSource):
-        def fetch(self, max_records: int, timeout: float = 0.0) -> list[dict[str, Any]]:
-            jobs = super().fetch(max_records, timeout)
-            arrived = time.monotonic()
-            for job in jobs:
-                job["variables"] = {**(job.get("variables") or {}), POLLED_AT: arrived}
-            return jobs
+    class StampingSource(KafkaJobSource):
+        def fetch(
+            self,
+            max_records: int,
+            timeout: float = 0.0,
+            job_types: Collection[str] | None = None,
+        ) -> list[dict[str, Any]]:
+            return _stamp(super().fetch(max_records, timeout, job_types))
 
-    consumer.KafkaJobSource = StampingSource  # type: ignore[misc]
-    # The feeder module binds the name at import: replace it there too.
-    from workflow_sdk.supervisor.io import kafka_feeder  # noqa: PLC0415
-
-    if hasattr(kafka_feeder, "KafkaJobSource"):
-        kafka_feeder.KafkaJobSource = StampingSource  # type: ignore[misc]
+    return KafkaOpener(config.kafka, config.supervisor.worker_id, consumer=StampingSource)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.format)
-    if config.engine.dispatch == "kafka":
-        _install_stamping_source()
-    return StampingSupervisor(config).run()
+    source = _stamping_kafka_source(config) if config.engine.dispatch == "kafka" else None
+    return Supervisor(config, clients=StampingClients(config.engine), source=source).run()
 
 
 if __name__ == "__main__":

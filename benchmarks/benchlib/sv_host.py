@@ -34,9 +34,8 @@ from typing import Any
 from benchlib.handlers import POLLED_AT
 from workflow_sdk.client.lean import LeanJobClient
 from workflow_sdk.client.rest import RestEngineClient
-from workflow_sdk.supervisor.config import load_config
+from workflow_sdk.supervisor import Supervisor, load_config
 from workflow_sdk.supervisor.exposition.logs import configure_logging
-from workflow_sdk.supervisor.loop.arbiter import Supervisor
 
 
 class StampingClient(RestEngineClient):
