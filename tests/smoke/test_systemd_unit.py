@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_sdk.supervisor.loop.arbiter import EXIT_BOOT_FAILED, EXIT_CONFIG
+from workflow_sdk.supervisor import EXIT_BOOT_FAILED, EXIT_CONFIG
 
 UNIT = Path(__file__).resolve().parents[2] / "scripts" / "rochallor-supervisor.service"
 EXAMPLE_EXEC = "/srv/rochallor-workers/.venv/bin/rochallor-supervisor"

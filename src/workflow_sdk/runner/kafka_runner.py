@@ -241,7 +241,7 @@ class KafkaRunner:
     def _process(self, job: dict[str, Any]) -> None:
         handler = self.registry.get(job["jobType"])
         self._stats.count(jobs_started=1)
-        # Every handler gets its cancelEvent, as the README promises; it is
+        # Every handler gets its cancelEvent, as docs/api.md promises; it is
         # set at shutdown (this mode has no lease to lose).
         cancel = threading.Event()
         with self._cond:

@@ -25,7 +25,7 @@ each in flight, and each pool has a thread per worker thread).
 
 A thread cannot be killed: the cancel event is a courtesy the handler may
 watch. This thread needs the GIL like any other: while a handler holds it in
-one long C call, renewals are late (see the README).
+one long C call, renewals are late (see "The GIL caveat" in docs/api.md).
 
 Every decision about a job is taken under one lock together with the
 worker's "handler done" mark, so a job is either cancelled before its

@@ -143,7 +143,7 @@ def warn_long_limits(config: SupervisorConfig, why: str) -> None:
             "%s: a job that runs longer than the engine's %g s lease may be handed out "
             "again. This supervisor does not run it twice (re-deliveries are coalesced, "
             "one result is sent), but another supervisor polling the same job type may "
-            'run it at the same time (see "Long jobs" in the README)',
+            "run it at the same time (see docs/long-jobs.md)",
             why,
             lease,
         )

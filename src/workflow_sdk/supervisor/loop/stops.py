@@ -1,4 +1,4 @@
-"""Stops: workers whose job must end before its handler returns, and the job's fate.
+"""The stopper: workers whose job must end before its handler returns, and the job's fate.
 
 A running job ends early when its worker crashed, passed the job's time
 limit or the hard memory limit (the job is failed retryable, after the
