@@ -185,6 +185,7 @@ class Supervisor:
         self.announcer = Announcer(
             SystemdNotifier.from_environment(), os.path.basename(config.source)
         )
+        self._closing.callback(self.announcer.close)  # the publisher closes it too
         # The secrets the configuration read from the environment (the token,
         # [kafka.config_env]) stay in this process too: the fork server and
         # the workers never talk to the engine or the brokers.
