@@ -161,3 +161,26 @@ def test_a_job_is_let_go_once_its_report_is_delivered_stale_or_rejected(
     """One rule for the supervisor (a Kafka record's commit, a poll job's
     release) and the KafkaRunner (mark_done or mark_unfinished)."""
     assert is_settled(status) is settled
+
+
+def test_the_runner_plans_its_first_renewal_by_the_same_rule() -> None:
+    """Pins: the Runner's watch planned a renewal up to 50 ms before the
+    lease's end (``_RENEWAL_MARGIN``), the supervisor's a tenth of the
+    lease before it: one rule now, a tenth of the lease."""
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from workflow_sdk.metrics.metrics import Metrics  # noqa: PLC0415
+    from workflow_sdk.runner.watch import JobWatch  # noqa: PLC0415
+
+    watch = JobWatch(
+        object(),
+        "w",
+        Metrics(CollectorRegistry()),
+        heartbeat=True,
+        lease_seconds=None,
+        heartbeat_interval=29.99,
+        stale_check_interval=0.0,
+    )
+    entry = watch.add({"id": "j", "jobType": "t"}, lease_end=130.0, lease_length=30.0)
+    assert entry.next_renewal == pytest.approx(127.0)
+    assert entry.next_renewal == next_renewal(100.0, 29.99, 130.0, 30.0)
