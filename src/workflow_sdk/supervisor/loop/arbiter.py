@@ -256,7 +256,7 @@ class Supervisor:
         for slot in self.pool.slots.values():
             if not slot.conn.closed:
                 waitables.append(slot.conn)
-            waitables.append(slot.sentinel())
+            waitables.append(slot.sentinel)
         return self._waitset.wait(waitables, timeout)
 
     def _take_events(self, ready: list[Any]) -> None:
@@ -267,7 +267,7 @@ class Supervisor:
         self._handle_signals()
         sentinels: dict[int, WorkerSlot] = {}
         for slot in list(self.pool.slots.values()):
-            sentinels[slot.sentinel()] = slot
+            sentinels[slot.sentinel] = slot
             if not slot.conn.closed and slot.conn in ready:
                 self._read_message(slot)
         self.desk.take()
