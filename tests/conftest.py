@@ -1,13 +1,32 @@
-"""Suite-wide checks."""
+"""Suite-wide checks, and the tiers' ``slow`` marker."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from workflow_sdk import reporting
+
+TESTS = Path(__file__).resolve().parent
+#: Tiers that start processes, threads against real engines or brokers, or
+#: scripts: every test in them is ``slow``, so ``scripts/test --fast``
+#: (``-m "not slow"``) runs the unit and contract tiers only, whatever a
+#: file remembers to mark.
+SLOW_TIERS = ("process", "e2e", "kafka", "smoke")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            tier = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue  # not under tests/ (a path given on the command line)
+        if tier in SLOW_TIERS:
+            item.add_marker(pytest.mark.slow)
+
 
 #: The start of the DeprecationWarning Python 3.12+ emits when os.fork() runs
 #: in a process that has other threads (the child may deadlock).

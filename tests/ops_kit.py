@@ -73,3 +73,37 @@ def declared_sdk_names() -> set[str]:
         for suffix in _SUFFIXES[family.type]:
             names.add(family.name + suffix)
     return names
+
+
+#: Families the dashboard uses that a short healthy run does not record.
+EVENT_ONLY = {
+    "workflow_sdk_stale_jobs_total",
+    "workflow_sdk_report_retries_total",
+    "workflow_sdk_reports_given_up_total",
+    "workflow_sdk_lease_renewals_total",
+}
+
+
+def check_dashboard_names(exposition: str, *, kafka: bool) -> None:
+    """Every metric of every panel's query is in ``exposition`` (Kafka ones
+    only when ``kafka``), or is an ``EVENT_ONLY`` name the SDK declares."""
+    scraped = scraped_names(exposition)
+    declared = declared_sdk_names()
+    used: set[str] = set()
+    missing = []
+    for title, expr in panel_queries():
+        for name in sorted(metric_names(expr)):
+            used.add(name)
+            if name.startswith("workflow_supervisor_kafka_") and not kafka:
+                continue
+            if name in scraped:
+                continue
+            if name in EVENT_ONLY and name in declared:
+                continue
+            missing.append(f"{title!r}: {name}")
+    assert not missing, "dashboard queries metrics the supervisor does not expose:\n" + (
+        "\n".join(missing) + "\nscraped:\n" + "\n".join(sorted(scraped))
+    )
+    # EVENT_ONLY stays honest: each is used, and still not in a plain run.
+    assert used >= EVENT_ONLY, EVENT_ONLY - used
+    assert not (EVENT_ONLY & scraped), EVENT_ONLY & scraped

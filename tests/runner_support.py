@@ -65,3 +65,28 @@ def run_in_thread(
         assert not thread.is_alive(), "run() did not return"
         assert runner.join_workers(timeout), "worker threads did not end"
     assert not errors, errors
+
+
+def gil_bound_exponent(seconds: float) -> int:
+    """An exponent ``e`` for which ``pow(3, e)`` holds the GIL about ``seconds``.
+
+    Big-integer multiplication is Karatsuba here, about n ** 1.585, and
+    ``pow`` is dominated by its last squarings. Scaling from a small sample
+    (1/60 of the time) came out short by a third on this machine (a 5 s aim
+    gave 3.3 s, close to the lease the test must overrun): the sample is
+    doubled until it takes 1/16 of ``seconds``, and the fastest of two runs
+    is kept, so that the step left to extrapolate is small and a busy moment
+    during calibration does not shorten the call by much.
+    """
+    exponent = 250_000
+    while True:
+        took = min(_pow_seconds(exponent) for _ in range(2))
+        if took >= seconds / 16:
+            return int(exponent * (seconds / took) ** (1 / 1.585))
+        exponent *= 2
+
+
+def _pow_seconds(exponent: int) -> float:
+    began = time.perf_counter()
+    pow(3, exponent)
+    return time.perf_counter() - began

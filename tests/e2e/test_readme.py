@@ -1,4 +1,5 @@
-"""The README's quick start runs as written against a LocalEngine."""
+"""The README's quick start runs as written against a LocalEngine, and the API
+reference's client table (``docs/api.md``) matches the client's signatures."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.runner.runner import Runner
 from workflow_sdk.testing import LocalEngine
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+API = ROOT / "docs" / "api.md"
 
 
 def quick_start_code() -> str:
@@ -46,8 +49,8 @@ def test_quick_start_completes_an_instance() -> None:
 
 
 def test_client_table_matches_the_signatures() -> None:
-    section = README.read_text().split("### `workflow_sdk.client.rest.RestEngineClient`", 1)[1]
-    section = section.split("\n### ", 1)[0]
+    section = API.read_text().split("## `workflow_sdk.client.rest.RestEngineClient`", 1)[1]
+    section = section.split("\n## ", 1)[0]
     rows = re.findall(r"^\| `(\w+)\((.*?)\)` \|", section, re.M)
     assert len(rows) >= 16
     for name, args in rows:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from runner_support import run_in_thread
+from runner_support import gil_bound_exponent, run_in_thread
 from runner_support import wait_until as poll_until
 from workflow_sdk.client.models import parse_timestamp
 from workflow_sdk.client.rest import RestEngineClient
@@ -322,31 +321,6 @@ def test_heartbeat_on_a_released_engine_turns_itself_off(metrics: Metrics) -> No
 
 
 # -- the GIL gap (what the README warns about) ---------------------------------------------------
-
-
-def gil_bound_exponent(seconds: float) -> int:
-    """An exponent ``e`` for which ``pow(3, e)`` holds the GIL about ``seconds``.
-
-    Big-integer multiplication is Karatsuba here, about n ** 1.585, and
-    ``pow`` is dominated by its last squarings. Scaling from a small sample
-    (1/60 of the time) came out short by a third on this machine (a 5 s aim
-    gave 3.3 s, close to the lease the test must overrun): the sample is
-    doubled until it takes 1/16 of ``seconds``, and the fastest of two runs
-    is kept, so that the step left to extrapolate is small and a busy moment
-    during calibration does not shorten the call by much.
-    """
-    exponent = 250_000
-    while True:
-        took = min(_pow_seconds(exponent) for _ in range(2))
-        if took >= seconds / 16:
-            return int(exponent * (seconds / took) ** (1 / 1.585))
-        exponent *= 2
-
-
-def _pow_seconds(exponent: int) -> float:
-    began = time.perf_counter()
-    pow(3, exponent)
-    return time.perf_counter() - began
 
 
 def test_a_handler_holding_the_gil_past_the_lease_loses_it_under_the_threaded_runner(

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from ops_kit import check_dashboard_names
 from process.conftest import SupervisorProcess, wait_for
-from process.test_dashboard import check_dashboard_names
-from process.test_operations import metrics_url, sample
+from process.process_support import metrics_url, sample
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from process.conftest import SupervisorProcess, wait_for
-from process.test_operations import metrics_url, sample
+from process.process_support import metrics_url, sample
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 

@@ -19,47 +19,14 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from ops_kit import declared_sdk_names, metric_names, panel_queries, scraped_names
+from ops_kit import check_dashboard_names
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 
 from .conftest import SupervisorProcess, upload_single_step, wait_for
-from .test_operations import metrics_url, sample
+from .process_support import metrics_url, sample
 
 pytestmark = pytest.mark.slow
-
-#: Families the dashboard uses that a short healthy run does not record.
-EVENT_ONLY = {
-    "workflow_sdk_stale_jobs_total",
-    "workflow_sdk_report_retries_total",
-    "workflow_sdk_reports_given_up_total",
-    "workflow_sdk_lease_renewals_total",
-}
-
-
-def check_dashboard_names(exposition: str, *, kafka: bool) -> None:
-    """Every metric of every panel's query is in ``exposition`` (Kafka ones
-    only when ``kafka``), or is an ``EVENT_ONLY`` name the SDK declares."""
-    scraped = scraped_names(exposition)
-    declared = declared_sdk_names()
-    used: set[str] = set()
-    missing = []
-    for title, expr in panel_queries():
-        for name in sorted(metric_names(expr)):
-            used.add(name)
-            if name.startswith("workflow_supervisor_kafka_") and not kafka:
-                continue
-            if name in scraped:
-                continue
-            if name in EVENT_ONLY and name in declared:
-                continue
-            missing.append(f"{title!r}: {name}")
-    assert not missing, "dashboard queries metrics the supervisor does not expose:\n" + (
-        "\n".join(missing) + "\nscraped:\n" + "\n".join(sorted(scraped))
-    )
-    # EVENT_ONLY stays honest: each is used, and still not in a plain run.
-    assert used >= EVENT_ONLY, EVENT_ONLY - used
-    assert not (EVENT_ONLY & scraped), EVENT_ONLY & scraped
 
 
 def test_every_dashboard_query_uses_metrics_of_a_poll_mode_supervisor(

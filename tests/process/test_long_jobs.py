@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.test_runner_lifecycle_e2e import gil_bound_exponent
+from runner_support import gil_bound_exponent
 from workflow_sdk.client.models import parse_timestamp
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.lease import DEFAULT_LEASE_SECONDS

@@ -13,7 +13,7 @@ from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 
 from .conftest import SupervisorProcess, start_instances, upload_single_step, wait_for
-from .test_operations import metrics_url, sample
+from .process_support import metrics_url, sample
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from workflow_sdk.client.rest import RestEngineClient
-from workflow_sdk.supervisor.stops import EXIT_GRACE, KILL_GRACE
+from workflow_sdk.supervisor.loop.stops import EXIT_GRACE, KILL_GRACE
 from workflow_sdk.testing import LocalEngine
 
 from .conftest import SupervisorProcess, start_instances, upload_single_step, wait_for

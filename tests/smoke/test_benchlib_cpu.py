@@ -12,18 +12,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture
 def threads_cpu() -> Iterator[Callable[[psutil.Process], Callable[[], float]]]:
-    sys.path.insert(0, str(SCRIPTS))
+    sys.path.insert(0, str(BENCHMARKS))
     try:
         from benchlib.procs import threads_cpu  # noqa: PLC0415
 
         yield threads_cpu
     finally:
-        sys.path.remove(str(SCRIPTS))
+        sys.path.remove(str(BENCHMARKS))
 
 
 def burn(seconds: float) -> None:

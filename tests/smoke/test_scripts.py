@@ -1,6 +1,6 @@
-"""Short runs of ``scripts/demo`` and ``scripts/bench``: they work end to end.
+"""Short runs of ``scripts/demo`` and ``benchmarks/bench``: they work end to end.
 
-The scripts are run with this interpreter (``scripts/*.py``), not through
+The scripts are run with this interpreter (``scripts/*.py``, ``benchmarks/*.py``), not through
 their bash wrappers, so that the test does not reinstall the project. No
 timing is asserted: only that jobs were processed, that the output is whole,
 and that no process the script started outlives it.
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
+BENCHMARKS = ROOT / "benchmarks"
 LEFTOVER_TAG = "LEFTOVER-PROCESSES:"
 
 # Runs argv[1:] as a subreaper; prints the descendants still alive 3 s after
@@ -132,7 +133,7 @@ def test_demo_runs_twenty_instances_to_completion(tmp_path: Path) -> None:
 def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     result = run_script(
-        [str(SCRIPTS / "bench.py"), "--smoke", "--output", str(output)], 150, tmp_path
+        [str(BENCHMARKS / "bench.py"), "--smoke", "--output", str(output)], 150, tmp_path
     )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "Goals:" in result.stdout
@@ -162,14 +163,14 @@ def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
 
 
 def _kafka_unavailable() -> str | None:
-    """Why ``scripts/bench --dispatch kafka`` cannot run here (no Java, no extra)."""
-    sys.path.insert(0, str(SCRIPTS))
+    """Why ``benchmarks/bench --dispatch kafka`` cannot run here (no Java, no extra)."""
+    sys.path.insert(0, str(BENCHMARKS))
     try:
         from benchlib.kafka_bench import unavailable  # noqa: PLC0415
 
         return unavailable()
     finally:
-        sys.path.remove(str(SCRIPTS))
+        sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.mark.timeout(180)
@@ -179,7 +180,7 @@ def test_bench_kafka_smoke_run_compares_both_dispatch_modes(tmp_path: Path) -> N
         pytest.skip(f"Kafka bench skipped: {why}")
     output = tmp_path / "bench.json"
     result = run_script(
-        [str(SCRIPTS / "bench.py"), "--dispatch", "kafka", "--smoke", "--output", str(output)],
+        [str(BENCHMARKS / "bench.py"), "--dispatch", "kafka", "--smoke", "--output", str(output)],
         150,
         tmp_path,
     )
@@ -220,7 +221,7 @@ def test_parent_profile_names_the_threads_and_profiles_the_loop(
     # reporters exist) and then not for 8 s, far longer than this run's
     # window: the names must come from a listing written after the window.
     monkeypatch.setenv("BENCH_THREAD_NAMES_EVERY", "8")
-    argv = [str(SCRIPTS / "parent_profile.py"), "--kind", "noop", "--jobs", "200", "--profile"]
+    argv = [str(BENCHMARKS / "parent_profile.py"), "--kind", "noop", "--jobs", "200", "--profile"]
     result = run_script(argv, 150, tmp_path)
     out = result.stdout
     assert result.returncode == 0, f"{out}\n{result.stderr}"
@@ -228,5 +229,5 @@ def test_parent_profile_names_the_threads_and_profiles_the_loop(
     # The main loop, the poller and the reporters, by name.
     for name in ("MainThread", "poller", "reporters"):
         assert re.search(rf"^  {name}\s+\d+ us/job", out, re.MULTILINE), (name, out)
-    assert "_tick_once" in out
+    assert "arbiter.py" in out and "(tick)" in out, "the main loop's pass, by name"
     assert leftovers(result) == []

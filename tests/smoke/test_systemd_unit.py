@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from workflow_sdk.supervisor import multiproc
-from workflow_sdk.supervisor.arbiter import EXIT_BOOT_FAILED, EXIT_CONFIG
+from workflow_sdk.supervisor import EXIT_BOOT_FAILED, EXIT_CONFIG
+from workflow_sdk.supervisor.exposition import multiproc
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "systemd" / "rochallor-supervisor.service"

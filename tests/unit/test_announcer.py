@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from workflow_sdk.supervisor.announcer import STATUS_INTERVAL, Announcer, PoolState
-from workflow_sdk.supervisor.systemd import SystemdNotifier
+from workflow_sdk.supervisor.exposition.announcer import STATUS_INTERVAL, Announcer, PoolState
+from workflow_sdk.supervisor.exposition.systemd import SystemdNotifier
 
 
 class RecordingNotifier(SystemdNotifier):

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from unit.test_worker_pool import make_slot
-from workflow_sdk.supervisor.claims import ClaimPolicy, plan_poll
-from workflow_sdk.supervisor.jobs import ClaimVerdict, JobEntry, JobLedger, JobState
-from workflow_sdk.supervisor.pool import WorkerPool
-from workflow_sdk.supervisor.slots import SlotState
+from unit.fakes import make_slot
+from workflow_sdk.supervisor.loop.claim_plan import ArmedPoll, ClaimPolicy, plan_poll
+from workflow_sdk.supervisor.loop.ledger import ClaimVerdict, JobEntry, JobLedger, JobState
+from workflow_sdk.supervisor.loop.pool import WorkerPool
+from workflow_sdk.supervisor.loop.slots import SlotState
 
 
 def measured(policy: ClaimPolicy, job_type: str, seconds: float, lease: float = 30.0) -> None:
@@ -164,7 +164,7 @@ def test_a_plan_held_back_by_reports_says_how_many_answers_free_enough_room() ->
     plan = plan_poll(
         _pool(SlotState.IDLE, SlotState.BUSY), _reporting(_ledger(2, 2), 1), ClaimPolicy()
     )
-    assert (plan.wanted, plan.held_back, plan.armed) == (0, True, (1, 1))
+    assert (plan.wanted, plan.held_back, plan.armed) == (0, True, ArmedPoll(1, 1))
 
 
 def test_an_armed_plan_for_jobs_ahead_waits_for_a_whole_batch() -> None:
@@ -174,10 +174,10 @@ def test_an_armed_plan_for_jobs_ahead_waits_for_a_whole_batch() -> None:
     measured(policy, "t", 0.01)
     ledger = _reporting(_ledger(4, 4), 2)
     plan = plan_poll(_pool(SlotState.BUSY, SlotState.BUSY), ledger, policy)
-    assert (plan.wanted, plan.unbounded, plan.armed) == (0, 2, (2, 2))
+    assert (plan.wanted, plan.unbounded, plan.armed) == (0, 2, ArmedPoll(answers=2, jobs=2))
     single = ClaimPolicy(ahead_batch=1)
     measured(single, "t", 0.01)
-    assert plan_poll(_pool(SlotState.BUSY, SlotState.BUSY), ledger, single).armed == (1, 1)
+    assert plan_poll(_pool(SlotState.BUSY, SlotState.BUSY), ledger, single).armed == ArmedPoll(1, 1)
 
 
 def test_a_plan_is_not_armed_when_no_report_would_free_the_room() -> None:
@@ -220,4 +220,4 @@ def test_an_armed_plan_does_not_count_on_the_answer_that_frees_a_held_retry() ->
     assert ledger.room() == 0
     pool = _pool(SlotState.IDLE, SlotState.IDLE, SlotState.BUSY)
     plan = plan_poll(pool, ledger, ClaimPolicy())
-    assert (plan.wanted, plan.armed) == (0, (2, 1))
+    assert (plan.wanted, plan.armed) == (0, ArmedPoll(answers=2, jobs=1))

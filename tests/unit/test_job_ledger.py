@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from workflow_sdk.supervisor.jobs import ClaimVerdict, JobLedger, JobState
+from workflow_sdk.supervisor.loop.ledger import ClaimVerdict, JobLedger, JobState
 
 
 def ctx(job_id: str, retries: int = 2) -> dict[str, object]:

@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from workflow_sdk.errors import EngineConnectionError, LeaseLostError
-from workflow_sdk.supervisor.jobs import JobLedger, JobState
-from workflow_sdk.supervisor.watch import JobWatch, StopJob
+from workflow_sdk.supervisor.loop.ledger import JobLedger, JobState
+from workflow_sdk.supervisor.loop.watch import RunningJobWatch, StopJob
 
 
 class Engine:
@@ -44,15 +44,15 @@ def running_ledger(
     return ledger
 
 
-def answers(watch: JobWatch, woken: threading.Event, now: float) -> list[StopJob]:
+def answers(watch: RunningJobWatch, woken: threading.Event, now: float) -> list[StopJob]:
     """Wait for the errand thread's answer (it wakes us), then take the verdicts."""
     assert woken.wait(5.0), "the errand thread never answered"
     woken.clear()
     return watch.take(now)
 
 
-def make_watch(ledger: JobLedger, engine: Engine, woken: threading.Event) -> JobWatch:
-    return JobWatch(
+def make_watch(ledger: JobLedger, engine: Engine, woken: threading.Event) -> RunningJobWatch:
+    return RunningJobWatch(
         ledger, wake=woken.set, reader=engine, renewer=engine, worker_id="w", join_timeout=5
     )
 

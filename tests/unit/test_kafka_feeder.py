@@ -14,9 +14,9 @@ pytest.importorskip("confluent_kafka", reason="the kafka extra is not installed"
 
 from workflow_sdk.kafka.consumer import KafkaJobSource
 from workflow_sdk.kafka.stats import SourceStats
-from workflow_sdk.supervisor import kafka_feeder
 from workflow_sdk.supervisor.config import KafkaConfig
-from workflow_sdk.supervisor.kafka_feeder import KafkaFeeder
+from workflow_sdk.supervisor.io import kafka_feeder
+from workflow_sdk.supervisor.io.kafka_feeder import KafkaFeeder
 
 
 class StandInSource:

@@ -15,7 +15,7 @@ import sys
 
 _CHILD = """
 import sys, time
-from workflow_sdk.supervisor.logs import configure_logging
+from workflow_sdk.supervisor.exposition.logs import configure_logging
 configure_logging("INFO", "json")
 from workflow_sdk.kafka.consumer import KafkaJobSource, KafkaSourceError, check_topics
 brokers = sys.argv[1]

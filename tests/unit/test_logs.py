@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workflow_sdk.supervisor import logs, proctitle
+from workflow_sdk.supervisor.exposition import logs, titles
 
 FORGED = "boom\n2099-01-01 00:00:00,000 CRITICAL workflow_sdk.supervisor[1]: forged\x1b[2J"
 
@@ -97,8 +97,8 @@ def test_json_lines_carry_the_details_in_the_message() -> None:
 def test_worker_titles_escape_job_ids_and_types() -> None:
     """Sequence: a job whose id and type hold control characters is shown in
     the worker's process title: the title shows them escaped."""
-    title = proctitle.worker_title(3, "busy type\x1b[31m job=a\nb")
+    title = titles.worker_title(3, "busy type\x1b[31m job=a\nb")
     assert title == "worker-3 [rochallor] busy type\\x1b[31m job=a\\nb"
-    assert proctitle.master_title("sv\n.toml", 2, 1) == (
+    assert titles.master_title("sv\n.toml", 2, 1) == (
         "supervisor [rochallor] sv\\n.toml workers=2 busy=1"
     )

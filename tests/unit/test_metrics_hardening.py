@@ -16,18 +16,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from unit.fakes import make_slot
 from workflow_sdk.errors import ConfigError
-from workflow_sdk.supervisor import exporter, multiproc
-from workflow_sdk.supervisor.exporter import MetricsServer, PoolCollector, WorkerView
-from workflow_sdk.supervisor.monitor import sample_rss
-from workflow_sdk.supervisor.slots import SlotState
-from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.exposition import exporter, multiproc
+from workflow_sdk.supervisor.exposition.exporter import MetricsServer, PoolCollector, WorkerView
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.loop.lifecycle import sample_rss
 
 # -- item 1: the server's bounds -------------------------------------------------------------
 
@@ -128,8 +127,8 @@ def test_rss_sampling_survives_running_out_of_file_descriptors() -> None:
     worker's RSS: psutil raises a plain OSError (EMFILE), not psutil.Error;
     the sample is skipped (the last one kept) instead of ending the loop."""
     ps = _NoFiles()
-    slot = SimpleNamespace(ps=ps, state=SlotState.BUSY, job=object(), rss_bytes=123)
-    verdict = sample_rss([slot], 1.0)  # type: ignore[list-item]
+    slot = make_slot(1, ps=ps, rss_bytes=123)
+    verdict = sample_rss([slot], 1.0)
     assert ps.calls == 1
     assert verdict.kill == [] and verdict.idle == []
     assert slot.rss_bytes == 123
@@ -206,7 +205,7 @@ def test_a_new_directory_is_private_and_planted_links_are_removed_not_followed(
 
 _WRITE_A_COUNTER = """
 import sys
-from workflow_sdk.supervisor import multiproc
+from workflow_sdk.supervisor.exposition import multiproc
 multiproc.use_identifier("worker1")
 from prometheus_client import Counter
 try:

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-from workflow_sdk.supervisor import multiproc
+from workflow_sdk.supervisor.exposition import multiproc
 
 
 def _write(directory: Path, name: str, metric: str, value: float) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from unit.fakes import StandInSource
 from workflow_sdk.kafka.stats import SourceStats
-from workflow_sdk.supervisor.claims import ClaimPolicy
-from workflow_sdk.supervisor.exporter import PREFIX, PoolCollector, WorkerView
-from workflow_sdk.supervisor.intake import Intake
-from workflow_sdk.supervisor.jobs import JobLedger
-from workflow_sdk.supervisor.pool import WorkerPool
-from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.exposition.exporter import PREFIX, PoolCollector, WorkerView
+from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy
+from workflow_sdk.supervisor.loop.intake import Intake
+from workflow_sdk.supervisor.loop.ledger import JobLedger
+from workflow_sdk.supervisor.loop.pool import WorkerPool
 
 SNAPSHOT = SourceStats(
     fetched=41,
@@ -102,13 +103,14 @@ def test_poll_mode_shows_no_kafka_metric() -> None:
     assert "workflow_supervisor_kafka_" not in text
 
 
-class StandInFeeder:
+class StandInFeeder(StandInSource):
     def stats(self) -> SourceStats:
         return SNAPSHOT
 
 
 def test_the_intake_shows_zeros_until_the_kafka_feeder_starts() -> None:
     intake = Intake(WorkerPool(1), JobLedger(2), ClaimPolicy(), SupervisorStats(), 1.0)
-    assert intake.kafka_stats() == SourceStats()
-    intake.feeder = StandInFeeder()  # type: ignore[assignment]
-    assert intake.kafka_stats() is SNAPSHOT
+    assert intake.source_stats() == SourceStats()
+    feeder = StandInFeeder()
+    intake.open(lambda job_types, wake: feeder, ("a",), lambda: None)  # type: ignore[arg-type, return-value]
+    assert intake.source_stats() is SNAPSHOT

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from unit.test_worker_pool import make_slot
+from unit.fakes import make_slot
 from workflow_sdk.supervisor.config import LoggingConfig, SupervisorConfig, load_config
+from workflow_sdk.supervisor.loop.slots import SlotState
 from workflow_sdk.supervisor.reload import Reload, reload_config
-from workflow_sdk.supervisor.slots import SlotState
 
 
 def _write(path: Path, supervisor: str = "", extra: str = "") -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from workflow_sdk.errors import ConfigError, EngineConnectionError, LeaseLostError
 from workflow_sdk.supervisor.config import parse_config
-from workflow_sdk.supervisor.renewal import RenewalUnavailableError, plan_renewal
+from workflow_sdk.supervisor.io.renewal import RenewalUnavailableError, plan_renewal
 
 
 class Engine:

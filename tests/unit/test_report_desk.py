@@ -1,26 +1,17 @@
-"""The report desk: outcomes queued in a tick, flushed to the reporter, answers taken back."""
+"""The report desk: outcomes queued in a tick, handed to the reporter, answers taken back."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from unit.fakes import desk_for, idle_slot, intake_with, job, running
 from workflow_sdk.fate import Fate, FateCheck
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus
-from workflow_sdk.supervisor.jobs import JobLedger
-from workflow_sdk.supervisor.reports import ReportDesk
-
-
-class RecordingReporter:
-    def __init__(self) -> None:
-        self.submitted: list[tuple[Outcome, float | None, Any]] = []
-        self.fates: list[Any] = []
-
-    def submit(
-        self, outcome: Outcome, lease_end: float | None = None, check: Any = None, fate: Any = None
-    ) -> None:
-        self.submitted.append((outcome, lease_end, check))
-        self.fates.append(fate)
+from workflow_sdk.supervisor.loop.intake import REPORT_HOLD
+from workflow_sdk.supervisor.loop.ledger import JobEntry
+from workflow_sdk.supervisor.loop.phase import Phase
 
 
 class CancelledEngine:
@@ -31,78 +22,115 @@ class CancelledEngine:
         return []
 
 
-def entry_for(job_id: str) -> Any:
-    ledger = JobLedger(limit=2)
-    ledger.claim({"id": job_id, "jobType": "t", "instanceId": "i"}, lease_end=30.0, now=0.0)
-    return ledger.get(job_id)
+def reporting(intake: Any, job_id: str, **fields: Any) -> JobEntry:
+    """``job_id`` claimed at 0 (lease to 30), run and finished: its report is due."""
+    intake.claim(job(job_id, **fields), 0.0, 0.0, leased=True)
+    intake.ledger.start(job_id, 1, 0.0, 0.0)
+    entry = intake.ledger.finish(job_id, 1.0)
+    assert entry is not None
+    return entry
 
 
 def test_only_failures_carry_a_stale_check_and_the_lease() -> None:
-    desk, reporter = ReportDesk(CancelledEngine(), lambda: None), RecordingReporter()
-    ok = Outcome("a", "t", True)
-    bad = Outcome.failure("b", "t", "boom", retryable=False)
-    desk.queue(ok, entry_for("a"))
-    desk.queue(bad, entry_for("b"))
+    intake, _ = intake_with(idle_slot(1))
+    desk, reporter = desk_for(intake, reader=CancelledEngine())
+    ok = Outcome("a", "a", True)
+    bad = Outcome.failure("b", "a", "boom", retryable=False)
+    desk.report(ok, reporting(intake, "a"), 1)
+    desk.report(bad, reporting(intake, "b"), 1)
     assert desk.queued
-    desk.flush(reporter)  # type: ignore[arg-type]
+    desk.hand_over()
     assert not desk.queued
-    (_, lease_a, check_a), (_, lease_b, check_b) = reporter.submitted
-    assert (lease_a, lease_b) == (30.0, 30.0)
-    assert check_a is None and check_b is not None
+    first, second = reporter.handed
+    assert (first.lease_end, second.lease_end) == (30.0, 30.0)
+    assert first.stale_check is None and second.stale_check is not None
     # Both carry the engine's view of the job, for a report whose answer is lost.
-    assert all(isinstance(fate, FateCheck) for fate in reporter.fates)
+    assert all(isinstance(h.fate, FateCheck) for h in reporter.handed)
+    assert (intake.stats.jobs_succeeded, intake.stats.jobs_failed) == (1, 1)
 
 
 def test_a_fate_check_asks_the_source_whether_the_jobs_retry_came() -> None:
-    asked: list[Any] = []
-
-    def retry_seen(job: Any) -> bool:
-        asked.append(job["id"])
-        return True
-
-    desk, reporter = ReportDesk(CancelledEngine(), lambda: None, retry_seen), RecordingReporter()
-    bad = Outcome.failure("b", "t", "boom", retryable=True)
-    entry = entry_for("b")
-    entry.origin = {"id": "b", "retriesRemaining": 2}
-    entry.context["retriesRemaining"] = 2
-    desk.queue(bad, entry)
-    desk.flush(reporter)  # type: ignore[arg-type]
-    (fate,) = reporter.fates
-    assert fate.look(bad).fate is Fate.APPLIED
-    assert asked == ["b"]
+    intake, source = intake_with(idle_slot(1))
+    desk, reporter = desk_for(intake, reader=CancelledEngine())
+    source.retries.add("b")
+    bad = Outcome.failure("b", "a", "boom", retryable=True)
+    desk.report(bad, reporting(intake, "b", retriesRemaining=2), 1)
+    desk.hand_over()
+    (handed,) = reporter.handed
+    assert handed.fate.look(bad).fate is Fate.APPLIED
 
 
 def test_a_report_found_settled_keeps_the_fate_checks_reason() -> None:
-    desk, reporter = ReportDesk(CancelledEngine(), lambda: None), RecordingReporter()
-    ok = Outcome("a", "t", True)
-    desk.queue(ok, entry_for("a"))
-    desk.flush(reporter)  # type: ignore[arg-type]
-    (fate,) = reporter.fates
-    fate.look(ok)  # no history item, instance CANCELLED: no trace of a complete
-    desk.on_status(ok, ReportStatus.DELIVERED)
-    (answer,) = desk.take()
-    assert answer.stale_reason == "unknown"
+    intake, _ = intake_with(idle_slot(1))
+    desk, reporter = desk_for(intake, reader=CancelledEngine())
+    ok = Outcome("a", "a", True)
+    desk.report(ok, reporting(intake, "a"), 1)
+    desk.hand_over()
+    (handed,) = reporter.handed
+    handed.fate.look(ok)  # no history item, instance CANCELLED: no trace of a complete
+    reporter.end(0, ReportStatus.DELIVERED)
+    (result,) = desk.take()
+    assert result.stale_reason == "unknown"
 
 
 def test_an_answer_wakes_the_loop_only_when_asked_and_keeps_the_stale_reason() -> None:
     woken: list[bool] = []
-    desk, reporter = ReportDesk(CancelledEngine(), lambda: woken.append(True)), RecordingReporter()
-    bad = Outcome.failure("b", "t", "boom", retryable=False)
-    desk.queue(bad, entry_for("b"))
-    desk.flush(reporter)  # type: ignore[arg-type]
-    check = reporter.submitted[0][2]
-    assert check().stale  # the reporter thread runs it before sending
+    intake, source = intake_with(idle_slot(1))
+    desk, reporter = desk_for(intake, reader=CancelledEngine(), wake=lambda: woken.append(True))
+    bad = Outcome.failure("b", "a", "boom", retryable=False)
+    desk.report(bad, reporting(intake, "b"), 1)
+    desk.hand_over()
+    assert reporter.handed[0].stale_check().stale  # the reporter thread runs it before sending
     desk.wake_on_answer = False
-    desk.on_status(bad, ReportStatus.STALE)
+    reporter.end(0, ReportStatus.STALE)
     assert woken == [] and desk.answered()
-    (answer,) = desk.take()
-    assert (answer.status, answer.stale_reason, answer.settled) == (
+    assert source.answers_seen == 1, "the source hears of every answer (an armed poll waits)"
+    (result,) = desk.take()
+    assert (result.status, result.stale_reason, result.settled) == (
         ReportStatus.STALE,
         "instance_cancelled",
         True,
     )
     desk.wake_on_answer = True
-    desk.on_status(Outcome("a", "t", True), ReportStatus.LOST)
+    desk.on_status(Outcome("a", "a", True), ReportStatus.LOST)
     assert woken == [True]
     (lost,) = desk.take()
     assert not lost.settled and lost.stale_reason == "unknown"
+
+
+def test_taking_an_answer_releases_the_job_and_settles_it_by_the_lease_rule() -> None:
+    intake, source = intake_with(idle_slot(1), limit=2)
+    desk, reporter = desk_for(intake)
+    desk.report(Outcome("a", "a", True), reporting(intake, "a"), 1)
+    desk.report(Outcome.failure("b", "a", "boom", retryable=True), reporting(intake, "b"), 1)
+    desk.hand_over()
+    assert intake.ledger.room() == 0
+    reporter.end(0, ReportStatus.DELIVERED)
+    reporter.end(1, ReportStatus.WITHHELD)
+    assert [r.status for r in desk.take()] == [ReportStatus.DELIVERED, ReportStatus.WITHHELD]
+    assert intake.ledger.room() == 2 and desk.taken == 2
+    # Delivered: done for good; withheld: delivered again (``lease.is_settled``).
+    assert source.settled == [("a", True), ("b", False)]
+
+
+def test_reports_wait_for_the_poll_in_flight_only_while_a_worker_is_idle() -> None:
+    idle, busy = idle_slot(1), idle_slot(2)
+    intake, _ = intake_with(idle, busy)
+    desk, reporter = desk_for(intake)
+    running(intake, busy, "r", 0.0)
+    desk.report(Outcome("a", "a", True), reporting(intake, "a"), 1)
+    # A poll requested "now" (a minute ahead: no clock moves past REPORT_HOLD).
+    intake.maybe_poll(time.monotonic() + 60.0, Phase.RUNNING, 0)
+    desk.flush(Phase.RUNNING)
+    assert reporter.handed == [] and desk.queued, "held for the poll (REPORT_HOLD)"
+    desk.flush(Phase.DRAINING)
+    assert len(reporter.handed) == 1, "never held while draining"
+
+
+def test_reports_do_not_wait_once_the_hold_is_over() -> None:
+    intake, _ = intake_with(idle_slot(1))
+    desk, reporter = desk_for(intake)
+    desk.report(Outcome("a", "a", True), reporting(intake, "a"), 1)
+    intake.maybe_poll(time.monotonic() - 2 * REPORT_HOLD, Phase.RUNNING, 0)
+    desk.flush(Phase.RUNNING)
+    assert len(reporter.handed) == 1

@@ -11,12 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from workflow_sdk.errors import LeaseLostError
-from workflow_sdk.metrics.metrics import Metrics
-from workflow_sdk.runner.holds import JobHolds
-from workflow_sdk.runner.watch import CANCEL_LEASE_LOST, JobWatch, WatchedJob
-
-from .test_runner import (
+from unit.runner_fakes import (
     WAIT,
     FakeClient,
     RenewingClient,
@@ -25,6 +20,10 @@ from .test_runner import (
     running,
     wait_until,
 )
+from workflow_sdk.errors import LeaseLostError
+from workflow_sdk.metrics.metrics import Metrics
+from workflow_sdk.runner.holds import JobHolds
+from workflow_sdk.runner.watch import CANCEL_LEASE_LOST, JobWatch, WatchedJob
 
 
 @pytest.fixture

@@ -1,74 +1,39 @@
-"""The supervisor's intake and monitor verdicts, without a fork or a thread."""
+"""The supervisor's intake and memory-sample verdicts, without a fork or a thread."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
-import psutil
 from prometheus_client import CollectorRegistry
 
-from unit.test_worker_pool import make_slot
+from unit.fakes import (
+    StandInPs,
+    StandInSource,
+    idle_slot,
+    intake_with,
+    job,
+    kafka_job,
+    make_slot,
+    sent_jobs,
+)
 from workflow_sdk.client import models
 from workflow_sdk.errors import DispatchModeError, EngineResponseError
 from workflow_sdk.metrics.metrics import Metrics
-from workflow_sdk.supervisor.claims import ClaimPolicy, plan_poll
 from workflow_sdk.supervisor.config import SupervisorConfig
-from workflow_sdk.supervisor.intake import REPORT_HOLD, Intake, PollVerdict
-from workflow_sdk.supervisor.jobs import JobLedger, JobState
-from workflow_sdk.supervisor.kafka_types import types_to_consume
-from workflow_sdk.supervisor.monitor import sample_rss
-from workflow_sdk.supervisor.pool import Phase, WorkerPool
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
-from workflow_sdk.supervisor.source import PollResult
-from workflow_sdk.supervisor.stats import SupervisorStats
+from workflow_sdk.supervisor.io.source import PollResult
+from workflow_sdk.supervisor.loop.claim_plan import plan_poll
+from workflow_sdk.supervisor.loop.intake import REPORT_HOLD, PollVerdict
+from workflow_sdk.supervisor.loop.kafka_types import types_to_consume
+from workflow_sdk.supervisor.loop.ledger import JobEntry, JobState
+from workflow_sdk.supervisor.loop.lifecycle import sample_rss
+from workflow_sdk.supervisor.loop.phase import Phase
+from workflow_sdk.supervisor.loop.pool import WorkerPool
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
 
 
-class StandInSource:
-    """Records what the intake asks of a source."""
-
-    def __init__(self) -> None:
-        self.busy = False
-        self.armed = False
-        self.sent_at = 0.0
-        self.requests: list[tuple[int, tuple[str, ...], int]] = []
-        self.settled: list[tuple[str, bool]] = []
-
-    def request(self, max_jobs: int, job_types: Sequence[str], after: int = 0) -> None:
-        self.busy = True
-        self.requests.append((max_jobs, tuple(job_types), after))
-
-    def settle(self, job: dict[str, Any], done: bool) -> None:
-        self.settled.append((str(job["id"]), done))
-
-    def disarm(self) -> bool:
-        return False
-
-
-def intake_with(*slots: WorkerSlot, limit: int = 4) -> tuple[Intake, StandInSource]:
-    pool = WorkerPool(len(slots))
-    for slot in slots:
-        pool.add(slot)
-    intake = Intake(pool, JobLedger(limit), ClaimPolicy(), SupervisorStats(), poll_interval=1.0)
-    source = StandInSource()
-    intake.source = source  # type: ignore[assignment]
-    return intake, source
-
-
-def idle_slot(number: int) -> WorkerSlot:
-    return make_slot(number, SlotState.IDLE, job_types=frozenset({"a"}))
-
-
-def job(job_id: str, lease: int = 30) -> dict[str, Any]:
-    """A polled job whose lease is ``lease`` seconds long."""
-    return {
-        "id": job_id,
-        "jobType": "a",
-        "instanceId": "i",
-        "lockedAt": "2026-01-01T00:00:00Z",
-        "lockExpiresAt": f"2026-01-01T00:{lease // 60:02d}:{lease % 60:02d}Z",
-    }
+def serving(number: int, *job_types: str, state: SlotState = SlotState.IDLE) -> WorkerSlot:
+    return make_slot(number, state, job_types=frozenset(job_types))
 
 
 def test_a_poll_asks_for_one_job_per_idle_worker_and_is_not_asked_twice() -> None:
@@ -186,26 +151,6 @@ def test_a_dropped_job_leaves_the_ledger_and_is_settled_with_its_source() -> Non
     assert source.settled == [("j1", False)]
 
 
-class StandInPipe:
-    closed = False
-
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def send(self, message: Any) -> None:
-        self.sent.append(message)
-
-
-def serving(number: int, *job_types: str, state: SlotState = SlotState.IDLE) -> WorkerSlot:
-    slot = make_slot(number, state, job_types=frozenset(job_types))
-    slot.conn = StandInPipe()  # type: ignore[assignment]
-    return slot
-
-
-def kafka_job(job_id: str, job_type: str) -> dict[str, Any]:
-    return {"id": job_id, "jobType": job_type, "instanceId": "i", "kafkaRecord": {}}
-
-
 def test_a_claimed_job_no_idle_worker_serves_does_not_block_the_jobs_behind_it() -> None:
     """Pins: dispatch stopped at the first claimed job it could not place (a
     type the workers no longer serve, after a reload): two idle workers, a
@@ -221,20 +166,7 @@ def test_a_claimed_job_no_idle_worker_serves_does_not_block_the_jobs_behind_it()
     running = {e.job_id: e.slot for e in intake.ledger.running()}
     assert running == {"new-1": 1, "new-2": 2}
     assert [e.job_id for e in intake.ledger.claimed()] == ["gone-1", "new-3"]
-    sent = first.conn.sent + second.conn.sent  # type: ignore[attr-defined]
-    assert [message.context["id"] for message in sent] == ["new-1", "new-2"]
-
-
-class StandInFeeder:
-    def __init__(self, following: set[str]) -> None:
-        self.following = frozenset(following)
-        self.given_back: list[str] = []
-
-    def follow(self, job_types: frozenset[str]) -> None:
-        self.following = job_types
-
-    def give_back(self, job: dict[str, Any]) -> None:
-        self.given_back.append(job["id"])
+    assert sent_jobs(first) + sent_jobs(second) == ["new-1", "new-2"]
 
 
 def test_kafka_types_follow_the_workers_and_a_type_gone_gives_its_claimed_jobs_back() -> None:
@@ -243,19 +175,29 @@ def test_kafka_types_follow_the_workers_and_a_type_gone_gives_its_claimed_jobs_b
     and a claimed job of old (no worker can take it; no lease would ever
     end its wait) leaves the ledger, given back to the source unsettled (its
     record stays uncommitted for the group's next member)."""
-    intake, source = intake_with(serving(1, "keep", "new"), serving(2, "keep", "new"))
-    feeder = StandInFeeder({"keep", "old"})
-    intake.feeder = feeder  # type: ignore[assignment]
+    feeder = StandInSource(following=frozenset({"keep", "old"}))
+    intake, source = intake_with(
+        serving(1, "keep", "new"), serving(2, "keep", "new"), source=feeder
+    )
     intake.claim(kafka_job("old-1", "old"), 10.0, 10.0, leased=False)
     intake.claim(kafka_job("keep-1", "keep"), 10.0, 10.0, leased=False)
     assert plan_poll(intake.pool, intake.ledger, intake.claims).wanted == 0
-    intake.follow_kafka_types()
+    intake.follow_types()
     # Its room is free again: the next poll asks for the idle worker left.
     assert plan_poll(intake.pool, intake.ledger, intake.claims).wanted == 1
     assert feeder.following == {"keep", "new"}
     assert feeder.given_back == ["old-1"]
     assert [e.job_id for e in intake.ledger.claimed()] == ["keep-1"]
     assert source.settled == [], "neither done nor unfinished"
+
+
+def test_a_poll_source_follows_no_types() -> None:
+    """Polls name their job types per request: nothing to follow, nothing given back."""
+    intake, source = intake_with(serving(1, "new"))
+    intake.claim(kafka_job("old-1", "old"), 10.0, 10.0, leased=False)
+    intake.follow_types()
+    assert source.following is None and source.given_back == []
+    assert [e.job_id for e in intake.ledger.claimed()] == ["old-1"]
 
 
 def test_the_types_to_consume_are_those_ready_workers_that_stay_serve() -> None:
@@ -288,29 +230,29 @@ def test_reports_wait_only_for_a_poll_sent_less_than_the_hold_ago() -> None:
     assert not intake.holds_reports(10.0)
 
 
-def test_acks_are_urgent_when_no_job_runs() -> None:
-    intake, _ = intake_with(idle_slot(1))
-    assert intake.acks_urgent(Phase.RUNNING, None)
+def test_answers_wake_the_loop_when_no_job_runs() -> None:
+    intake, source = intake_with(idle_slot(1))
+    assert intake.answers_wake_loop(Phase.RUNNING, None)
     intake.claim(job("j1"), 10.0, 10.0, leased=True)
     intake.ledger.start("j1", 1, 10.0, 0.0)
     assert intake.ledger.count(JobState.RUNNING) == 1
-    intake.source.busy = True  # type: ignore[union-attr]
-    assert not intake.acks_urgent(Phase.RUNNING, None)
+    source.busy = True
+    assert not intake.answers_wake_loop(Phase.RUNNING, None)
 
 
-def test_acks_are_urgent_while_a_retry_waits_behind_its_fail() -> None:
-    intake, _ = intake_with(idle_slot(1))
+def test_answers_wake_the_loop_while_a_retry_waits_behind_its_fail() -> None:
+    intake, source = intake_with(idle_slot(1))
     intake.claim(job("j1"), 10.0, 10.0, leased=True)
     intake.ledger.start("j1", 1, 10.0, 0.0)
     intake.claim({**job("j2"), "retriesRemaining": 1}, 10.0, 10.0, leased=True)
     intake.ledger.start("j2", 1, 10.0, 0.0)
     intake.ledger.finish("j2", 11.0)  # its fail is being reported
-    intake.source.busy = True  # type: ignore[union-attr]
-    assert not intake.acks_urgent(Phase.RUNNING, None)  # j1 runs: an answer may wait
+    source.busy = True
+    assert not intake.answers_wake_loop(Phase.RUNNING, None)  # j1 runs: an answer may wait
     intake.claim({**job("j2"), "retriesRemaining": 0}, 12.0, 12.0, leased=True)
     assert intake.ledger.attempts_held == 1
     # The answer to j2's fail lets its retry start: it must not wait for j1.
-    assert intake.acks_urgent(Phase.RUNNING, None)
+    assert intake.answers_wake_loop(Phase.RUNNING, None)
 
 
 def test_a_busy_source_past_twice_the_engine_timeout_is_unhealthy() -> None:
@@ -323,23 +265,12 @@ def test_a_busy_source_past_twice_the_engine_timeout_is_unhealthy() -> None:
     assert intake.healthy(10.0 + 16.0, 5.0)
 
 
-class StandInPs:
-    def __init__(self, rss: int, error: bool = False) -> None:
-        self.rss = rss
-        self.error = error
-
-    def memory_info(self) -> StandInPs:
-        if self.error:
-            raise psutil.NoSuchProcess(1)
-        return self
-
-
 def test_rss_samples_name_the_busy_workers_over_the_hard_limit_and_the_idle_ones() -> None:
     mib = 2**20
-    over = make_slot(1, SlotState.BUSY, ps=StandInPs(300 * mib))
-    over.job = object()  # type: ignore[assignment]
-    under = make_slot(2, SlotState.BUSY, ps=StandInPs(100 * mib))
-    under.job = object()  # type: ignore[assignment]
+    over = make_slot(1, ps=StandInPs(300 * mib))
+    under = make_slot(2, ps=StandInPs(100 * mib))
+    for slot in (over, under):
+        assert slot.start(JobEntry({"id": f"j{slot.number}", "jobType": "a"}, math.inf, 0.0))
     idle = make_slot(3, SlotState.IDLE, ps=StandInPs(50 * mib))
     gone = make_slot(4, SlotState.IDLE, ps=StandInPs(0), rss_bytes=7)
     stopping = make_slot(5, SlotState.STOPPING, ps=StandInPs(900 * mib))

@@ -7,148 +7,98 @@ drain's deadline, or at a stop-now. The result already sent is then the
 job's outcome: it is reported (a complete, never a retryable fail that
 would run the job again), and the worker is not killed for that job.
 
-The supervisor's own objects, with a real pipe holding the worker's
-``JobDone``; the worker process is a stand-in whose signals go nowhere
-(``pid = None``) and are recorded in ``signals_sent``.
+A real ``Supervisor`` (``unit.fakes.supervisor_rig``): its worker is a
+stand-in process with a real channel, on which the test sends the worker's
+``JobDone``; its signals go nowhere and are recorded in ``signals_sent``;
+the real reporter threads deliver to an engine client that records them.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from unit.test_supervisor_intake import StandInSource, job
-from unit.test_worker_pool import StandInProcess
-from workflow_sdk.handler.outcome import Outcome
-from workflow_sdk.supervisor.arbiter import Supervisor
-from workflow_sdk.supervisor.config import load_config
-from workflow_sdk.supervisor.protocol import JobDone
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
-from workflow_sdk.supervisor.watch import StopJob
-from workflow_sdk.supervisor.worker import CANCEL_SIGNAL
+from unit.fakes import MIB, StandInPs, StartedWorker, SupervisorRig, job, supervisor_rig
+from workflow_sdk.supervisor import Supervisor
+from workflow_sdk.supervisor.loop import lifecycle
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.loop.watch import StopJob
+from workflow_sdk.supervisor.worker.main import CANCEL_SIGNAL
+from workflow_sdk.supervisor.worker.protocol import RunJob
 
-NOW = 100.0
-MIB = 2**20
 STOP_SIGNALS = {CANCEL_SIGNAL, signal.SIGTERM, signal.SIGKILL}
 
 
 @dataclass
-class StandInMemory:
-    rss: int
-
-
-class StandInPs:
-    """What ``sample_rss`` reads of a worker: its RSS."""
-
-    def __init__(self, rss: int) -> None:
-        self.rss = rss
-
-    def memory_info(self) -> StandInMemory:
-        return StandInMemory(self.rss)
-
-
-class Recorder:
-    """A reporter that keeps what it is handed."""
-
-    def __init__(self) -> None:
-        self.outcomes: list[Outcome] = []
-        self.lease_ends: list[float] = []
-
-    def submit(self, outcome: Outcome, lease_end: float, check: Any, fate: Any = None) -> None:
-        self.outcomes.append(outcome)
-        self.lease_ends.append(lease_end)
-
-
-@dataclass
 class Rig:
-    sup: Supervisor
+    harness: SupervisorRig
     slot: WorkerSlot
-    #: the worker's end of the channel
-    worker: Connection
+    worker: StartedWorker
+
+    @property
+    def sup(self) -> Supervisor:
+        return self.harness.sup
 
     def sent_result(self, *, succeeded: bool = True) -> None:
         """The worker sent its job's outcome; the parent has not read it yet."""
-        if succeeded:
-            outcome = Outcome("j1", "a", True, {"total": 3}, duration=0.5)
-        else:
-            outcome = Outcome.failure("j1", "a", "card declined", retryable=True)
-        self.worker.send(JobDone(outcome, 150 * MIB))
+        self.worker.done("j1", succeeded=succeeded, rss=150 * MIB)
 
     def reported(self) -> list[tuple[str, bool]]:
-        return [(o.job_id, o.succeeded) for o in self.handed_over().outcomes]
-
-    def handed_over(self) -> Recorder:
-        """What the reporter threads get from the desk (lease ends included)."""
-        recorder = Recorder()
-        self.sup.reports.flush(recorder)  # type: ignore[arg-type]
-        return recorder
+        """What reached the engine once the reporters are done."""
+        self.sup.desk.hand_over()
+        assert self.sup.desk.wait_idle(5.0)
+        client = self.harness.client
+        return [(j, True) for j in client.completed] + [(j, False) for j, _ in client.failed]
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    path = tmp_path / "supervisor.toml"
-    path.write_text(
-        '[supervisor]\nhandlers = ["h"]\nworkers = 1\n'
-        "max_memory_hard_mb = 100\nstale_check_interval = 0\n"
-        "[job_types.a]\ntimeout = 5\n"
-    )
-    sup = Supervisor(load_config(path))
-    sup.intake.source = StandInSource()  # type: ignore[assignment]
-    parent, worker = multiprocessing.Pipe()
-    slot = WorkerSlot(
-        slot=1,
-        process=StandInProcess(),  # type: ignore[arg-type]
-        conn=parent,
-        boot_deadline=60.0,
-        state=SlotState.IDLE,
-        job_types=frozenset({"a"}),
-    )
-    slot.ps = StandInPs(200 * MIB)  # type: ignore[assignment]
-    sup.pool.add(slot)
-    sup.intake.claim(job("j1"), NOW, NOW, leased=True)
-    slot.job = sup.ledger.start("j1", slot.slot, NOW, 5.0)
-    slot.state = SlotState.BUSY
-    try:
-        yield Rig(sup, slot, worker)
-    finally:
-        parent.close()
-        worker.close()
-        sup._waitset.close()
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    monkeypatch.setattr(lifecycle, "process_handle", lambda pid: StandInPs(200 * MIB))
+    extra = "max_memory_hard_mb = 100\n[job_types.a]\ntimeout = 5\n"
+    with supervisor_rig(tmp_path, monkeypatch, workers=1, extra=extra) as harness:
+        harness.ready_all()
+        harness.tick_until(lambda: harness.source.requests, "a poll")
+        harness.source.answer([job("j1")])
+        slot = harness.sup.pool.slots[1]
+        harness.tick_until(lambda: slot.job is not None, "j1 dispatched")
+        worker = harness.worker(1)
+        assert [m.context["id"] for m in worker.received() if isinstance(m, RunJob)] == ["j1"]
+        yield Rig(harness, slot, worker)
 
 
 def memory_kill(rig: Rig) -> None:
-    rig.sup.life.sample_memory(NOW + 1, rig.sup.config.supervisor)
+    rig.sup.life.sample_memory(time.monotonic(), rig.sup.config.supervisor)
 
 
 def time_limit(rig: Rig) -> None:
     entry = rig.slot.job
     assert entry is not None
-    rig.sup.stops.time_out(rig.slot, entry, NOW + 6)
+    rig.sup.stopper.time_out(rig.slot, entry, time.monotonic() + 6)
 
 
 def stale(rig: Rig) -> None:
     entry = rig.slot.job
     assert entry is not None
     stop = StopJob("j1", "stale", "instance cancelled", "instance_cancelled")
-    rig.sup.stops.stop_running(rig.slot, entry, stop, NOW + 1)
+    rig.sup.stopper.stop_running(rig.slot, entry, stop, time.monotonic())
 
 
 def lease_lost(rig: Rig) -> None:
     entry = rig.slot.job
     assert entry is not None
-    rig.sup.stops.stop_running(rig.slot, entry, StopJob("j1", "lease_lost", "409"), NOW + 1)
+    stop = StopJob("j1", "lease_lost", "409")
+    rig.sup.stopper.stop_running(rig.slot, entry, stop, time.monotonic())
 
 
 def drain_deadline(rig: Rig) -> None:
-    rig.sup.drain.begin("SIGTERM", NOW, 2.0)
-    rig.sup.drain.step(NOW + 3)
+    now = time.monotonic()
+    rig.sup.drain.begin("SIGTERM", now, 2.0)
+    rig.sup.drain.step(now + 3)
 
 
 KILL_PATHS: dict[str, Callable[[Rig], None]] = {
@@ -197,7 +147,8 @@ def test_a_worker_over_the_hard_limit_whose_job_had_finished_is_replaced_not_kil
 def test_a_result_read_before_a_kill_dispatches_no_new_job_to_that_worker(rig: Rig) -> None:
     """The worker may be about to go (over the hard limit): a job claimed
     ahead waits for the tick's own dispatch, after the stops."""
-    rig.sup.intake.claim(job("j2"), NOW, NOW, leased=True)
+    now = time.monotonic()
+    rig.sup.intake.claim(job("j2"), now, now, leased=True)
     rig.sent_result()
     time_limit(rig)
     assert rig.slot.job is None and rig.slot.state is SlotState.IDLE
@@ -216,7 +167,7 @@ def test_a_stop_now_still_stops_the_worker_but_reports_the_result_it_had_sent(
     rig: Rig,
 ) -> None:
     rig.sent_result()
-    rig.sup.stops.abandon_all(NOW + 1)
+    rig.sup.stopper.abandon_all(time.monotonic())
     assert rig.reported() == [("j1", True)]
     assert signal.SIGTERM in rig.slot.signals_sent
     assert rig.sup.stats.abandoned == 0
@@ -230,6 +181,5 @@ def test_a_fail_already_sent_when_the_lease_is_lost_goes_to_the_lease_rule_as_pa
     lease as ended, so its lease rule withholds the fail."""
     rig.sent_result(succeeded=False)
     lease_lost(rig)
-    recorder = rig.handed_over()
-    assert [(o.job_id, o.succeeded) for o in recorder.outcomes] == [("j1", False)]
-    assert recorder.lease_ends == [NOW + 1]
+    assert rig.reported() == [], "withheld, not sent"
+    assert rig.sup.stats.reports["withheld"] == 1

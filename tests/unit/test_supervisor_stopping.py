@@ -12,38 +12,29 @@ from pathlib import Path
 
 import pytest
 
-from unit.test_supervisor_intake import idle_slot, intake_with, job
-from unit.test_worker_pool import make_slot
+from unit.fakes import desk_for, idle_slot, intake_with, job, make_slot, running, stopper_for
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config
-from workflow_sdk.supervisor.drain import Drain, DrainStep
-from workflow_sdk.supervisor.intake import Intake
-from workflow_sdk.supervisor.jobs import JobState
-from workflow_sdk.supervisor.lifecycle import WorkerLife
-from workflow_sdk.supervisor.protocol import Ready
+from workflow_sdk.supervisor.loop.drain import Drain, DrainStep
+from workflow_sdk.supervisor.loop.intake import Intake
+from workflow_sdk.supervisor.loop.ledger import JobState
+from workflow_sdk.supervisor.loop.lifecycle import WorkerLifecycle
+from workflow_sdk.supervisor.loop.reports import ReportDesk
+from workflow_sdk.supervisor.loop.slots import EXIT_GRACE, Overdue, SlotState, WorkerSlot
+from workflow_sdk.supervisor.loop.stops import ABANDON_GRACE, CANCEL_GRACE, KILL_GRACE, Stopper
+from workflow_sdk.supervisor.loop.watch import StopJob
 from workflow_sdk.supervisor.reload import reload_config
-from workflow_sdk.supervisor.reports import ReportDesk
-from workflow_sdk.supervisor.results import Results
-from workflow_sdk.supervisor.slots import EXIT_GRACE, Overdue, SlotState, WorkerSlot
-from workflow_sdk.supervisor.stops import ABANDON_GRACE, CANCEL_GRACE, KILL_GRACE, Stops
-from workflow_sdk.supervisor.watch import StopJob
+from workflow_sdk.supervisor.worker.main import CANCEL_SIGNAL
+from workflow_sdk.supervisor.worker.protocol import Ready
 
 
-def helpers(intake: Intake) -> tuple[Results, Stops]:
-    desk = ReportDesk(None, lambda: None)
-    results = Results(intake.pool, intake.ledger, intake, intake.stats, desk)
-    return results, Stops(intake.pool, intake.ledger, intake, results, intake.stats)
-
-
-def running(intake: Intake, slot: WorkerSlot, job_id: str, now: float) -> None:
-    intake.claim(job(job_id), now, now, leased=True)
-    entry = intake.ledger.start(job_id, slot.slot, now, 0.0)
-    slot.state = SlotState.BUSY
-    slot.job = entry
+def helpers(intake: Intake) -> tuple[ReportDesk, Stopper]:
+    desk, _ = desk_for(intake)
+    return desk, stopper_for(intake, desk)
 
 
 def drain_of(intake: Intake) -> Drain:
-    _, stops = helpers(intake)
-    return Drain(intake.pool, intake.ledger, intake, stops, intake.stats)
+    desk, stopper = helpers(intake)
+    return Drain(intake.pool, intake.ledger, intake, stopper, desk=desk, stats=intake.stats)
 
 
 def test_a_drain_keeps_idle_workers_while_a_poll_is_out() -> None:
@@ -84,7 +75,7 @@ def test_a_drain_abandons_a_job_at_its_deadline_and_says_when_workers_are_gone()
     assert source.settled == [("long", False)]
     assert drain.remaining(125.0) == 5.0
     intake.pool.remove(busy)
-    assert drain.step(131.0) is DrainStep.WORKERS_GONE
+    assert drain.step(131.0) is DrainStep.DONE
 
 
 def test_sighup_without_a_file_keeps_the_config_and_a_bad_file_stops_the_reload(
@@ -115,8 +106,8 @@ def test_sighup_takes_the_new_pool_but_keeps_engine_and_metrics(tmp_path: Path) 
 def test_a_worker_dead_while_booting_is_a_boot_failure_and_one_running_a_job_fails_it() -> None:
     booting, busy = make_slot(1, SlotState.BOOTING), idle_slot(2)
     intake, _ = intake_with(booting, busy)
-    results, stops = helpers(intake)
-    life = WorkerLife(intake.pool, stops, intake.stats)
+    desk, stops = helpers(intake)
+    life = WorkerLifecycle(intake.pool, stops, intake.stats)
     booting.process.exitcode = 3  # type: ignore[attr-defined]
     assert (
         life.on_exit(booting, draining=False) == "worker exited with status 3 before it was ready"
@@ -126,7 +117,7 @@ def test_a_worker_dead_while_booting_is_a_boot_failure_and_one_running_a_job_fai
     assert life.on_exit(busy, draining=False) is None
     entry = intake.ledger.get("j1")
     assert entry is not None and entry.state is JobState.REPORTING
-    assert results.desk.queued
+    assert desk.queued
     assert intake.stats.restart_counts() == {("crash", "a"): 1}
     assert len(intake.pool) == 0
 
@@ -206,7 +197,7 @@ def test_overdue_names_the_latest_step_due() -> None:
     assert slot.overdue(1e9) is None and slot.next_deadline() is None
     slot.close_channel(10.0)
     assert (slot.overdue(10.0), slot.overdue(10.0 + EXIT_GRACE)) == (None, Overdue.EXIT)
-    slot.term_at = 11.0
+    slot.cancel("stale", CANCEL_SIGNAL, 10.0, 1.0)
     assert slot.overdue(11.0) is Overdue.TERM and slot.next_deadline() == 11.0
     slot.terminate(12.0, KILL_GRACE)
     assert (slot.term_at, slot.exit_by) == (None, None), "SIGTERM sent: those steps are done"
@@ -221,21 +212,22 @@ def told_to_go(slot: WorkerSlot) -> bool:
 
 
 def test_every_way_a_worker_is_told_to_go_leaves_it_a_deadline() -> None:
-    recycled, ready_late, trimmed_busy, drained, booting, cancelled, slow, fat, late = (
-        idle_slot(n) for n in range(1, 10)
+    recycled, trimmed_busy, drained, cancelled, slow, fat, late = (
+        idle_slot(n) for n in range(1, 8)
     )
-    booting.state = SlotState.BOOTING
-    ready_late.state = SlotState.BOOTING
+    booting, ready_late = (
+        make_slot(n, SlotState.BOOTING, job_types=frozenset("a")) for n in (8, 9)
+    )
     intake, _ = intake_with(
         recycled, ready_late, trimmed_busy, drained, booting, cancelled, slow, fat, late
     )
     _, stops = helpers(intake)
-    life = WorkerLife(intake.pool, stops, intake.stats)
-    drain = Drain(intake.pool, intake.ledger, intake, stops, intake.stats)
+    life = WorkerLifecycle(intake.pool, stops, intake.stats)
+    drain = drain_of(intake)
     for slot, job_id in ((trimmed_busy, "t"), (cancelled, "c"), (slow, "s"), (fat, "f")):
         running(intake, slot, job_id, 100.0)
     recycled.retire("recycle_jobs", 100.0)
-    ready_late.retiring = True
+    ready_late.retire("reload", 100.0)  # a reload's old worker, still booting
     life.on_ready(ready_late, Ready(1, ("a",)), SupervisorConfig())
     trimmed_busy.retire("scale", 100.0)
     assert not told_to_go(trimmed_busy), "runs its job first"
@@ -243,15 +235,15 @@ def test_every_way_a_worker_is_told_to_go_leaves_it_a_deadline() -> None:
     assert cancelled_entry is not None and slow_entry is not None and fat_entry is not None
     stops.stop_running(cancelled, cancelled_entry, StopJob("c", "stale", "gone", "x"), 101.0)
     stops.time_out(slow, slow_entry, 101.0)
-    fat.rss_bytes = 900 * 2**20
+    fat.sampled(900 * 2**20)
     stops.kill_for_memory(fat, fat_entry, 101.0, 500.0)
     drain.begin("SIGTERM", 102.0, 30.0)
     running(intake, late, "l", 102.0)
     drain.step(102.0)
     drain.step(200.0)  # past the drain's time: the late job is abandoned
     for slot in (recycled, ready_late, drained, booting, cancelled, slow, fat, late):
-        assert slot.state is SlotState.STOPPING, slot.slot
-        assert told_to_go(slot), slot.slot
+        assert slot.state is SlotState.STOPPING, slot.number
+        assert told_to_go(slot), slot.number
 
 
 def test_a_drain_ends_within_graceful_timeout_plus_the_escalation_whatever_workers_do() -> None:
@@ -262,7 +254,7 @@ def test_a_drain_ends_within_graceful_timeout_plus_the_escalation_whatever_worke
     idle, busy, stuck_busy = idle_slot(1), idle_slot(2), idle_slot(3)
     intake, _ = intake_with(idle, busy, stuck_busy)
     _, stops = helpers(intake)
-    drain = Drain(intake.pool, intake.ledger, intake, stops, intake.stats)
+    drain = drain_of(intake)
     running(intake, busy, "b", 100.0)
     running(intake, stuck_busy, "s", 100.0)
     graceful = 30.0
@@ -274,8 +266,7 @@ def test_a_drain_ends_within_graceful_timeout_plus_the_escalation_whatever_worke
         now += 0.25
         if now >= 100.0 + graceful - 0.25 and busy.job is not None:
             intake.ledger.finish(busy.job.job_id, now)  # its result came in
-            busy.job = None
-            busy.state = SlotState.IDLE
+            busy.job_done(busy.job.job_id, 0)
         stops.enforce_slots(now, 60.0)
         for slot in list(intake.pool.slots.values()):
             if signal.SIGKILL in slot.signals_sent:

@@ -10,8 +10,8 @@ import pytest
 from workflow_sdk.errors import EngineConnectionError, EngineResponseError
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.reporting import ReportStatus
-from workflow_sdk.supervisor.poller import Poller
-from workflow_sdk.supervisor.reporter import Reporter
+from workflow_sdk.supervisor.io.poller import Poller
+from workflow_sdk.supervisor.io.reporter import Reporter
 
 
 class ScriptedClient:

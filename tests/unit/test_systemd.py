@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_sdk.supervisor.systemd import SystemdNotifier
+from workflow_sdk.supervisor.exposition.systemd import SystemdNotifier
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from multiprocessing import Pipe
 
 import pytest
 
-from workflow_sdk.supervisor.waitset import WaitSet
+from workflow_sdk.supervisor.loop.waitset import WaitSet
 
 
 @pytest.fixture

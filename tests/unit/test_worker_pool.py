@@ -1,48 +1,17 @@
-"""The worker pool's verdicts, without a fork: slots here hold stand-in processes."""
+"""The worker pool's verdicts, without a fork: slots here hold stand-in processes
+(``unit.fakes``)."""
 
 from __future__ import annotations
 
 import random
-from typing import Any
 
-from workflow_sdk.supervisor.pool import (
+from unit.fakes import make_slot, pool_of
+from workflow_sdk.supervisor.loop.pool import (
     BootVerdict,
     RecyclePolicy,
     ReloadStep,
-    WorkerPool,
 )
-from workflow_sdk.supervisor.slots import SlotState, WorkerSlot
-
-
-class StandInProcess:
-    pid = None  # signals go nowhere
-    sentinel = -1
-
-
-class StandInConn:
-    closed = False
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def make_slot(number: int, state: SlotState = SlotState.IDLE, **kw: Any) -> WorkerSlot:
-    slot = WorkerSlot(
-        slot=number,
-        process=StandInProcess(),  # type: ignore[arg-type]
-        conn=StandInConn(),  # type: ignore[arg-type]
-        boot_deadline=60.0,
-        **kw,
-    )
-    slot.state = state
-    return slot
-
-
-def pool_of(target: int, *slots: WorkerSlot) -> WorkerPool:
-    pool = WorkerPool(target)
-    for slot in slots:
-        pool.add(slot)
-    return pool
+from workflow_sdk.supervisor.loop.slots import SlotState
 
 
 def test_missing_counts_neither_retiring_nor_surge_workers() -> None:
@@ -64,7 +33,7 @@ def test_idle_excludes_retiring_busy_and_booting() -> None:
         make_slot(3, SlotState.BOOTING),
         make_slot(4, retiring=True),
     )
-    assert [s.slot for s in pool.idle()] == [1]
+    assert [s.number for s in pool.idle()] == [1]
 
 
 def test_boot_failures_give_up_before_any_worker_ever_booted() -> None:
@@ -135,7 +104,7 @@ def test_reload_skips_workers_that_left_meanwhile() -> None:
 def test_scale_down_retires_idle_workers_first_then_the_newest() -> None:
     pool = pool_of(3, make_slot(1), make_slot(2, SlotState.BUSY), make_slot(3))
     assert pool.scale(-2) == 1
-    assert [s.slot for s in pool.to_trim()] == [3, 1]
+    assert [s.number for s in pool.to_trim()] == [3, 1]
     assert pool.scale(-5) is None  # at least one worker
     assert pool.target == 1
 

@@ -50,6 +50,7 @@ from workflow_sdk.fate import IN_FLIGHT_WINDOW
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.jobcore import record_outcome
 from workflow_sdk.kafka.consumer import KafkaJobSource
+from workflow_sdk.lease import is_settled
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import DEFAULT_REPORT_DEADLINE, ReportStatus
 from workflow_sdk.runner.threads import Lifecycle, Tally, WorkerThreads, report, run_job
@@ -240,7 +241,7 @@ class KafkaRunner:
     def _process(self, job: dict[str, Any]) -> None:
         handler = self.registry.get(job["jobType"])
         self._stats.count(jobs_started=1)
-        # Every handler gets its cancelEvent, as the README promises; it is
+        # Every handler gets its cancelEvent, as docs/api.md promises; it is
         # set at shutdown (this mode has no lease to lose).
         cancel = threading.Event()
         with self._cond:
@@ -297,11 +298,11 @@ class KafkaRunner:
         # A report is lost only when the runner stops before it is settled, and
         # a fail during shutdown is withheld: the record stays uncommitted and
         # the group delivers it again. Delivered, stale or rejected, the job is
-        # finished.
-        if status in (ReportStatus.LOST, ReportStatus.WITHHELD):
-            source.mark_unfinished(job)
-        else:
+        # finished (the supervisor's rule too: ``workflow_sdk.lease``).
+        if is_settled(status):
             source.mark_done(job)
+        else:
+            source.mark_unfinished(job)
 
     # -- stop ----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ each in flight, and each pool has a thread per worker thread).
 
 A thread cannot be killed: the cancel event is a courtesy the handler may
 watch. This thread needs the GIL like any other: while a handler holds it in
-one long C call, renewals are late (see the README).
+one long C call, renewals are late (see "The GIL caveat" in docs/api.md).
 
 Every decision about a job is taken under one lock together with the
 worker's "handler done" mark, so a job is either cancelled before its
@@ -45,6 +45,13 @@ from typing import Any
 
 from workflow_sdk.errors import LeaseLostError
 from workflow_sdk.handler.outcome import describe_exception
+from workflow_sdk.lease import (
+    next_renewal,
+    renewal_interval,
+    renewal_retry_at,
+    renewed_lease_end,
+    renewed_length,
+)
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.retry.backoff import Backoff
 from workflow_sdk.staleness import InstanceReader, JobLiveness, StaleVerdict, check_job
@@ -53,9 +60,6 @@ log = logging.getLogger("workflow_sdk.runner")
 
 #: Longest the watch sleeps: the report-age gauge is refreshed this often.
 _REFRESH = 1.0
-#: A retry of a renewal is never planned closer than this to the lease's end.
-_RENEWAL_MARGIN = 0.05
-
 CANCEL_LEASE_LOST = "lease_lost"
 CANCEL_STALE = "stale"
 CANCEL_SHUTDOWN = "shutdown"
@@ -188,15 +192,15 @@ class JobWatch:
 
     def add(self, job: dict[str, Any], lease_end: float, lease_length: float) -> WatchedJob:
         now = time.monotonic()
-        length = float(self._lease_seconds) if self._lease_seconds else lease_length
-        interval = self._heartbeat_interval or length / 3
+        length = renewed_length(self._lease_seconds, lease_length)
+        interval = renewal_interval(self._heartbeat_interval, length)
         entry = WatchedJob(
             job=job,
             cancel=threading.Event(),
             lease_end=lease_end,
             lease_length=length,
-            # The first renewal one interval after the claim, never past the lease.
-            next_renewal=min(lease_end - lease_length + interval, lease_end - _RENEWAL_MARGIN),
+            # The first renewal one interval after the claim (``workflow_sdk.lease``).
+            next_renewal=next_renewal(lease_end - lease_length, interval, lease_end, lease_length),
             next_stale_check=now + self._stale_interval,
         )
         with self._cond:
@@ -361,9 +365,11 @@ class JobWatch:
                 entry.backoff.reset()
                 # The engine extended from its own "now", after we sent: counting
                 # from the send time errs on the safe side.
-                entry.lease_end = sent_at + entry.lease_length
-                interval = self._heartbeat_interval or entry.lease_length / 3
-                entry.next_renewal = min(sent_at + interval, entry.lease_end - _RENEWAL_MARGIN)
+                entry.lease_end = renewed_lease_end(entry.lease_end, sent_at, entry.lease_length)
+                interval = renewal_interval(self._heartbeat_interval, entry.lease_length)
+                entry.next_renewal = next_renewal(
+                    sent_at, interval, entry.lease_end, entry.lease_length
+                )
                 log.debug("job %s: lease renewed (%r)", entry.job_id, answer)
             self._cond.notify_all()
 
@@ -375,8 +381,10 @@ class JobWatch:
         self._metrics.lease_renewal("retry")
         now = time.monotonic()
         wait = entry.backoff.next_delay()
-        # Inside the current lease: never later than halfway to its end.
-        entry.next_renewal = min(now + wait, now + max(0.0, entry.lease_end - now) / 2)
+        # Inside the current lease: never later than halfway to its end. (A
+        # lease that has passed meanwhile is lost: the notify after this call
+        # wakes the watch thread, which says so.)
+        entry.next_renewal = renewal_retry_at(now, wait, entry.lease_end)
         log.warning(
             "job %s (%s): lease renewal failed (attempt %d), retrying in %.2f s (the lease "
             "ends in %.1f s): %s",

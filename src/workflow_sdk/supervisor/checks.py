@@ -14,8 +14,9 @@ import traceback
 
 import requests
 
-from workflow_sdk.supervisor import multiproc
+from workflow_sdk.supervisor.clients import auth_headers, tls_verify
 from workflow_sdk.supervisor.config import EngineConfig, MetricsConfig
+from workflow_sdk.supervisor.exposition import multiproc
 
 #: Frames from these are ours or the import machinery's, not the operator's.
 _NOT_THEIRS = (
@@ -96,14 +97,12 @@ def _connection_reason(exc: requests.RequestException) -> str:
 
 def engine_problem(engine: EngineConfig) -> str | None:
     """Why ``GET /healthz`` on the engine did not answer 200, or None."""
-    headers = {"Authorization": f"Bearer {engine.token}"} if engine.token else {}
-    verify: bool | str = engine.ca_bundle or engine.verify_tls
     try:
         response = requests.get(
             engine.url.rstrip("/") + "/healthz",
-            headers=headers,
+            headers=auth_headers(engine),
             timeout=engine.timeout,
-            verify=verify,
+            verify=tls_verify(engine),
             allow_redirects=False,
         )
     except requests.Timeout:

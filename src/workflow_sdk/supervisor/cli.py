@@ -19,15 +19,15 @@ from workflow_sdk import __version__
 from workflow_sdk.errors import ConfigError
 from workflow_sdk.sanitize import escape_controls, redact_text, redact_url
 from workflow_sdk.supervisor import checks
-from workflow_sdk.supervisor.arbiter import (
+from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
+from workflow_sdk.supervisor.exposition.logs import configure_logging
+from workflow_sdk.supervisor.loop.arbiter import (
     EXIT_BOOT_FAILED,
     EXIT_CONFIG,
     EXIT_ERROR,
     Supervisor,
 )
-from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
-from workflow_sdk.supervisor.handlers import load_registry
-from workflow_sdk.supervisor.logs import configure_logging
+from workflow_sdk.supervisor.worker.handlers import load_registry
 
 # workflow_sdk.testing (the in-memory engine) is imported by the local-engine
 # subcommand only: a production supervisor never loads it.

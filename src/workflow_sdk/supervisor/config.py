@@ -69,8 +69,9 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class PoolConfig:
-    """The ``[supervisor]`` section."""
+class SupervisorSection:
+    """The ``[supervisor]`` section: the pool, its time limits and its rules
+    (``SupervisorConfig.supervisor``, named like the section)."""
 
     handlers: tuple[str, ...] = ()
     workers: int = field(default_factory=default_worker_count)
@@ -156,7 +157,7 @@ class KafkaConfig:
 @dataclass(frozen=True)
 class SupervisorConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
-    supervisor: PoolConfig = field(default_factory=PoolConfig)
+    supervisor: SupervisorSection = field(default_factory=SupervisorSection)
     job_types: Mapping[str, JobTypeConfig] = field(default_factory=lambda: MappingProxyType({}))
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -423,7 +424,7 @@ def parse_config(
     return SupervisorConfig(
         kafka=kafka,
         engine=EngineConfig(**engine),
-        supervisor=PoolConfig(**pool),
+        supervisor=SupervisorSection(**pool),
         job_types=MappingProxyType(job_types),
         logging=LoggingConfig(**logging_),
         metrics=MetricsConfig(**metrics),
@@ -527,6 +528,9 @@ def unhandled_job_types(config: SupervisorConfig, job_types: Iterable[str]) -> l
     ]
 
 
+#: The ``[supervisor]`` section's former name (it holds more than the pool).
+PoolConfig = SupervisorSection
+
 __all__ = [
     "DEFAULT_JOB_TIMEOUT",
     "ENV_ENGINE_TOKEN",
@@ -538,6 +542,7 @@ __all__ = [
     "MetricsConfig",
     "PoolConfig",
     "SupervisorConfig",
+    "SupervisorSection",
     "load_config",
     "parse_config",
     "unhandled_job_types",

@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping
 
 from workflow_sdk.errors import ConfigError
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config
-from workflow_sdk.supervisor.logs import DETAILS
-from workflow_sdk.supervisor.slots import WorkerSlot
+from workflow_sdk.supervisor.exposition.logs import DETAILS
+from workflow_sdk.supervisor.loop.slots import WorkerSlot
 
 log = logging.getLogger("workflow_sdk.supervisor")
 

@@ -1,0 +1,1 @@
+"""Pieces of ``benchmarks/bench``: handlers, process control, scenarios, statistics."""

@@ -1,1 +1,0 @@
-"""Pieces of ``scripts/bench``: handlers, process control, scenarios, statistics."""

@@ -1,0 +1,16 @@
+"""What the supervisor shows outside: metrics, titles, systemd, logs, counters.
+
+What lives here: the /metrics server and its collector (``exporter``),
+prometheus_client's multiprocess directory and files (``multiproc``), the
+process titles (``titles``), systemd's notify protocol (``systemd``) and the
+announcer that speaks both (``announcer``), the supervisor's counters
+(``stats``) and its log formats (``logs``).
+
+Each module is a tool the loop (or a worker) calls; none decides anything
+about jobs or workers.
+
+Import rule: modules here import the rest of ``workflow_sdk``, each other,
+and the supervisor's ``config`` and ``checks``; never ``loop/``, ``io/`` or
+``worker/`` (``tests/unit/test_import_rules.py``). ``logs``, ``titles`` and
+``multiproc`` also run in workers.
+"""

@@ -1,0 +1,75 @@
+"""The supervisor's log lines about one job: one line per event, with fields.
+
+In JSON format ``job_id``, ``job_type``, ``instance_id`` and ``worker`` are
+fields of their own (see ``logs.JsonLineFormatter``), so a failure can be
+found by job, instance or worker without parsing the message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from workflow_sdk.handler.outcome import Outcome
+from workflow_sdk.supervisor.exposition.logs import DETAILS
+from workflow_sdk.supervisor.loop.ledger import JobEntry
+
+log = logging.getLogger("workflow_sdk.supervisor")
+
+
+def job_fields(entry: JobEntry, slot: int) -> dict[str, str]:
+    return {
+        "job_id": entry.job_id,
+        "job_type": entry.job_type,
+        "instance_id": entry.instance_id,
+        "worker": f"worker-{slot}",
+    }
+
+
+def log_outcome(outcome: Outcome, entry: JobEntry, slot: int, now: float) -> None:
+    """The one line for a job's outcome (the worker does not log failures)."""
+    if outcome.succeeded:
+        if now > entry.lease_end:
+            log.warning(
+                "job %s (%s) finished %.1f s after its lease ran out; reporting it anyway",
+                entry.job_id,
+                entry.job_type,
+                now - entry.lease_end,
+                extra=job_fields(entry, slot),
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            # DEBUG: at hundreds of jobs a second an INFO line per success
+            # floods the journal and costs the parent a few % of a core.
+            log.debug(
+                "job %s (%s) succeeded in %.3f s",
+                entry.job_id,
+                entry.job_type,
+                outcome.duration,
+                extra=job_fields(entry, slot),
+            )
+        return
+    text = (
+        f"job {entry.job_id} ({entry.job_type}) of instance {entry.instance_id} failed "
+        f"on worker-{slot} after {outcome.duration:.3f} s "
+        f"({'retryable' if outcome.retryable else 'not retryable'}): {outcome.error_message}"
+    )
+    # The handler's traceback belongs to this line, not to a second event:
+    # its block, below the line (in JSON, in the same message).
+    extra: dict[str, str] = {**job_fields(entry, slot), DETAILS: outcome.traceback}
+    log.warning("%s", text, extra=extra)
+
+
+def log_stopped(entry: JobEntry, slot: int, stale: bool, detail: str) -> None:
+    """A running job whose worker is stopped, with nothing reported."""
+    log.info(
+        "job %s (%s) of instance %s %s (%s); stopping worker-%d, nothing is reported",
+        entry.job_id,
+        entry.job_type,
+        entry.instance_id,
+        "no longer matters" if stale else "is no longer ours",
+        detail,
+        slot,
+        extra=job_fields(entry, slot),
+    )
+
+
+__all__ = ["job_fields", "log_outcome", "log_stopped"]

@@ -1,0 +1,218 @@
+"""The worker process: imports the handlers, then runs one job at a time.
+
+A ``WorkerSpec`` is built by the supervisor before the process starts and
+pickled to it; ``Worker`` initialises itself in the child. The worker never
+talks to the engine: it only receives jobs and sends outcomes on its own
+channel, so all reporting rules live in one place (the parent).
+
+It ends deliberately (``_exit_now``): once its channel is closed, after its
+log records are flushed, without waiting for threads or processes the
+handler code left running (Python's own exit would wait for them for ever).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any, NoReturn
+
+from workflow_sdk.errors import ConfigError, WorkerShutdown
+from workflow_sdk.handler.outcome import Outcome, run_handler
+from workflow_sdk.handler.registry import HandlerRegistry
+from workflow_sdk.jobcore import no_handler_outcome
+from workflow_sdk.supervisor.exposition import multiproc, titles
+from workflow_sdk.supervisor.exposition.logs import configure_logging
+from workflow_sdk.supervisor.worker import sigpolicy
+from workflow_sdk.supervisor.worker.handlers import load_registry
+from workflow_sdk.supervisor.worker.protocol import BootFailed, JobDone, Ready, RunJob
+
+log = logging.getLogger("workflow_sdk.worker")
+
+if os.environ.get(multiproc.ENV_DIR):
+    # Imported first in the fork server, before any preloaded handler module
+    # can create a metric (see multiproc.install_value_class).
+    multiproc.install_value_class()
+
+#: Handler modules the fork server preloads (comma-separated; set by the
+#: supervisor, read by workflow_sdk.supervisor.worker.preload).
+ENV_PRELOAD_MODULES = "ROCHALLOR_PRELOAD_MODULES"
+#: Parent -> worker: the running job no longer matters (sets ``cancelEvent``).
+CANCEL_SIGNAL = signal.SIGUSR1
+#: Exit status of a worker whose handlers could not be loaded.
+EXIT_BOOT_FAILED = 3
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    #: the slot's number (worker-N)
+    number: int
+    handlers: tuple[str, ...]
+    registry: HandlerRegistry | None
+    log_level: str
+    log_format: str
+    #: Environment variables a worker must not see (systemd's, for example).
+    scrub_env: tuple[str, ...] = ()
+    #: prometheus multiprocess directory, or None when metrics are off.
+    metrics_dir: str | None = None
+
+
+def current_rss() -> int:
+    """This process's resident set size in bytes (one read of /proc, ~10 us)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return 0
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, conn: Connection) -> None:
+        self.spec = spec
+        self.conn = conn
+        #: Set when the parent says the running job no longer matters.
+        self.cancel_event = threading.Event()
+
+    def _on_cancel(self, signum: int, frame: FrameType | None) -> None:
+        # The parent sends this just before SIGTERM when the job went stale
+        # (instance cancelled or finished, step interrupted): a handler that
+        # watches context["cancelEvent"] may stop early or clean up knowing why.
+        self.cancel_event.set()
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        # Unwind the handler so its finally blocks run; the supervisor sends
+        # SIGKILL if that takes too long. Once: a second SIGTERM arriving
+        # during the unwinding must not raise again from an except block.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise WorkerShutdown(signum)
+
+    def _init_process(self) -> None:
+        for name in self.spec.scrub_env:
+            os.environ.pop(name, None)
+        # Ctrl-C in a terminal, and HUP, TTIN or TTOU sent to the process
+        # group, reach every worker: only the supervisor acts on them.
+        sigpolicy.ignore_in_worker()
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(CANCEL_SIGNAL, self._on_cancel)
+        configure_logging(self.spec.log_level, self.spec.log_format)
+        titles.set_title(titles.worker_title(self.spec.number, "booting"))
+        if self.spec.metrics_dir:
+            # Before the handlers are imported, so that metrics they define
+            # at import time are written to this slot's files too.
+            multiproc.use_identifier(multiproc.worker_identifier(self.spec.number))
+
+    def run(self) -> None:
+        try:
+            self._init_process()
+            try:
+                registry = load_registry(self.spec.handlers, self.spec.registry)
+                if not registry.job_types():
+                    raise RuntimeError("no handlers registered (check [supervisor] handlers)")
+            except ConfigError as exc:
+                # Says all there is (a missing module, a wrong attribute): no
+                # traceback through our own code.
+                self._exit_boot_failed(str(exc))
+            except Exception:
+                self._exit_boot_failed(traceback.format_exc(limit=20).rstrip())
+            self.conn.send(Ready(os.getpid(), tuple(registry.job_types())))
+            self._loop(registry)
+        except WorkerShutdown:
+            # Die of the signal, so the supervisor sees how we ended.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            # The supervisor closed the channel or is gone: exit quietly, now.
+            _exit_now(0)
+
+    def _exit_boot_failed(self, error: str) -> NoReturn:
+        _ignore_term_while_exiting()
+        self.conn.send(BootFailed(os.getpid(), error))
+        _exit_now(EXIT_BOOT_FAILED)
+
+    def _loop(self, registry: HandlerRegistry) -> None:
+        idle = titles.worker_title(self.spec.number, "idle")
+        titles.set_title(idle)
+        while True:
+            message = self.conn.recv()
+            if not isinstance(message, RunJob):
+                log.error("unexpected message from the supervisor: %r", message)
+                continue
+            context = message.context
+            self._set_busy_title(context)
+            outcome, handler_ran = self._run(registry, context)
+            self.conn.send(JobDone(outcome, current_rss(), handler_ran))
+            titles.set_title(idle)
+
+    def _set_busy_title(self, context: dict[str, Any]) -> None:
+        started = time.strftime("%H:%M:%S")
+        state = f"busy {context['jobType']} job={context['id']} since {started}"
+        titles.set_title(titles.worker_title(self.spec.number, state))
+
+    def _run(self, registry: HandlerRegistry, context: dict[str, Any]) -> tuple[Outcome, bool]:
+        """The job's outcome, and whether a handler ran for it."""
+        handler = registry.get(context["jobType"])
+        if handler is None:
+            who = f"worker-{self.spec.number}"
+            return no_handler_outcome(context["id"], context["jobType"], who), False
+        self.cancel_event.clear()
+        context["cancelEvent"] = self.cancel_event
+        # Plain variables: the supervisor never imports handler code, so it
+        # could not unpickle a handler's own dict or str subclasses. The
+        # parent writes the failure's log line (one per job event) and counts
+        # the job in the shared metrics once its report's fate is known.
+        return run_handler(handler, context, plain_variables=True, log_failures=False), True
+
+
+def _ignore_term_while_exiting() -> None:
+    # The supervisor stops the other workers when one cannot boot, and it may
+    # send this one SIGTERM while it sends its boot error: raising
+    # WorkerShutdown there would lose the real error, and the process is
+    # leaving anyway (``_exit_now`` follows; SIGKILL if it hangs).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the worker process with ``code`` without waiting for anything the
+    handler code left running.
+
+    Python's exit (and multiprocessing's, around a worker's main function)
+    waits for every non-daemon thread and joins every non-daemon child
+    process; many client libraries start such a thread, so a worker told to
+    exit could live for ever. What must outlive the process is flushed first:
+    log records (logging's handlers, then the standard streams). Metrics need
+    nothing: prometheus_client's multiprocess values live in shared memory
+    maps of their files, whose pages outlive the process. ``atexit``
+    functions never ran in a worker (multiprocessing ends its children with
+    ``os._exit``), and still do not.
+
+    SIGTERM is the default action here: nothing runs that a shutdown would
+    unwind, and a flush that blocks must not keep the supervisor's SIGTERM
+    from ending the process (it sends one when the worker is late).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        logging.shutdown()
+    except Exception:
+        pass  # a handler's own close failed: the exit goes on
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            continue  # replaced or closed by handler code
+    os._exit(code)
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """Entry point of a worker process (the ``target`` of its Process)."""
+    Worker(spec, conn).run()
+
+
+__all__ = ["EXIT_BOOT_FAILED", "WorkerSpec", "current_rss", "worker_main"]
