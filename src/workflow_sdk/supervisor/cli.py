@@ -4,12 +4,14 @@ Exit statuses: 0 stopped on request (or check passed); 1 unexpected error;
 2 bad command line or configuration (a metrics port in use included); 3
 handlers cannot be imported (workers cannot start); 4 the engine is
 unreachable (``check`` only). ``run --help`` lists them with the signals and
-the environment variables.
+the environment variables. ``status``, ``pause`` and ``resume`` talk to a
+running supervisor through its metrics port (``remote``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -20,6 +22,7 @@ from workflow_sdk.errors import ConfigError
 from workflow_sdk.sanitize import escape_controls, redact_text, redact_url
 from workflow_sdk.supervisor import checks
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
+from workflow_sdk.supervisor.exposition import remote
 from workflow_sdk.supervisor.exposition.logs import configure_logging
 from workflow_sdk.supervisor.loop.arbiter import (
     EXIT_BOOT_FAILED,
@@ -34,6 +37,8 @@ from workflow_sdk.supervisor.worker.handlers import load_registry
 
 PROG = "rochallor-supervisor"
 EXIT_ENGINE_UNREACHABLE = 4
+#: status, pause, resume: the supervisor did not answer.
+EXIT_SUPERVISOR_UNREACHABLE = 4
 
 _SYS_PATH_NOTE = """\
 module search path:
@@ -50,7 +55,9 @@ signals (to the supervisor's pid):
   HUP            re-read the configuration and replace the workers one at a time;
                  the pool size goes back to the file's supervisor.workers
   TTIN, TTOU     one worker more, one worker fewer (never below one)
-  HUP, INT, TTIN and TTOU sent to the whole process group do the same; TERM sent
+  USR2           pause intake if it runs, resume it if paused (workers stay up;
+                 see the pause and resume commands)
+  HUP, INT, TTIN, TTOU and USR2 sent to the whole process group do the same; TERM sent
   to the group also reaches the workers and interrupts their jobs (systemd:
   KillMode=mixed sends it to the supervisor only)
 
@@ -89,6 +96,26 @@ a file others may read.
 """
 
 
+_REMOTE_EPILOG = """\
+the supervisor is asked through its metrics port: -c reads [metrics] bind and port
+from the configuration (a bind of 0.0.0.0 or :: is asked on loopback); --url names
+it (http://127.0.0.1:9400). pause and resume are accepted from this host only.
+
+exit statuses:
+  0  done
+  1  the supervisor refused (the reason is printed)
+  2  bad command line or configuration, or no [metrics] port to ask
+  4  the supervisor cannot be reached (not running, another port)
+
+"""
+
+
+def _add_target(command: argparse.ArgumentParser) -> None:
+    target = command.add_mutually_exclusive_group(required=True)
+    target.add_argument("-c", "--config", help="path of the supervisor's TOML configuration")
+    target.add_argument("--url", help="base URL of its metrics port (http://host:port)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -113,6 +140,28 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("-c", "--config", required=True, help="path of the TOML configuration")
+    status = commands.add_parser(
+        "status",
+        help="show a running supervisor's workers, jobs and job source",
+        description="Show each worker (pid, state, current job and for how long, memory, "
+        "jobs done), the held jobs, the job source's state, and whether intake is paused.",
+        epilog=_REMOTE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_target(status)
+    status.add_argument("--json", action="store_true", help="print the /status JSON document")
+    for action, text in (
+        ("pause", "stop taking new jobs; the workers stay up and running jobs finish"),
+        ("resume", "take jobs again after a pause"),
+    ):
+        command = commands.add_parser(
+            action,
+            help=text,
+            description=text[0].upper() + text[1:] + ".",
+            epilog=_REMOTE_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_target(command)
     local = commands.add_parser(
         "local-engine",
         help="serve an in-memory engine for development (not for production); "
@@ -229,6 +278,32 @@ def _check_kafka(path: str, config: SupervisorConfig, job_types: list[str]) -> i
     return 0
 
 
+def _remote(args: argparse.Namespace) -> int:
+    """``status``, ``pause``, ``resume``: ask a running supervisor."""
+    base = args.url
+    if base is None:
+        config = _load(args.config)
+        if config is None:
+            return EXIT_CONFIG
+        base, problem = remote.metrics_url(config.metrics)
+        if base is None:
+            _config_error(args.config, problem)
+            return EXIT_CONFIG
+    try:
+        if args.command == "status":
+            document = remote.fetch_status(base)
+            if args.json:
+                print(json.dumps(document, indent=2))
+            else:
+                print(remote.render_status(document))
+        else:
+            print(remote.control(base, args.command))
+    except remote.RemoteError as exc:
+        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        return EXIT_SUPERVISOR_UNREACHABLE if exc.unreachable else EXIT_ERROR
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["local-engine"]:
@@ -243,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args.config)
+        if args.command in ("status", "pause", "resume"):
+            return _remote(args)
         return _check(args.config)
     except KeyboardInterrupt:
         return EXIT_ERROR

@@ -32,10 +32,13 @@ class PoolState:
     ready: bool
     #: the main loop and the poller make progress
     healthy: bool
+    #: intake paused (no new jobs taken)
+    paused: bool = False
 
     def status(self) -> str:
+        paused = "paused (no new jobs taken): " if self.paused else ""
         return (
-            f"{self.workers} workers, {self.busy} busy, "
+            f"{paused}{self.workers} workers, {self.busy} busy, "
             f"{self.jobs_done} jobs done, {self.jobs_failed} failed"
         )
 

@@ -19,7 +19,6 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -33,7 +32,14 @@ from workflow_sdk.errors import ConfigError
 from workflow_sdk.kafka.stats import SourceStats
 from workflow_sdk.supervisor.checks import listen_problem
 from workflow_sdk.supervisor.exposition import multiproc
+from workflow_sdk.supervisor.exposition.endpoints import (
+    LOCAL_ADDRESS_KEY,
+    Endpoints,
+    Probes,
+    worker_memory,
+)
 from workflow_sdk.supervisor.exposition.stats import RESTART_REASONS, SupervisorStats
+from workflow_sdk.supervisor.exposition.status import WorkerView
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -43,16 +49,6 @@ MAX_CONNECTIONS = 8
 #: Seconds a connection may wait for each read or write (a scraper sends its
 #: request at once; its own timeout is 10 s by default).
 CONNECTION_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class WorkerView:
-    """What a scrape may know about one worker (published by the main loop)."""
-
-    slot: int
-    pid: int
-    busy: bool
-    ps: psutil.Process | None
 
 
 #: Label values of workflow_supervisor_kafka_records_skipped_total, and the
@@ -228,6 +224,15 @@ class _QuietHandler(WSGIRequestHandler):
 
     timeout = CONNECTION_TIMEOUT
 
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        # Who may pause intake depends on the address the connection came in on.
+        try:
+            environ[LOCAL_ADDRESS_KEY] = str(self.connection.getsockname()[0])
+        except OSError:
+            environ[LOCAL_ADDRESS_KEY] = ""
+        return environ
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -276,13 +281,15 @@ def listen_address(bind: str, port: int) -> tuple[int, str]:
 
 
 class MetricsServer:
-    """The HTTP server thread answering ``/metrics``."""
+    """The HTTP server thread answering ``/metrics``, and with ``probes`` the
+    paths of ``endpoints`` (/healthz, /readyz, /status, /pause, /resume)."""
 
-    def __init__(self, directory: str, pool: PoolCollector) -> None:
+    def __init__(self, directory: str, pool: PoolCollector, probes: Probes | None = None) -> None:
         self.registry = CollectorRegistry()
         # Tolerates the gauge files of a worker that just exited vanishing mid-scrape.
         multiproc.scrape_tolerant_collector()(self.registry, path=directory)
         self.registry.register(pool)
+        self._probes = probes
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -294,13 +301,18 @@ class MetricsServer:
             server = BoundedWSGIServer((host, port), family, MAX_CONNECTIONS)
         except OSError as exc:
             raise ConfigError(listen_problem(bind, port, exc)) from None
-        server.set_app(make_wsgi_app(self.registry))
+        app = make_wsgi_app(self.registry)
+        server.set_app(Endpoints(app, self._probes) if self._probes is not None else app)
         thread = threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True)
         thread.start()
         self._server, self._thread = server, thread
         self.port = int(server.server_address[1])
         log.info("metrics on http://%s:%d/metrics", bind, self.port)
         return self.port
+
+    def worker_memory(self) -> dict[int, dict[str, int]]:
+        """Each worker's memory gauges as a scrape reads them now (by slot)."""
+        return worker_memory(self.registry.collect())
 
     def stop(self) -> None:
         if self._server is not None:

@@ -46,6 +46,7 @@ from workflow_sdk.supervisor.exposition.systemd import SYSTEMD_ENV, SystemdNotif
 from workflow_sdk.supervisor.io.renewal import RenewalUnavailableError
 from workflow_sdk.supervisor.io.source import PollResult, SourceOpener, SourceUnavailableError
 from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy
+from workflow_sdk.supervisor.loop.control import TOGGLE, IntakeControl
 from workflow_sdk.supervisor.loop.drain import Drain, DrainStep
 from workflow_sdk.supervisor.loop.intake import REPORT_HOLD, Intake, PollVerdict
 from workflow_sdk.supervisor.loop.ledger import JobLedger
@@ -144,6 +145,7 @@ class Supervisor:
         self.announcer: Announcer
         self.start_worker: WorkerStarter
         self.intake: Intake
+        self.control: IntakeControl
         self.publisher: Publisher
         self.desk: ReportDesk
         self.watch: RunningJobWatch
@@ -216,7 +218,7 @@ class Supervisor:
             return
         self.intake, self.publisher, self.desk = rooms.intake, rooms.publisher, rooms.desk
         self.watch, self.stopper, self.drain = rooms.watch, rooms.stopper, rooms.drain
-        self.life, self.metrics_port = rooms.life, rooms.metrics_port
+        self.life, self.metrics_port, self.control = rooms.life, rooms.metrics_port, rooms.control
         self.start_worker, self._open_source = rooms.start_worker, rooms.open_source
         log.info(
             "supervisor starting: %d workers, engine %s, worker id %s",
@@ -265,6 +267,7 @@ class Supervisor:
         if self.signals.read_fd in ready:
             self.signals.drain()
         self._handle_signals()
+        self.control.take(self.phase)  # pause and resume asked over HTTP
         sentinels: dict[int, WorkerSlot] = {}
         for slot in list(self.pool.slots.values()):
             sentinels[slot.sentinel] = slot
@@ -349,6 +352,8 @@ class Supervisor:
                 self.handle_scale(+1)
             elif signum == signal.SIGTTOU:
                 self.handle_scale(-1)
+            elif signum == signal.SIGUSR2:
+                self.control.apply(TOGGLE, self.phase, name)
 
     # -- processes -------------------------------------------------------------------
 

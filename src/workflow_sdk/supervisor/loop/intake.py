@@ -26,13 +26,16 @@ from typing import Any
 
 from workflow_sdk.errors import DispatchModeError
 from workflow_sdk.handler.context import build_context
+from workflow_sdk.handler.outcome import describe_exception
 from workflow_sdk.jobcore import PollOutageLog, usable_jobs
 from workflow_sdk.kafka.stats import SourceStats
 from workflow_sdk.lease import lease_seconds
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.retry.backoff import Backoff
+from workflow_sdk.sanitize import redact_text
 from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.exposition.status import SourceView
 from workflow_sdk.supervisor.io.source import NOT_OPEN, JobSource, PollResult, SourceOpener
 from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy, PollPlan, plan_poll
 from workflow_sdk.supervisor.loop.kafka_types import types_to_consume
@@ -45,6 +48,8 @@ log = logging.getLogger("workflow_sdk.supervisor")
 
 #: Seconds a report may wait for the poll in flight to return first.
 REPORT_HOLD = 0.05
+#: Characters of a failed request's error kept for /status and /readyz.
+ERROR_TEXT_LIMIT = 300
 
 
 class PollVerdict(enum.Enum):
@@ -87,6 +92,12 @@ class Intake:
         self.next_poll_at = 0.0
         self._backoff = Backoff()
         self._outage = PollOutageLog(log)
+        #: Intake paused (``pause``): no request goes to the source.
+        self.paused = False
+        #: ``time.monotonic()`` of the source's last answer without an error.
+        self.last_ok_at = 0.0
+        #: The last failed answer's error, redacted and shortened.
+        self.last_error = ""
 
     # -- the source --------------------------------------------------------------------
 
@@ -152,7 +163,51 @@ class Intake:
     # -- when to poll ----------------------------------------------------------------
 
     def may_poll(self, phase: Phase) -> bool:
-        return phase in (Phase.RUNNING, Phase.RELOADING) and self._open and not self._source.busy
+        return (
+            phase in (Phase.RUNNING, Phase.RELOADING)
+            and self._open
+            and not self.paused
+            and not self._source.busy
+        )
+
+    # -- pause and resume -------------------------------------------------------------
+
+    def pause(self) -> bool:
+        """Ask the source for nothing more (False: already paused). A request
+        already out is answered and its jobs run (they are claimed: left
+        alone they would wait for their lease); one that waits for report
+        answers is withdrawn. In Kafka mode the feeder, asked for nothing,
+        keeps every partition paused and its groups served."""
+        if self.paused:
+            return False
+        self.paused = True
+        self._source.disarm()
+        return True
+
+    def resume(self) -> bool:
+        """Ask the source again (False: not paused). A backoff after failed
+        requests still holds."""
+        if not self.paused:
+            return False
+        self.paused = False
+        return True
+
+    def source_view(self, kind: str, now: float, engine_timeout: float) -> SourceView:
+        """The source as /status and /readyz show it (see ``SourceView``)."""
+        source = self._source
+        out = source.busy and not source.armed
+        failures = self._backoff.failures
+        return SourceView(
+            kind=kind,
+            open=self._open,
+            in_flight_since=max(self.requested_at, source.sent_at) if out else 0.0,
+            armed=source.busy and source.armed,
+            last_ok_at=self.last_ok_at,
+            failures=failures,
+            last_error=self.last_error if failures else "",
+            next_request_at=self.next_poll_at if failures else 0.0,
+            responsive=self.healthy(now, engine_timeout),
+        )
 
     def poll_deadline(self, now: float, phase: Phase) -> float:
         """When the loop must wake for the next poll (``inf``: not for a poll).
@@ -235,7 +290,9 @@ class Intake:
             wait_s = self._backoff.next_delay()
             self.next_poll_at = now + wait_s
             self._outage.failed(result.error, wait_s)
+            self.last_error = redact_text(describe_exception(result.error))[:ERROR_TEXT_LIMIT]
             return PollVerdict.FAILED
+        self.last_ok_at = now
         if self.metrics is not None:
             self.metrics.observe_poll(result.latency, len(result.jobs))
         self._outage.succeeded()

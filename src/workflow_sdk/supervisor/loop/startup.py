@@ -1,9 +1,9 @@
 """What the supervisor builds before its first worker, from its configuration.
 
 ``open_rooms`` builds everything the main loop works with, once, in this
-order: the metrics files, the intake and the publisher (/metrics serves),
-how workers start (``ForkServerStarter``: the fork server and its preload
-list), what the engine's client can do (``plan_checks``: lease renewal and
+order: the metrics files, the intake, its pause control and the publisher
+(/metrics serves), how workers start (``ForkServerStarter``: the fork
+server and its preload list), what the engine's client can do (``plan_checks``: lease renewal and
 stale checks, the ledger told which are in effect), the report desk and
 its reporter threads, the watch over running jobs, the stopper, the drain,
 the workers' lifecycle, and where jobs will come from (``default_opener``:
@@ -40,6 +40,7 @@ from workflow_sdk.supervisor.io.renewal import LeaseRenewer, plan_renewal
 from workflow_sdk.supervisor.io.reporter import Reporter
 from workflow_sdk.supervisor.io.source import JobSource, SourceOpener
 from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy
+from workflow_sdk.supervisor.loop.control import IntakeControl
 from workflow_sdk.supervisor.loop.drain import Drain
 from workflow_sdk.supervisor.loop.intake import Intake
 from workflow_sdk.supervisor.loop.ledger import JobLedger
@@ -198,6 +199,8 @@ class Rooms:
     """Everything the main loop works with (see ``open_rooms``)."""
 
     intake: Intake
+    #: pause and resume requests (POST /pause, /resume; SIGUSR2)
+    control: IntakeControl
     publisher: Publisher
     #: the /metrics server's port (None: no /metrics)
     metrics_port: int | None
@@ -240,6 +243,7 @@ def open_rooms(
     metrics = files.metrics if files is not None else None
     poll_interval = config.supervisor.poll_interval
     intake = Intake(pool, ledger, claim_policy, stats, poll_interval, metrics=metrics)
+    control = IntakeControl(intake, wake)
     publisher = Publisher(
         pool,
         ledger,
@@ -248,12 +252,14 @@ def open_rooms(
         announcer=announcer,
         engine_timeout=config.engine.timeout,
         files=files,
+        dispatch=config.engine.dispatch,
+        config_path=config.source,
     )
     closing.callback(publisher.close)
     metrics_port = None
     if files is not None:
         kafka = config.engine.dispatch == "kafka"
-        metrics_port = publisher.serve(config.metrics, kafka=kafka)
+        metrics_port = publisher.serve(config.metrics, kafka=kafka, control=control.request)
     starter = start_worker or ForkServerStarter(config.supervisor)
     # First: the probe may refuse, and then no thread is to be stopped.
     renewer, reader = plan_checks(config, clients.for_checks(), ledger)
@@ -281,6 +287,7 @@ def open_rooms(
     closing.callback(reap)
     return Rooms(
         intake=intake,
+        control=control,
         publisher=publisher,
         metrics_port=metrics_port,
         start_worker=starter,

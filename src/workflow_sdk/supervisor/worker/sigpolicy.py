@@ -3,7 +3,7 @@
 A signal sent to the whole process group (``kill -HUP -- -PGID``,
 ``systemctl kill`` without ``--kill-whom=main``, a shell's job control)
 reaches the fork server and every worker as well as the supervisor. Reload,
-scaling and Ctrl-C are the supervisor's to act on: its children ignore those
+scaling, pausing and Ctrl-C are the supervisor's to act on: its children ignore those
 signals, so a signal to the group does what the same signal to the
 supervisor's pid does. Without this a group-wide SIGHUP kills the fork server
 (every worker's exit status is read through it, so all of them look dead
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import signal
 
-#: Acted on by the supervisor only (reload, scale up, scale down, Ctrl-C).
+#: Acted on by the supervisor only (reload, scale up, scale down, Ctrl-C,
+#: pause or resume intake). SIGUSR1 is not one: it is the worker's cancel signal.
 PARENT_ONLY: tuple[signal.Signals, ...] = (
     signal.SIGHUP,
     signal.SIGINT,
     signal.SIGTTIN,
     signal.SIGTTOU,
+    signal.SIGUSR2,
 )
 
 
