@@ -206,12 +206,12 @@ def test_a_poll_out_when_the_pause_comes_still_brings_its_jobs(rig: SupervisorRi
     rig.ready_all()
     rig.tick_until(lambda: rig.source.busy, "a poll")
     assert ask(rig, PAUSE).ok
+    polls = len(rig.source.requests)
     rig.source.answer([job("j1")])
     rig.tick_until(
         lambda: (e := rig.sup.ledger.get("j1")) is not None and e.state is JobState.RUNNING,
         "j1 running",
     )
-    polls = len(rig.source.requests)
     slot = next(s for s in rig.sup.pool.slots.values() if s.job is not None)
     rig.worker(slot.number).done("j1")
     rig.tick_until(lambda: rig.client.completed == ["j1"], "j1 reported")

@@ -225,7 +225,7 @@ def call(
     seen: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
-        seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
+        seen["status"], seen["headers"] = int(status.split(maxsplit=1)[0]), dict(headers)
 
     env = {"PATH_INFO": path, "REQUEST_METHOD": method, **environ}
     body = b"".join(app(env, start_response))
