@@ -56,17 +56,18 @@ def judge_liveness(
     """Alive when the loop ticked within ``limit`` seconds and the job
     source's thread is not wedged (``SourceView.responsive``).
 
-    ``last_tick``: the loop's last tick; before the first one (``ticked``
-    false), when start-up began: a start-up that hangs fails too.
+    Before the loop's first tick (``ticked`` false; ``last_tick`` is when
+    start-up began) it is not alive yet: start-up imports and starts the
+    fork server (with ``preload_handlers``, the handler modules), which a
+    probe must give time (Kubernetes: a startup probe) rather than take for
+    a live loop.
     """
     age = now - last_tick
+    if not ticked:
+        return Verdict(
+            False, f"starting: the main loop has not run yet (start-up began {age:.1f} s ago)"
+        )
     if age > limit:
-        if not ticked:
-            return Verdict(
-                False,
-                f"the main loop has not started: start-up began {age:.1f} s ago "
-                f"(limit {limit:g} s)",
-            )
         return Verdict(False, f"the main loop has not run for {age:.1f} s (limit {limit:g} s)")
     source = snapshot.source if snapshot is not None else None
     if source is not None and not source.responsive:
@@ -74,8 +75,6 @@ def judge_liveness(
         return Verdict(
             False, f"the job source's thread has not answered for {waited:.0f} s (wedged)"
         )
-    if not ticked:
-        return Verdict(True, f"starting: start-up began {age:.1f} s ago")
     return Verdict(True, f"alive: the main loop ran {age:.1f} s ago")
 
 
