@@ -22,11 +22,15 @@ import pytest
 
 from unit.fakes import SupervisorRig, idle_slot, intake_with, job, supervisor_rig
 from workflow_sdk.errors import EngineConnectionError
+from workflow_sdk.supervisor.exposition import remote
+from workflow_sdk.supervisor.exposition.announcer import Announcer
 from workflow_sdk.supervisor.exposition.health import Verdict
+from workflow_sdk.supervisor.exposition.systemd import SystemdNotifier
 from workflow_sdk.supervisor.io.source import PollResult
 from workflow_sdk.supervisor.loop.control import PAUSE, RESUME, TOGGLE, IntakeControl
 from workflow_sdk.supervisor.loop.ledger import JobState
 from workflow_sdk.supervisor.loop.phase import Phase
+from workflow_sdk.supervisor.loop.publisher import Publisher
 from workflow_sdk.supervisor.loop.slots import SlotState
 
 # -- the intake ----------------------------------------------------------------------
@@ -299,3 +303,28 @@ def test_readyz_follows_the_source_and_status_shows_the_pool(rig: SupervisorRig)
     rig.tick_until(lambda: rig.source.busy, "the next poll")
     rig.source.answer([])
     rig.tick_until(lambda: rig.sup.publisher.readiness().ok, "ready again")
+
+
+def test_before_the_first_publish_status_is_empty_and_the_loop_not_alive_yet() -> None:
+    """Sequence: the server answers before the loop's first pass (start-up):
+    /status is the same document, empty and "starting"; /healthz 503; after
+    the first publish: alive, the worker shown."""
+    intake, _ = intake_with(idle_slot(1))
+    publisher = Publisher(
+        intake.pool,
+        intake.ledger,
+        intake.stats,
+        intake,
+        announcer=Announcer(SystemdNotifier(None), "sv.toml"),
+        engine_timeout=5.0,
+    )
+    document = publisher.status()
+    assert (document["phase"], document["workers"], document["healthy"]["ok"]) == (
+        "starting",
+        [],
+        False,
+    )
+    assert remote.render_status(document).startswith("supervisor pid ")
+    publisher.publish(time.monotonic(), Phase.RUNNING)
+    assert publisher.health().ok
+    assert [w["state"] for w in publisher.status()["workers"]] == ["idle"]

@@ -8,8 +8,9 @@ claims, dispatch to idle workers), the report desk (``reports``: outcomes to
 the reporter threads and their answers back), the stops (``stops``: time
 limits, memory kills, stale and lease-lost jobs, escalation), a worker's
 lifecycle (``lifecycle``), the drain, the watch over running jobs
-(``watch``), signals and the wait set, what is published (``publisher``) and
-the start-up wiring (``startup``).
+(``watch``), signals and the wait set, pausing and resuming intake
+(``control``), what is published (``publisher``) and the start-up wiring
+(``startup``).
 
 Decisions are objects that return verdicts and never fork or send a request
 themselves, so each has a unit test without a process.

@@ -35,7 +35,7 @@ from workflow_sdk.supervisor.exposition.health import (
     judge_readiness,
 )
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
-from workflow_sdk.supervisor.exposition.status import PoolSnapshot, WorkerView
+from workflow_sdk.supervisor.exposition.status import PoolSnapshot, SourceView, WorkerView
 from workflow_sdk.supervisor.loop.intake import Intake
 from workflow_sdk.supervisor.loop.ledger import JobLedger
 from workflow_sdk.supervisor.loop.phase import Phase
@@ -158,15 +158,17 @@ class Publisher:
 
     def status(self) -> dict[str, Any]:
         """/status's document (any thread)."""
-        snapshot = self.snapshot
+        now = time.monotonic()
         health, ready = self.health(), self.readiness()
-        if snapshot is None:
-            return {"starting": True, "healthy": health.reason, "ready": ready.reason}
+        # Before the first publish (start-up): the same document, empty.
+        snapshot = self.snapshot or PoolSnapshot(
+            now, "starting", False, self.pool.target, (), 0, 0, 0, 0, SourceView(self.dispatch)
+        )
         server = self._server
         kafka = self.intake.source_stats() if self.dispatch == "kafka" else None
         return status_document(
             snapshot,
-            time.monotonic(),
+            now,
             pid=os.getpid(),
             config=self.config_path,
             health=health,
