@@ -221,5 +221,5 @@ def on_files(files: Any, config: Any) -> Any:
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     site_page = page.file.src_uri
     repo_page = _MADE.get(site_page, f"docs/{site_page}")
-    markdown = reference.expand(markdown, repo_page)
+    markdown = _outside_code(markdown, lambda text: reference.expand(text, repo_page))
     return rewrite_links(markdown, repo_page, site_page)
