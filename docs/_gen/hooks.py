@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import reference  # noqa: E402
+import reference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def site_path(repo_path: str) -> str | None:
     repo_path = repo_path.rstrip("/")
     if repo_path.startswith("docs/"):
         return repo_path.removeprefix("docs/")
-    if repo_path == "README.md":
+    if repo_path in ("README.md", "docs"):
         return "index.md"
     if repo_path == "CHANGELOG.md":
         return "changelog.md"
@@ -124,7 +124,7 @@ def linked_files(markdown: str, repo_page: str) -> set[str]:
     def collect(text: str) -> str:
         for match in _LINK.finditer(text):
             resolved = _resolve(repo_page, match.group(2))
-            if resolved and not resolved[0].startswith("docs/"):
+            if resolved and resolved[0] != "docs" and not resolved[0].startswith("docs/"):
                 found.add(resolved[0])
         return text
 

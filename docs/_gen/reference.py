@@ -119,7 +119,11 @@ def _toml(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{}" if not value else "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+        return (
+            "{}"
+            if not value
+            else "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+        )
     return repr(value)
 
 
@@ -270,7 +274,7 @@ def render_config(keys: Iterable[ConfigKey]) -> str:
         by_section.setdefault(key.section, []).append(key)
     out: list[str] = []
     for section, items in by_section.items():
-        title = "[job_types.\"&lt;type&gt;\"]" if section.startswith("job_types") else f"[{section}]"
+        title = '[job_types."&lt;type&gt;"]' if section.startswith("job_types") else f"[{section}]"
         out.append(f"## `{title}`" if not section.startswith("job_types") else f"## {title}")
         out.append("")
         out.append("| key | type | default | allowed | on SIGHUP |")
@@ -296,9 +300,7 @@ def render_config(keys: Iterable[ConfigKey]) -> str:
             facts.append(f"**Default** {default}")
             if key.allowed:
                 facts.append("**Allowed** " + "; ".join(key.allowed))
-            facts.append(
-                "**SIGHUP** needs a restart" if key.restart else "**SIGHUP** applies it"
-            )
+            facts.append("**SIGHUP** needs a restart" if key.restart else "**SIGHUP** applies it")
             if key.env:
                 facts.append(f"**Environment** `${key.env}` overrides it")
             out.append(" · ".join(facts))
@@ -406,9 +408,7 @@ def supervisor_metrics() -> list[MetricInfo]:
         return (WorkerView(slot=0, pid=os.getpid(), busy=False, ps=psutil.Process()),)
 
     def collect(kafka: bool) -> dict[str, MetricInfo]:
-        collector = PoolCollector(
-            SupervisorStats(), workers, kafka=SourceStats if kafka else None
-        )
+        collector = PoolCollector(SupervisorStats(), workers, kafka=SourceStats if kafka else None)
         out: dict[str, MetricInfo] = {}
         for family in collector.collect():
             labels: dict[str, None] = {}
@@ -451,9 +451,7 @@ def render_metrics(metrics: Iterable[MetricInfo], origin: str) -> str:
             if values:
                 shown += ": " + ", ".join(f"`{v}`" for v in values)
             labels.append(shown)
-        out.append(
-            f"| `{info.name}` | {info.kind} | {'; '.join(labels)} | {_cell(info.help)} |"
-        )
+        out.append(f"| `{info.name}` | {info.kind} | {'; '.join(labels)} | {_cell(info.help)} |")
     return "\n".join(out) + "\n"
 
 
@@ -652,7 +650,9 @@ def expand(markdown: str, where: str) -> str:
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in SECTIONS:
-            raise KeyError(f"{where}: unknown reference section {name!r} (known: {sorted(SECTIONS)})")
+            raise KeyError(
+                f"{where}: unknown reference section {name!r} (known: {sorted(SECTIONS)})"
+            )
         return SECTIONS[name]()
 
     return MARKER.sub(replace, markdown)

@@ -55,6 +55,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         text=True,
         timeout=600,
+        check=False,
     )
     assert result.returncode == 0, f"scripts/docs failed:\n{result.stdout}\n{result.stderr}"
     return target
@@ -111,6 +112,7 @@ def browse(browser: str, url: str, *arguments: str) -> subprocess.CompletedProce
             capture_output=True,
             text=True,
             timeout=120,
+            check=False,
         )
 
 

@@ -133,7 +133,7 @@ def test_config_page_shows_every_key() -> None:
 
 
 def test_descriptions_come_from_the_comment_above() -> None:
-    text = '''
+    text = """
 [supervisor]
 # Worker processes.
 # workers = 4
@@ -144,7 +144,7 @@ max_jobs_jitter = 0.1
 # [job_types."render"]
 # Seconds a job may run.
 # timeout = 20.0
-'''
+"""
     found = reference.example_descriptions(text)
     assert found["supervisor.workers"] == "Worker processes."
     assert found["supervisor.max_jobs_jitter"] == "Recycling, shared."
@@ -192,7 +192,8 @@ def test_every_metric_has_an_entry() -> None:
         assert model[name].kind == kind, name
         assert set(model[name].labels) == labels, name
     page = "".join(
-        reference.render_metrics(model.values(), origin) for origin in ("sdk", "supervisor", "kafka")
+        reference.render_metrics(model.values(), origin)
+        for origin in ("sdk", "supervisor", "kafka")
     )
     for name in collected:
         assert f"| `{name}` |" in page, name
@@ -218,7 +219,9 @@ def test_pages_name_only_real_metrics() -> None:
     """A metric renamed or removed in the code must not live on in a page."""
     names = {m.name for m in reference.metrics_model()}
     for page in doc_pages():
-        for found in re.findall(r"\bworkflow_(?:sdk|supervisor)_[a-z0-9_]*[a-z0-9]\b", page.read_text()):
+        for found in re.findall(
+            r"\bworkflow_(?:sdk|supervisor)_[a-z0-9_]*[a-z0-9]\b", page.read_text()
+        ):
             base = re.sub(r"_(bucket|sum|count)$", "", found)
             # A family written without its counter suffix (`..._total` is implied).
             assert found in names or base in names or f"{found}_total" in names, (

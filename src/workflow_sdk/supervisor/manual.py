@@ -119,7 +119,7 @@ EXIT_STATUSES: tuple[ExitStatus, ...] = (
     ExitStatus(
         EXIT_ERROR,
         "EXIT_ERROR",
-        "unexpected error (also: lease_renewal = \"required\" and the engine could not be "
+        'unexpected error (also: lease_renewal = "required" and the engine could not be '
         "asked whether it renews leases)",
         "unexpected error",
     ),
@@ -129,9 +129,9 @@ EXIT_STATUSES: tuple[ExitStatus, ...] = (
         "bad command line or configuration (every problem of the file at once, each naming "
         "its key), including a missing [supervisor] handlers, a metrics port in use, a "
         "metrics.dir others may write to, a token that cannot be sent and a configuration "
-        "file every user may write; found at start-up: lease_renewal = \"required\" on an "
+        'file every user may write; found at start-up: lease_renewal = "required" on an '
         "engine that cannot renew leases, an engine that dispatches through Kafka while "
-        "dispatch = \"poll\", and (Kafka dispatch) a job type whose topic is missing",
+        'dispatch = "poll", and (Kafka dispatch) a job type whose topic is missing',
         "bad command line or configuration (also: the metrics port is in use, metrics.dir "
         "is not the service user's alone, the file is writable by every user; Kafka "
         "dispatch: a job type's topic is missing)",
@@ -171,8 +171,9 @@ def signals_help() -> str:
     width = max(len(", ".join(r.names)) for r in SIGNALS) + 4
     for row in SIGNALS:
         lines.extend(_column(row.brief, "" if row.repeat else ", ".join(row.names), width))
-    lines.extend(textwrap.wrap(PROCESS_GROUP_BRIEF, HELP_WIDTH, initial_indent="  ",
-                               subsequent_indent="  "))
+    lines.extend(
+        textwrap.wrap(PROCESS_GROUP_BRIEF, HELP_WIDTH, initial_indent="  ", subsequent_indent="  ")
+    )
     return "\n".join(lines) + "\n"
 
 
