@@ -442,17 +442,20 @@ def metrics_model() -> list[MetricInfo]:
 
 
 def render_metrics(metrics: Iterable[MetricInfo], origin: str) -> str:
-    out = ["| name | type | labels | help |", "|---|---|---|---|"]
+    """A definition list: the sample name, then its type, labels and help."""
+    out: list[str] = []
     for info in sorted((m for m in metrics if m.origin == origin), key=lambda m: m.name):
-        labels = []
+        facts = [info.kind]
         for label in info.labels:
             values = info.values.get(label)
-            shown = f"`{label}`"
+            shown = f"label `{label}`"
             if values:
-                shown += ": " + ", ".join(f"`{v}`" for v in values)
-            labels.append(shown)
-        out.append(f"| `{info.name}` | {info.kind} | {'; '.join(labels)} | {_cell(info.help)} |")
-    return "\n".join(out) + "\n"
+                shown += " (" + ", ".join(f"`{v}`" for v in values) + ")"
+            facts.append(shown)
+        out.append(f"`{info.name}`")
+        out.append(f":   {' · '.join(facts)}: {info.help}")
+        out.append("")
+    return "\n".join(out)
 
 
 # -- the command line --------------------------------------------------------------
@@ -582,7 +585,7 @@ def render_signals() -> str:
 
     out = ["| signal | effect |", "|---|---|"]
     for row in manual.SIGNALS:
-        names = "/".join(f"`SIG{n}`" for n in row.names)
+        names = ", ".join(f"`SIG{n}`" for n in row.names)
         if row.repeat:
             names = f"second {names}"
         out.append(f"| {names} | {_cell(row.details)} |")

@@ -196,7 +196,7 @@ def test_every_metric_has_an_entry() -> None:
         for origin in ("sdk", "supervisor", "kafka")
     )
     for name in collected:
-        assert f"| `{name}` |" in page, name
+        assert f"`{name}`\n:   " in page, name
 
 
 def test_kafka_metrics_are_marked_as_kafka_only() -> None:
