@@ -15,7 +15,7 @@ code they were read from.
 - Metrics: a fresh registry with the SDK's ``Metrics`` and the supervisor's
   ``PoolCollector`` (fed a stub worker and Kafka counters), collected.
 - The command line: the argument parsers themselves.
-- Signals and exit statuses: ``workflow_sdk.supervisor.manual``, and
+- Signals and exit statuses: ``workflow_sdk.supervisor.exposition.manual``, and
   ``worker.sigpolicy`` for what the fork server and the workers do.
 
 Nothing here imports mkdocs: the unit tests run it without the docs extra.
@@ -581,7 +581,7 @@ def render_cli(commands: Iterable[CliCommand]) -> str:
 
 
 def render_signals() -> str:
-    from workflow_sdk.supervisor import manual  # noqa: PLC0415
+    from workflow_sdk.supervisor.exposition import manual  # noqa: PLC0415
 
     out = ["| signal | effect |", "|---|---|"]
     for row in manual.SIGNALS:
@@ -619,7 +619,7 @@ def render_children_signals() -> str:
 
 
 def render_exit_statuses() -> str:
-    from workflow_sdk.supervisor import manual  # noqa: PLC0415
+    from workflow_sdk.supervisor.exposition import manual  # noqa: PLC0415
 
     out = ["| status | constant | `run` | `check` |", "|---|---|---|---|"]
     for status in manual.EXIT_STATUSES:

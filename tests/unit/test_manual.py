@@ -1,4 +1,4 @@
-"""The signal and exit-status tables (``supervisor/manual.py``) match the code.
+"""The signal and exit-status tables (``supervisor/exposition/manual.py``) match the code.
 
 They are the one source of ``run --help``, ``check --help`` and the
 documentation's reference: every signal the main loop handles has its row,
@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from workflow_sdk import supervisor
-from workflow_sdk.supervisor import cli, manual
+from workflow_sdk.supervisor import cli
+from workflow_sdk.supervisor.exposition import manual
 from workflow_sdk.supervisor.loop.signals import HANDLED_SIGNALS
 from workflow_sdk.testing import LocalEngine
 

@@ -21,16 +21,16 @@ from workflow_sdk.sanitize import escape_controls, redact_text, redact_url
 from workflow_sdk.supervisor import checks
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
 from workflow_sdk.supervisor.exposition.logs import configure_logging
+from workflow_sdk.supervisor.exposition.manual import (
+    EXIT_ENGINE_UNREACHABLE,
+    exit_statuses_help,
+    signals_help,
+)
 from workflow_sdk.supervisor.loop.arbiter import (
     EXIT_BOOT_FAILED,
     EXIT_CONFIG,
     EXIT_ERROR,
     Supervisor,
-)
-from workflow_sdk.supervisor.manual import (
-    EXIT_ENGINE_UNREACHABLE,
-    exit_statuses_help,
-    signals_help,
 )
 from workflow_sdk.supervisor.worker.handlers import load_registry
 

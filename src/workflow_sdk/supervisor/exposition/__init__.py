@@ -4,7 +4,9 @@ What lives here: the /metrics server and its collector (``exporter``),
 prometheus_client's multiprocess directory and files (``multiproc``), the
 process titles (``titles``), systemd's notify protocol (``systemd``) and the
 announcer that speaks both (``announcer``), the supervisor's counters
-(``stats``) and its log formats (``logs``).
+(``stats``), its log formats (``logs``), and the exit statuses with the
+tables of what they and the signals mean (``manual``: ``--help`` and the
+documentation print them).
 
 Each module is a tool the loop (or a worker) calls; none decides anything
 about jobs or workers.

@@ -1,11 +1,12 @@
-"""What each signal does to the supervisor and what each exit status means.
+"""The exit statuses, and what each signal does to the supervisor and each status means.
 
-One table each, in one place: ``rochallor-supervisor run --help`` and
-``check --help`` print them (``cli``), and the documentation's reference
-pages are generated from them (``docs/_gen``), so neither can drift from
-the other. ``tests/unit/test_manual.py`` checks that every signal the main
-loop handles (``loop.signals.HANDLED_SIGNALS``) and every exit status the
-CLI returns has its row.
+The exit statuses are defined here (``Supervisor.run`` returns them; the
+package exports the first four), beside one table of their meanings and one
+of the signals: ``rochallor-supervisor run --help`` and ``check --help``
+print the tables (``cli``), and the documentation's reference pages are
+generated from them (``docs/_gen``), so neither can drift from the other.
+``tests/unit/test_manual.py`` checks that every signal the main loop handles
+(``loop.signals.HANDLED_SIGNALS``) and every exit status has its row.
 
 This module only describes; it acts on nothing. Whether a child process
 ignores a signal is ``worker.sigpolicy``'s to decide: the reference reads it
@@ -17,13 +18,11 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-from workflow_sdk.supervisor.loop.arbiter import (
-    EXIT_BOOT_FAILED,
-    EXIT_CONFIG,
-    EXIT_ERROR,
-    EXIT_OK,
-)
-
+# Exit statuses of ``Supervisor.run`` and of the CLI.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_BOOT_FAILED = 3
 #: ``check`` only: the engine (or, in Kafka mode, the brokers) did not answer.
 EXIT_ENGINE_UNREACHABLE = 4
 
