@@ -281,3 +281,17 @@ def test_reference_markers_are_known_and_used() -> None:
     assert used == set(reference.SECTIONS), "a generated section no page shows, or a typo"
     with pytest.raises(KeyError, match="unknown reference section"):
         reference.expand("<!-- reference: no-such-thing -->", "page.md")
+
+
+def test_every_public_name_of_the_api_page_has_its_docstrings() -> None:
+    """docs/api.md's sections name the public API; python-api.md renders each."""
+    api = (DOCS / "api.md").read_text()
+    rendered = set(re.findall(r"^::: ([\w.]+)", (DOCS / "python-api.md").read_text(), re.M))
+    names = [
+        name
+        for heading in re.findall(r"^## (.+)$", api, re.M)
+        for name in re.findall(r"`([\w.]+)`", heading)
+    ]
+    assert len(names) >= 6
+    for name in names:
+        assert name in rendered, f"{name} is in docs/api.md but not in docs/python-api.md"

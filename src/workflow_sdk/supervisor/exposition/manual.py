@@ -126,7 +126,8 @@ EXIT_STATUSES: tuple[ExitStatus, ...] = (
         EXIT_CONFIG,
         "EXIT_CONFIG",
         "bad command line or configuration (every problem of the file at once, each naming "
-        "its key), including a missing [supervisor] handlers, a metrics port in use, a "
+        "its key), including a missing [supervisor] handlers, a metrics port in use "
+        "(metrics.port: 127.0.0.1:9400 is in use), a "
         "metrics.dir others may write to, a token that cannot be sent and a configuration "
         'file every user may write; found at start-up: lease_renewal = "required" on an '
         "engine that cannot renew leases, an engine that dispatches through Kafka while "
