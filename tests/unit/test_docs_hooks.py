@@ -58,6 +58,6 @@ def test_every_repository_page_has_a_source() -> None:
     made = hooks.site_sources()
     assert made["index.md"][0] == "README.md"
     assert "repo/deploy/systemd/rochallor-supervisor.service.md" in made
-    for target, (repo_path, markdown) in made.items():
+    for target, (_repo_path, markdown) in made.items():
         assert markdown.strip(), target
         assert not target.startswith("repo/docs/"), target
