@@ -26,6 +26,10 @@ from pathlib import Path
 
 import pytest
 
+#: The first build installs the docs extra into .venv-docs (half a minute
+#: from a warm cache; more from a cold one).
+pytestmark = pytest.mark.timeout(600)
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = {
     # name: (path, its heading, text the page must show)
