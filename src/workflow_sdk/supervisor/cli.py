@@ -24,6 +24,11 @@ from workflow_sdk.supervisor import checks
 from workflow_sdk.supervisor.config import SupervisorConfig, load_config, unhandled_job_types
 from workflow_sdk.supervisor.exposition import remote
 from workflow_sdk.supervisor.exposition.logs import configure_logging
+from workflow_sdk.supervisor.exposition.manual import (
+    EXIT_ENGINE_UNREACHABLE,
+    exit_statuses_help,
+    signals_help,
+)
 from workflow_sdk.supervisor.loop.arbiter import (
     EXIT_BOOT_FAILED,
     EXIT_CONFIG,
@@ -36,9 +41,6 @@ from workflow_sdk.supervisor.worker.handlers import load_registry
 # subcommand only: a production supervisor never loads it.
 
 PROG = "rochallor-supervisor"
-EXIT_ENGINE_UNREACHABLE = 4
-#: status, pause, resume: the supervisor did not answer.
-EXIT_SUPERVISOR_UNREACHABLE = 4
 
 _SYS_PATH_NOTE = """\
 module search path:
@@ -48,24 +50,11 @@ module search path:
   write to (systemd: WorkingDirectory=).
 """
 
-_RUN_EPILOG = """\
-signals (to the supervisor's pid):
-  TERM, INT      stop claiming; running jobs get graceful_timeout to finish; exit 0
-                 (a second one stops at once: running jobs are left to lease expiry)
-  HUP            re-read the configuration and replace the workers one at a time;
-                 the pool size goes back to the file's supervisor.workers
-  TTIN, TTOU     one worker more, one worker fewer (never below one)
-  USR2           pause intake if it runs, resume it if paused (workers stay up;
-                 see the pause and resume commands)
-  HUP, INT, TTIN, TTOU and USR2 sent to the whole process group do the same; TERM sent
-  to the group also reaches the workers and interrupts their jobs (systemd:
-  KillMode=mixed sends it to the supervisor only)
-
-exit statuses:
-  0  stopped on request
-  1  unexpected error
-  2  bad command line or configuration (also: the metrics port is in use)
-  3  workers cannot start (the handlers fail to import)
+_RUN_EPILOG = (
+    signals_help()
+    + "\n"
+    + exit_statuses_help("run")
+    + """\
 
 environment:
   ROCHALLOR_ENGINE_URL    overrides engine.url
@@ -80,20 +69,18 @@ environment:
   and [kafka.config_env]
 
 """
+)
 
-_CHECK_EPILOG = """\
-exit statuses:
-  0  the configuration is valid, the handlers import and the engine answers /healthz
-  2  bad configuration (also: the metrics port is in use, metrics.dir is not the
-     service user's alone, the file is writable by every user)
-  3  the handlers cannot be imported, or register no job types
-  4  the engine's /healthz did not answer 200 (the reason is printed)
+_CHECK_EPILOG = (
+    exit_statuses_help("check")
+    + """\
 
 warnings (printed, exit status unchanged): settings that weaken security, each with
 its file and key: TLS checks off, a token sent in clear to another host, a secret in
 a file others may read.
 
 """
+)
 
 
 _REMOTE_EPILOG = """\
@@ -300,7 +287,8 @@ def _remote(args: argparse.Namespace) -> int:
             print(remote.control(base, args.command))
     except remote.RemoteError as exc:
         print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
-        return EXIT_SUPERVISOR_UNREACHABLE if exc.unreachable else EXIT_ERROR
+        # 4, as check's unreachable engine: what was asked did not answer.
+        return EXIT_ENGINE_UNREACHABLE if exc.unreachable else EXIT_ERROR
     return 0
 
 

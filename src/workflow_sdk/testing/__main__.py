@@ -15,10 +15,8 @@ from types import FrameType
 from workflow_sdk.testing.engine import DEFAULT_TIMER_INTERVAL, LocalEngine
 
 
-def engine_from_args(
-    argv: list[str] | None = None, prog: str = "python -m workflow_sdk.testing"
-) -> LocalEngine:
-    """The (unstarted) engine the command line asks for; exits 2 on bad options."""
+def build_parser(prog: str = "python -m workflow_sdk.testing") -> argparse.ArgumentParser:
+    """The command line's options (the documentation's CLI reference reads them too)."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="An in-memory Rochallor engine for tests and demos (not for production).",
@@ -60,6 +58,14 @@ def engine_from_args(
         help="a web origin allowed to call the engine from a browser, e.g. "
         "http://localhost:3000 ('*': any); repeatable. Default: none",
     )
+    return parser
+
+
+def engine_from_args(
+    argv: list[str] | None = None, prog: str = "python -m workflow_sdk.testing"
+) -> LocalEngine:
+    """The (unstarted) engine the command line asks for; exits 2 on bad options."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.lease_seconds <= 0:
         parser.error("--lease-seconds must be > 0")

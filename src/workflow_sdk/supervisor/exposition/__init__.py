@@ -6,9 +6,11 @@ the metrics port's other paths (``endpoints``: /healthz, /readyz,
 of the pool they read (``status``), prometheus_client's multiprocess
 directory and files (``multiproc``), the process titles (``titles``),
 systemd's notify protocol (``systemd``) and the announcer that speaks both
-(``announcer``), the supervisor's counters (``stats``) and its log formats
-(``logs``); and the other end of the metrics port, for the ``status``,
-``pause`` and ``resume`` commands (``remote``).
+(``announcer``), the supervisor's counters (``stats``), its log formats
+(``logs``), the exit statuses with the tables of what they and the signals
+mean (``manual``: ``--help`` and the documentation print them); and the
+other end of the metrics port, for the ``status``, ``pause`` and
+``resume`` commands (``remote``).
 
 Each module is a tool the loop (or a worker, or the command line) calls;
 none decides anything about jobs or workers.

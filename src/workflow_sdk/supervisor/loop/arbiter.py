@@ -41,6 +41,12 @@ from workflow_sdk.sanitize import redact_url
 from workflow_sdk.supervisor.clients import EngineClients
 from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.exposition.announcer import Announcer
+from workflow_sdk.supervisor.exposition.manual import (
+    EXIT_BOOT_FAILED,
+    EXIT_CONFIG,
+    EXIT_ERROR,
+    EXIT_OK,
+)
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
 from workflow_sdk.supervisor.exposition.systemd import SYSTEMD_ENV, SystemdNotifier
 from workflow_sdk.supervisor.io.renewal import RenewalUnavailableError
@@ -67,11 +73,6 @@ from workflow_sdk.supervisor.worker.protocol import BootFailed, JobDone, Ready
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
-# Exit statuses of ``Supervisor.run`` (and of the CLI).
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CONFIG = 2
-EXIT_BOOT_FAILED = 3
 
 #: Jobs held at most (claimed, running, reports in flight), per worker.
 HELD_PER_WORKER = 2
