@@ -2,25 +2,37 @@
 
 The arbiter starts each process (it is the only place that does) and hands
 the rest here: the slot record of a started process, what a worker's
-"ready" means, its memory samples (``sample_rss``: a verdict on the workers
-over the hard limit and the idle ones a recycle rule may retire) and when it
-is due for replacement, what its exit means for its job and the restart
-counts, and the final reaping. Boot failures end in the pool's verdict
+"ready" means, its memory samples (``sample_memory``: a verdict on the
+workers over the hard limit, over the warning threshold, and the idle ones a
+recycle rule may retire) and when it is due for replacement, what its exit
+means for its job and the restart counts (and the ``child_exit`` hook), and
+the final reaping. Boot failures end in the pool's verdict
 (``pool.BootVerdict``), which the arbiter carries out.
+
+Memory: the limits count what a worker owns (``WorkerSlot.owned_bytes``:
+its USS, from ``/proc/PID/smaps_rollup``, plus what its RSS grew since),
+not its RSS, which counts in full the pages it shares with the fork server
+and the other workers (a preloaded model). A full read costs about 28 ms
+per GiB the worker maps, so each worker gets one at most every
+``memory_check_interval``; between them, and after each job, the cheap RSS
+(``statm``) keeps the estimate current. Without ``smaps_rollup`` (Linux
+before 4.14) the limits count RSS.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 import psutil
 
+from workflow_sdk.memory import MemoryReadError, ProcessMemory, read_memory, smaps_rollup_supported
 from workflow_sdk.supervisor.config import (
     SupervisorConfig,
     SupervisorSection,
@@ -28,6 +40,7 @@ from workflow_sdk.supervisor.config import (
 )
 from workflow_sdk.supervisor.exposition.logs import DETAILS
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.loop.parent_hooks import ParentHooks, WorkerExit
 from workflow_sdk.supervisor.loop.pool import BootVerdict, RecyclePolicy, WorkerPool
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.loop.stops import KILL_GRACE, Stopper
@@ -37,6 +50,8 @@ log = logging.getLogger("workflow_sdk.supervisor")
 
 #: Seconds between RSS samples of busy workers.
 RSS_SAMPLE_INTERVAL = 1.0
+#: Reads one worker's smaps_rollup (``memory.read_memory``).
+FullReader = Callable[[int], ProcessMemory]
 
 
 def recycle_policy(settings: SupervisorSection) -> RecyclePolicy:
@@ -55,49 +70,107 @@ def process_handle(pid: int) -> psutil.Process | None:
 
 
 @dataclass(frozen=True)
-class MemoryVerdict:
-    """What one round of RSS samples asks of the arbiter."""
+class MemoryRules:
+    """What one round of memory samples judges, in bytes (0 = no such rule)."""
 
-    #: workers running a job with RSS over the hard limit: kill, fail the job
+    #: kill a worker running a job past this (``max_memory_hard_mb``)
+    hard: float = 0.0
+    #: log once per worker past this (``memory_warning_mb``)
+    warn: float = 0.0
+    #: seconds between two full reads of one worker (0: never, RSS only)
+    full_every: float = 0.0
+
+
+@dataclass(frozen=True)
+class MemoryVerdict:
+    """What one round of memory samples asks of the arbiter."""
+
+    #: workers running a job over the hard limit: kill, fail the job
     kill: list[WorkerSlot]
     #: idle workers with a fresh sample: check whether to recycle them
     idle: list[WorkerSlot]
+    #: workers past the warning threshold for the first time: log it
+    warn: list[WorkerSlot] = dataclasses.field(default_factory=list)
 
 
-def sample_rss(slots: Iterable[WorkerSlot], hard_limit_bytes: float) -> MemoryVerdict:
-    """Read each worker's RSS (recorded in its slot); judge it against the
-    hard limit (0 = none), during jobs too."""
+def _sample(slot: WorkerSlot, now: float, rules: MemoryRules, read_full: FullReader) -> bool:
+    """Read ``slot``'s memory (in full when its turn has come); False when
+    nothing could be read (keep the last sample)."""
+    if rules.full_every and now >= slot.next_full_sample and slot.pid:
+        try:
+            full = read_full(slot.pid)
+        except MemoryReadError:
+            full = None  # gone, or no smaps_rollup after all: RSS below
+        if full is not None and full.rss:
+            slot.sampled_full(full.rss, full.pss, full.uss, now + rules.full_every)
+            return True
+    if slot.ps is None:
+        return False
+    try:
+        rss = slot.ps.memory_info().rss
+    except (psutil.Error, OSError):
+        # Gone; or /proc could not be opened (EMFILE: out of file
+        # descriptors): keep the last sample, try again next round.
+        return False
+    if rss == 0:
+        return False  # exited and not yet reaped: keep the last real sample
+    slot.sampled(rss)
+    return True
+
+
+def sample_memory(
+    slots: Iterable[WorkerSlot],
+    rules: MemoryRules,
+    now: float = 0.0,
+    read_full: FullReader = read_memory,
+) -> MemoryVerdict:
+    """Read each worker's memory (recorded in its slot) and judge what it
+    owns against the rules, during jobs too."""
     kill: list[WorkerSlot] = []
     idle: list[WorkerSlot] = []
+    warn: list[WorkerSlot] = []
     for slot in slots:
-        if slot.ps is None or slot.state is SlotState.STOPPING:
+        if slot.state is SlotState.STOPPING or not _sample(slot, now, rules, read_full):
             continue
-        try:
-            rss = slot.ps.memory_info().rss
-        except (psutil.Error, OSError):
-            # Gone; or /proc could not be opened (EMFILE: out of file
-            # descriptors): keep the last sample, try again next round.
-            continue
-        if rss == 0:
-            continue  # exited and not yet reaped: keep the last real sample
-        slot.sampled(rss)
-        if hard_limit_bytes and slot.job is not None and rss > hard_limit_bytes:
+        owned = slot.owned_bytes
+        if rules.warn and owned > rules.warn and not slot.memory_warned:
+            warn.append(slot)
+        if rules.hard and slot.job is not None and owned > rules.hard:
             kill.append(slot)
         elif slot.state is SlotState.IDLE:
             idle.append(slot)
-    return MemoryVerdict(kill, idle)
+    return MemoryVerdict(kill, idle, warn)
+
+
+def memory_rules(settings: SupervisorSection, *, full_reads: bool) -> MemoryRules:
+    return MemoryRules(
+        hard=settings.memory_hard_limit_mb * 2**20,
+        warn=settings.memory_warning_mb * 2**20,
+        full_every=settings.memory_check_interval if full_reads else 0.0,
+    )
 
 
 class WorkerLifecycle:
     """Records, readiness, recycling, memory and exits of the workers (see
     the module doc)."""
 
-    def __init__(self, pool: WorkerPool, stopper: Stopper, stats: SupervisorStats) -> None:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        stopper: Stopper,
+        stats: SupervisorStats,
+        *,
+        hooks: ParentHooks | None = None,
+    ) -> None:
         self.pool = pool
         self.stopper = stopper
         self.stats = stats
-        #: monotonic time of the next RSS samples (the loop checks it each tick)
+        #: ``child_exit``, with ``parent_hooks = true``
+        self.hooks = hooks or ParentHooks()
+        #: monotonic time of the next memory samples (the loop checks it each tick)
         self.next_rss_sample = 0.0
+        #: This kernel has smaps_rollup: the limits count USS.
+        self.full_reads = smaps_rollup_supported()
 
     def started(
         self,
@@ -138,23 +211,45 @@ class WorkerLifecycle:
             slot.close_channel(time.monotonic())
 
     def check_recycle(self, slot: WorkerSlot, settings: SupervisorSection) -> None:
-        """Retire the worker after its current job when a recycle rule says so."""
+        """Retire the worker after its current job when a recycle rule says so
+        (and say once that it passed ``memory_warning_mb``)."""
+        warn = settings.memory_warning_mb
+        if warn and not slot.memory_warned and slot.owned_bytes > warn * 2**20:
+            self.warn_memory(slot, settings)
         reason = self.pool.recycle_reason(slot, recycle_policy(settings))
         if reason == "recycle_jobs":
             log.info("worker-%d ran %d jobs; replacing it", slot.number, slot.jobs_done)
         elif reason == "recycle_memory":
             log.warning(
-                "worker-%d uses %.0f MiB, over max_memory_mb = %g; replacing it",
+                "worker-%d %s, over max_memory_mb = %g; replacing it",
                 slot.number,
-                slot.rss_bytes / 2**20,
+                slot.memory_text(),
                 settings.max_memory_mb,
             )
         if reason is not None:
             slot.retire(reason, time.monotonic())
 
+    def warn_memory(self, slot: WorkerSlot, settings: SupervisorSection) -> None:
+        """Once per worker: its memory passed ``memory_warning_mb``."""
+        slot.warned_memory()
+        if settings.max_memory_mb:
+            limits = f"it is replaced past max_memory_mb = {settings.max_memory_mb:g}"
+        else:
+            limits = "no memory limit is set (max_memory_mb = 0)"
+        log.warning(
+            "worker-%d %s, over memory_warning_mb = %g; %s",
+            slot.number,
+            slot.memory_text(),
+            settings.memory_warning_mb,
+            limits,
+        )
+
     def sample_memory(self, now: float, settings: SupervisorSection) -> None:
-        """Read each worker's RSS; enforce the memory limits during jobs too."""
-        verdict = sample_rss(list(self.pool.slots.values()), settings.memory_hard_limit_mb * 2**20)
+        """Read each worker's memory; enforce the memory limits during jobs too."""
+        rules = memory_rules(settings, full_reads=self.full_reads)
+        verdict = sample_memory(list(self.pool.slots.values()), rules, now)
+        for slot in verdict.warn:
+            self.warn_memory(slot, settings)
         for slot in verdict.kill:
             if slot.job is not None:
                 self.stopper.kill_for_memory(slot, slot.job, now, settings.memory_hard_limit_mb)
@@ -164,9 +259,25 @@ class WorkerLifecycle:
 
     def on_exit(self, slot: WorkerSlot, *, draining: bool) -> str | None:
         """The worker's process has ended (and was joined): it leaves the pool,
-        its job is failed. Returns the boot error when it died before it was
-        ready (the arbiter then asks ``boot_failed``), else None."""
-        how, signum = describe_exit(slot.process.exitcode)
+        its job is failed, ``child_exit`` is told. Returns the boot error when
+        it died before it was ready (the arbiter then asks ``boot_failed``),
+        else None."""
+        how, _ = describe_exit(slot.process.exitcode)
+        boot_error = self._exited(slot, how, draining=draining)
+        self.hooks.child_exit(
+            WorkerExit(
+                slot.number,
+                slot.pid,
+                slot.process.exitcode,
+                how,
+                slot.exit_reason or ("boot_failed" if boot_error is not None else ""),
+                slot.exit_job_type,
+            )
+        )
+        return boot_error
+
+    def _exited(self, slot: WorkerSlot, how: str, *, draining: bool) -> str | None:
+        _, signum = describe_exit(slot.process.exitcode)
         self.pool.remove(slot)
         slot.conn.close()
         now = time.monotonic()
@@ -221,9 +332,11 @@ class WorkerLifecycle:
 
 __all__ = [
     "RSS_SAMPLE_INTERVAL",
+    "MemoryRules",
     "MemoryVerdict",
     "WorkerLifecycle",
+    "memory_rules",
     "process_handle",
     "recycle_policy",
-    "sample_rss",
+    "sample_memory",
 ]

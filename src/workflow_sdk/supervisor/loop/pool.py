@@ -109,7 +109,8 @@ class WorkerPool:
             return None
         if slot.max_jobs and slot.jobs_done >= slot.max_jobs:
             return "recycle_jobs"
-        if policy.max_memory_mb and slot.rss_bytes > policy.max_memory_mb * 2**20:
+        # What it owns (USS and what it grew since), not the pages it shares.
+        if policy.max_memory_mb and slot.owned_bytes > policy.max_memory_mb * 2**20:
             return "recycle_memory"
         return None
 

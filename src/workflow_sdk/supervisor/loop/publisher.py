@@ -127,7 +127,8 @@ class Publisher:
         self._next_publish = now + PUBLISH_INTERVAL
         slots = self.pool.slots.values()
         self.views = tuple(
-            WorkerView(s.number, s.pid, s.state is SlotState.BUSY, s.ps) for s in slots
+            WorkerView(s.number, s.pid, s.state is SlotState.BUSY, s.ps, s.uss_bytes, s.pss_bytes)
+            for s in slots
         )
         self.stats.jobs_held = len(self.ledger)
         self.stats.jobs_held_peak = self.ledger.peak
