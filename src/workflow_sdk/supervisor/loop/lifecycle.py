@@ -96,7 +96,7 @@ class MemoryVerdict:
 def _sample(slot: WorkerSlot, now: float, rules: MemoryRules, read_full: FullReader) -> bool:
     """Read ``slot``'s memory (in full when its turn has come); False when
     nothing could be read (keep the last sample)."""
-    if rules.full_every and now >= slot.next_full_sample and slot.pid:
+    if rules.full_every and now >= slot.next_full_sample:
         try:
             full = read_full(slot.pid)
         except MemoryReadError:
@@ -171,6 +171,8 @@ class WorkerLifecycle:
         self.next_rss_sample = 0.0
         #: This kernel has smaps_rollup: the limits count USS.
         self.full_reads = smaps_rollup_supported()
+        #: Reads a worker's smaps_rollup (tests stand in for it).
+        self.read_full: FullReader = read_memory
 
     def started(
         self,
@@ -247,7 +249,7 @@ class WorkerLifecycle:
     def sample_memory(self, now: float, settings: SupervisorSection) -> None:
         """Read each worker's memory; enforce the memory limits during jobs too."""
         rules = memory_rules(settings, full_reads=self.full_reads)
-        verdict = sample_memory(list(self.pool.slots.values()), rules, now)
+        verdict = sample_memory(list(self.pool.slots.values()), rules, now, self.read_full)
         for slot in verdict.warn:
             self.warn_memory(slot, settings)
         for slot in verdict.kill:

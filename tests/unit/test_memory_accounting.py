@@ -1,0 +1,185 @@
+"""Memory limits count what a worker owns (USS), not the pages it shares (issue 18).
+
+With ``preload_handlers = true`` a model loaded in the fork server is shared
+copy-on-write: every worker's RSS counts it in full, so limits on RSS
+recycled or killed workers for memory they do not own. The limits now count
+``WorkerSlot.owned_bytes``: USS from the worker's smaps_rollup (read at most
+every ``memory_check_interval``), plus what its RSS grew since.
+
+A real ``Supervisor`` (``unit.fakes.supervisor_rig``) whose memory reads are
+stand-ins: ``StandInPs`` for the cheap RSS, ``life.read_full`` for
+smaps_rollup.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from unit.fakes import MIB, StandInPs, SupervisorRig, job, make_slot, supervisor_rig
+from workflow_sdk.memory import MemoryReadError, ProcessMemory
+from workflow_sdk.supervisor.loop import lifecycle
+from workflow_sdk.supervisor.loop.ledger import JobEntry
+from workflow_sdk.supervisor.loop.lifecycle import MemoryRules, sample_memory
+from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
+
+#: A worker that maps a 280 MiB preloaded model and owns 20 MiB of its own.
+SHARED = ProcessMemory(rss=300 * MIB, pss=120 * MIB, uss=20 * MIB)
+
+
+class Reads:
+    """``life.read_full``'s stand-in: answers ``memory``, counts the calls."""
+
+    def __init__(self, memory: ProcessMemory) -> None:
+        self.memory = memory
+        self.calls = 0
+
+    def __call__(self, pid: int) -> ProcessMemory:
+        self.calls += 1
+        return self.memory
+
+
+@dataclass
+class Rig:
+    harness: SupervisorRig
+    slot: WorkerSlot
+    reads: Reads
+
+    def sample(self, at: float = 0.0) -> None:
+        sup = self.harness.sup
+        sup.life.sample_memory(time.monotonic() + at, sup.config.supervisor)
+
+
+def busy_rig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str, memory: ProcessMemory
+) -> Iterator[Rig]:
+    monkeypatch.setattr(lifecycle, "process_handle", lambda pid: StandInPs(memory.rss or 0))
+    with supervisor_rig(tmp_path, monkeypatch, workers=1, extra=extra) as harness:
+        reads = Reads(memory)
+        harness.sup.life.read_full = reads
+        harness.sup.life.full_reads = True
+        harness.ready_all()
+        harness.tick_until(lambda: harness.source.requests, "a poll")
+        harness.source.answer([job("j1")])
+        slot = harness.sup.pool.slots[1]
+        harness.tick_until(lambda: slot.job is not None, "j1 dispatched")
+        yield Rig(harness, slot, reads)
+
+
+@pytest.fixture
+def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    extra = "max_memory_mb = 80\nmax_memory_hard_mb = 100\n"
+    yield from busy_rig(tmp_path, monkeypatch, extra, SHARED)
+
+
+def test_a_worker_sharing_a_preloaded_model_is_not_killed_for_it(shared: Rig) -> None:
+    """Pins: a worker whose RSS (300 MiB) is mostly a shared model passed
+    max_memory_hard_mb = 100 on RSS and was killed mid-job, its job failed;
+    it owns 20 MiB (USS)."""
+    shared.sample()
+    assert shared.reads.calls == 1
+    assert shared.slot.job is not None and not shared.slot.retiring
+    assert shared.slot.owned_bytes == 20 * MIB
+    assert shared.harness.client.failed == []
+
+
+def test_nor_recycled_after_its_job_for_it(shared: Rig) -> None:
+    """Pins: after the job, its RSS (300 MiB, what the worker sends) passed
+    max_memory_mb = 80 and it was replaced after every job."""
+    shared.sample()
+    shared.harness.worker(1).done("j1", rss=300 * MIB)
+    shared.harness.tick_until(lambda: shared.slot.job is None, "j1's result read")
+    assert not shared.slot.retiring
+    assert shared.slot.exit_reason == ""
+
+
+def test_what_its_rss_grew_since_the_last_full_read_counts_as_its_own(shared: Rig) -> None:
+    """Between two smaps_rollup reads, new memory (RSS growth) is the worker's:
+    a job that leaks 100 MiB gets it recycled at once, not a sample later."""
+    shared.sample()
+    shared.harness.worker(1).done("j1", rss=400 * MIB)
+    shared.harness.tick_until(lambda: shared.slot.job is None, "j1's result read")
+    assert shared.slot.owned_bytes == 120 * MIB
+    assert shared.slot.retiring and shared.slot.exit_reason == "recycle_memory"
+
+
+def test_a_hard_kill_has_its_own_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pins: a worker killed mid-job over max_memory_hard_mb was counted as
+    reason "recycle_memory", the reason of a replacement between jobs."""
+    owned = ProcessMemory(rss=300 * MIB, pss=250 * MIB, uss=200 * MIB)
+    for rig in busy_rig(tmp_path, monkeypatch, "max_memory_hard_mb = 100\n", owned):
+        rig.sample()
+        assert rig.slot.exit_reason == "memory_kill"
+        assert rig.slot.exit_job_type == "a"
+        assert rig.harness.client.failed or rig.harness.sup.desk.queued
+    assert "uses 200 MiB of its own (USS; RSS 300 MiB), over max_memory_hard_mb = 100" in (
+        caplog.text
+    )
+
+
+def test_a_worker_past_the_warning_threshold_is_said_once_without_any_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    owned = ProcessMemory(rss=300 * MIB, pss=250 * MIB, uss=200 * MIB)
+    caplog.set_level(logging.WARNING, "workflow_sdk.supervisor")
+    for rig in busy_rig(tmp_path, monkeypatch, "memory_warning_mb = 150\n", owned):
+        rig.sample()
+        rig.sample(at=5.0)
+        rig.harness.worker(1).done("j1", rss=300 * MIB)
+        rig.harness.tick_until(lambda: rig.slot.job is None, "j1's result read")
+        assert rig.slot.memory_warned and not rig.slot.retiring
+    lines = [r.getMessage() for r in caplog.records if "memory_warning_mb" in r.getMessage()]
+    assert lines == [
+        "worker-1 uses 200 MiB of its own (USS; RSS 300 MiB), over memory_warning_mb = 150; "
+        "no memory limit is set (max_memory_mb = 0)"
+    ]
+
+
+# -- sample_memory without a supervisor ----------------------------------------------
+
+
+def busy(number: int, rss: int) -> WorkerSlot:
+    slot = make_slot(number, ps=StandInPs(rss))
+    assert slot.start(JobEntry({"id": f"j{number}", "jobType": "a"}, math.inf, 0.0))
+    return slot
+
+
+def test_smaps_rollup_is_read_at_most_once_per_interval_per_worker() -> None:
+    slot = busy(1, 300 * MIB)
+    reads = Reads(SHARED)
+    rules = MemoryRules(hard=100 * MIB, full_every=2.0)
+    for now in (10.0, 10.5, 11.0, 11.9):
+        assert sample_memory([slot], rules, now, reads).kill == []
+    assert reads.calls == 1, "the cheap RSS in between"
+    sample_memory([slot], rules, 12.0, reads)
+    assert reads.calls == 2
+    fresh = busy(2, 300 * MIB)
+    assert sample_memory([fresh], MemoryRules(hard=100 * MIB), 20.0, reads).kill == [fresh]
+    assert reads.calls == 2, "no full reads: RSS only"
+
+
+def test_without_smaps_rollup_the_limits_count_rss() -> None:
+    def gone(pid: int) -> ProcessMemory:
+        raise MemoryReadError(2, "no smaps_rollup", "/proc/1/smaps_rollup")
+
+    slot = busy(1, 300 * MIB)
+    verdict = sample_memory([slot], MemoryRules(hard=100 * MIB, full_every=2.0), 0.0, gone)
+    assert verdict.kill == [slot]
+    assert slot.uss_bytes is None and slot.owned_bytes == 300 * MIB
+    assert slot.memory_text() == "uses 300 MiB (RSS)"
+
+
+def test_the_warning_verdict_names_a_worker_once() -> None:
+    slot = make_slot(1, SlotState.IDLE, ps=StandInPs(300 * MIB))
+    rules = MemoryRules(warn=100 * MIB)
+    assert sample_memory([slot], rules).warn == [slot]
+    slot.warned_memory()
+    assert sample_memory([slot], rules).warn == []
