@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class Rig:
         sup.life.sample_memory(time.monotonic() + at, sup.config.supervisor)
 
 
+@contextmanager
 def busy_rig(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str, memory: ProcessMemory
 ) -> Iterator[Rig]:
@@ -75,7 +77,8 @@ def busy_rig(
 @pytest.fixture
 def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     extra = "max_memory_mb = 80\nmax_memory_hard_mb = 100\n"
-    yield from busy_rig(tmp_path, monkeypatch, extra, SHARED)
+    with busy_rig(tmp_path, monkeypatch, extra, SHARED) as rig:
+        yield rig
 
 
 def test_a_worker_sharing_a_preloaded_model_is_not_killed_for_it(shared: Rig) -> None:
@@ -115,7 +118,7 @@ def test_a_hard_kill_has_its_own_reason(
     """Pins: a worker killed mid-job over max_memory_hard_mb was counted as
     reason "recycle_memory", the reason of a replacement between jobs."""
     owned = ProcessMemory(rss=300 * MIB, pss=250 * MIB, uss=200 * MIB)
-    for rig in busy_rig(tmp_path, monkeypatch, "max_memory_hard_mb = 100\n", owned):
+    with busy_rig(tmp_path, monkeypatch, "max_memory_hard_mb = 100\n", owned) as rig:
         rig.sample()
         assert rig.slot.exit_reason == "memory_kill"
         assert rig.slot.exit_job_type == "a"
@@ -130,7 +133,7 @@ def test_a_worker_past_the_warning_threshold_is_said_once_without_any_limit(
 ) -> None:
     owned = ProcessMemory(rss=300 * MIB, pss=250 * MIB, uss=200 * MIB)
     caplog.set_level(logging.WARNING, "workflow_sdk.supervisor")
-    for rig in busy_rig(tmp_path, monkeypatch, "memory_warning_mb = 150\n", owned):
+    with busy_rig(tmp_path, monkeypatch, "memory_warning_mb = 150\n", owned) as rig:
         rig.sample()
         rig.sample(at=5.0)
         rig.harness.worker(1).done("j1", rss=300 * MIB)
