@@ -35,9 +35,10 @@ class WorkerExit:
     exitcode: int | None
     #: ``"exited with status 0"``, ``"killed by SIGKILL"``.
     how: str
-    #: Why it was replaced (a ``workflow_supervisor_worker_restarts_total``
-    #: reason: ``timeout``, ``memory_kill``, ``recycle_memory``, ``crash``...;
-    #: ``boot_failed``); "" when it was told to go at shutdown.
+    #: Why it left: a ``workflow_supervisor_worker_restarts_total`` reason
+    #: (``timeout``, ``memory_kill``, ``recycle_memory``, ``crash``...),
+    #: ``shutdown``, ``boot_failed``; "" when no reason was recorded (a
+    #: worker stopped at once, on a second SIGTERM).
     reason: str
     #: The type of the job it was running when that was decided ("" when idle).
     job_type: str

@@ -174,6 +174,15 @@ class Stopper:
             f"timed out after {entry.timeout:g} s (worker pid {slot.pid} killed; "
             f"the stacks of its threads, dumped on {DUMP_SIGNAL.name}, are in the log)"
         )
+        # The dump has no header of its own naming the worker: this line does.
+        log.warning(
+            "worker-%d (pid %d) passed the time limit of job %s (%s): the stacks of its "
+            "threads follow",
+            slot.number,
+            slot.pid,
+            entry.job_id,
+            entry.job_type,
+        )
         slot.dump_then_terminate(DUMP_SIGNAL, now, DUMP_GRACE)
         self.fail_running(slot, entry, message, "timeout", now)
 
