@@ -7,8 +7,8 @@ recycled or killed workers for memory they do not own. The limits now count
 every ``memory_check_interval``), plus what its RSS grew since.
 
 A real ``Supervisor`` (``unit.fakes.supervisor_rig``) whose memory reads are
-stand-ins: ``StandInPs`` for the cheap RSS, ``life.read_full`` for
-smaps_rollup.
+stand-ins: ``StandInPs`` for the cheap RSS, ``Reads`` for smaps_rollup
+(answered at once, not on the reader's thread).
 """
 
 from __future__ import annotations
@@ -27,7 +27,13 @@ from unit.fakes import MIB, StandInPs, SupervisorRig, job, make_slot, supervisor
 from workflow_sdk.memory import MemoryReadError, ProcessMemory
 from workflow_sdk.supervisor.loop import lifecycle
 from workflow_sdk.supervisor.loop.ledger import JobEntry
-from workflow_sdk.supervisor.loop.lifecycle import MemoryRules, sample_memory
+from workflow_sdk.supervisor.loop.memory_watch import (
+    MemoryReader,
+    MemoryRules,
+    apply_full,
+    due_for_full,
+    sample_memory,
+)
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
 
 #: A worker that maps a 280 MiB preloaded model and owns 20 MiB of its own.
@@ -35,15 +41,24 @@ SHARED = ProcessMemory(rss=300 * MIB, pss=120 * MIB, uss=20 * MIB)
 
 
 class Reads:
-    """``life.read_full``'s stand-in: answers ``memory``, counts the calls."""
+    """The full reads' stand-in (a ``MemoryReader``'s ``ask`` and ``take``, and
+    its ``read_full``): answers ``memory`` at once, counts the reads."""
 
     def __init__(self, memory: ProcessMemory) -> None:
         self.memory = memory
         self.calls = 0
+        self.answers: list[tuple[int, int, ProcessMemory | None]] = []
 
     def __call__(self, pid: int) -> ProcessMemory:
         self.calls += 1
         return self.memory
+
+    def ask(self, slot_no: int, pid: int) -> None:
+        self.answers.append((slot_no, pid, self(pid)))
+
+    def take(self) -> list[tuple[int, int, ProcessMemory | None]]:
+        taken, self.answers = self.answers, []
+        return taken
 
 
 @dataclass
@@ -64,8 +79,7 @@ def busy_rig(
     monkeypatch.setattr(lifecycle, "process_handle", lambda pid: StandInPs(memory.rss or 0))
     with supervisor_rig(tmp_path, monkeypatch, workers=1, extra=extra) as harness:
         reads = Reads(memory)
-        harness.sup.life.read_full = reads
-        harness.sup.life.full_reads = True
+        harness.sup.life.reader = reads  # type: ignore[assignment]
         harness.ready_all()
         harness.tick_until(lambda: harness.source.requests, "a poll")
         harness.source.answer([job("j1")])
@@ -146,7 +160,7 @@ def test_a_worker_past_the_warning_threshold_is_said_once_without_any_limit(
     ]
 
 
-# -- sample_memory without a supervisor ----------------------------------------------
+# -- without a supervisor ------------------------------------------------------------
 
 
 def busy(number: int, rss: int) -> WorkerSlot:
@@ -155,29 +169,74 @@ def busy(number: int, rss: int) -> WorkerSlot:
     return slot
 
 
-def test_smaps_rollup_is_read_at_most_once_per_interval_per_worker() -> None:
+def test_a_worker_is_read_in_full_at_most_once_per_interval() -> None:
     slot = busy(1, 300 * MIB)
-    reads = Reads(SHARED)
     rules = MemoryRules(hard=100 * MIB, full_every=2.0)
-    for now in (10.0, 10.5, 11.0, 11.9):
-        assert sample_memory([slot], rules, now, reads).kill == []
-    assert reads.calls == 1, "the cheap RSS in between"
-    sample_memory([slot], rules, 12.0, reads)
-    assert reads.calls == 2
-    fresh = busy(2, 300 * MIB)
-    assert sample_memory([fresh], MemoryRules(hard=100 * MIB), 20.0, reads).kill == [fresh]
-    assert reads.calls == 2, "no full reads: RSS only"
+    due = [len(due_for_full([slot], rules, now)) for now in (10.0, 10.5, 11.0, 11.9, 12.0)]
+    assert due == [1, 0, 0, 0, 1]
+    assert due_for_full([slot], MemoryRules(hard=100 * MIB), 20.0) == [], "no full reads"
 
 
-def test_without_smaps_rollup_the_limits_count_rss() -> None:
+def test_until_its_first_full_read_a_worker_s_rss_is_not_judged() -> None:
+    """Its RSS counts the shared model: judged on it, a preloaded worker's
+    first job would recycle it. A failed read falls back to RSS."""
+    slot = busy(1, 300 * MIB)
+    rules = MemoryRules(hard=100 * MIB, full_every=2.0)
+    assert sample_memory([slot], rules).kill == []
+    assert slot.awaiting_full_read() and slot.rss_bytes == 300 * MIB
+    reader = MemoryReader(threaded=False)
+    reader.ask(1, 0)  # no process: nothing to read, RSS from now on
+    apply_full({1: slot}, reader.take())
+    assert not slot.awaiting_full_read()
+    assert sample_memory([slot], rules).kill == [slot]
+
+
+def test_the_reader_reads_on_its_thread_once_per_worker_asked() -> None:
+    reads = Reads(SHARED)
+    reader = MemoryReader(reads)
+    try:
+        reader.ask(1, 4242)
+        reader.ask(1, 4242)  # not answered yet: not asked again
+        answers = []
+        deadline = time.monotonic() + 5
+        while not answers and time.monotonic() < deadline:
+            answers = reader.take()
+            time.sleep(0.01)
+        assert answers == [(1, 4242, SHARED)]
+        assert reads.calls == 1
+    finally:
+        reader.close()
+
+
+def test_an_answer_for_a_reused_slot_is_not_applied_to_its_new_worker() -> None:
+    slot = busy(1, 300 * MIB)  # pid 0
+    apply_full({1: slot}, [(1, 999, SHARED)])
+    assert slot.uss_bytes is None
+    apply_full({1: slot}, [(1, 0, SHARED)])
+    assert slot.uss_bytes == 20 * MIB and slot.pss_bytes == 120 * MIB
+
+
+def test_a_failed_full_read_leaves_the_limits_to_rss() -> None:
     def gone(pid: int) -> ProcessMemory:
-        raise MemoryReadError(2, "no smaps_rollup", "/proc/1/smaps_rollup")
+        raise MemoryReadError(2, "it has exited", f"/proc/{pid}/smaps_rollup")
 
     slot = busy(1, 300 * MIB)
-    verdict = sample_memory([slot], MemoryRules(hard=100 * MIB, full_every=2.0), 0.0, gone)
+    reader = MemoryReader(gone, threaded=False)
+    reader.ask(1, 1)  # the slot's pid is 0: an answer for pid 1 is not its own
+    apply_full({1: slot}, reader.take())
+    assert slot.awaiting_full_read()
+    reader.ask(1, 0)
+    apply_full({1: slot}, reader.take())
+    verdict = sample_memory([slot], MemoryRules(hard=100 * MIB, full_every=2.0))
     assert verdict.kill == [slot]
     assert slot.uss_bytes is None and slot.owned_bytes == 300 * MIB
     assert slot.memory_text() == "uses 300 MiB (RSS)"
+
+
+def test_without_smaps_rollup_the_limits_count_rss() -> None:
+    """Linux before 4.14: no reader, no full reads: RSS is judged at once."""
+    slot = busy(1, 300 * MIB)
+    assert sample_memory([slot], MemoryRules(hard=100 * MIB)).kill == [slot]
 
 
 def test_the_warning_verdict_names_a_worker_once() -> None:

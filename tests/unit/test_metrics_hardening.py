@@ -26,7 +26,7 @@ from workflow_sdk.errors import ConfigError
 from workflow_sdk.supervisor.exposition import exporter, multiproc
 from workflow_sdk.supervisor.exposition.exporter import MetricsServer, PoolCollector, WorkerView
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
-from workflow_sdk.supervisor.loop.lifecycle import MemoryRules, sample_memory
+from workflow_sdk.supervisor.loop.memory_watch import MemoryRules, sample_memory
 
 # -- item 1: the server's bounds -------------------------------------------------------------
 

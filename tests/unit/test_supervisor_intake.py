@@ -26,7 +26,7 @@ from workflow_sdk.supervisor.loop.claim_plan import plan_poll
 from workflow_sdk.supervisor.loop.intake import REPORT_HOLD, PollVerdict
 from workflow_sdk.supervisor.loop.kafka_types import types_to_consume
 from workflow_sdk.supervisor.loop.ledger import JobEntry, JobState
-from workflow_sdk.supervisor.loop.lifecycle import MemoryRules, sample_memory
+from workflow_sdk.supervisor.loop.memory_watch import MemoryRules, sample_memory
 from workflow_sdk.supervisor.loop.phase import Phase
 from workflow_sdk.supervisor.loop.pool import WorkerPool
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot

@@ -9,30 +9,23 @@ means for its job and the restart counts (and the ``child_exit`` hook), and
 the final reaping. Boot failures end in the pool's verdict
 (``pool.BootVerdict``), which the arbiter carries out.
 
-Memory: the limits count what a worker owns (``WorkerSlot.owned_bytes``:
-its USS, from ``/proc/PID/smaps_rollup``, plus what its RSS grew since),
+Memory: the limits count what a worker owns (``WorkerSlot.owned_bytes``),
 not its RSS, which counts in full the pages it shares with the fork server
-and the other workers (a preloaded model). A full read costs about 28 ms
-per GiB the worker maps, so each worker gets one at most every
-``memory_check_interval``; between them, and after each job, the cheap RSS
-(``statm``) keeps the estimate current. Without ``smaps_rollup`` (Linux
-before 4.14) the limits count RSS.
+and the other workers (a preloaded model); see ``memory_watch`` for the
+reads and their cost.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 import psutil
 
-from workflow_sdk.memory import MemoryReadError, ProcessMemory, read_memory, smaps_rollup_supported
+from workflow_sdk.memory import smaps_rollup_supported
 from workflow_sdk.supervisor.config import (
     SupervisorConfig,
     SupervisorSection,
@@ -40,6 +33,15 @@ from workflow_sdk.supervisor.config import (
 )
 from workflow_sdk.supervisor.exposition.logs import DETAILS
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.loop.memory_watch import (
+    RSS_SAMPLE_INTERVAL,
+    MemoryReader,
+    apply_full,
+    due_for_full,
+    memory_rules,
+    sample_memory,
+    uses_full_reads,
+)
 from workflow_sdk.supervisor.loop.parent_hooks import ParentHooks, WorkerExit
 from workflow_sdk.supervisor.loop.pool import BootVerdict, RecyclePolicy, WorkerPool
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot, describe_exit
@@ -48,15 +50,10 @@ from workflow_sdk.supervisor.worker.protocol import Ready
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
-#: Seconds between RSS samples of busy workers.
-RSS_SAMPLE_INTERVAL = 1.0
-#: Reads one worker's smaps_rollup (``memory.read_memory``).
-FullReader = Callable[[int], ProcessMemory]
 
-
-def recycle_policy(settings: SupervisorSection) -> RecyclePolicy:
+def recycle_policy(settings: SupervisorSection, *, wait_for_uss: bool = False) -> RecyclePolicy:
     return RecyclePolicy(
-        settings.max_jobs_per_child, settings.max_jobs_jitter, settings.max_memory_mb
+        settings.max_jobs_per_child, settings.max_jobs_jitter, settings.max_memory_mb, wait_for_uss
     )
 
 
@@ -69,85 +66,9 @@ def process_handle(pid: int) -> psutil.Process | None:
         return None
 
 
-@dataclass(frozen=True)
-class MemoryRules:
-    """What one round of memory samples judges, in bytes (0 = no such rule)."""
-
-    #: kill a worker running a job past this (``max_memory_hard_mb``)
-    hard: float = 0.0
-    #: log once per worker past this (``memory_warning_mb``)
-    warn: float = 0.0
-    #: seconds between two full reads of one worker (0: never, RSS only)
-    full_every: float = 0.0
-
-
-@dataclass(frozen=True)
-class MemoryVerdict:
-    """What one round of memory samples asks of the arbiter."""
-
-    #: workers running a job over the hard limit: kill, fail the job
-    kill: list[WorkerSlot]
-    #: idle workers with a fresh sample: check whether to recycle them
-    idle: list[WorkerSlot]
-    #: workers past the warning threshold for the first time: log it
-    warn: list[WorkerSlot] = dataclasses.field(default_factory=list)
-
-
-def _sample(slot: WorkerSlot, now: float, rules: MemoryRules, read_full: FullReader) -> bool:
-    """Read ``slot``'s memory (in full when its turn has come); False when
-    nothing could be read (keep the last sample)."""
-    if rules.full_every and now >= slot.next_full_sample:
-        try:
-            full = read_full(slot.pid)
-        except MemoryReadError:
-            full = None  # gone, or no smaps_rollup after all: RSS below
-        if full is not None and full.rss:
-            slot.sampled_full(full.rss, full.pss, full.uss, now + rules.full_every)
-            return True
-    if slot.ps is None:
-        return False
-    try:
-        rss = slot.ps.memory_info().rss
-    except (psutil.Error, OSError):
-        # Gone; or /proc could not be opened (EMFILE: out of file
-        # descriptors): keep the last sample, try again next round.
-        return False
-    if rss == 0:
-        return False  # exited and not yet reaped: keep the last real sample
-    slot.sampled(rss)
-    return True
-
-
-def sample_memory(
-    slots: Iterable[WorkerSlot],
-    rules: MemoryRules,
-    now: float = 0.0,
-    read_full: FullReader = read_memory,
-) -> MemoryVerdict:
-    """Read each worker's memory (recorded in its slot) and judge what it
-    owns against the rules, during jobs too."""
-    kill: list[WorkerSlot] = []
-    idle: list[WorkerSlot] = []
-    warn: list[WorkerSlot] = []
-    for slot in slots:
-        if slot.state is SlotState.STOPPING or not _sample(slot, now, rules, read_full):
-            continue
-        owned = slot.owned_bytes
-        if rules.warn and owned > rules.warn and not slot.memory_warned:
-            warn.append(slot)
-        if rules.hard and slot.job is not None and owned > rules.hard:
-            kill.append(slot)
-        elif slot.state is SlotState.IDLE:
-            idle.append(slot)
-    return MemoryVerdict(kill, idle, warn)
-
-
-def memory_rules(settings: SupervisorSection, *, full_reads: bool) -> MemoryRules:
-    return MemoryRules(
-        hard=settings.memory_hard_limit_mb * 2**20,
-        warn=settings.memory_warning_mb * 2**20,
-        full_every=settings.memory_check_interval if full_reads else 0.0,
-    )
+def open_memory_reader() -> MemoryReader | None:
+    """The full reads' thread, where this kernel has smaps_rollup (Linux 4.14+)."""
+    return MemoryReader() if smaps_rollup_supported() else None
 
 
 class WorkerLifecycle:
@@ -161,6 +82,8 @@ class WorkerLifecycle:
         stats: SupervisorStats,
         *,
         hooks: ParentHooks | None = None,
+        reader: MemoryReader | None = None,
+        gauges: bool = False,
     ) -> None:
         self.pool = pool
         self.stopper = stopper
@@ -169,10 +92,11 @@ class WorkerLifecycle:
         self.hooks = hooks or ParentHooks()
         #: monotonic time of the next memory samples (the loop checks it each tick)
         self.next_rss_sample = 0.0
-        #: This kernel has smaps_rollup: the limits count USS.
-        self.full_reads = smaps_rollup_supported()
-        #: Reads a worker's smaps_rollup (tests stand in for it).
-        self.read_full: FullReader = read_memory
+        #: Full reads (smaps_rollup) on its own thread; None where the kernel
+        #: has no smaps_rollup (the limits then count RSS).
+        self.reader = reader
+        #: /metrics shows the USS and PSS gauges (full reads are made for them).
+        self.gauges = gauges
 
     def started(
         self,
@@ -215,10 +139,12 @@ class WorkerLifecycle:
     def check_recycle(self, slot: WorkerSlot, settings: SupervisorSection) -> None:
         """Retire the worker after its current job when a recycle rule says so
         (and say once that it passed ``memory_warning_mb``)."""
+        full = self.full_reads(settings)
         warn = settings.memory_warning_mb
-        if warn and not slot.memory_warned and slot.owned_bytes > warn * 2**20:
+        known = not full or not slot.awaiting_full_read()
+        if warn and known and not slot.memory_warned and slot.owned_bytes > warn * 2**20:
             self.warn_memory(slot, settings)
-        reason = self.pool.recycle_reason(slot, recycle_policy(settings))
+        reason = self.pool.recycle_reason(slot, recycle_policy(settings, wait_for_uss=full))
         if reason == "recycle_jobs":
             log.info("worker-%d ran %d jobs; replacing it", slot.number, slot.jobs_done)
         elif reason == "recycle_memory":
@@ -246,10 +172,23 @@ class WorkerLifecycle:
             limits,
         )
 
+    def full_reads(self, settings: SupervisorSection) -> bool:
+        """Workers' memory is read in full (USS): the kernel can, and a
+        memory rule or the gauges use it."""
+        return self.reader is not None and uses_full_reads(settings, gauges=self.gauges)
+
     def sample_memory(self, now: float, settings: SupervisorSection) -> None:
-        """Read each worker's memory; enforce the memory limits during jobs too."""
-        rules = memory_rules(settings, full_reads=self.full_reads)
-        verdict = sample_memory(list(self.pool.slots.values()), rules, now, self.read_full)
+        """Read each worker's memory; enforce the memory limits during jobs too.
+
+        The full reads asked for now are answered on the reader's thread and
+        applied at a later round; those answered since the last round first."""
+        rules = memory_rules(settings, full_reads=self.full_reads(settings))
+        slots = list(self.pool.slots.values())
+        if self.reader is not None:
+            for slot in due_for_full(slots, rules, now):
+                self.reader.ask(slot.number, slot.pid)
+            apply_full(self.pool.slots, self.reader.take())
+        verdict = sample_memory(slots, rules)
         for slot in verdict.warn:
             self.warn_memory(slot, settings)
         for slot in verdict.kill:
@@ -333,12 +272,8 @@ class WorkerLifecycle:
 
 
 __all__ = [
-    "RSS_SAMPLE_INTERVAL",
-    "MemoryRules",
-    "MemoryVerdict",
     "WorkerLifecycle",
-    "memory_rules",
+    "open_memory_reader",
     "process_handle",
     "recycle_policy",
-    "sample_memory",
 ]

@@ -84,6 +84,7 @@ class WorkerSlot:
         "exit_job_type",
         "exit_overdue",
         "exit_reason",
+        "full_read_failed",
         "job",
         "job_types",
         "jobs_done",
@@ -158,11 +159,15 @@ class WorkerSlot:
 
         @property
         def next_full_sample(self) -> float:
-            """Monotonic time from which its next full sample is due."""
+            """Monotonic time from which its next full sample may be asked for."""
 
         @property
         def memory_warned(self) -> bool:
             """Its memory passed ``memory_warning_mb`` (logged once)."""
+
+        @property
+        def full_read_failed(self) -> bool:
+            """Its last full read failed (or it has no pid): its RSS is judged."""
 
         @property
         def boot_deadline(self) -> float: ...
@@ -240,6 +245,7 @@ class WorkerSlot:
         _set(self, "rss_at_full_sample", 0)
         _set(self, "next_full_sample", 0.0)
         _set(self, "memory_warned", False)
+        _set(self, "full_read_failed", False)
         _set(self, "boot_error", "")
         _set(self, "kill_at", None)
         _set(self, "term_at", None)
@@ -348,13 +354,26 @@ class WorkerSlot:
         """The parent's RSS sample of it."""
         _set(self, "rss_bytes", rss_bytes)
 
-    def sampled_full(self, rss: int, pss: int | None, uss: int | None, next_due: float) -> None:
-        """The parent's full sample of it (smaps_rollup); the next one is due at ``next_due``."""
+    def full_sample_asked(self, next_due: float) -> None:
+        """A full sample of it (smaps_rollup) was asked for; the next is due at ``next_due``."""
+        _set(self, "next_full_sample", next_due)
+
+    def sampled_full(self, rss: int, pss: int | None, uss: int | None) -> None:
+        """The parent's full sample of it (smaps_rollup)."""
         _set(self, "rss_bytes", rss)
         _set(self, "rss_at_full_sample", rss)
         _set(self, "pss_bytes", pss)
         _set(self, "uss_bytes", uss)
-        _set(self, "next_full_sample", next_due)
+        _set(self, "full_read_failed", uss is None)
+
+    def full_read_missed(self) -> None:
+        """Its full read failed: its RSS is judged until one succeeds."""
+        _set(self, "full_read_failed", True)
+
+    def awaiting_full_read(self) -> bool:
+        """No full read of it yet, and none failed: its RSS (the shared pages
+        included) says nothing about what it owns until the first arrives."""
+        return self.uss_bytes is None and not self.full_read_failed
 
     def warned_memory(self) -> None:
         """Its memory warning was logged (once per worker)."""

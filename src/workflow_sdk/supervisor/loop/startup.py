@@ -6,8 +6,9 @@ how workers start (``ForkServerStarter``: the fork server and its preload
 list), what the engine's client can do (``plan_checks``: lease renewal and
 stale checks, the ledger told which are in effect), the report desk and
 its reporter threads, the watch over running jobs, the stopper, the drain,
-the workers' lifecycle, and where jobs will come from (``default_opener``:
-the poller, or the Kafka feeder; opened with the first ready worker). Each
+the workers' lifecycle (and its thread of full memory reads), and where
+jobs will come from (``default_opener``: the poller, or the Kafka feeder;
+opened with the first ready worker). Each
 thread or server it starts is registered on the caller's ``ExitStack``, so
 that closing it undoes a start however far it got. Nothing here forks: the
 arbiter starts the workers.
@@ -43,7 +44,7 @@ from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy
 from workflow_sdk.supervisor.loop.drain import Drain
 from workflow_sdk.supervisor.loop.intake import Intake
 from workflow_sdk.supervisor.loop.ledger import JobLedger
-from workflow_sdk.supervisor.loop.lifecycle import WorkerLifecycle
+from workflow_sdk.supervisor.loop.lifecycle import WorkerLifecycle, open_memory_reader
 from workflow_sdk.supervisor.loop.pool import WorkerPool
 from workflow_sdk.supervisor.loop.publisher import Publisher, open_metrics
 from workflow_sdk.supervisor.loop.reports import ReportDesk, ReportSink, StartReporter
@@ -288,7 +289,12 @@ def open_rooms(
     closing.callback(watch.close)
     closing.callback(intake.close)
     stopper = Stopper(pool, ledger, intake, desk, stats, watch=watch, collect=collect)
-    life = WorkerLifecycle(pool, stopper, stats, hooks=hooks)
+    memory_reader = open_memory_reader()
+    if memory_reader is not None:
+        closing.callback(memory_reader.close)
+    life = WorkerLifecycle(
+        pool, stopper, stats, hooks=hooks, reader=memory_reader, gauges=files is not None
+    )
 
     def reap() -> None:
         life.reap_all(time.monotonic())
