@@ -119,6 +119,22 @@ def test_worker_init_raises_what_the_hook_raised(module_dir: Path) -> None:
     assert not hooks.initialised
 
 
+def test_a_sigterm_during_worker_exit_ends_the_hook_not_the_exit(
+    module_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The supervisor sends SIGTERM to a worker slow to exit: raised inside
+    worker_exit (WorkerShutdown), it must not escape the worker's exit path
+    (multiprocessing would print a traceback for the process)."""
+    text = (
+        "from workflow_sdk.errors import WorkerShutdown\n\n"
+        "def worker_exit():\n    raise WorkerShutdown(15)\n"
+    )
+    hooks = WorkerHooks.load(write_module(module_dir, "t_hooks_slow_exit", text))
+    hooks.worker_init(WorkerContext(1, 1, ("a",), 1, None))
+    hooks.worker_exit()
+    assert "worker_exit hook (t_hooks_slow_exit) interrupted by SIGTERM" in caplog.text
+
+
 def test_a_missing_hooks_module_is_one_line(module_dir: Path) -> None:
     with pytest.raises(ConfigError, match=r"supervisor\.hooks: no module named 't_hooks_nope'"):
         WorkerHooks.load("t_hooks_nope")

@@ -122,8 +122,8 @@ class Stopper:
                 )
         for slot in self.pool.boot_overdue(now):
             slot.boot_failed(
-                f"not ready after {boot_timeout:g} s "
-                "(boot_timeout); does importing the handlers hang?"
+                f"not ready after {boot_timeout:g} s (boot_timeout); does importing "
+                "the handlers (or the hooks' worker_init) hang?"
             )
             slot.send_signal(signal.SIGKILL)
 

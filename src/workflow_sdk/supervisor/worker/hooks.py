@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from workflow_sdk.errors import ConfigError
+from workflow_sdk.errors import ConfigError, WorkerShutdown
 from workflow_sdk.handler.outcome import Outcome, describe_exception
 
 log = logging.getLogger("workflow_sdk.worker")
@@ -141,6 +141,9 @@ class WorkerHooks:
         self.initialised = False  # once
         try:
             hook()
+        except WorkerShutdown:
+            # The supervisor's SIGTERM: the worker took too long to exit.
+            log.warning("worker_exit hook (%s) interrupted by SIGTERM", self.name)
         except Exception:
             log.exception("worker_exit hook (%s) failed", self.name)
 

@@ -130,12 +130,14 @@ class Worker:
             multiproc.use_identifier(multiproc.worker_identifier(self.spec.number))
 
     def _limit_pools(self) -> None:
-        """Pools loaded before the variables applied (preloaded): resized, said once."""
+        """Pools already loaded (preloaded, or by the handlers' import): sized
+        to ``threads`` (those loaded without the variables, above all), said once."""
         if not self.spec.threads:
             return
         result = process_setup.limit_thread_pools(self.spec.threads)
-        changed = any(p.before != p.after for p in result.pools)
-        level = logging.INFO if changed or result.error else logging.DEBUG
+        # One line when there is something to say: the pools loaded and their
+        # sizes, or why they could not be sized (none loaded yet: DEBUG).
+        level = logging.INFO if result.pools or result.error else logging.DEBUG
         log.log(level, "worker-%d: %s", self.spec.number, result.describe())
 
     def _boot(self) -> HandlerRegistry:

@@ -90,7 +90,10 @@ def register_stack_dump() -> str:
     try:
         faulthandler.register(DUMP_SIGNAL, file=sys.stderr, all_threads=True, chain=False)
     except (AttributeError, ValueError, OSError, RuntimeError) as exc:
-        # stderr replaced by something without a file descriptor.
+        # stderr replaced by something without a file descriptor. The signal
+        # must still not end the worker (its default action): the parent's
+        # SIGTERM follows it.
+        signal.signal(DUMP_SIGNAL, signal.SIG_IGN)
         return f"no stack dump on {DUMP_SIGNAL.name}: {exc}"
     return ""
 
