@@ -194,5 +194,13 @@ def test_the_pipeline_runs_under_a_supervisor_with_one_blas_thread_per_worker(
     assert ran <= set(workers), "no worker was replaced"
     threads = {pid: worker.num_threads() for pid, worker in workers.items()}
     assert set(threads.values()) == {1}, threads
+    # Each worker's own account (threadpoolctl): its pools, loaded in the fork
+    # server with the limit in its environment, at 1 already.
+    pools = [line for line in sv.log().splitlines() if ": thread pools limited to 1: " in line]
+    assert len(pools) == 2, sv.log()
+    for line in pools:
+        sizes = line.split(": thread pools limited to 1: ", 1)[1].split(", ")
+        assert any(size.startswith("openblas (") for size in sizes), line
+        assert all(size.endswith(" 1->1") for size in sizes), line
     sv.signal(signal.SIGTERM)
     assert sv.wait(20) == 0
