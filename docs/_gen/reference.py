@@ -238,6 +238,18 @@ def config_model() -> list[ConfigKey]:
                     env=envs.get(dotted, ""),
                 )
             )
+    # Tables read by the parser's own code, not a _Spec.
+    keys.append(
+        ConfigKey(
+            "supervisor",
+            "env",
+            "a table of strings",
+            "{}",
+            (),
+            False,  # each worker a reload starts applies it again
+            _SUPERVISOR_ENV_DOC,
+        )
+    )
     # The two librdkafka tables are read by the parser's own code, not a _Spec.
     for name, kind, description in (
         ("config", "a table of strings, numbers or booleans", _kafka_table_doc("config")),
@@ -247,6 +259,14 @@ def config_model() -> list[ConfigKey]:
             ConfigKey("kafka", name, kind, "{}", (), True, description),
         )
     return keys
+
+
+_SUPERVISOR_ENV_DOC = (
+    "Variables set for the fork server and every worker (not the supervisor itself), "
+    'as `NAME = "value"` pairs: a proxy or a library setting your handlers need. The '
+    "thread variables (`OMP_NUM_THREADS`...) come from `threads_per_worker` and cannot "
+    "be set here."
+)
 
 
 def _kafka_table_doc(name: str) -> str:

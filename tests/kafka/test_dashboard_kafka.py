@@ -91,9 +91,12 @@ def test_every_dashboard_query_uses_metrics_of_a_kafka_mode_supervisor(
         done = sample(text, "workflow_sdk_jobs_completed_total", 0.0, outcome="success")
         failures = sample(text, "workflow_sdk_jobs_completed_total", 0.0, outcome="failure")
         retries = sample(text, "workflow_sdk_retries_total", 0.0, job_type=job_type)
-        return text if done == 2 and failures == 2 and retries == 1 else None
+        # The workers' USS and PSS come with the main loop's first full
+        # memory read (on its own thread): a round or two after the start.
+        sampled = "workflow_supervisor_worker_pss_bytes{" in text
+        return text if done == 2 and failures == 2 and retries == 1 and sampled else None
 
-    text = wait_for(counted, 30, "the four handler runs counted in /metrics")
+    text = wait_for(counted, 30, "the four handler runs counted, memory read, in /metrics")
     assert sample(text, "workflow_supervisor_kafka_jobs_fetched_total") == 4
     check_dashboard_names(text, kafka=True)
     sv.signal(signal.SIGTERM)

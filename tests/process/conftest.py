@@ -33,14 +33,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class SupervisorProcess:
-    """A ``rochallor-supervisor run`` child process, in its own process group."""
+    """A ``rochallor-supervisor run`` child process, in its own process group.
 
-    def __init__(self, config_path: Path, cwd: Path, env: dict[str, str]) -> None:
+    ``wrapper``: a command that ends by exec'ing its arguments (a shell that
+    first moves itself into a cgroup, say)."""
+
+    def __init__(
+        self, config_path: Path, cwd: Path, env: dict[str, str], wrapper: tuple[str, ...] = ()
+    ) -> None:
         self.config_path = config_path
         self.log_path = cwd / "supervisor.log"
         self._log = self.log_path.open("wb")
+        command = [sys.executable, "-m", "workflow_sdk.supervisor", "run", "-c", str(config_path)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workflow_sdk.supervisor", "run", "-c", str(config_path)],
+            [*wrapper, *command],
             cwd=cwd,
             env=env,
             stdout=self._log,
@@ -153,16 +159,20 @@ def start_supervisor(
 
     def start(
         extra: str = "",
-        workers: int = 2,
+        workers: int | None = 2,
         handlers: str = "sv_handlers:registry",
         graceful_timeout: float = 10,
         engine_extra: str = "",
+        *,
+        wrapper: tuple[str, ...] = (),
         **env_extra: str,
     ) -> SupervisorProcess:
         config = tmp_path / "supervisor.toml"
+        # workers None: the default (the CPUs this process may use).
+        workers_line = "" if workers is None else f"workers = {workers}\n"
         config.write_text(
             f'[engine]\nurl = "{engine.url}"\n{engine_extra or "timeout = 5"}\n'
-            f'[supervisor]\nhandlers = ["{handlers}"]\nworkers = {workers}\n'
+            f'[supervisor]\nhandlers = ["{handlers}"]\n{workers_line}'
             f"poll_interval = 0.1\ngraceful_timeout = {graceful_timeout:g}\n"
             f"{extra}\n"
         )
@@ -170,7 +180,7 @@ def start_supervisor(
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
         env.pop("ROCHALLOR_ENGINE_URL", None)
         env.update(env_extra)
-        process = SupervisorProcess(config, tmp_path, env)
+        process = SupervisorProcess(config, tmp_path, env, wrapper)
         started.append(process)
         return process
 

@@ -75,6 +75,24 @@ def test_check_import_error_exits_3(engine: LocalEngine, tmp_path: Path) -> None
     assert "RuntimeError: cannot load the model" in result.stderr
 
 
+def test_check_imports_the_hooks_module_and_lists_its_hooks(
+    engine: LocalEngine, tmp_path: Path
+) -> None:
+    (tmp_path / "ok_hooks.py").write_text("def worker_init(c):\n    pass\n\nchild_exit = print\n")
+    (tmp_path / "bad_hooks.py").write_text("raise RuntimeError('no database')\n")
+    config = write_config(tmp_path, engine.url)
+    pythonpath = os.pathsep.join([str(HERE), str(tmp_path)])
+    config.write_text(config.read_text() + 'hooks = "ok_hooks"\n')
+    result = cli("check", "-c", str(config), cwd=tmp_path, pythonpath=pythonpath)
+    assert result.returncode == 0, result.stderr
+    assert "hooks: ok_hooks (worker_init)" in result.stdout
+    config.write_text(config.read_text().replace("ok_hooks", "bad_hooks"))
+    result = cli("check", "-c", str(config), cwd=tmp_path, pythonpath=pythonpath)
+    assert result.returncode == 3
+    assert "supervisor.hooks: bad_hooks failed to import" in result.stderr
+    assert "RuntimeError: no database" in result.stderr
+
+
 def test_check_bad_config_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[supervisor]\nworkers = -3\n")

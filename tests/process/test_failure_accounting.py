@@ -37,16 +37,21 @@ def test_crashes_and_timeouts_count_as_failures_of_their_job_type(
     read_pid(piddir, hang)  # left to its 4 s time limit
     engine.wait_for_instances([crash, hang], "COMPLETED", timeout=40)
 
+    restarts = "workflow_supervisor_worker_restarts_total"
+
     def counted() -> str | None:
         text = requests.get(url, timeout=5).text
         completed = "workflow_sdk_jobs_completed_total"
         failures = sample(text, completed, 0.0, job_type="script", outcome="failure")
         successes = sample(text, completed, 0.0, job_type="script", outcome="success")
         retries = sample(text, "workflow_sdk_retries_total", 0.0, job_type="script")
-        return text if (failures, successes, retries) == (2, 2, 2) else None
+        # A restart counts once the worker has exited: the timed-out one
+        # first writes its stacks, SIGTERM follows 0.5 s later, and its job's
+        # retry may well be done by then.
+        timeouts = sample(text, restarts, 0.0, reason="timeout", job_type="script")
+        return text if (failures, successes, retries, timeouts) == (2, 2, 2, 1) else None
 
     text = wait_for(counted, 20, "the crash and the timeout in the shared metrics")
-    restarts = "workflow_supervisor_worker_restarts_total"
     assert sample(text, restarts, reason="crash", job_type="script") == 1
     assert sample(text, restarts, reason="timeout", job_type="script") == 1
     sv.signal(signal.SIGTERM)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,6 +25,9 @@ from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.handler.outcome import run_handler
 from workflow_sdk.supervisor.config import load_config
 from workflow_sdk.testing import LocalEngine
+from workflow_sdk.threads_limit import THREAD_ENV_VARS
+
+from .conftest import SupervisorProcess
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +155,52 @@ def test_the_workflow_uploads_and_starts() -> None:
         assert client.upload_definition(definition)["id"] == "ml-pipeline"
         instance = client.start_instance("ml-pipeline", {"seed": 1})
         assert instance["status"] == "ACTIVE"
+
+
+def test_the_pipeline_runs_under_a_supervisor_with_one_blas_thread_per_worker(
+    model_file: Path,
+    engine: LocalEngine,
+    client: RestEngineClient,
+    start_supervisor: Callable[..., SupervisorProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """2 workers, the model preloaded in the fork server, threads_per_worker 1:
+    every pipeline completes, and each worker runs on its one thread (its
+    OpenBLAS and OpenMP pools started none: measured with the defaults on 2
+    CPUs, each worker has 2 and more).
+
+    The supervisor's own environment has no thread variable: the limit comes
+    from the configuration alone."""
+    import_single_threaded("numpy", "sklearn", "joblib", "PIL")
+    client.upload_definition(json.loads((EXAMPLE / "workflow.json").read_text()))
+    for name in THREAD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    sv = start_supervisor(
+        workers=2,
+        handlers="examples.ml.handlers:registry",
+        extra="preload_handlers = true\nthreads_per_worker = 1\nboot_timeout = 60\n",
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(ROOT)]),
+        ROCHALLOR_ML_MODEL=str(model_file),
+    )
+    sv.wait_for_log("2 workers, 1 BLAS/OpenMP thread each", timeout=60)
+    ids = [client.start_instance("ml-pipeline", {"seed": seed})["id"] for seed in range(6)]
+    engine.wait_for_instances(ids, "COMPLETED", timeout=120)
+    results = [engine.wait_for_instance(i, "COMPLETED", timeout=5)["variables"] for i in ids]
+    workers = {w.pid: w for w in sv.wait_for_workers(2)}
+    for variables in results:
+        assert variables["matrixRank"] == 600
+        assert sum(variables["classCounts"]) == 500
+    ran = {v[key] for v in results for key in ("matrixWorkerPid", "classifyWorkerPid")}
+    assert ran <= set(workers), "no worker was replaced"
+    threads = {pid: worker.num_threads() for pid, worker in workers.items()}
+    assert set(threads.values()) == {1}, threads
+    # Each worker's own account (threadpoolctl): its pools, loaded in the fork
+    # server with the limit in its environment, at 1 already.
+    pools = [line for line in sv.log().splitlines() if ": thread pools limited to 1: " in line]
+    assert len(pools) == 2, sv.log()
+    for line in pools:
+        sizes = line.split(": thread pools limited to 1: ", 1)[1].split(", ")
+        assert any(size.startswith("openblas (") for size in sizes), line
+        assert all(size.endswith(" 1->1") for size in sizes), line
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(20) == 0

@@ -77,14 +77,22 @@ def test_metrics_are_aggregated_and_exact_across_recycled_workers(
 def test_memory_limits_recycle_softly_and_kill_hard(
     engine: LocalEngine, client: RestEngineClient, start_supervisor: Start
 ) -> None:
+    """The limits count what a worker owns (USS); a kill during a job and a
+    replacement after one have reasons of their own (issue 18: both were
+    "recycle_memory"), and the USS and PSS gauges show each worker."""
     upload_single_step(client, "leak-flow", "script", retries=1)
     sv = start_supervisor(
         workers=1,
-        extra="max_memory_mb = 150\nmax_memory_hard_mb = 300\nmemory_check_interval = 0.1\n",
+        extra=(
+            "max_memory_mb = 150\nmax_memory_hard_mb = 300\nmemory_check_interval = 0.1\n"
+            "[metrics]\nport = 0\n"
+        ),
     )
+    url = metrics_url(sv)
     # Soft limit: the job succeeds, then the bloated worker is replaced.
     (soft,) = start_instances(client, "leak-flow", 1, {"retries": 1, "first": "leak", "mb": 160})
     first = engine.wait_for_instance(soft, "COMPLETED", timeout=30)
+    sv.wait_for_log("of its own (USS; RSS ")
     sv.wait_for_log("over max_memory_mb = 150; replacing it")
     wait_for(lambda: sv.wait_for_workers(1)[0].pid != first["variables"]["handledBy"], 20, "new")
     # Hard limit: killed during the job, the job failed retryable and retried.
@@ -98,6 +106,26 @@ def test_memory_limits_recycle_softly_and_kill_hard(
     assert "OOM killer" not in log, "we sent that SIGKILL ourselves"
     (job,) = engine.jobs(instance_id=hard)
     assert job["failCalls"] == 1
+
+    restarts = "workflow_supervisor_worker_restarts_total"
+
+    def scraped() -> str | None:
+        # The killed worker's exit is counted once the loop has reaped it; the
+        # one worker left has had its first full memory sample.
+        text = requests.get(url, timeout=5).text
+        killed = sample(text, restarts, 0.0, reason="memory_kill", job_type="script")
+        uss = re.findall(r"workflow_supervisor_worker_uss_bytes\{", text)
+        return text if killed and len(uss) == 1 else None
+
+    text = wait_for(scraped, 20, "the memory kill counted, one worker left")
+    assert sample(text, restarts, reason="memory_kill", job_type="script") == 1
+    assert sample(text, restarts, reason="recycle_memory", job_type="") == 1
+    assert sample(text, restarts, reason="recycle_memory", job_type="script", default=0.0) == 0
+    # The worker left: what it owns <= its share <= everything it maps.
+    rss = sample(text, "workflow_supervisor_worker_rss_bytes")
+    uss = sample(text, "workflow_supervisor_worker_uss_bytes")
+    pss = sample(text, "workflow_supervisor_worker_pss_bytes")
+    assert 0 < uss <= pss <= rss * 1.1
 
 
 @pytest.fixture

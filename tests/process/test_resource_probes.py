@@ -15,21 +15,17 @@ No speed is measured; every process started here is reaped.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from workflow_sdk.cpus import find_cgroup_mount, parse_mountinfo, parse_proc_cgroup
+from cgroup_support import cgroups, set_quota
 from workflow_sdk.threads_limit import THREAD_ENV_VARS, thread_env
 
 pytestmark = pytest.mark.slow
@@ -60,54 +56,6 @@ def run_child(code: str, env: dict[str, str] | None = None, timeout: float = 60)
 
 
 # -- CPU quota in a real cgroup ------------------------------------------------------
-
-
-def v1_cpu_cgroup_dir() -> Path:
-    """This process's own cgroup directory in the v1 ``cpu`` hierarchy (skip if none)."""
-    membership = parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
-    mount = find_cgroup_mount(parse_mountinfo(Path("/proc/self/mountinfo").read_text()), "v1")
-    if mount is None or membership.v1_cpu is None:
-        pytest.skip("cgroup quota test skipped: no cgroup v1 cpu controller is mounted here")
-    own = membership.v1_cpu
-    if mount.root != "/" and own.startswith(mount.root):
-        own = own[len(mount.root) :]
-    return Path(mount.mount_point) / own.lstrip("/")
-
-
-def _rmdir(path: Path) -> None:
-    # A cgroup whose last task just exited can be busy for a moment.
-    deadline = time.monotonic() + 10
-    while path.exists():
-        try:
-            path.rmdir()
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-@contextmanager
-def cgroups(*relative: str) -> Iterator[list[Path]]:
-    """Make nested cgroups under this process's own; remove them all afterwards."""
-    parent = v1_cpu_cgroup_dir()
-    made: list[Path] = []
-    try:
-        for name in relative:
-            path = parent / name
-            try:
-                path.mkdir()
-            except OSError as exc:
-                pytest.skip(f"cgroup quota test skipped: cannot create a cgroup in {parent}: {exc}")
-            made.append(path)
-        yield made
-    finally:
-        for path in reversed(made):
-            _rmdir(path)
-
-
-def set_quota(cgroup: Path, quota_us: int, period_us: int = 100_000) -> None:
-    (cgroup / "cpu.cfs_period_us").write_text(str(period_us))
-    (cgroup / "cpu.cfs_quota_us").write_text(str(quota_us))
 
 
 REPORT_CPUS = """

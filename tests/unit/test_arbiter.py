@@ -24,6 +24,7 @@ from unit.fakes import SupervisorRig, job, supervisor_rig
 from workflow_sdk.supervisor.loop.ledger import JobState
 from workflow_sdk.supervisor.loop.phase import Phase
 from workflow_sdk.supervisor.loop.slots import SlotState
+from workflow_sdk.supervisor.worker.process_setup import DUMP_SIGNAL
 from workflow_sdk.supervisor.worker.protocol import RunJob
 
 
@@ -154,7 +155,11 @@ def test_a_running_jobs_time_limit_is_the_next_deadline_and_ends_it(
         rig.tick_until(lambda: rig.client.failed, "the timed-out job's fail")
         assert rig.client.failed == [("j1", True)]
         slot = rig.sup.pool.slots[1]
-        assert signal.SIGTERM in slot.signals_sent and slot.retiring, "stopped, then replaced"
+        assert DUMP_SIGNAL in slot.signals_sent and slot.retiring, "stacks dumped, replaced"
+        assert slot.term_at is not None and signal.SIGTERM not in slot.signals_sent
+        # Read the channel, dump, kill: SIGTERM once the dump had its grace.
+        rig.tick_until(lambda: signal.SIGTERM in slot.signals_sent, "SIGTERM after the dump")
+        assert slot.kill_at is not None
 
 
 def test_a_passed_poll_time_with_nothing_to_poll_for_does_not_spin_the_loop(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from workflow_sdk.cpus import usable_cpus
 from workflow_sdk.errors import ConfigError
 from workflow_sdk.supervisor.config import (
     DEFAULT_JOB_TIMEOUT,
@@ -44,6 +45,9 @@ def test_every_key_of_the_dataclasses_is_documented_in_the_example() -> None:
         for f in dataclasses.fields(section):
             if section is defaults.kafka and f.name == "config":
                 assert "[kafka.config]" in text and "[kafka.config_env]" in text
+                continue
+            if section is defaults.supervisor and f.name == "env":
+                assert "[supervisor.env]" in text
                 continue
             assert f"{f.name} =" in text or f"# {f.name} =" in text, f.name
 
@@ -217,3 +221,72 @@ def test_kafka_dispatch_needs_brokers_and_set_secrets(tmp_path: Path) -> None:
     assert "kafka.config_env.sasl.password: environment variable NOT_SET_ANYWHERE is not set" in (
         message
     )
+
+
+# -- issue 18: CPU-heavy handlers (threads, CPUs, hooks, memory) --------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("threads_per_worker = 0", "supervisor.threads_per_worker: must be >= 1, got 0"),
+        ("threads_per_worker = 1.5", "supervisor.threads_per_worker: must be an integer"),
+        ('cpu_affinity = "yes"', "supervisor.cpu_affinity: must be true or false, got 'yes'"),
+        ("memory_warning_mb = -1", "supervisor.memory_warning_mb: must be >= 0, got -1.0"),
+        ('hooks = "my app.hooks"', "supervisor.hooks: 'my app.hooks' is not a module name"),
+        ("hooks = 3", "supervisor.hooks: must be a string, got 3"),
+        ("parent_hooks = true", "supervisor.parent_hooks: needs supervisor.hooks"),
+        ("env = 3", 'supervisor.env: must be a table of NAME = "value"'),
+        ("[supervisor.env]\nMODEL_DIR = 3", "supervisor.env.MODEL_DIR: must be a string, got 3"),
+        (
+            '[supervisor.env]\nOMP_NUM_THREADS = "4"',
+            "supervisor.env.OMP_NUM_THREADS: is set by supervisor.threads_per_worker",
+        ),
+        (
+            '[supervisor.env]\n"A=B" = "x"',
+            "supervisor.env.A=B: is not an environment variable name",
+        ),
+        (
+            '[supervisor.env]\nROCHALLOR_ENGINE_TOKEN = "x"',
+            "supervisor.env.ROCHALLOR_ENGINE_TOKEN: is a secret this configuration reads",
+        ),
+    ],
+)
+def test_the_worker_setup_keys_are_checked_naming_the_file_and_the_key(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path, f'[supervisor]\nhandlers = ["a"]\n{text}\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert f"{path}: {expected}" in str(info.value)
+
+
+def test_the_worker_setup_keys_and_their_defaults(tmp_path: Path) -> None:
+    defaults = load_config(write(tmp_path, '[supervisor]\nhandlers = ["a"]\n'), environ={})
+    settings = defaults.supervisor
+    assert settings.threads_per_worker == 1
+    assert (settings.cpu_affinity, settings.memory_warning_mb) == (False, 0.0)
+    assert (settings.hooks, settings.parent_hooks, dict(settings.env)) == ("", False, {})
+    text = (
+        '[supervisor]\nhandlers = ["a"]\nthreads_per_worker = 2\ncpu_affinity = true\n'
+        'memory_warning_mb = 800\nhooks = "app.hooks"\nparent_hooks = true\n'
+        '[supervisor.env]\nMODEL_DIR = "/srv/models"\nEMPTY = ""\n'
+    )
+    settings = load_config(write(tmp_path, text), environ={}).supervisor
+    assert settings.threads_per_worker == 2 and settings.cpu_affinity
+    assert settings.memory_warning_mb == 800.0
+    assert (settings.hooks, settings.parent_hooks) == ("app.hooks", True)
+    assert dict(settings.env) == {"MODEL_DIR": "/srv/models", "EMPTY": ""}
+    with pytest.raises(TypeError):
+        settings.env["X"] = "y"  # type: ignore[index]
+
+
+def test_the_worker_count_says_where_it_came_from(tmp_path: Path) -> None:
+    """Not set: the CPUs this process may use (affinity and cgroup quota),
+    with the reason for the start-up line; set: the file's, no reason."""
+    chosen = load_config(write(tmp_path, '[supervisor]\nhandlers = ["a"]\n'), environ={})
+    cpus = usable_cpus()
+    assert chosen.supervisor.workers == cpus.count
+    assert chosen.workers_from == cpus.describe()
+    text = '[supervisor]\nhandlers = ["a"]\nworkers = 7\n'
+    assert load_config(write(tmp_path, text), environ={}).workers_from == ""

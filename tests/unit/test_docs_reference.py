@@ -87,6 +87,7 @@ def test_every_documented_key_is_accepted() -> None:
         "an integer": 1,
         "true or false": True,
         "a list of strings": ["x"],
+        "a table of strings": {"SOME_VARIABLE": "x"},
     }
     for key in reference.config_model():
         if key.section == "kafka" and key.name in ("config", "config_env"):

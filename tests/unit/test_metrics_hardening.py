@@ -26,7 +26,7 @@ from workflow_sdk.errors import ConfigError
 from workflow_sdk.supervisor.exposition import exporter, multiproc
 from workflow_sdk.supervisor.exposition.exporter import MetricsServer, PoolCollector, WorkerView
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
-from workflow_sdk.supervisor.loop.lifecycle import sample_rss
+from workflow_sdk.supervisor.loop.memory_watch import MemoryRules, sample_memory
 
 # -- item 1: the server's bounds -------------------------------------------------------------
 
@@ -128,7 +128,7 @@ def test_rss_sampling_survives_running_out_of_file_descriptors() -> None:
     the sample is skipped (the last one kept) instead of ending the loop."""
     ps = _NoFiles()
     slot = make_slot(1, ps=ps, rss_bytes=123)
-    verdict = sample_rss([slot], 1.0)
+    verdict = sample_memory([slot], MemoryRules(hard=1.0))
     assert ps.calls == 1
     assert verdict.kill == [] and verdict.idle == []
     assert slot.rss_bytes == 123

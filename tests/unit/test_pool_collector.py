@@ -114,3 +114,22 @@ def test_the_intake_shows_zeros_until_the_kafka_feeder_starts() -> None:
     feeder = StandInFeeder()
     intake.open(lambda job_types, wake: feeder, ("a",), lambda: None)  # type: ignore[arg-type, return-value]
     assert intake.source_stats() is SNAPSHOT
+
+
+def test_each_worker_shows_its_rss_uss_and_pss_and_memory_kills_have_their_reason() -> None:
+    """USS and PSS come from the main loop's last sample (a worker without one
+    yet shows none); every restart reason, memory_kill included, at 0."""
+    views = (
+        WorkerView(1, 101, True, None, uss=20 * 2**20, pss=120 * 2**20),
+        WorkerView(2, 102, False, None),
+    )
+    reg = CollectorRegistry()
+    reg.register(PoolCollector(SupervisorStats(), lambda: views))
+    assert value(reg, "worker_uss_bytes", slot="1") == 20 * 2**20
+    assert value(reg, "worker_pss_bytes", slot="1") == 120 * 2**20
+    assert value(reg, "worker_uss_bytes", slot="2") is None
+    text = generate_latest(reg).decode()
+    assert "# TYPE workflow_supervisor_worker_uss_bytes gauge" in text
+    assert "# TYPE workflow_supervisor_worker_pss_bytes gauge" in text
+    for reason in ("memory_kill", "recycle_memory"):
+        assert value(reg, "worker_restarts_total", reason=reason, job_type="") == 0

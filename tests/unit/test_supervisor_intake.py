@@ -26,7 +26,7 @@ from workflow_sdk.supervisor.loop.claim_plan import plan_poll
 from workflow_sdk.supervisor.loop.intake import REPORT_HOLD, PollVerdict
 from workflow_sdk.supervisor.loop.kafka_types import types_to_consume
 from workflow_sdk.supervisor.loop.ledger import JobEntry, JobState
-from workflow_sdk.supervisor.loop.lifecycle import sample_rss
+from workflow_sdk.supervisor.loop.memory_watch import MemoryRules, sample_memory
 from workflow_sdk.supervisor.loop.phase import Phase
 from workflow_sdk.supervisor.loop.pool import WorkerPool
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
@@ -275,9 +275,11 @@ def test_rss_samples_name_the_busy_workers_over_the_hard_limit_and_the_idle_ones
     gone = make_slot(4, SlotState.IDLE, ps=StandInPs(0), rss_bytes=7)
     stopping = make_slot(5, SlotState.STOPPING, ps=StandInPs(900 * mib))
     vanished = make_slot(6, SlotState.IDLE, ps=StandInPs(1, error=True))
-    verdict = sample_rss([over, under, idle, gone, stopping, vanished], 200 * mib)
+    verdict = sample_memory(
+        [over, under, idle, gone, stopping, vanished], MemoryRules(hard=200 * mib)
+    )
     assert verdict.kill == [over]
     assert verdict.idle == [idle]
     assert (over.rss_bytes, idle.rss_bytes, gone.rss_bytes) == (300 * mib, 50 * mib, 7)
     # No hard limit: nobody is killed.
-    assert sample_rss([over], 0).kill == []
+    assert sample_memory([over], MemoryRules()).kill == []

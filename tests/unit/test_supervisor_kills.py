@@ -29,9 +29,10 @@ from workflow_sdk.supervisor.loop import lifecycle
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
 from workflow_sdk.supervisor.loop.watch import StopJob
 from workflow_sdk.supervisor.worker.main import CANCEL_SIGNAL
+from workflow_sdk.supervisor.worker.process_setup import DUMP_SIGNAL
 from workflow_sdk.supervisor.worker.protocol import RunJob
 
-STOP_SIGNALS = {CANCEL_SIGNAL, signal.SIGTERM, signal.SIGKILL}
+STOP_SIGNALS = {CANCEL_SIGNAL, DUMP_SIGNAL, signal.SIGTERM, signal.SIGKILL}
 
 
 @dataclass
@@ -131,7 +132,8 @@ def test_with_nothing_on_the_pipe_the_job_is_failed_and_its_worker_stopped(
 ) -> None:
     kill(rig)
     assert rig.reported() == [("j1", False)]
-    assert rig.slot.signals_sent & {signal.SIGTERM, signal.SIGKILL}
+    # Memory: SIGKILL at once; time limit: the stacks first, SIGTERM after DUMP_GRACE.
+    assert rig.slot.signals_sent & {DUMP_SIGNAL, signal.SIGKILL}
 
 
 def test_a_worker_over_the_hard_limit_whose_job_had_finished_is_replaced_not_killed(

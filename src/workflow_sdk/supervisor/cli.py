@@ -36,6 +36,7 @@ from workflow_sdk.supervisor.loop.arbiter import (
     Supervisor,
 )
 from workflow_sdk.supervisor.worker.handlers import load_registry
+from workflow_sdk.supervisor.worker.hooks import WorkerHooks
 
 # workflow_sdk.testing (the in-memory engine) is imported by the local-engine
 # subcommand only: a production supervisor never loads it.
@@ -221,6 +222,8 @@ def _check(path: str) -> int:
         print(f"{path}: supervisor.handlers: the handlers register no job types", file=sys.stderr)
         return EXIT_BOOT_FAILED
     print("job types: " + ", ".join(job_types))
+    if config.supervisor.hooks and not _check_hooks(path, config.supervisor.hooks):
+        return EXIT_BOOT_FAILED
     for warning in unhandled_job_types(config, job_types):
         print(f"warning: {warning}", file=sys.stderr)
     problem = checks.engine_problem(config.engine)
@@ -232,6 +235,21 @@ def _check(path: str) -> int:
     if config.engine.dispatch == "kafka":
         return _check_kafka(path, config, job_types)
     return 0
+
+
+def _check_hooks(path: str, name: str) -> bool:
+    """The hooks module imports (as a worker would); prints the hooks it defines."""
+    try:
+        hooks = WorkerHooks.load(name)
+    except ConfigError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return False
+    except Exception as exc:
+        print(f"{path}: supervisor.hooks: {name} failed to import:", file=sys.stderr)
+        print(checks.user_traceback(exc), file=sys.stderr)
+        return False
+    print(f"hooks: {name} ({', '.join(hooks.defined()) or 'none defined'})")
+    return True
 
 
 def _check_kafka(path: str, config: SupervisorConfig, job_types: list[str]) -> int:

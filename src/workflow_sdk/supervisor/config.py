@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from workflow_sdk.cpus import usable_cpus
 from workflow_sdk.errors import ConfigError
 from workflow_sdk.fate import IN_FLIGHT_WINDOW
 from workflow_sdk.jobcore import default_worker_id
 from workflow_sdk.kafka.offsets import DEFAULT_MAX_PENDING
 from workflow_sdk.sanitize import redact_url
 from workflow_sdk.supervisor import security
+from workflow_sdk.threads_limit import THREAD_ENV_VARS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,11 +47,10 @@ LOG_FORMATS = ("text", "json")
 
 
 def default_worker_count() -> int:
-    """CPUs this process may run on (respects affinity masks and cpusets)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """CPUs this process may really use: its affinity mask (cpusets included)
+    and the CPU quota of its cgroup, rounded down, at least 1
+    (``workflow_sdk.cpus.usable_cpus``)."""
+    return usable_cpus().count
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,22 @@ class SupervisorSection:
     lease_renewal_interval: float = 0.0
     #: Lease asked for at each renewal (5-3600 s); 0 = the engine's default.
     lease_seconds: int = 0
+    #: Threads of each worker's BLAS and OpenMP pools (OMP_NUM_THREADS and
+    #: the others of ``threads_limit.THREAD_ENV_VARS``, for the fork server
+    #: and every worker; pools already loaded are resized with threadpoolctl).
+    threads_per_worker: int = 1
+    #: Pin worker N to the Nth CPU this process may use (wrapping around).
+    cpu_affinity: bool = False
+    #: Log once per worker when the memory it owns (USS) passes this (0 = never).
+    memory_warning_mb: float = 0.0
+    #: A module of worker hooks: worker_init, before_job, after_job,
+    #: worker_exit (in the workers), child_exit (in this process, with
+    #: ``parent_hooks``).
+    hooks: str = ""
+    #: This process imports ``hooks`` too, to call its child_exit.
+    parent_hooks: bool = False
+    #: ``[supervisor.env]``: variables set for the fork server and every worker.
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def memory_hard_limit_mb(self) -> float:
@@ -171,6 +188,9 @@ class SupervisorConfig:
     #: The environment variables this configuration took secrets from (the
     #: token, [kafka.config_env]): kept from the worker processes.
     secret_env: tuple[str, ...] = (ENV_ENGINE_TOKEN,)
+    #: Where ``supervisor.workers`` came from when the file does not set it
+    #: (``UsableCpus.describe()``: "2 CPUs (affinity)"); "" when it does.
+    workers_from: str = ""
 
     def job_timeout(self, job_type: str) -> float:
         """Seconds a job of ``job_type`` may run; 0 means no limit."""
@@ -210,6 +230,11 @@ def _http_url(v: Any) -> str | None:
     ok = isinstance(v, str) and v.startswith(("http://", "https://")) and len(v) > 8
     shown = redact_url(v) if isinstance(v, str) else v
     return None if ok else f"must be an http:// or https:// URL, got {shown!r}"
+
+
+def _module_name(v: Any) -> str | None:
+    ok = bool(v) and all(part.isidentifier() for part in v.split("."))
+    return None if ok else f"{v!r} is not a module name like 'myapp.hooks'"
 
 
 def _handler_specs(v: Any) -> str | None:
@@ -253,6 +278,11 @@ _POOL: dict[str, _Spec] = {
     "lease_seconds": _Spec(
         "int", lambda v: None if v == 0 or 5 <= v <= 3600 else f"must be 0 or 5..3600, got {v!r}"
     ),
+    "threads_per_worker": _Spec("int", _at_least(1)),
+    "cpu_affinity": _Spec("bool"),
+    "memory_warning_mb": _Spec("float", _at_least(0)),
+    "hooks": _Spec("str", _module_name),
+    "parent_hooks": _Spec("bool"),
 }
 _METRICS: dict[str, _Spec] = {
     "port": _Spec("int", lambda v: None if 0 <= v <= 65535 else f"must be 0..65535, got {v!r}"),
@@ -380,8 +410,12 @@ def parse_config(
         token_key = f"${ENV_ENGINE_TOKEN}"
         _take_token(reader, engine, env[ENV_ENGINE_TOKEN], token_key)
 
-    pool_table = reader.table(data, "supervisor")
+    pool_table = dict(reader.table(data, "supervisor"))
+    worker_env = _env_table(reader, pool_table.pop("env", {}), secret_env)
     pool = reader.section(pool_table, "supervisor", _POOL)
+    pool["env"] = MappingProxyType(worker_env)
+    if pool.get("parent_hooks") and not pool_table.get("hooks"):
+        reader.problem("supervisor.parent_hooks", "needs supervisor.hooks (the module to import)")
     # A value of the wrong type is already reported by section().
     if require_handlers and pool_table.get("handlers") in (None, []):
         reader.problem(
@@ -421,6 +455,9 @@ def parse_config(
 
     if reader.problems:
         raise ConfigError("\n".join(reader.problems))
+    cpus = None if "workers" in pool else usable_cpus()
+    if cpus is not None:
+        pool["workers"] = cpus.count
     return SupervisorConfig(
         kafka=kafka,
         engine=EngineConfig(**engine),
@@ -431,6 +468,7 @@ def parse_config(
         source=source,
         warnings=tuple(f"{source}: {w.key}: {w.text}" for w in weak),
         secret_env=tuple(dict.fromkeys(secret_env)),
+        workers_from=cpus.describe() if cpus is not None else "",
     )
 
 
@@ -441,6 +479,28 @@ def _take_token(reader: _Reader, engine: dict[str, Any], token: str, key: str) -
         reader.problem(key, problem)
     else:
         engine["token"] = token
+
+
+def _env_table(reader: _Reader, table: Any, secret_env: list[str]) -> dict[str, str]:
+    """``[supervisor.env]``: NAME = "value" pairs for the workers. The thread
+    variables belong to ``threads_per_worker``, the secrets' to this process."""
+    if not isinstance(table, Mapping):
+        reader.problem("supervisor.env", 'must be a table of NAME = "value"')
+        return {}
+    env: dict[str, str] = {}
+    for name, value in table.items():
+        where = f"supervisor.env.{name}"
+        if not name or "=" in name or "\0" in name:
+            reader.problem(where, "is not an environment variable name")
+        elif name in THREAD_ENV_VARS:
+            reader.problem(where, "is set by supervisor.threads_per_worker: use that key")
+        elif name in secret_env:
+            reader.problem(where, "is a secret this configuration reads: workers never see it")
+        elif not isinstance(value, str) or "\0" in value:
+            reader.problem(where, f"must be a string, got {value!r}")
+        else:
+            env[name] = value
+    return env
 
 
 def _config_env_names(data: Mapping[str, Any]) -> list[str]:

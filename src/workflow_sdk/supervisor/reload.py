@@ -5,8 +5,8 @@ one running (and no worker is replaced). What this process's threads and
 servers were built with waits for a restart, and the log says so for each
 key that changed: ``[engine]``, ``[metrics]``, ``[kafka]``, and in
 ``[supervisor]`` the ``worker_id``, ``report_deadline``, ``lease_renewal``,
-``lease_seconds`` and ``preload_handlers``. The pool size goes back to the
-file's, undoing SIGTTIN/SIGTTOU.
+``lease_seconds``, ``preload_handlers`` and ``parent_hooks``. The pool size
+goes back to the file's, undoing SIGTTIN/SIGTTOU.
 
 A configuration that loads is still only on trial (``Reload``): the reload's
 first worker boots from it, and only once that worker is ready does the
@@ -36,13 +36,14 @@ log = logging.getLogger("workflow_sdk.supervisor")
 RESTART_SECTIONS = ("engine", "metrics", "kafka")
 #: ``[supervisor]`` keys read once at start (the reporters' deadline, the
 #: renewal probe, the poller's and the reporters' worker id, the fork server's
-#: preload list).
+#: preload list, the hooks module this process imported).
 RESTART_KEYS = (
     "worker_id",
     "report_deadline",
     "lease_renewal",
     "lease_seconds",
     "preload_handlers",
+    "parent_hooks",
 )
 
 

@@ -2,8 +2,10 @@
 
 Served from a fresh registry holding a ``MultiProcessCollector`` (the sum of
 the workers' and the supervisor's metric files) and ``PoolCollector``, which
-reads the supervisor's counters and each worker's RSS and CPU at scrape time
-(and, with ``dispatch = "kafka"``, the Kafka source's counters).
+reads the supervisor's counters and each worker's RSS and CPU at scrape time,
+its USS and PSS from the main loop's last sample (a read of smaps_rollup
+costs too much to repeat per scrape), and, with ``dispatch = "kafka"``, the
+Kafka source's counters.
 No metric is registered on that registry directly: it would appear twice.
 
 The server is prometheus_client's WSGI application on a server of our own:
@@ -195,12 +197,32 @@ class PoolCollector(Collector):
         if self._kafka is not None:
             yield from kafka_metrics(self._kafka())
         rss = GaugeMetricFamily(
-            PREFIX + "worker_rss_bytes", "Resident memory of each worker", labels=["slot"]
+            PREFIX + "worker_rss_bytes",
+            "Resident memory of each worker (RSS: pages it shares with the fork server and "
+            "the other workers, a preloaded model's, count in full)",
+            labels=["slot"],
+        )
+        uss = GaugeMetricFamily(
+            PREFIX + "worker_uss_bytes",
+            "Memory each worker alone holds (USS, what its exit gives back; what "
+            "max_memory_mb counts), at the supervisor's last sample",
+            labels=["slot"],
+        )
+        pss = GaugeMetricFamily(
+            PREFIX + "worker_pss_bytes",
+            "Each worker's share of the memory it maps (PSS: shared pages divided between "
+            "the processes that map them; the workers' sum is their real total), at the "
+            "supervisor's last sample",
+            labels=["slot"],
         )
         cpu = CounterMetricFamily(
             PREFIX + "worker_cpu_seconds", "CPU time used by each worker", labels=["slot"]
         )
         for worker in workers:
+            if worker.uss is not None:
+                uss.add_metric([str(worker.slot)], worker.uss)
+            if worker.pss is not None:
+                pss.add_metric([str(worker.slot)], worker.pss)
             if worker.ps is None:
                 continue
             try:
@@ -216,6 +238,8 @@ class PoolCollector(Collector):
             rss.add_metric([str(worker.slot)], memory)
             cpu.add_metric([str(worker.slot)], times.user + times.system)
         yield rss
+        yield uss
+        yield pss
         yield cpu
 
 

@@ -153,8 +153,10 @@ EXIT_STATUSES: tuple[ExitStatus, ...] = (
     ExitStatus(
         EXIT_BOOT_FAILED,
         "EXIT_BOOT_FAILED",
-        "workers cannot start (the handlers fail to import)",
-        "the handlers cannot be imported, or register no job types",
+        "workers cannot start (the handlers fail to import, or the hooks' worker_init "
+        "raises); also: parent_hooks = true and the hooks module cannot be imported in "
+        "the supervisor",
+        "the handlers (or the hooks module) cannot be imported, or register no job types",
     ),
     ExitStatus(
         EXIT_ENGINE_UNREACHABLE,

@@ -15,6 +15,7 @@ RESTART_REASONS = (
     "timeout",
     "recycle_jobs",
     "recycle_memory",
+    "memory_kill",
     "reload",
     "scale",
     "stale",

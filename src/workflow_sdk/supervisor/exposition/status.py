@@ -35,6 +35,10 @@ class WorkerView:
     jobs_done: int = 0
     #: its last memory sample (after each job, or the parent's every second)
     rss_bytes: int = 0
+    #: Its USS and PSS at the parent's last full memory sample (None: none yet,
+    #: or no smaps_rollup on this kernel).
+    uss: int | None = None
+    pss: int | None = None
 
 
 @dataclass(frozen=True)

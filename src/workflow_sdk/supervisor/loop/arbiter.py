@@ -51,12 +51,14 @@ from workflow_sdk.supervisor.exposition.stats import SupervisorStats
 from workflow_sdk.supervisor.exposition.systemd import SYSTEMD_ENV, SystemdNotifier
 from workflow_sdk.supervisor.io.renewal import RenewalUnavailableError
 from workflow_sdk.supervisor.io.source import PollResult, SourceOpener, SourceUnavailableError
+from workflow_sdk.supervisor.loop import worker_setup
 from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy
 from workflow_sdk.supervisor.loop.control import TOGGLE, IntakeControl
 from workflow_sdk.supervisor.loop.drain import Drain, DrainStep
 from workflow_sdk.supervisor.loop.intake import REPORT_HOLD, Intake, PollVerdict
 from workflow_sdk.supervisor.loop.ledger import JobLedger
 from workflow_sdk.supervisor.loop.lifecycle import WorkerLifecycle
+from workflow_sdk.supervisor.loop.parent_hooks import HooksImportError
 from workflow_sdk.supervisor.loop.phase import Phase
 from workflow_sdk.supervisor.loop.pool import BootVerdict, ReloadStep, WorkerPool
 from workflow_sdk.supervisor.loop.publisher import Publisher
@@ -68,7 +70,6 @@ from workflow_sdk.supervisor.loop.stops import Stopper
 from workflow_sdk.supervisor.loop.waitset import WaitSet
 from workflow_sdk.supervisor.loop.watch import RunningJobWatch
 from workflow_sdk.supervisor.reload import Reload, reload_config
-from workflow_sdk.supervisor.worker.main import WorkerSpec
 from workflow_sdk.supervisor.worker.protocol import BootFailed, JobDone, Ready
 
 log = logging.getLogger("workflow_sdk.supervisor")
@@ -197,6 +198,8 @@ class Supervisor:
             os.environ.pop(name, None)
         for warning in config.warnings:
             log.warning("%s", warning)
+        for warning in worker_setup.start_warnings(config.supervisor, os.environ):
+            log.warning("%s", warning)
         self.signals.install()
         self._closing.callback(self.signals.close)
         try:
@@ -217,13 +220,16 @@ class Supervisor:
         except RenewalUnavailableError as exc:
             self._fatal(EXIT_ERROR, f'lease_renewal = "required": {exc}')
             return
+        except HooksImportError as exc:
+            self._fatal(EXIT_BOOT_FAILED, str(exc))
+            return
         self.intake, self.publisher, self.desk = rooms.intake, rooms.publisher, rooms.desk
         self.watch, self.stopper, self.drain = rooms.watch, rooms.stopper, rooms.drain
         self.life, self.metrics_port, self.control = rooms.life, rooms.metrics_port, rooms.control
         self.start_worker, self._open_source = rooms.start_worker, rooms.open_source
         log.info(
-            "supervisor starting: %d workers, engine %s, worker id %s",
-            self.pool.target,
+            "supervisor starting: %s, engine %s, worker id %s",
+            worker_setup.start_line(config, self.pool.target),
             redact_url(config.engine.url),
             config.supervisor.worker_id,
         )
@@ -368,12 +374,10 @@ class Supervisor:
     def _spawn(self, *, surge: bool = False) -> WorkerSlot | None:
         slot_no = self.pool.next_slot_number()
         config = self.reload.config_for(self.config, surge=surge)
-        spec = WorkerSpec(
-            number=slot_no,
-            handlers=tuple(config.supervisor.handlers),
-            registry=self.registry,
-            log_level=config.logging.level,
-            log_format=config.logging.format,
+        spec = worker_setup.worker_spec(
+            config,
+            slot_no,
+            self.registry,
             scrub_env=(*PRIVATE_ENV, *config.secret_env),
             metrics_dir=self.publisher.metrics_dir,
         )

@@ -50,12 +50,26 @@ def log_outcome(outcome: Outcome, entry: JobEntry, slot: int, now: float) -> Non
     text = (
         f"job {entry.job_id} ({entry.job_type}) of instance {entry.instance_id} failed "
         f"on worker-{slot} after {outcome.duration:.3f} s "
-        f"({'retryable' if outcome.retryable else 'not retryable'}): {outcome.error_message}"
+        f"({failure_kind(outcome, entry)}): {outcome.error_message}"
     )
     # The handler's traceback belongs to this line, not to a second event:
     # its block, below the line (in JSON, in the same message).
     extra: dict[str, str] = {**job_fields(entry, slot), DETAILS: outcome.traceback}
     log.warning("%s", text, extra=extra)
+
+
+def failure_kind(outcome: Outcome, entry: JobEntry) -> str:
+    """What the engine does with this fail once it is sent: ``retryable`` (it
+    runs the job again), or the instance fails: ``not retryable``, or
+    retryable with no retries left (the engine treats both alike: a
+    ``(retryable)`` there read as if the job would run again). A job without
+    ``retriesRemaining`` (not known) says ``retryable``."""
+    if not outcome.retryable:
+        return "not retryable"
+    retries = entry.context.get("retriesRemaining")
+    if isinstance(retries, int) and not isinstance(retries, bool) and retries <= 0:
+        return "no retries left: fails the instance"
+    return "retryable"
 
 
 def log_stopped(entry: JobEntry, slot: int, stale: bool, detail: str) -> None:
@@ -72,4 +86,4 @@ def log_stopped(entry: JobEntry, slot: int, stale: bool, detail: str) -> None:
     )
 
 
-__all__ = ["job_fields", "log_outcome", "log_stopped"]
+__all__ = ["failure_kind", "job_fields", "log_outcome", "log_stopped"]

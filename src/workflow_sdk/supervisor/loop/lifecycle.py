@@ -2,11 +2,17 @@
 
 The arbiter starts each process (it is the only place that does) and hands
 the rest here: the slot record of a started process, what a worker's
-"ready" means, its memory samples (``sample_rss``: a verdict on the workers
-over the hard limit and the idle ones a recycle rule may retire) and when it
-is due for replacement, what its exit means for its job and the restart
-counts, and the final reaping. Boot failures end in the pool's verdict
+"ready" means, its memory samples (``sample_memory``: a verdict on the
+workers over the hard limit, over the warning threshold, and the idle ones a
+recycle rule may retire) and when it is due for replacement, what its exit
+means for its job and the restart counts (and the ``child_exit`` hook), and
+the final reaping. Boot failures end in the pool's verdict
 (``pool.BootVerdict``), which the arbiter carries out.
+
+Memory: the limits count what a worker owns (``WorkerSlot.owned_bytes``),
+not its RSS, which counts in full the pages it shares with the fork server
+and the other workers (a preloaded model); see ``memory_watch`` for the
+reads and their cost.
 """
 
 from __future__ import annotations
@@ -14,13 +20,12 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 import psutil
 
+from workflow_sdk.memory import smaps_rollup_supported
 from workflow_sdk.supervisor.config import (
     SupervisorConfig,
     SupervisorSection,
@@ -28,6 +33,16 @@ from workflow_sdk.supervisor.config import (
 )
 from workflow_sdk.supervisor.exposition.logs import DETAILS
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
+from workflow_sdk.supervisor.loop.memory_watch import (
+    RSS_SAMPLE_INTERVAL,
+    MemoryReader,
+    apply_full,
+    due_for_full,
+    memory_rules,
+    sample_memory,
+    uses_full_reads,
+)
+from workflow_sdk.supervisor.loop.parent_hooks import ParentHooks, WorkerExit
 from workflow_sdk.supervisor.loop.pool import BootVerdict, RecyclePolicy, WorkerPool
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.loop.stops import KILL_GRACE, Stopper
@@ -35,13 +50,10 @@ from workflow_sdk.supervisor.worker.protocol import Ready
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
-#: Seconds between RSS samples of busy workers.
-RSS_SAMPLE_INTERVAL = 1.0
 
-
-def recycle_policy(settings: SupervisorSection) -> RecyclePolicy:
+def recycle_policy(settings: SupervisorSection, *, wait_for_uss: bool = False) -> RecyclePolicy:
     return RecyclePolicy(
-        settings.max_jobs_per_child, settings.max_jobs_jitter, settings.max_memory_mb
+        settings.max_jobs_per_child, settings.max_jobs_jitter, settings.max_memory_mb, wait_for_uss
     )
 
 
@@ -54,50 +66,37 @@ def process_handle(pid: int) -> psutil.Process | None:
         return None
 
 
-@dataclass(frozen=True)
-class MemoryVerdict:
-    """What one round of RSS samples asks of the arbiter."""
-
-    #: workers running a job with RSS over the hard limit: kill, fail the job
-    kill: list[WorkerSlot]
-    #: idle workers with a fresh sample: check whether to recycle them
-    idle: list[WorkerSlot]
-
-
-def sample_rss(slots: Iterable[WorkerSlot], hard_limit_bytes: float) -> MemoryVerdict:
-    """Read each worker's RSS (recorded in its slot); judge it against the
-    hard limit (0 = none), during jobs too."""
-    kill: list[WorkerSlot] = []
-    idle: list[WorkerSlot] = []
-    for slot in slots:
-        if slot.ps is None or slot.state is SlotState.STOPPING:
-            continue
-        try:
-            rss = slot.ps.memory_info().rss
-        except (psutil.Error, OSError):
-            # Gone; or /proc could not be opened (EMFILE: out of file
-            # descriptors): keep the last sample, try again next round.
-            continue
-        if rss == 0:
-            continue  # exited and not yet reaped: keep the last real sample
-        slot.sampled(rss)
-        if hard_limit_bytes and slot.job is not None and rss > hard_limit_bytes:
-            kill.append(slot)
-        elif slot.state is SlotState.IDLE:
-            idle.append(slot)
-    return MemoryVerdict(kill, idle)
+def open_memory_reader() -> MemoryReader | None:
+    """The full reads' thread, where this kernel has smaps_rollup (Linux 4.14+)."""
+    return MemoryReader() if smaps_rollup_supported() else None
 
 
 class WorkerLifecycle:
     """Records, readiness, recycling, memory and exits of the workers (see
     the module doc)."""
 
-    def __init__(self, pool: WorkerPool, stopper: Stopper, stats: SupervisorStats) -> None:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        stopper: Stopper,
+        stats: SupervisorStats,
+        *,
+        hooks: ParentHooks | None = None,
+        reader: MemoryReader | None = None,
+        gauges: bool = False,
+    ) -> None:
         self.pool = pool
         self.stopper = stopper
         self.stats = stats
-        #: monotonic time of the next RSS samples (the loop checks it each tick)
+        #: ``child_exit``, with ``parent_hooks = true``
+        self.hooks = hooks or ParentHooks()
+        #: monotonic time of the next memory samples (the loop checks it each tick)
         self.next_rss_sample = 0.0
+        #: Full reads (smaps_rollup) on its own thread; None where the kernel
+        #: has no smaps_rollup (the limits then count RSS).
+        self.reader = reader
+        #: /metrics shows the USS and PSS gauges (full reads are made for them).
+        self.gauges = gauges
 
     def started(
         self,
@@ -138,23 +137,60 @@ class WorkerLifecycle:
             slot.close_channel(time.monotonic())
 
     def check_recycle(self, slot: WorkerSlot, settings: SupervisorSection) -> None:
-        """Retire the worker after its current job when a recycle rule says so."""
-        reason = self.pool.recycle_reason(slot, recycle_policy(settings))
+        """Retire the worker after its current job when a recycle rule says so
+        (and say once that it passed ``memory_warning_mb``)."""
+        full = self.full_reads(settings)
+        warn = settings.memory_warning_mb
+        known = not full or not slot.awaiting_full_read()
+        if warn and known and not slot.memory_warned and slot.owned_bytes > warn * 2**20:
+            self.warn_memory(slot, settings)
+        reason = self.pool.recycle_reason(slot, recycle_policy(settings, wait_for_uss=full))
         if reason == "recycle_jobs":
             log.info("worker-%d ran %d jobs; replacing it", slot.number, slot.jobs_done)
         elif reason == "recycle_memory":
             log.warning(
-                "worker-%d uses %.0f MiB, over max_memory_mb = %g; replacing it",
+                "worker-%d %s, over max_memory_mb = %g; replacing it",
                 slot.number,
-                slot.rss_bytes / 2**20,
+                slot.memory_text(),
                 settings.max_memory_mb,
             )
         if reason is not None:
             slot.retire(reason, time.monotonic())
 
+    def warn_memory(self, slot: WorkerSlot, settings: SupervisorSection) -> None:
+        """Once per worker: its memory passed ``memory_warning_mb``."""
+        slot.warned_memory()
+        if settings.max_memory_mb:
+            limits = f"it is replaced past max_memory_mb = {settings.max_memory_mb:g}"
+        else:
+            limits = "no memory limit is set (max_memory_mb = 0)"
+        log.warning(
+            "worker-%d %s, over memory_warning_mb = %g; %s",
+            slot.number,
+            slot.memory_text(),
+            settings.memory_warning_mb,
+            limits,
+        )
+
+    def full_reads(self, settings: SupervisorSection) -> bool:
+        """Workers' memory is read in full (USS): the kernel can, and a
+        memory rule or the gauges use it."""
+        return self.reader is not None and uses_full_reads(settings, gauges=self.gauges)
+
     def sample_memory(self, now: float, settings: SupervisorSection) -> None:
-        """Read each worker's RSS; enforce the memory limits during jobs too."""
-        verdict = sample_rss(list(self.pool.slots.values()), settings.memory_hard_limit_mb * 2**20)
+        """Read each worker's memory; enforce the memory limits during jobs too.
+
+        The full reads asked for now are answered on the reader's thread and
+        applied at a later round; those answered since the last round first."""
+        rules = memory_rules(settings, full_reads=self.full_reads(settings))
+        slots = list(self.pool.slots.values())
+        if self.reader is not None:
+            for slot in due_for_full(slots, rules, now):
+                self.reader.ask(slot.number, slot.pid)
+            apply_full(self.pool.slots, self.reader.take())
+        verdict = sample_memory(slots, rules)
+        for slot in verdict.warn:
+            self.warn_memory(slot, settings)
         for slot in verdict.kill:
             if slot.job is not None:
                 self.stopper.kill_for_memory(slot, slot.job, now, settings.memory_hard_limit_mb)
@@ -164,9 +200,25 @@ class WorkerLifecycle:
 
     def on_exit(self, slot: WorkerSlot, *, draining: bool) -> str | None:
         """The worker's process has ended (and was joined): it leaves the pool,
-        its job is failed. Returns the boot error when it died before it was
-        ready (the arbiter then asks ``boot_failed``), else None."""
-        how, signum = describe_exit(slot.process.exitcode)
+        its job is failed, ``child_exit`` is told. Returns the boot error when
+        it died before it was ready (the arbiter then asks ``boot_failed``),
+        else None."""
+        how, _ = describe_exit(slot.process.exitcode)
+        boot_error = self._exited(slot, how, draining=draining)
+        self.hooks.child_exit(
+            WorkerExit(
+                slot.number,
+                slot.pid,
+                slot.process.exitcode,
+                how,
+                slot.exit_reason or ("boot_failed" if boot_error is not None else ""),
+                slot.exit_job_type,
+            )
+        )
+        return boot_error
+
+    def _exited(self, slot: WorkerSlot, how: str, *, draining: bool) -> str | None:
+        _, signum = describe_exit(slot.process.exitcode)
         self.pool.remove(slot)
         slot.conn.close()
         now = time.monotonic()
@@ -220,10 +272,8 @@ class WorkerLifecycle:
 
 
 __all__ = [
-    "RSS_SAMPLE_INTERVAL",
-    "MemoryVerdict",
     "WorkerLifecycle",
+    "open_memory_reader",
     "process_handle",
     "recycle_policy",
-    "sample_rss",
 ]

@@ -44,6 +44,9 @@ class RecyclePolicy:
     max_jobs: int = 0
     jitter: float = 0.1
     max_memory_mb: float = 0.0
+    #: The memory a worker owns is read in full (USS): until its first full
+    #: read, its RSS (the shared pages too) says nothing about it.
+    wait_for_uss: bool = False
 
     def draw_max_jobs(self, rng: random.Random | None = None) -> int:
         """Each worker's own job limit, so that workers do not all restart at once."""
@@ -109,7 +112,10 @@ class WorkerPool:
             return None
         if slot.max_jobs and slot.jobs_done >= slot.max_jobs:
             return "recycle_jobs"
-        if policy.max_memory_mb and slot.rss_bytes > policy.max_memory_mb * 2**20:
+        # What it owns (USS and what it grew since), not the pages it shares.
+        if policy.wait_for_uss and slot.awaiting_full_read():
+            return None
+        if policy.max_memory_mb and slot.owned_bytes > policy.max_memory_mb * 2**20:
             return "recycle_memory"
         return None
 

@@ -265,6 +265,8 @@ def _view(slot: WorkerSlot) -> WorkerView:
         job_started=job.started_at if job is not None else 0.0,
         jobs_done=slot.jobs_done,
         rss_bytes=slot.rss_bytes,
+        uss=slot.uss_bytes,
+        pss=slot.pss_bytes,
     )
 
 

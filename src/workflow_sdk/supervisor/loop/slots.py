@@ -84,22 +84,29 @@ class WorkerSlot:
         "exit_job_type",
         "exit_overdue",
         "exit_reason",
+        "full_read_failed",
         "job",
         "job_types",
         "jobs_done",
         "kill_at",
+        "kill_grace",
         "max_jobs",
+        "memory_warned",
+        "next_full_sample",
         "number",
         "pid",
         "process",
         "ps",
+        "pss_bytes",
         "retiring",
+        "rss_at_full_sample",
         "rss_bytes",
         "sentinel",
         "signals_sent",
         "state",
         "surge",
         "term_at",
+        "uss_bytes",
     )
 
     if TYPE_CHECKING:
@@ -136,7 +143,31 @@ class WorkerSlot:
 
         @property
         def rss_bytes(self) -> int:
-            """Its last memory sample (its own after each job, or the parent's)."""
+            """Its last RSS sample (its own after each job, or the parent's)."""
+
+        @property
+        def uss_bytes(self) -> int | None:
+            """Its memory alone (USS) at its last full sample (smaps_rollup), if any."""
+
+        @property
+        def pss_bytes(self) -> int | None:
+            """Its share of the memory it maps (PSS) at its last full sample, if any."""
+
+        @property
+        def rss_at_full_sample(self) -> int:
+            """Its RSS at that full sample (what it grew since counts as its own)."""
+
+        @property
+        def next_full_sample(self) -> float:
+            """Monotonic time from which its next full sample may be asked for."""
+
+        @property
+        def memory_warned(self) -> bool:
+            """Its memory passed ``memory_warning_mb`` (logged once)."""
+
+        @property
+        def full_read_failed(self) -> bool:
+            """Its last full read failed (or it has no pid): its RSS is judged."""
 
         @property
         def boot_deadline(self) -> float: ...
@@ -148,7 +179,11 @@ class WorkerSlot:
 
         @property
         def term_at(self) -> float | None:
-            """Monotonic time at which SIGTERM follows the cancel signal we sent."""
+            """Monotonic time at which SIGTERM follows the cancel (or dump) signal we sent."""
+
+        @property
+        def kill_grace(self) -> float | None:
+            """Seconds from that SIGTERM to SIGKILL (None: the escalation's own)."""
 
         @property
         def exit_by(self) -> float | None:
@@ -205,9 +240,16 @@ class WorkerSlot:
         _set(self, "job", None)
         _set(self, "jobs_done", 0)
         _set(self, "rss_bytes", 0)
+        _set(self, "uss_bytes", None)
+        _set(self, "pss_bytes", None)
+        _set(self, "rss_at_full_sample", 0)
+        _set(self, "next_full_sample", 0.0)
+        _set(self, "memory_warned", False)
+        _set(self, "full_read_failed", False)
         _set(self, "boot_error", "")
         _set(self, "kill_at", None)
         _set(self, "term_at", None)
+        _set(self, "kill_grace", None)
         _set(self, "exit_by", None)
         _set(self, "exit_overdue", False)
         _set(self, "signals_sent", frozenset())
@@ -309,8 +351,51 @@ class WorkerSlot:
         _set(self, "exit_reason", self.exit_reason or "crash")
 
     def sampled(self, rss_bytes: int) -> None:
-        """The parent's memory sample of it."""
+        """The parent's RSS sample of it."""
         _set(self, "rss_bytes", rss_bytes)
+
+    def full_sample_asked(self, next_due: float) -> None:
+        """A full sample of it (smaps_rollup) was asked for; the next is due at ``next_due``."""
+        _set(self, "next_full_sample", next_due)
+
+    def sampled_full(self, rss: int, pss: int | None, uss: int | None) -> None:
+        """The parent's full sample of it (smaps_rollup)."""
+        _set(self, "rss_bytes", rss)
+        _set(self, "rss_at_full_sample", rss)
+        _set(self, "pss_bytes", pss)
+        _set(self, "uss_bytes", uss)
+        _set(self, "full_read_failed", uss is None)
+
+    def full_read_missed(self) -> None:
+        """Its full read failed: its RSS is judged until one succeeds."""
+        _set(self, "full_read_failed", True)
+
+    def awaiting_full_read(self) -> bool:
+        """No full read of it yet, and none failed: its RSS (the shared pages
+        included) says nothing about what it owns until the first arrives."""
+        return self.uss_bytes is None and not self.full_read_failed
+
+    def warned_memory(self) -> None:
+        """Its memory warning was logged (once per worker)."""
+        _set(self, "memory_warned", True)
+
+    @property
+    def owned_bytes(self) -> int:
+        """The memory it owns, for its limits: its USS at the last full sample
+        plus what its RSS grew since (new memory is its own); its RSS where no
+        USS was read (no smaps_rollup, or no full sample yet)."""
+        if self.uss_bytes is None:
+            return self.rss_bytes
+        return self.uss_bytes + max(0, self.rss_bytes - self.rss_at_full_sample)
+
+    def memory_text(self) -> str:
+        """``"uses 812 MiB of its own (USS; RSS 1020 MiB)"``, or ``"uses 812 MiB (RSS)"``."""
+        if self.uss_bytes is None:
+            return f"uses {self.rss_bytes / 2**20:.0f} MiB (RSS)"
+        return (
+            f"uses {self.owned_bytes / 2**20:.0f} MiB of its own "
+            f"(USS; RSS {self.rss_bytes / 2**20:.0f} MiB)"
+        )
 
     # -- telling it to go -----------------------------------------------------------
 
@@ -335,6 +420,20 @@ class WorkerSlot:
         """Leave the pool now: SIGTERM, SIGKILL after ``grace`` (its job is over)."""
         _set(self, "retiring", True)
         self.terminate(now, grace)
+
+    def dump_then_terminate(
+        self, dump_signal: int, now: float, dump_grace: float, kill_grace: float | None = None
+    ) -> None:
+        """Its job is over (past its time limit, or the drain's): ``dump_signal``
+        now (the worker writes its threads' stacks to its stderr), SIGTERM
+        ``dump_grace`` seconds later, SIGKILL ``kill_grace`` after that (None:
+        the escalation's own grace). It leaves the pool."""
+        _set(self, "retiring", True)
+        _set(self, "state", SlotState.STOPPING)
+        self.send_signal(dump_signal)
+        _set(self, "exit_by", None)
+        _set(self, "term_at", now + dump_grace)
+        _set(self, "kill_grace", kill_grace)
 
     def kill(self) -> None:
         """Leave the pool now: SIGKILL, no grace (its memory is over the hard limit)."""
@@ -381,7 +480,7 @@ class WorkerSlot:
             _set(self, "exit_overdue", True)
             self.terminate(now, kill_grace)
         elif step is Overdue.TERM:
-            self.terminate(now, kill_grace)
+            self.terminate(now, self.kill_grace if self.kill_grace is not None else kill_grace)
         elif step is Overdue.KILL:
             self.send_signal(signal.SIGKILL)
             _set(self, "kill_at", None)

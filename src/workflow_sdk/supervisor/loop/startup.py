@@ -6,8 +6,9 @@ order: the metrics files, the intake, its pause control and the publisher
 server and its preload list), what the engine's client can do (``plan_checks``: lease renewal and
 stale checks, the ledger told which are in effect), the report desk and
 its reporter threads, the watch over running jobs, the stopper, the drain,
-the workers' lifecycle, and where jobs will come from (``default_opener``:
-the poller, or the Kafka feeder; opened with the first ready worker). Each
+the workers' lifecycle (and its thread of full memory reads), and where
+jobs will come from (``default_opener``: the poller, or the Kafka feeder;
+opened with the first ready worker). Each
 thread or server it starts is registered on the caller's ``ExitStack``, so
 that closing it undoes a start however far it got. Nothing here forks: the
 arbiter starts the workers.
@@ -44,14 +45,16 @@ from workflow_sdk.supervisor.loop.control import IntakeControl
 from workflow_sdk.supervisor.loop.drain import Drain
 from workflow_sdk.supervisor.loop.intake import Intake
 from workflow_sdk.supervisor.loop.ledger import JobLedger
-from workflow_sdk.supervisor.loop.lifecycle import WorkerLifecycle
+from workflow_sdk.supervisor.loop.lifecycle import WorkerLifecycle, open_memory_reader
 from workflow_sdk.supervisor.loop.pool import WorkerPool
 from workflow_sdk.supervisor.loop.publisher import Publisher, open_metrics
 from workflow_sdk.supervisor.loop.reports import ReportDesk, ReportSink, StartReporter
 from workflow_sdk.supervisor.loop.slots import WorkerSlot
 from workflow_sdk.supervisor.loop.stops import Stopper
 from workflow_sdk.supervisor.loop.watch import RunningJobWatch
+from workflow_sdk.supervisor.loop.worker_setup import parent_hooks, worker_env
 from workflow_sdk.supervisor.worker.main import ENV_PRELOAD_MODULES, WorkerSpec, worker_main
+from workflow_sdk.supervisor.worker.process_setup import ENV_FORK_SERVER, fork_server_env
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -65,14 +68,25 @@ class WorkerStarter(Protocol):
 
 def fork_server_preload(settings: SupervisorSection) -> list[str]:
     """The modules the fork server imports once: every worker forked from it
-    starts with them loaded. Handler modules only on request: a module
-    preloaded there is not re-imported by the workers a reload starts."""
+    starts with them loaded. Handler modules (and the hooks module) only on
+    request: a module preloaded there is not re-imported by the workers a
+    reload starts.
+
+    The fork server's environment is this process's when it starts: the
+    workers' variables (``worker_setup.worker_env``) go to it through
+    ``ENV_FORK_SERVER``, applied by its first module before any other loads a
+    BLAS or OpenMP runtime; this process's own environment keeps its values
+    (``[supervisor.env]`` may hold a proxy meant for the handlers, not for the
+    engine's client)."""
+    os.environ[ENV_FORK_SERVER] = fork_server_env(worker_env(settings))
     preload = [
         "workflow_sdk.supervisor.worker.forkserver_init",
         "workflow_sdk.supervisor.worker.main",
     ]
     if settings.preload_handlers:
         modules = [spec.partition(":")[0] for spec in settings.handlers]
+        if settings.hooks:
+            modules.append(settings.hooks)
         os.environ[ENV_PRELOAD_MODULES] = ",".join(modules)
         # By name: importing that module here would load the handlers.
         preload.append("workflow_sdk.supervisor.worker.preload")
@@ -234,11 +248,14 @@ def open_rooms(
     reads what a worker sent before it stops it); ``source`` and
     ``start_worker`` replace the defaults (``default_opener``, the fork server).
 
-    :raises RenewalUnavailableError: lease renewal is required and the engine
+    :raises HooksImportError: ``parent_hooks = true`` and the hooks module
+        cannot be imported here (nothing was started);
+        ``RenewalUnavailableError``: lease renewal is required and the engine
         could not be asked (no thread was started); ``ConfigError``: the
         metrics port or directory cannot be used, or renewal is required and
         the engine cannot renew.
     """
+    hooks = parent_hooks(config.supervisor)  # first: it may refuse
     files = open_metrics(config.metrics) if config.metrics.port is not None else None
     metrics = files.metrics if files is not None else None
     poll_interval = config.supervisor.poll_interval
@@ -278,7 +295,12 @@ def open_rooms(
     closing.callback(watch.close)
     closing.callback(intake.close)
     stopper = Stopper(pool, ledger, intake, desk, stats, watch=watch, collect=collect)
-    life = WorkerLifecycle(pool, stopper, stats)
+    memory_reader = open_memory_reader()
+    if memory_reader is not None:
+        closing.callback(memory_reader.close)
+    life = WorkerLifecycle(
+        pool, stopper, stats, hooks=hooks, reader=memory_reader, gauges=files is not None
+    )
 
     def reap() -> None:
         life.reap_all(time.monotonic())

@@ -32,6 +32,7 @@ from workflow_sdk.supervisor.loop.reports import ReportDesk
 from workflow_sdk.supervisor.loop.slots import EXIT_GRACE, Overdue, WorkerSlot
 from workflow_sdk.supervisor.loop.watch import RunningJobWatch, StopJob
 from workflow_sdk.supervisor.worker.main import CANCEL_SIGNAL
+from workflow_sdk.supervisor.worker.process_setup import DUMP_SIGNAL, DUMP_SIGNAL_NAME
 
 log = logging.getLogger("workflow_sdk.supervisor")
 
@@ -44,6 +45,10 @@ CANCEL_GRACE = 1.0
 #: Seconds between SIGTERM and SIGKILL for a worker whose job is given up
 #: at shutdown.
 ABANDON_GRACE = 1.0
+#: Seconds between the stack-dump signal and SIGTERM: the dump is written
+#: from the signal handler at once (milliseconds); this leaves it time to
+#: reach the log before the process is stopped.
+DUMP_GRACE = 0.5
 
 
 class Stopper:
@@ -117,8 +122,8 @@ class Stopper:
                 )
         for slot in self.pool.boot_overdue(now):
             slot.boot_failed(
-                f"not ready after {boot_timeout:g} s "
-                "(boot_timeout); does importing the handlers hang?"
+                f"not ready after {boot_timeout:g} s (boot_timeout); does importing "
+                "the handlers (or the hooks' worker_init) hang?"
             )
             slot.send_signal(signal.SIGKILL)
 
@@ -165,29 +170,42 @@ class Stopper:
     def time_out(self, slot: WorkerSlot, entry: JobEntry, now: float) -> None:
         if self.finished_meanwhile(slot, entry):
             return
-        message = f"timed out after {entry.timeout:g} s (worker pid {slot.pid} killed)"
-        slot.stop(now, KILL_GRACE)
+        message = (
+            f"timed out after {entry.timeout:g} s (worker pid {slot.pid} killed; "
+            f"the stacks of its threads, dumped on {DUMP_SIGNAL_NAME}, are in the log)"
+        )
+        # The dump has no header of its own naming the worker: this line does.
+        log.warning(
+            "worker-%d (pid %d) passed the time limit of job %s (%s): the stacks of its "
+            "threads follow",
+            slot.number,
+            slot.pid,
+            entry.job_id,
+            entry.job_type,
+        )
+        slot.dump_then_terminate(DUMP_SIGNAL, now, DUMP_GRACE)
         self.fail_running(slot, entry, message, "timeout", now)
 
     def kill_for_memory(self, slot: WorkerSlot, entry: JobEntry, now: float, limit: float) -> None:
-        rss = slot.rss_bytes  # the sample over the limit (a result read now brings its own)
+        # The sample over the limit (a result read now brings its own RSS).
+        memory = slot.memory_text()
         if self.finished_meanwhile(slot, entry):
             if not slot.retiring:
                 log.warning(
-                    "worker-%d uses %.0f MiB, over max_memory_hard_mb = %g, and has just "
-                    "finished its job (its result is kept); replacing it",
+                    "worker-%d %s, over max_memory_hard_mb = %g, and has just finished its "
+                    "job (its result is kept); replacing it",
                     slot.number,
-                    rss / 2**20,
+                    memory,
                     limit,
                 )
                 slot.retire("recycle_memory", now)
             return
         message = (
-            f"worker pid {slot.pid} (worker-{slot.number}) killed: RSS reached "
-            f"{rss / 2**20:.0f} MiB, over max_memory_hard_mb = {limit:g}"
+            f"worker pid {slot.pid} (worker-{slot.number}) killed: it {memory}, "
+            f"over max_memory_hard_mb = {limit:g}"
         )
         slot.kill()
-        self.fail_running(slot, entry, message, "recycle_memory", now)
+        self.fail_running(slot, entry, message, "memory_kill", now)
 
     # -- dropped ---------------------------------------------------------------------
 
@@ -235,16 +253,17 @@ class Stopper:
         if self.finished_meanwhile(slot, entry):
             return
         log.warning(
-            "job %s (%s) still running at shutdown; killing worker-%d and leaving the "
-            "job to the engine's lease expiry",
+            "job %s (%s) still running at shutdown; killing worker-%d (the stacks of its "
+            "threads first, on %s) and leaving the job to the engine's lease expiry",
             entry.job_id,
             entry.job_type,
             slot.number,
+            DUMP_SIGNAL_NAME,
         )
         slot.abandon_job()
         self.intake.drop(entry, done=False)
         self.stats.abandoned += 1
-        slot.terminate(now, ABANDON_GRACE)
+        slot.dump_then_terminate(DUMP_SIGNAL, now, DUMP_GRACE, ABANDON_GRACE)
 
     def abandon_all(self, now: float) -> None:
         """Stop every worker now; their jobs are left to the engine's lease
@@ -259,4 +278,4 @@ class Stopper:
             slot.terminate(now, ABANDON_GRACE)
 
 
-__all__ = ["ABANDON_GRACE", "CANCEL_GRACE", "EXIT_GRACE", "KILL_GRACE", "Stopper"]
+__all__ = ["ABANDON_GRACE", "CANCEL_GRACE", "DUMP_GRACE", "EXIT_GRACE", "KILL_GRACE", "Stopper"]

@@ -19,19 +19,21 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any, NoReturn
 
 from workflow_sdk.errors import ConfigError, WorkerShutdown
-from workflow_sdk.handler.outcome import Outcome, run_handler
+from workflow_sdk.handler.outcome import Outcome, describe_exception, run_handler
 from workflow_sdk.handler.registry import HandlerRegistry
 from workflow_sdk.jobcore import no_handler_outcome
 from workflow_sdk.supervisor.exposition import multiproc, titles
 from workflow_sdk.supervisor.exposition.logs import configure_logging
-from workflow_sdk.supervisor.worker import sigpolicy
+from workflow_sdk.supervisor.worker import process_setup, sigpolicy
 from workflow_sdk.supervisor.worker.handlers import load_registry
+from workflow_sdk.supervisor.worker.hooks import WorkerContext, WorkerHooks
 from workflow_sdk.supervisor.worker.protocol import BootFailed, JobDone, Ready, RunJob
 
 log = logging.getLogger("workflow_sdk.worker")
@@ -63,6 +65,15 @@ class WorkerSpec:
     scrub_env: tuple[str, ...] = ()
     #: prometheus multiprocess directory, or None when metrics are off.
     metrics_dir: str | None = None
+    #: Variables set before the handlers are imported (the thread limits and
+    #: ``[supervisor.env]``).
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: Threads of the BLAS/OpenMP pools already loaded (threadpoolctl); 0 = leave them.
+    threads: int = 0
+    #: The CPU to pin this worker to (``cpu_affinity``), or None.
+    cpu: int | None = None
+    #: The hooks module (``[supervisor] hooks``), or "".
+    hooks: str = ""
 
 
 def current_rss() -> int:
@@ -80,6 +91,7 @@ class Worker:
         self.conn = conn
         #: Set when the parent says the running job no longer matters.
         self.cancel_event = threading.Event()
+        self.hooks = WorkerHooks()
 
     def _on_cancel(self, signum: int, frame: FrameType | None) -> None:
         # The parent sends this just before SIGTERM when the job went stale
@@ -97,6 +109,8 @@ class Worker:
     def _init_process(self) -> None:
         for name in self.spec.scrub_env:
             os.environ.pop(name, None)
+        # Before any handler import: BLAS and OpenMP read them when they load.
+        process_setup.apply_env(self.spec.env)
         # Ctrl-C in a terminal, and HUP, TTIN or TTOU sent to the process
         # group, reach every worker: only the supervisor acts on them.
         sigpolicy.ignore_in_worker()
@@ -104,32 +118,75 @@ class Worker:
         signal.signal(CANCEL_SIGNAL, self._on_cancel)
         configure_logging(self.spec.log_level, self.spec.log_format)
         titles.set_title(titles.worker_title(self.spec.number, "booting"))
+        for problem in (
+            process_setup.register_stack_dump(),
+            process_setup.pin_to_cpu(self.spec.cpu),
+        ):
+            if problem:
+                log.warning("worker-%d: %s", self.spec.number, problem)
         if self.spec.metrics_dir:
             # Before the handlers are imported, so that metrics they define
             # at import time are written to this slot's files too.
             multiproc.use_identifier(multiproc.worker_identifier(self.spec.number))
 
+    def _limit_pools(self) -> None:
+        """Pools already loaded (preloaded, or by the handlers' import): sized
+        to ``threads`` (those loaded without the variables, above all), said once."""
+        if not self.spec.threads:
+            return
+        result = process_setup.limit_thread_pools(self.spec.threads)
+        # One line when there is something to say: the pools loaded and their
+        # sizes, or why they could not be sized (none loaded yet: DEBUG).
+        level = logging.INFO if result.pools or result.error else logging.DEBUG
+        log.log(level, "worker-%d: %s", self.spec.number, result.describe())
+
+    def _boot(self) -> HandlerRegistry:
+        """Import the handlers and the hooks, size the pools, run worker_init."""
+        registry = load_registry(self.spec.handlers, self.spec.registry)
+        if not registry.job_types():
+            raise RuntimeError("no handlers registered (check [supervisor] handlers)")
+        self.hooks = WorkerHooks.load(self.spec.hooks)
+        self._limit_pools()
+        context = WorkerContext(
+            self.spec.number,
+            os.getpid(),
+            tuple(registry.job_types()),
+            self.spec.threads or 1,
+            self.spec.cpu,
+        )
+        try:
+            self.hooks.worker_init(context)
+        except Exception as exc:
+            raise WorkerInitError(f"worker_init hook ({self.hooks.name}) failed") from exc
+        return registry
+
     def run(self) -> None:
         try:
             self._init_process()
             try:
-                registry = load_registry(self.spec.handlers, self.spec.registry)
-                if not registry.job_types():
-                    raise RuntimeError("no handlers registered (check [supervisor] handlers)")
+                registry = self._boot()
             except ConfigError as exc:
                 # Says all there is (a missing module, a wrong attribute): no
                 # traceback through our own code.
                 self._exit_boot_failed(str(exc))
+            except WorkerInitError as exc:
+                # The hook's traceback, then a last line that names the hook
+                # (the line the supervisor's log and the CLI show).
+                cause = exc.__cause__ or exc
+                trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+                self._exit_boot_failed(f"{trace.rstrip()}\n{exc}: {describe_exception(cause)}")
             except Exception:
                 self._exit_boot_failed(traceback.format_exc(limit=20).rstrip())
             self.conn.send(Ready(os.getpid(), tuple(registry.job_types())))
             self._loop(registry)
         except WorkerShutdown:
+            self.hooks.worker_exit()
             # Die of the signal, so the supervisor sees how we ended.
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
         except (EOFError, BrokenPipeError, ConnectionResetError):
             # The supervisor closed the channel or is gone: exit quietly, now.
+            self.hooks.worker_exit()
             _exit_now(0)
 
     def _exit_boot_failed(self, error: str) -> NoReturn:
@@ -164,11 +221,20 @@ class Worker:
             return no_handler_outcome(context["id"], context["jobType"], who), False
         self.cancel_event.clear()
         context["cancelEvent"] = self.cancel_event
+        refused = self.hooks.before_job(context)
+        if refused is not None:
+            return refused, False
         # Plain variables: the supervisor never imports handler code, so it
         # could not unpickle a handler's own dict or str subclasses. The
         # parent writes the failure's log line (one per job event) and counts
         # the job in the shared metrics once its report's fate is known.
-        return run_handler(handler, context, plain_variables=True, log_failures=False), True
+        outcome = run_handler(handler, context, plain_variables=True, log_failures=False)
+        self.hooks.after_job(context, outcome)
+        return outcome, True
+
+
+class WorkerInitError(Exception):
+    """``worker_init`` raised (the cause): the worker cannot boot."""
 
 
 def _ignore_term_while_exiting() -> None:
