@@ -138,9 +138,37 @@ def test_a_stale_job_is_dropped_and_its_worker_cancelled_first() -> None:
     running(intake, busy, "j1", 100.0)
     entry = intake.ledger.get("j1")
     assert entry is not None
-    stops.stop_running(busy, entry, StopJob("j1", "stale", "cancelled", "instance_cancelled"), 5.0)
+    stop = StopJob("j1", "stale", "interrupted by boundary timer", "step_failed")
+    stops.stop_running(busy, entry, stop, 5.0)
     assert "j1" not in intake.ledger
     assert source.settled == [("j1", True)]
+    assert intake.stats.stale_jobs == 1
+    assert (busy.state, busy.term_at, busy.exit_reason) == (SlotState.STOPPING, 6.0, "stale")
+
+
+def test_a_stale_job_of_a_cancelled_instance_is_retired_with_an_empty_completion() -> None:
+    """Pins (found by the chaos suite): instance cancelled while its job runs
+    -> the job was stopped and dropped with nothing reported -> it stayed
+    locked, and the engine handed it out again after every lease, for ever.
+    Now an empty completion is queued; the job stays held until its answer."""
+    busy = idle_slot(1)
+    intake, source = intake_with(busy)
+    results, stops = helpers(intake)
+    running(intake, busy, "j1", 100.0)
+    entry = intake.ledger.get("j1")
+    assert entry is not None
+    stops.stop_running(busy, entry, StopJob("j1", "stale", "cancelled", "instance_cancelled"), 5.0)
+    assert "j1" in intake.ledger
+    assert source.settled == []
+    assert results.desk.queued
+    ((outcome, queued_entry),) = results.desk._outbox
+    assert (outcome.job_id, outcome.succeeded, outcome.variables, outcome.retire) == (
+        "j1",
+        True,
+        {},
+        True,
+    )
+    assert queued_entry is entry
     assert intake.stats.stale_jobs == 1
     assert (busy.state, busy.term_at, busy.exit_reason) == (SlotState.STOPPING, 6.0, "stale")
 

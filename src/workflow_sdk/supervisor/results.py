@@ -85,6 +85,8 @@ class Results:
             source = self.intake.source
             if source is not None and entry.origin is not None:
                 source.settle(entry.origin, answer.settled)
+            if answer.outcome.retire:
+                continue  # counted as stale when it was stopped
             if answer.status is ReportStatus.STALE:
                 self.stats.stale_jobs += 1
             if self.metrics is not None:
@@ -97,6 +99,11 @@ class Results:
                     handler_ran=entry.handler_ran,
                     stale_reason=answer.stale_reason,
                 )
+
+    def retire(self, entry: JobEntry, slot_no: int) -> None:
+        """Queue an empty completion for a stopped job whose instance is over
+        (``Outcome.retirement``); logged by the caller, counted as stale."""
+        self.desk.queue(Outcome.retirement(entry.job_id, entry.job_type), entry)
 
     def count_stale(self, entry: JobEntry, reason: str) -> None:
         """A job found stale while it ran (nothing is reported for it)."""
