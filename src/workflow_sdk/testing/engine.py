@@ -271,7 +271,9 @@ class LocalEngine:
         when a proxy in front answers. Added to those still pending; counted
         in ``counters["errors_injected"]`` as they are given."""
         if route not in ROUTE_NAMES:
-            raise ValueError(f"route must be one of {', '.join(sorted(ROUTE_NAMES))}, got {route!r}")
+            raise ValueError(
+                f"route must be one of {', '.join(sorted(ROUTE_NAMES))}, got {route!r}"
+            )
         if status not in (500, 502, 503, 504):
             raise ValueError(f"status must be 500, 502, 503 or 504, got {status}")
         if count < 1:
