@@ -218,7 +218,7 @@ class Injector:
 
     def _do_kill_busy_worker(self, fault: Fault) -> None:
         sup = self._sup(fault)
-        busy = wait_until(lambda: self._busy(sup), fault.duration + 5.0, 0.05)
+        busy = wait_until(lambda: self._busy(sup), fault.duration + 10.0, 0.05)
         if not busy:
             self._skip(fault, "no busy worker")
             return

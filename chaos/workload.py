@@ -47,6 +47,7 @@ MODE_WEIGHTS = {
 CANCEL_SHARE = 0.03
 TIMER_SHARE = 0.10
 SPLIT_SHARE = 0.30
+LONG_SHARE = 1 / 6
 #: Jobs per instance of each workflow, for sizing a run.
 JOBS_PER_INSTANCE = {"chaos-chain": 2, "chaos-split": 2, "chaos-timer": 1.5}
 
@@ -157,14 +158,27 @@ def plan(count: int, rng: random.Random) -> list[PlannedInstance]:
                 break
             pick -= weight
         cancel = definition == "chaos-chain" and mode == "ok" and rng.random() < CANCEL_SHARE
+        # Most jobs are quick; one in six takes a second or two, so that
+        # workers are often busy when a fault comes.
+        long_job = rng.random() < LONG_SHARE
+        seconds = rng.uniform(0.5, 2.0) if long_job else rng.uniform(0.005, 0.06)
         variables = {
             "mode": mode,
             "marked": "chaos.a",
-            "seconds": round(rng.uniform(0.005, 0.06), 3),
+            "seconds": round(seconds, 3),
         }
         if cancel:
             variables["cancel_me"] = True
         planned.append(PlannedInstance(index, definition, variables, mode, cancel))
+    # Every mode at least once (a small run would draw none of the rare ones).
+    chains = [
+        p for p in planned if p.definition != "chaos-timer" and p.mode == "ok" and not p.cancel
+    ]
+    for mode, spare in zip(
+        [m for m in MODE_WEIGHTS if all(p.mode != m for p in planned)], chains, strict=False
+    ):
+        spare.mode = mode
+        spare.variables["mode"] = mode
     return planned
 
 
