@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from workflow_sdk.kafka.consumer import GROUP_DEFAULTS, KafkaJobSource
 

@@ -224,7 +224,7 @@ def test_kafka_brokers_that_name_no_host_are_refused(tmp_path: Path, brokers: st
         '[engine]\ndispatch = "kafka"\n[supervisor]\nhandlers = ["a"]\n'
         f"[kafka]\nbrokers = {brokers}\n"
     )
-    with pytest.raises(ConfigError, match="kafka.brokers"):
+    with pytest.raises(ConfigError, match=r"kafka\.brokers"):
         load_config(write(tmp_path, text))
 
 
