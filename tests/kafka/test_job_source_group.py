@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from workflow_sdk.kafka.consumer import GROUP_DEFAULTS, KafkaJobSource
 
 from .kafka_support import create_topics
