@@ -342,6 +342,12 @@ class _Delivery:
             # Nothing of it is in flight, and a repeated complete is a no-op.
             return self._back_off(exc)
         in_flight_until = sent_at + self.window if where is Sent.IN_FLIGHT else sent_at
+        if self.until_settled and not outcome.succeeded:
+            # The engine answered with its own error: it may have applied the
+            # fail all the same, and a retryable one leaves no trace but the
+            # dispatch of its retry, which takes a moment to show. Resending
+            # before then would burn a retry (found by the chaos suite).
+            in_flight_until = sent_at + self.window
         return self._resolve(exc, in_flight_until)
 
     def _back_off(self, exc: EngineClientError) -> ReportStatus | None:
