@@ -186,13 +186,31 @@ class ClassFigures:
         return max(self.recovery) if self.recovery else None
 
 
-def per_class(injections: Iterable[Injection]) -> list[ClassFigures]:
+#: Kafka mode: faults after which a supervisor leaves the group and comes
+#: back (or a member joins and leaves): its partitions move twice, and a job
+#: in flight on them may run twice more.
+KAFKA_TWICE = {
+    "kill_parent": 2,
+    "term_restart": 2,
+    "stop_parent": 2,
+    "join_leave": 2,
+    "broker_restart": 2,
+    "broker_net": 2,
+    "reload": 2,
+}
+
+
+def per_class(
+    injections: Iterable[Injection], factor: Mapping[str, int] | None = None
+) -> list[ClassFigures]:
+    """Figures per fault class; each touched job is allowed ``factor[kind]``
+    extra runs per injection (1 by default)."""
     classes: dict[str, ClassFigures] = {}
     touched: dict[str, set[str]] = defaultdict(set)
     for injection in injections:
         figures = classes.setdefault(injection.fault_class, ClassFigures(injection.fault_class))
         figures.injected += 1
-        figures.allowed += len(injection.touched)
+        figures.allowed += len(injection.touched) * (factor or {}).get(injection.kind, 1)
         figures.seen += injection.extra_runs
         touched[injection.fault_class] |= injection.touched
         if injection.recovery is not None:

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -109,6 +110,12 @@ class Supervisor:
     #: Processes of a stopped group still alive after its parent exited.
     leftovers: list[str] = field(default_factory=list)
     exit_codes: list[int] = field(default_factory=list)
+    #: Whether it should be running: a parent that exits while it should is
+    #: restarted by ``keep_running``, as systemd's Restart=on-failure would.
+    wanted: bool = False
+    #: Exits nobody asked for (each restarted): "pid: last log line".
+    unexpected_exits: list[str] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def config_path(self) -> Path:
@@ -123,6 +130,7 @@ class Supervisor:
         self.config_path.chmod(0o600)
 
     def start(self) -> None:
+        self.wanted = True
         self.write_config()
         env = {**self.env, "CHAOS_SUPERVISOR": self.name}
         with self.log_path.open("ab") as log:
@@ -186,6 +194,11 @@ class Supervisor:
 
     def stop(self, timeout: float) -> int | None:
         """SIGTERM and wait; note what of the group outlives the parent; reap it."""
+        with self.lock:
+            return self._stop(timeout)
+
+    def _stop(self, timeout: float) -> int | None:
+        self.wanted = False
         if self.proc is None:
             return None
         pgid = self.proc.pid
@@ -209,8 +222,25 @@ class Supervisor:
         self.reap(pgid)
         return code
 
+    def keep_running(self) -> None:
+        """Restart the parent if it exited while it should run (systemd's
+        Restart=on-failure); the exit is noted."""
+        if not self.lock.acquire(blocking=False):
+            return  # a fault or the end of the run is at it
+        try:
+            if not self.wanted or self.proc is None or self.proc.poll() is None:
+                return
+            lines = self.log_text().strip().splitlines()
+            last = lines[-1][:200] if lines else ""
+            self.unexpected_exits.append(f"{self.proc.pid} (exit {self.proc.returncode}): {last}")
+            self.reap(self.proc.pid)
+            self.start()
+        finally:
+            self.lock.release()
+
     def kill_parent(self) -> None:
         """SIGKILL the parent only (what the OOM killer or a crash does)."""
+        self.wanted = False
         self.signal(signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait(10)

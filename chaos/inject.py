@@ -258,9 +258,10 @@ class Injector:
             return
         start = time.time()
         old = sup.pid
-        sup.kill_parent()
+        with sup.lock:
+            sup.kill_parent()
+            sup.reap(old)  # systemd: what is left of the unit goes with its main process
         self._sleep(fault.duration)
-        sup.reap(old)  # systemd: what is left of the unit goes with its main process
         self.target.restart(sup)
         self._record(fault, sup.name, start, f"parent {old} killed, restarted as {sup.pid}")
 

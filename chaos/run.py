@@ -165,6 +165,7 @@ class Monitor(threading.Thread):
                 self.changed.append(f"{instance_id}: {first} then {status}")
                 self.final[instance_id] = status
         for sup in list(self.sups):
+            sup.keep_running()
             sup.sample_rss()
 
     def run(self) -> None:
@@ -176,7 +177,7 @@ class Monitor(threading.Thread):
 
 
 def _supervisor_sections(
-    settings: Settings, engine_url: str, dispatch: str, brokers: str | None
+    settings: Settings, engine_url: str, dispatch: str, brokers: str | None, name: str
 ) -> dict[str, dict[str, Any]]:
     sections: dict[str, dict[str, Any]] = {
         "engine": {
@@ -204,6 +205,7 @@ def _supervisor_sections(
     }
     if brokers is not None:
         sections["kafka"] = {"brokers": [brokers]}
+        sections["kafka.config"] = {"client.id": name}
     return sections
 
 
@@ -280,7 +282,7 @@ def run_mode(settings: Settings, dispatch: str, proxy: toxiproxy.Toxiproxy | Non
         for n in names:
             home = workdir / n
             home.mkdir()
-            sections = _supervisor_sections(settings, urls[n], dispatch, brokers_for.get(n))
+            sections = _supervisor_sections(settings, urls[n], dispatch, brokers_for.get(n), n)
             sups[n] = Supervisor(n, home, env, sections, known)
             sups[n].start()
         joiners: list[Supervisor] = []
@@ -290,7 +292,7 @@ def run_mode(settings: Settings, dispatch: str, proxy: toxiproxy.Toxiproxy | Non
             home = workdir / name
             home.mkdir()
             sections = _supervisor_sections(
-                settings, engine_url, dispatch, broker.bootstrap if broker else None
+                settings, engine_url, dispatch, broker.bootstrap if broker else None, name
             )
             joiner = Supervisor(name, home, env, sections, known)
             joiners.append(joiner)
@@ -371,7 +373,9 @@ def run_mode(settings: Settings, dispatch: str, proxy: toxiproxy.Toxiproxy | Non
         )
         result.injections = injector.injections
         result.skipped = injector.skipped
-        result.classes = audit.per_class(injector.injections)
+        result.classes = audit.per_class(
+            injector.injections, audit.KAFKA_TWICE if dispatch == "kafka" else None
+        )
         result.marks = _marks(planned, jobs)
 
         statuses = view.statuses(ids)
@@ -427,6 +431,10 @@ def run_mode(settings: Settings, dispatch: str, proxy: toxiproxy.Toxiproxy | Non
             f"parent {pid}: +{g / 2**20:.1f} MiB" for pid, g in growth.items() if g > RSS_BOUND
         ]
         result.info["rss_growth_mib"] = {str(pid): round(g / 2**20, 1) for pid, g in growth.items()}
+        exits = [
+            f"{s.name} {line}" for s in [*sups.values(), *joiners] for line in s.unexpected_exits
+        ]
+        result.info["supervisor exits nobody asked for (restarted as systemd would)"] = exits
         result.info["tracebacks_in_logs"] = sum(
             s.log_text().count("Traceback") for s in [*sups.values(), *joiners]
         )
@@ -535,7 +543,17 @@ def _offsets_behind(bootstrap: str) -> list[str]:
         {"bootstrap.servers": bootstrap, "group.id": "chaos-probe", "enable.auto.commit": False}
     )
     behind = []
+    owners: dict[tuple[str, int], str] = {}
     try:
+        groups = [group_for(t) for t in workload.JOB_TYPES]
+        for future in admin.describe_consumer_groups(groups).values():
+            try:
+                description = future.result(20)
+            except Exception:
+                continue
+            for member in description.members:
+                for tp in member.assignment.topic_partitions:
+                    owners[(tp.topic, tp.partition)] = member.client_id
         for job_type in workload.JOB_TYPES:
             topic = topic_for(job_type)
             meta = probe.list_topics(topic, timeout=10).topics[topic]
@@ -547,7 +565,10 @@ def _offsets_behind(bootstrap: str) -> list[str]:
                 _, high = probe.get_watermark_offsets(tp, timeout=10)
                 got = committed.get(tp.partition, -1)
                 if high > 0 and got != high:
-                    behind.append(f"{topic}[{tp.partition}]: committed {got}, end {high}")
+                    owner = owners.get((topic, tp.partition), "nobody")
+                    behind.append(
+                        f"{topic}[{tp.partition}]: committed {got}, end {high}, held by {owner}"
+                    )
     finally:
         probe.close()
     return behind

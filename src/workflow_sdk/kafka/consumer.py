@@ -112,6 +112,10 @@ class _Running:
     dedup_ids: set[str] = field(default_factory=set)
 
 
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none"
+
+
 def _record_key(job: Mapping[str, Any]) -> TopicPartitionKey:
     record = job[RECORD_KEY]
     return (str(record["topic"]), int(record["partition"]))
@@ -712,10 +716,7 @@ class KafkaJobSource:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         with self._lock:
             self._bump(assigned=len(partitions))
-        log.info(
-            "Kafka partitions assigned: %s",
-            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions),
-        )
+        log.info("Kafka partitions assigned: %s", _names(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in partitions}
@@ -724,10 +725,12 @@ class KafkaJobSource:
         offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items() if (t, p) in keys]
         if offsets:
             self._commit(consumer, offsets, asynchronous=False)
+        log.info("Kafka partitions revoked: %s", _names(partitions))
         self._forget(consumer, keys)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The group moved on without us: committing would be refused.
+        log.info("Kafka partitions lost (the group moved on without us): %s", _names(partitions))
         self._forget(consumer, {(tp.topic, tp.partition) for tp in partitions})
 
     def _forget(self, consumer: Consumer, keys: set[TopicPartitionKey]) -> None:
