@@ -131,9 +131,14 @@ class PlannedInstance:
     cancelled: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def expected_status(self) -> str:
+    def expected_status(self, misbehaved: bool = True) -> str:
+        """What the instance must end as. ``misbehaved``: the marked job's
+        first attempt got as far as its misbehaviour (a fault may kill it
+        before: the retry then behaves, and a "fail" instance completes)."""
         if self.cancel and self.cancelled:
             return "CANCELLED"
+        if not misbehaved and MODES[self.mode][0] == "FAILED":
+            return "COMPLETED"
         return MODES[self.mode][0]
 
 

@@ -125,6 +125,10 @@ def test_the_plan_is_seeded_and_holds_every_mark() -> None:
     assert cancelled.expected_status() == "COMPLETED"
     cancelled.cancelled = True
     assert cancelled.expected_status() == "CANCELLED"
+    failing = next(p for p in plan if p.mode == "fail")
+    assert failing.expected_status() == "FAILED"
+    # Its first attempt killed by a fault before it failed: the retry behaves.
+    assert failing.expected_status(misbehaved=False) == "COMPLETED"
 
 
 def test_an_older_sdk_gets_only_the_keys_it_knows() -> None:
