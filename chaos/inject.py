@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from chaos import schedule
 from chaos.audit import Injection, read_runlog
 from chaos.cluster import Supervisor, busy_workers, wait_until
 from chaos.schedule import Fault
@@ -62,6 +63,7 @@ class Injector:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._engine_lock = threading.Lock()  # engine knobs: one fault at a time
+        self._lanes: dict[str, threading.Lock] = {}
 
     # -- driving -----------------------------------------------------------------
 
@@ -84,11 +86,16 @@ class Injector:
         self._stop.set()
 
     def _one(self, fault: Fault) -> None:
-        try:
-            getattr(self, f"_do_{fault.kind}")(fault)
-        except Exception as exc:
-            log.exception("fault %s on %s failed", fault.kind, fault.target)
-            self._skip(fault, f"failed: {exc}")
+        # A fault may take longer than drawn (a broker or a supervisor takes
+        # seconds to start again): the next one of its lane waits for it.
+        with self._lock:
+            lane = self._lanes.setdefault(schedule.lane(fault), threading.Lock())
+        with lane:
+            try:
+                getattr(self, f"_do_{fault.kind}")(fault)
+            except Exception as exc:
+                log.exception("fault %s on %s failed", fault.kind, fault.target)
+                self._skip(fault, f"failed: {exc}")
 
     def _record(self, fault: Fault, target: str, start: float, detail: str = "") -> Injection:
         injection = Injection(fault.kind, fault.fault_class, target, start, time.time(), detail)

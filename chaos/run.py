@@ -30,6 +30,9 @@ from chaos.handlers import RETRIES
 from chaos.inject import Injector, Target
 
 log = logging.getLogger("chaos")
+#: librdkafka's lines of the chaos process's own clients (the engine's
+#: publisher, the audit): the broker restarts on purpose; shown with -v only.
+KAFKA_LOG = logging.getLogger("chaos.kafka")
 
 QUICK_SEED = 20261203
 #: A parent's RSS may grow this much past its first 20 s (the stated bound).
@@ -261,6 +264,7 @@ def run_mode(settings: Settings, dispatch: str, proxy: toxiproxy.Toxiproxy | Non
                 lease_seconds=settings.lease,
                 dispatch=dispatch,
                 brokers=broker.bootstrap if broker is not None else None,
+                kafka_config={"logger": KAFKA_LOG} if broker is not None else None,
             ).start()
             engine_url = engine.url
         else:
@@ -529,7 +533,7 @@ def _create_topics(bootstrap: str, job_types: tuple[str, ...], partitions: int) 
 
     from workflow_sdk.kafka.dispatch import topic_for  # noqa: PLC0415
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": KAFKA_LOG})
     topics = [
         NewTopic(topic_for(t), num_partitions=partitions, replication_factor=1) for t in job_types
     ]
@@ -544,9 +548,14 @@ def _offsets_behind(bootstrap: str) -> list[str]:
 
     from workflow_sdk.kafka.dispatch import group_for, topic_for  # noqa: PLC0415
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": KAFKA_LOG})
     probe = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "chaos-probe", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "chaos-probe",
+            "enable.auto.commit": False,
+            "logger": KAFKA_LOG,
+        }
     )
     behind = []
     owners: dict[tuple[str, int], str] = {}
@@ -618,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if os.environ.get("CHAOS_VERBOSE") else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
     )
+    if not os.environ.get("CHAOS_VERBOSE"):
+        KAFKA_LOG.setLevel(logging.CRITICAL)
     dispatch = args.dispatch or ("poll" if args.quick else "both")
     modes = ["poll", "kafka"] if dispatch == "both" else [dispatch]
     seed = (

@@ -190,28 +190,44 @@ class Broker:
                 self.process.kill()
                 self.process.wait()
 
-    def relaunch(self, ready_timeout: float = 90.0) -> None:
-        """Start the broker again on the same ports and log dir (after ``kill_process``)."""
+    def relaunch(self, ready_timeout: float = 90.0, attempts: int = 3) -> None:
+        """Start the broker again on the same ports and log dir (after
+        ``kill_process``). A start that fails is tried again (a port of the
+        old process may linger a moment); the log dir is kept either way."""
         if self.process.poll() is None:
             return
-        mark = len(self.log_tail(10**9))
-        with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                self.command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
         port = int(self.bootstrap.rsplit(":", 1)[1])
-        _wait_started(self, port, ready_timeout, since=mark)
+        for attempt in range(1, attempts + 1):
+            mark = len(self.log_tail(10**9))
+            with self.log_path.open("ab") as log_file:
+                self.process = subprocess.Popen(
+                    self.command,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            try:
+                _wait_started(self, port, ready_timeout, since=mark, stop_on_failure=False)
+                return
+            except KafkaSetupError:
+                self.kill_process()
+                if attempt == attempts:
+                    raise
+                time.sleep(1.0)
 
 
-def _wait_started(broker: Broker, port: int, ready_timeout: float, since: int = 0) -> None:
+def _wait_started(
+    broker: Broker, port: int, ready_timeout: float, since: int = 0, stop_on_failure: bool = True
+) -> None:
     deadline = time.monotonic() + ready_timeout
     # The port opens a little before the broker is unfenced and serves
     # requests; "Kafka Server started" is logged once it does.
     while not (_answers(port) and "Kafka Server started" in broker.log_tail(10**9)[since:]):
         if broker.process.poll() is not None or time.monotonic() > deadline:
-            tail = broker.log_tail()
+            tail = broker.log_tail(10**9)[since:][-4000:]
             reason = "exited" if broker.process.returncode is not None else "did not answer in time"
-            broker.stop()
+            if stop_on_failure:
+                broker.stop()
             raise KafkaSetupError(f"the Kafka broker {reason}; its log ends with:\n{tail}")
         time.sleep(0.1)
 
