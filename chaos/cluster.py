@@ -131,6 +131,8 @@ class Supervisor:
 
     def start(self) -> None:
         self.wanted = True
+        if self.alive:
+            return  # never two parents of one supervisor (the old one would be lost)
         self.write_config()
         env = {**self.env, "CHAOS_SUPERVISOR": self.name}
         with self.log_path.open("ab") as log:
@@ -261,6 +263,12 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 pass
         wait_until(lambda: not group_members(pgid), 10.0)
+
+    def reap_all(self) -> None:
+        """Kill what is left of every process group this supervisor ever had."""
+        for pgid in self.pids:
+            if group_members(pgid):
+                self.reap(pgid)
 
     def log_text(self) -> str:
         try:

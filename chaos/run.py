@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -242,6 +243,7 @@ def run_mode(settings: Settings, dispatch: str, proxy: toxiproxy.Toxiproxy | Non
     view: EngineView | None = None
     monitor: Monitor | None = None
     injector: Injector | None = None
+    joiners: list[Supervisor] = []
     try:
         brokers_for: dict[str, str] = {}
         broker_proxy: dict[str, str] = {}
@@ -290,7 +292,6 @@ def run_mode(settings: Settings, dispatch: str, proxy: toxiproxy.Toxiproxy | Non
             sections = _supervisor_sections(settings, urls[n], dispatch, brokers_for.get(n), n)
             sups[n] = Supervisor(n, home, env, sections, known)
             sups[n].start()
-        joiners: list[Supervisor] = []
 
         def start_joiner() -> Supervisor:
             name = f"j{len(joiners) + 1}"
@@ -455,8 +456,8 @@ def run_mode(settings: Settings, dispatch: str, proxy: toxiproxy.Toxiproxy | Non
             injector.stop()
         if monitor is not None:
             monitor.halt.set()
-        for sup in sups.values():
-            sup.reap()
+        for sup in [*sups.values(), *joiners]:
+            sup.reap_all()
         if view is not None:
             view.close()
         if engine is not None:
@@ -627,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if os.environ.get("CHAOS_VERBOSE") else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
     )
+    # A stop from outside (CI's timeout, Ctrl-C) still reaps every process
+    # the run started: the finally blocks run on KeyboardInterrupt.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if not os.environ.get("CHAOS_VERBOSE"):
         KAFKA_LOG.setLevel(logging.CRITICAL)
     dispatch = args.dispatch or ("poll" if args.quick else "both")

@@ -109,7 +109,7 @@ class Toxiproxy:
             try:
                 self._call("GET", "/version")
                 break
-            except (ToxiproxyError, OSError) as exc:
+            except Exception as exc:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise ToxiproxyError(f"toxiproxy did not start: {exc}") from exc
