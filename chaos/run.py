@@ -311,6 +311,12 @@ def run_mode(settings: Settings, dispatch: str, proxy: toxiproxy.Toxiproxy | Non
                     f"supervisor {sup.name} did not start:\n{sup.log_text()[-3000:]}"
                 )
 
+        if broker is not None:
+            # The supervisors' first joins are set-up, not faults: the workload
+            # starts once every group has them all (else a job fetched before
+            # the second join may run again after it, and no fault explains it).
+            _wait_groups_stable(broker.bootstrap, len(sups), 90.0)
+
         client = RestEngineClient(engine_url, timeout=30.0, pool_size=4)
         for definition in workload.DEFINITIONS:
             client.upload_definition(definition)
@@ -540,6 +546,33 @@ def _create_topics(bootstrap: str, job_types: tuple[str, ...], partitions: int) 
     ]
     for future in admin.create_topics(topics, operation_timeout=30).values():
         future.result(30)
+
+
+def _wait_groups_stable(bootstrap: str, members: int, timeout: float) -> None:
+    from confluent_kafka import ConsumerGroupState  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    from workflow_sdk.kafka.dispatch import group_for  # noqa: PLC0415
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": KAFKA_LOG})
+    groups = [group_for(t) for t in workload.JOB_TYPES]
+
+    def stable() -> bool:
+        try:
+            for future in admin.describe_consumer_groups(groups).values():
+                description = future.result(10)
+                if description.state != ConsumerGroupState.STABLE:
+                    return False
+                if len(description.members) < members:
+                    return False
+        except Exception:
+            return False
+        return True
+
+    if not wait_until(stable, timeout, 0.5):
+        log.warning(
+            "the consumer groups were not stable with %d members in %.0f s", members, timeout
+        )
 
 
 def _offsets_behind(bootstrap: str) -> list[str]:
