@@ -116,6 +116,7 @@ class Supervisor:
     #: Exits nobody asked for (each restarted): "pid: last log line".
     unexpected_exits: list[str] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    closed: bool = False
 
     @property
     def config_path(self) -> Path:
@@ -130,9 +131,15 @@ class Supervisor:
         self.config_path.chmod(0o600)
 
     def start(self) -> None:
-        self.wanted = True
-        if self.alive:
-            return  # never two parents of one supervisor (the old one would be lost)
+        with self.lock:
+            if self.closed:
+                return  # the run is over: a fault thread still at work starts nothing
+            self.wanted = True
+            if self.alive:
+                return  # never two parents of one supervisor (the old one would be lost)
+            self._start()
+
+    def _start(self) -> None:
         self.write_config()
         env = {**self.env, "CHAOS_SUPERVISOR": self.name}
         with self.log_path.open("ab") as log:
@@ -265,10 +272,14 @@ class Supervisor:
         wait_until(lambda: not group_members(pgid), 10.0)
 
     def reap_all(self) -> None:
-        """Kill what is left of every process group this supervisor ever had."""
-        for pgid in self.pids:
-            if group_members(pgid):
-                self.reap(pgid)
+        """End of the run: start nothing more, and kill what is left of every
+        process group this supervisor ever had."""
+        with self.lock:
+            self.closed = True
+            self.wanted = False
+            for pgid in self.pids:
+                if group_members(pgid):
+                    self.reap(pgid)
 
     def log_text(self) -> str:
         try:

@@ -73,7 +73,9 @@ class Injector:
             delay = t0 + fault.at - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 return
-            thread = threading.Thread(target=self._one, args=(fault,), name=f"fault-{fault.kind}")
+            thread = threading.Thread(
+                target=self._one, args=(fault,), name=f"fault-{fault.kind}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
