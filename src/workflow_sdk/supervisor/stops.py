@@ -224,8 +224,10 @@ class Stops:
         log_stopped(entry, slot.slot, stop.reason == "stale", stop.detail, retire=retire)
         if retire:
             # Its instance is over: an empty completion retires the job (else
-            # the engine hands it out again after every lease); the report
-            # releases it as any other.
+            # the engine hands it out again after every lease). Reported as
+            # any outcome: no longer RUNNING (no stale check or time limit
+            # acts on its slot again), released by the report's answer.
+            self.ledger.finish(entry.job_id, now)
             self.results.retire(entry, slot.slot)
         else:
             # Stale: its record is done (nothing will ever report it). Lease
