@@ -189,9 +189,11 @@ def _supervisor_sections(
             "url": engine_url,
             "timeout": 2.0,
             "dispatch": dispatch,
-            # The local engine has no 30 s handler timeout: a report's fate
-            # is known within its longest injected delay.
-            "in_flight_window": 6.0 if settings.engine_url is None else 35.0,
+            # The local engine has no 30 s handler timeout: in poll mode a
+            # report's fate is known within its longest injected delay. In
+            # Kafka mode the window is also the wait for a retry's dispatch
+            # to show (a broker restart delays it): the default.
+            "in_flight_window": 6.0 if settings.engine_url is None and dispatch == "poll" else 35.0,
         },
         "supervisor": {
             "handlers": ["chaos.handlers:registry"],
