@@ -139,3 +139,47 @@ def test_a_record_whose_acceptance_raises_is_put_back_with_those_behind_it(
     with pytest.raises(RuntimeError, match="a bug in accepting"):
         source.fetch(5)
     assert source.in_flight == 1
+
+
+class RevokedMidFetch(StandInConsumer):
+    """``consume`` serves a rebalance that revokes partition 0 (the source's
+    callback runs, the assignment empties), then returns the records it had
+    already fetched from it, as librdkafka may."""
+
+    def __init__(self, source: KafkaJobSource, queued: list[StandInMessage]) -> None:
+        super().__init__(queued)
+        self.source = source
+        self.assigned = [TopicPartition(TOPIC, 0)]
+        self.revoke_next = True
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[StandInMessage]:
+        if self.revoke_next:
+            self.revoke_next = False
+            self.source._on_revoke(self, self.assigned)  # type: ignore[arg-type]
+            self.assigned = []
+        return super().consume(num_messages, timeout)
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self.assigned)
+
+
+def test_records_of_a_partition_revoked_during_the_fetch_are_not_handed_out_or_tracked(
+    source: KafkaJobSource,
+) -> None:
+    """Pins (found by the full chaos run, Kafka mode): a rebalance served
+    inside ``consume`` revoked a partition whose records the same call then
+    returned; they were accepted after the partition was forgotten, so its
+    tracking started again at their offsets. When the partition came back,
+    it was fetched from the committed offset, and every record up to those
+    offsets read as "already handed out": skipped, never run, never
+    committed (instances stayed ACTIVE, offsets stuck). Records of a
+    partition no longer assigned are now left to its next owner."""
+    consumer = RevokedMidFetch(source, [StandInMessage(n, f"j{n}") for n in range(3)])
+    source._consumers["t"] = consumer  # type: ignore[assignment]
+    assert source.fetch(5) == []
+    assert source.stats.offsets_pending == 0
+    # The partition comes back; its records are fetched again from the start.
+    consumer.assigned = [TopicPartition(TOPIC, 0)]
+    source._on_assign(consumer, consumer.assigned)  # type: ignore[arg-type]
+    consumer.queued = [StandInMessage(n, f"j{n}") for n in range(3)]
+    assert [job["id"] for job in source.fetch(5)] == ["j0", "j1", "j2"]
