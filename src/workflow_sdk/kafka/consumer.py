@@ -290,7 +290,7 @@ class KafkaJobSource:
                 wait = max(0.0, remaining if len(consumers) == 1 else min(remaining, _SLICE))
                 if jobs or first_pass:
                     wait = 0.0
-                messages = self._owned(consumer, self._take(consumer, want, wait))
+                messages = self._take(consumer, want, wait)
                 for index, message in enumerate(messages):
                     try:
                         job = self._accept(job_type, message)
@@ -431,25 +431,6 @@ class KafkaJobSource:
         items = list(selected.items())
         self._rotation = (self._rotation + 1) % len(items)
         return items[self._rotation :] + items[: self._rotation]
-
-    @staticmethod
-    def _owned(consumer: Consumer, messages: list[Message]) -> list[Message]:
-        """The records of partitions still assigned to ``consumer``. A
-        rebalance served inside ``poll``/``consume`` may revoke a partition
-        whose records the same call then returns; accepted after the
-        partition was forgotten, they would restart its tracking at their
-        offsets, and when the partition came back, every record before them
-        would read as already handed out: skipped, never run, never committed
-        (found by the chaos suite). Left alone, they go to the partition's
-        owner, which fetches them from the committed offset."""
-        if not messages:
-            return messages
-        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-        return [
-            m
-            for m in messages
-            if m.error() is not None or (m.topic(), m.partition()) in assigned
-        ]
 
     def _take(self, consumer: Consumer, want: int, wait: float) -> list[Message]:
         # poll() returns as soon as one record is there; consume(n, 0) then
@@ -612,8 +593,6 @@ class KafkaJobSource:
         for job_type, consumer in consumers.items():
             self._pause_assigned(job_type, consumer)
             message = consumer.poll(0)
-            if message is not None and not self._owned(consumer, [message]):
-                continue  # its partition was revoked in this very poll: its owner's now
             if message is not None and message.error() is None:
                 # A partition assigned during this very poll is not paused yet:
                 # put the record back and pause it.
