@@ -53,6 +53,7 @@ class Settings:
     sdk_src: Path | None
     workdir: Path
     lease: float
+    kafka_config: dict[str, str] = field(default_factory=dict)
     supervisors: int = 2
     workers: int = 3
     network: bool = True
@@ -212,7 +213,7 @@ def _supervisor_sections(
     }
     if brokers is not None:
         sections["kafka"] = {"brokers": [brokers]}
-        sections["kafka.config"] = {"client.id": name}
+        sections["kafka.config"] = {"client.id": name, **settings.kafka_config}
     return sections
 
 
@@ -658,6 +659,14 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", action="store_true", help="keep the work directory (logs, run log)"
     )
     parser.add_argument("--no-network", action="store_true", help="no toxiproxy faults")
+    parser.add_argument(
+        "--kafka-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [kafka.config] setting for the supervisors (repeatable), e.g. "
+        "partition.assignment.strategy=range",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if os.environ.get("CHAOS_VERBOSE") else logging.WARNING,
@@ -719,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
                 sdk_src=args.sdk_src.resolve() if args.sdk_src else None,
                 workdir=workdir,
                 lease=lease,
+                kafka_config=dict(item.split("=", 1) for item in args.kafka_config if "=" in item),
             )
             print(f"chaos: {mode} mode ...", flush=True)
             results.append(run_mode(settings, mode, proxy))
