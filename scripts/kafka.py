@@ -154,6 +154,10 @@ class Broker:
     workdir: Path
     log_path: Path
     started_in: float = 0.0
+    #: Extra listeners: name -> (port it listens on, port it advertises).
+    listeners: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: How to launch the broker again on the same log dir (``restart``).
+    command: list[str] = field(default_factory=list, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     def log_tail(self, chars: int = 4000) -> str:
@@ -175,17 +179,79 @@ class Broker:
                 self.process.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def kill_process(self, timeout: float = 20.0) -> None:
+        """Stop the broker process (TERM, KILL after ``timeout``) and keep its
+        log dir, so that ``relaunch`` brings the same broker back."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
-def _server_properties(data: Path, port: int, controller_port: int) -> str:
+    def relaunch(self, ready_timeout: float = 90.0, attempts: int = 3) -> None:
+        """Start the broker again on the same ports and log dir (after
+        ``kill_process``). A start that fails is tried again (a port of the
+        old process may linger a moment); the log dir is kept either way."""
+        if self.process.poll() is None:
+            return
+        port = int(self.bootstrap.rsplit(":", 1)[1])
+        for attempt in range(1, attempts + 1):
+            mark = len(self.log_tail(10**9))
+            with self.log_path.open("ab") as log_file:
+                self.process = subprocess.Popen(
+                    self.command,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            try:
+                _wait_started(self, port, ready_timeout, since=mark, stop_on_failure=False)
+                return
+            except KafkaSetupError:
+                self.kill_process()
+                if attempt == attempts:
+                    raise
+                time.sleep(1.0)
+
+
+def _wait_started(
+    broker: Broker, port: int, ready_timeout: float, since: int = 0, stop_on_failure: bool = True
+) -> None:
+    deadline = time.monotonic() + ready_timeout
+    # The port opens a little before the broker is unfenced and serves
+    # requests; "Kafka Server started" is logged once it does.
+    while not (_answers(port) and "Kafka Server started" in broker.log_tail(10**9)[since:]):
+        if broker.process.poll() is not None or time.monotonic() > deadline:
+            tail = broker.log_tail(10**9)[since:][-4000:]
+            reason = "exited" if broker.process.returncode is not None else "did not answer in time"
+            if stop_on_failure:
+                broker.stop()
+            raise KafkaSetupError(f"the Kafka broker {reason}; its log ends with:\n{tail}")
+        time.sleep(0.1)
+
+
+def _server_properties(
+    data: Path,
+    port: int,
+    controller_port: int,
+    listeners: dict[str, tuple[int, int]] | None = None,
+) -> str:
+    extra = listeners or {}
+    listen = "".join(f",{name}://127.0.0.1:{ports[0]}" for name, ports in extra.items())
+    advertise = "".join(f",{name}://127.0.0.1:{ports[1]}" for name, ports in extra.items())
+    protocols = "".join(f",{name}:PLAINTEXT" for name in extra)
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+            + listen,
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}" + advertise,
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT" + protocols,
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={data}",
             "num.partitions=1",
@@ -207,8 +273,19 @@ def _server_properties(data: Path, port: int, controller_port: int) -> str:
     )
 
 
-def start(*, version: str = KAFKA_VERSION, ready_timeout: float = 90.0) -> Broker:
-    """Start a fresh single-node broker; return once it accepts connections."""
+def start(
+    *,
+    version: str = KAFKA_VERSION,
+    ready_timeout: float = 90.0,
+    advertised: dict[str, int] | None = None,
+) -> Broker:
+    """Start a fresh single-node broker; return once it accepts connections.
+
+    ``advertised`` adds a listener per name (``{"SUP1": 40001}``) that
+    listens on a free port of its own and advertises the given port: a TCP
+    proxy on that port in front of the listener's port (``Broker.listeners``)
+    then carries all of a client's traffic, metadata included, since a client
+    that bootstraps through a listener is told that listener's address."""
     if not shutil.which("java"):
         raise KafkaSetupError("`java` is not on PATH: " + HOW_TO_GET_JAVA)
     cp = classpath(version)
@@ -219,7 +296,15 @@ def start(*, version: str = KAFKA_VERSION, ready_timeout: float = 90.0) -> Broke
     while controller_port == port:
         controller_port = free_port()
     config = workdir / "server.properties"
-    config.write_text(_server_properties(data, port, controller_port))
+    taken = {port, controller_port, *(advertised or {}).values()}
+    listeners: dict[str, tuple[int, int]] = {}
+    for name, advertised_port in (advertised or {}).items():
+        listen_port = free_port()
+        while listen_port in taken:
+            listen_port = free_port()
+        taken.add(listen_port)
+        listeners[name] = (listen_port, advertised_port)
+    config.write_text(_server_properties(data, port, controller_port, listeners))
     log_path = workdir / "broker.log"
     java = ["java", "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-cp", cp]
     formatted = subprocess.run(
@@ -242,24 +327,13 @@ def start(*, version: str = KAFKA_VERSION, ready_timeout: float = 90.0) -> Broke
         raise KafkaSetupError(
             f"formatting the broker's log dir failed:\n{formatted.stdout}{formatted.stderr}"
         )
+    command = [*java, "kafka.Kafka", str(config)]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [*java, "kafka.Kafka", str(config)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-    broker = Broker(f"127.0.0.1:{port}", process, workdir, log_path)
-    deadline = time.monotonic() + ready_timeout
-    # The port opens a little before the broker is unfenced and serves
-    # requests; "Kafka Server started" is logged once it does.
-    while not (_answers(port) and "Kafka Server started" in broker.log_tail(20000)):
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = broker.log_tail()
-            broker.stop()
-            reason = "exited" if process.returncode is not None else "did not answer in time"
-            raise KafkaSetupError(f"the Kafka broker {reason}; its log ends with:\n{tail}")
-        time.sleep(0.1)
+    broker = Broker(f"127.0.0.1:{port}", process, workdir, log_path, 0.0, listeners, command)
+    _wait_started(broker, port, ready_timeout)
     broker.started_in = time.monotonic() - began
     return broker
 

@@ -30,7 +30,10 @@ sent whatever the lease: the engine accepts late ones.
 Nor for a job that stopped mattering (``stale_check``, see
 ``workflow_sdk.staleness``): a fail for a job of a cancelled or finished
 instance, or of a step a boundary timer interrupted, would fail the instance.
-When the check cannot reach the engine, the rules above decide alone.
+A job of a cancelled or finished instance is retired instead, with an empty
+completion (``Outcome.retirement``; delivered as any completion): left
+locked, the engine would hand it out again after every lease. When the check
+cannot reach the engine, the rules above decide alone.
 
 Kafka dispatch has no lease: nothing delivers a job again while this process
 runs, so there (``until_settled``) a report is never given up until the
@@ -53,7 +56,7 @@ from workflow_sdk.errors import EngineClientError, EngineConnectionError
 from workflow_sdk.fate import IN_FLIGHT_WINDOW, Fate, FateCheck, Finding
 from workflow_sdk.handler.outcome import Outcome
 from workflow_sdk.retry.backoff import Backoff
-from workflow_sdk.staleness import StaleVerdict
+from workflow_sdk.staleness import RETIRE_REASONS, StaleVerdict
 
 log = logging.getLogger("workflow_sdk.reporting")
 
@@ -72,6 +75,12 @@ class ReportStatus(enum.Enum):
     #: A fail not sent because the job no longer matters (instance finished or
     #: cancelled, step interrupted): sending it would fail the instance.
     STALE = "stale"
+
+
+def _verb(outcome: Outcome) -> str:
+    if outcome.retire:
+        return "retirement"
+    return "completion" if outcome.succeeded else "failure"
 
 
 def _attempt(client: WorkerEngineClient, worker_id: str, outcome: Outcome) -> None:
@@ -240,7 +249,7 @@ class _Delivery:
         self.fate = fate
         self.until_settled = until_settled
         self.window = window
-        self.verb = "completion" if outcome.succeeded else "failure"
+        self.verb = _verb(outcome)
         self.backoff = Backoff()
         self.started = time.monotonic()
         self.deadline = deadline
@@ -275,14 +284,32 @@ class _Delivery:
             if self.stale_check is not None:
                 verdict = self.stale_check()
                 if verdict.stale:
+                    retire = verdict.reason in RETIRE_REASONS
                     log.info(
-                        "job %s (%s) no longer matters (%s); its failure is not sent: %s",
+                        "job %s (%s) no longer matters (%s); its failure is not sent%s: %s",
                         outcome.job_id,
                         outcome.job_type,
                         verdict.detail,
+                        "; the job is retired with an empty completion" if retire else "",
                         outcome.error_message,
                     )
-                    return ReportStatus.STALE
+                    if not retire:
+                        return ReportStatus.STALE
+                    return self._retire()
+        return self._send()
+
+    def _retire(self) -> ReportStatus:
+        """Send an empty completion in place of a fail that must not go;
+        STALE once it is delivered (the job's outcome: it no longer matters)."""
+        self.outcome = Outcome.retirement(self.outcome.job_id, self.outcome.job_type)
+        self.verb = _verb(self.outcome)
+        self.lease_end = None  # a completion goes whatever the lease
+        self.stop_at = math.inf if self.until_settled else self.started + self.deadline
+        status = self._send()
+        return ReportStatus.STALE if status is ReportStatus.DELIVERED else status
+
+    def _send(self) -> ReportStatus:
+        outcome = self.outcome
         while True:
             # Looked at right before every send: the stale check, a backoff
             # or a resolution may have taken the rest of the lease.
@@ -315,6 +342,12 @@ class _Delivery:
             # Nothing of it is in flight, and a repeated complete is a no-op.
             return self._back_off(exc)
         in_flight_until = sent_at + self.window if where is Sent.IN_FLIGHT else sent_at
+        if self.until_settled and not outcome.succeeded:
+            # The engine answered with its own error: it may have applied the
+            # fail all the same, and a retryable one leaves no trace but the
+            # dispatch of its retry, which takes a moment to show. Resending
+            # before then would burn a retry (found by the chaos suite).
+            in_flight_until = sent_at + self.window
         return self._resolve(exc, in_flight_until)
 
     def _back_off(self, exc: EngineClientError) -> ReportStatus | None:

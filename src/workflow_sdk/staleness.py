@@ -33,6 +33,14 @@ from workflow_sdk.errors import EngineClientError, WorkflowSDKError
 FINISHED_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
+#: Stale reasons after which the job is retired with an empty completion
+#: (``Outcome.retirement``): its instance is over, so the completion changes
+#: nothing there, and the job would otherwise be handed out again after each
+#: lease. Not after a step interrupted by a timer: that job is CANCELLED and
+#: is not handed out again; not for an instance gone (404).
+RETIRE_REASONS = frozenset({"instance_cancelled", "instance_completed", "instance_failed"})
+
+
 class JobLiveness(enum.Enum):
     LIVE = "live"
     STALE = "stale"
@@ -126,6 +134,7 @@ def check_job(client: InstanceReader, job: dict[str, Any]) -> StaleVerdict:
 __all__ = [
     "FINISHED_STATUSES",
     "LIVE",
+    "RETIRE_REASONS",
     "InstanceReader",
     "JobLiveness",
     "StaleVerdict",

@@ -138,12 +138,16 @@ def test_a_cancelled_instances_failing_job_sends_no_fail(
     (job,) = engine.jobs(instance_id=instance_id)
     assert engine.instance(instance_id)["status"] == "CANCELLED"
     assert job["failCalls"] == 0
-    # Not put back in the queue either: one delivery, still locked by us.
-    assert (job["status"], job["deliveries"], job["retriesRemaining"]) == (
-        "LOCKED",
+    # Not put back in the queue either: one delivery, and retired with an
+    # empty completion (left locked, the engine would hand it out again
+    # after every lease; found by the chaos suite).
+    assert (job["status"], job["deliveries"], job["retriesRemaining"], job["completeCalls"]) == (
+        "COMPLETED",
         1,
         2 if retryable else 0,
+        1,
     )
+    assert not engine.instance(instance_id).get("variables")
     assert (stats.failed, stats.completed) == (0, 0)
     assert sample(metrics, "workflow_sdk_stale_jobs_total", job_type=JOB_TYPE,
                   reason="instance_cancelled") == 1  # fmt: skip
@@ -175,7 +179,7 @@ def test_a_running_job_of_a_cancelled_instance_gets_its_cancel_event(
     def handler(job: dict[str, Any]) -> dict[str, Any]:
         started.set()
         seen.append(job["cancelEvent"].wait(TIMEOUT))
-        return {"done": True}  # would be harmless, but nothing is sent at all
+        return {"done": True}  # not sent: an empty completion retires the job
 
     instance_id = start(engine)
     with running(engine, handler, metrics, stale_check_interval=0.1) as runner:
@@ -184,8 +188,9 @@ def test_a_running_job_of_a_cancelled_instance_gets_its_cancel_event(
         assert wait_until(lambda: runner.stats.stale == 1)
     assert seen == [True]
     (job,) = engine.jobs(instance_id=instance_id)
-    assert (job["completeCalls"], job["failCalls"]) == (0, 0)
+    assert (job["completeCalls"], job["failCalls"], job["status"]) == (1, 0, "COMPLETED")
     assert engine.instance(instance_id)["status"] == "CANCELLED"
+    assert "done" not in (engine.instance(instance_id).get("variables") or {})
     assert sample(metrics, "workflow_sdk_stale_jobs_total", job_type=JOB_TYPE,
                   reason="instance_cancelled") == 1  # fmt: skip
 

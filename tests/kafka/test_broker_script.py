@@ -21,3 +21,12 @@ def test_cluster_ids_are_22_url_safe_characters() -> None:
     for cluster_id in ids:
         assert len(cluster_id) == 22 and set(cluster_id) <= allowed
         assert not cluster_id.startswith("-")
+
+
+def test_an_extra_listener_listens_on_its_port_and_advertises_the_proxy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    text = kafka_script._server_properties(tmp_path, 9092, 9093, {"SUP1": (40001, 50001)})
+    lines = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    assert lines["listeners"].endswith(",SUP1://127.0.0.1:40001")
+    assert lines["advertised.listeners"] == ("PLAINTEXT://127.0.0.1:9092,SUP1://127.0.0.1:50001")
+    assert lines["listener.security.protocol.map"].endswith(",SUP1:PLAINTEXT")
+    assert lines["inter.broker.listener.name"] == "PLAINTEXT"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -120,3 +121,47 @@ def test_the_engine_command_runs_in_kafka_mode(kafka_bootstrap: str) -> None:
     finally:
         process.terminate()
         assert process.wait(30) == 0
+
+
+@pytest.mark.slow
+def test_a_dispatch_published_while_the_broker_is_down_is_published_once_it_is_back(
+    unique: str,
+) -> None:
+    """Found by the chaos suite: the relay gave a dispatch up when the broker
+    had not taken it within message.timeout.ms (15 s: a broker restart), so
+    the job was never run and its instance stayed ACTIVE. The real engine's
+    outbox keeps a dispatch until the broker has it: so does this one now.
+    A broker of its own: this test stops it."""
+    from .conftest import _wait_for_metadata, kafka_script  # noqa: PLC0415
+
+    broker = kafka_script.start()
+    try:
+        _wait_for_metadata(broker.bootstrap, timeout=60.0)
+        job_type = f"down-{unique}"
+        create_topics(broker.bootstrap, [job_type])
+        with LocalEngine(dispatch="kafka", brokers=broker.bootstrap) as engine:
+            assert engine.publisher is not None
+            with engine.client() as client:
+                client.upload_definition(service_flow(f"wf-{unique}", job_type, retries=0))
+                client.start_instance(f"wf-{unique}")
+                assert engine.publisher.wait_published(1, timeout=30)
+                broker.kill_process()
+                client.start_instance(f"wf-{unique}")
+            # Past message.timeout.ms with the broker down: not given up.
+            publisher = engine.publisher
+
+            def tried_and_missed() -> int:
+                return publisher.failed + getattr(publisher, "retried", 0)
+
+            deadline = time.monotonic() + 60
+            while not tried_and_missed() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert publisher.failed == 0, "the dispatch was given up"
+            assert publisher.retried >= 1
+            broker.relaunch()
+            assert engine.publisher.wait_published(2, timeout=60)
+            assert engine.publisher.failed == 0
+        records = read_records(broker.bootstrap, f"workflow.jobs.{job_type}", 2, timeout=60)
+        assert len({decode_dispatch(r.value(), r.headers())["id"] for r in records}) == 2
+    finally:
+        broker.stop()

@@ -36,7 +36,7 @@ def _stop(sv: SupervisorProcess) -> str:
     return sv.log()
 
 
-def test_a_cancelled_instance_s_long_job_is_stopped_and_nothing_is_reported(
+def test_a_cancelled_instance_s_long_job_is_stopped_and_no_result_is_reported(
     engine: LocalEngine, client: RestEngineClient, start_supervisor: Start, piddir: Path
 ) -> None:
     upload_single_step(client, "long", "lifecycle", retries=2)
@@ -49,8 +49,10 @@ def test_a_cancelled_instance_s_long_job_is_stopped_and_nothing_is_reported(
     sv.wait_for_log("no longer matters")
     # The handler saw why it was stopped (the courtesy cancel event).
     assert (piddir / f"{iid}.cancelled").read_text() == "set"
+    # No result is reported; the job is retired with one empty completion.
+    engine.wait_until(lambda: engine.jobs(instance_id=iid)[0]["completeCalls"] == 1, 10)
     (job,) = engine.jobs(instance_id=iid)
-    assert (job["failCalls"], job["completeCalls"]) == (0, 0)
+    assert (job["failCalls"], job["completeCalls"]) == (0, 1)
     assert engine.instance(iid)["status"] == "CANCELLED"
     # The slot is refilled.
     new_workers = sv.wait_for_workers(1)
@@ -192,9 +194,14 @@ def test_a_job_interrupted_by_a_boundary_timer_never_fails_the_instance(
     sv.wait_for_log("no longer matters (instance COMPLETED")
     (job,) = engine.jobs(instance_id=iid)
     assert job["status"] == "CANCELLED"
-    assert (job["failCalls"], job["completeCalls"]) == (0, 0)
+    # No fail. The instance is over, so the job may be retired with an empty
+    # completion (a no-op 204 for a job a timer cancelled, by the contract).
+    assert job["failCalls"] == 0
+    assert job["completeCalls"] <= 1
     assert engine.instance(iid)["status"] == "COMPLETED"
     _stop(sv)
+    (job,) = engine.jobs(instance_id=iid)
+    assert job["status"] == "CANCELLED"
 
 
 def test_a_job_interrupted_while_its_instance_goes_on_is_stopped_by_its_history(
@@ -212,4 +219,42 @@ def test_a_job_interrupted_while_its_instance_goes_on_is_stopped_by_its_history(
     (job,) = engine.jobs(instance_id=iid)
     assert (job["failCalls"], job["completeCalls"]) == (0, 0)
     log = _stop(sv)
+    assert "1 stale" in log
+
+
+@pytest.mark.lease(2)
+@pytest.mark.parametrize("then", ["running", "nonretryable"])
+def test_a_job_of_a_cancelled_instance_is_retired_not_handed_out_again(
+    engine: LocalEngine,
+    client: RestEngineClient,
+    *,
+    start_supervisor: Start,
+    piddir: Path,
+    then: str,
+) -> None:
+    """Found by the chaos suite: a job of a cancelled instance was stopped (or
+    its fail withheld) and nothing was reported, so it stayed LOCKED, the
+    engine handed it out again after each lease, and every supervisor ran
+    its handler again, for ever. The sequence: job running, instance
+    cancelled, stale stop (``running``) or a fail not sent (``nonretryable``),
+    lease expiry. Now an empty completion retires the job (harmless for a
+    cancelled instance, by the contract): one delivery, job COMPLETED, the
+    instance CANCELLED with its variables unchanged."""
+    upload_single_step(client, "retire", "lifecycle", retries=2)
+    variables = {"piddir": str(piddir), "seconds": 60 if then == "running" else 1.0, "then": then}
+    (iid,) = start_instances(client, "retire", 1, variables)
+    interval = "0.5" if then == "running" else "0"
+    sv = start_supervisor(workers=1, extra=f"stale_check_interval = {interval}\njob_timeout = 0\n")
+    read_pid(piddir, iid)
+    before = engine.instance(iid)["variables"]
+    client.cancel_instance(iid, "user changed their mind")
+    engine.wait_until(lambda: engine.jobs(instance_id=iid)[0]["status"] == "COMPLETED", timeout=20)
+    (job,) = engine.jobs(instance_id=iid)
+    assert job["deliveries"] == 1
+    assert (job["failCalls"], job["completeCalls"]) == (0, 1)
+    summary = engine.instance(iid)
+    assert summary["status"] == "CANCELLED"
+    assert summary["variables"] == before
+    log = _stop(sv)
+    assert "retired" in log
     assert "1 stale" in log

@@ -209,6 +209,29 @@ def test_kafka_section(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "brokers", ['"k1:9092,k2:9092"', '" k1:9092 , k2:9092 "', '["k1:9092", "k2:9092"]']
+)
+def test_kafka_brokers_take_the_comma_separated_string_kafka_users_write(
+    tmp_path: Path, brokers: str
+) -> None:
+    text = (
+        '[engine]\ndispatch = "kafka"\n[supervisor]\nhandlers = ["a"]\n'
+        f"[kafka]\nbrokers = {brokers}\n"
+    )
+    assert load_config(write(tmp_path, text)).kafka.brokers == ("k1:9092", "k2:9092")
+
+
+@pytest.mark.parametrize("brokers", ['""', '"k1:9092,,k2:9092"', "[]", '["k1:9092", ""]', "9092"])
+def test_kafka_brokers_that_name_no_host_are_refused(tmp_path: Path, brokers: str) -> None:
+    text = (
+        '[engine]\ndispatch = "kafka"\n[supervisor]\nhandlers = ["a"]\n'
+        f"[kafka]\nbrokers = {brokers}\n"
+    )
+    with pytest.raises(ConfigError, match=r"kafka\.brokers"):
+        load_config(write(tmp_path, text))
+
+
 def test_kafka_dispatch_needs_brokers_and_set_secrets(tmp_path: Path) -> None:
     text = (
         '[engine]\ndispatch = "kafka"\n[supervisor]\nhandlers = ["a"]\n'

@@ -88,6 +88,7 @@ def test_every_documented_key_is_accepted() -> None:
         "true or false": True,
         "a list of strings": ["x"],
         "a table of strings": {"SOME_VARIABLE": "x"},
+        'a list of strings or one comma-separated string ("k1:9092,k2:9092")': ["k1:9092"],
     }
     for key in reference.config_model():
         if key.section == "kafka" and key.name in ("config", "config_env"):

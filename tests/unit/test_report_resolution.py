@@ -286,6 +286,57 @@ def test_no_lease_a_fail_the_history_cannot_confirm_is_sent_again(clock: Clock) 
     assert second >= first + WINDOW
 
 
+def engine_500() -> EngineClientError:
+    return EngineClientError(500, "context deadline exceeded", retryable=True)
+
+
+def test_no_lease_a_fail_the_engine_answered_500_waits_for_its_retry_before_a_resend(
+    clock: Clock,
+) -> None:
+    """Found by the chaos suite (Kafka mode): the engine applied a retryable
+    fail and answered 500 (its timeout); a retryable fail leaves no trace in
+    the history, and the answer meant "not in flight", so the fail was sent
+    again at once, before the engine's dispatch of the retry could be seen:
+    each resend burned a retry, and a burst of four failed the instance. Now
+    a fail the engine answered with an error waits the in-flight window for
+    its retry's dispatch, as one whose answer was lost does."""
+    engine = Engine(clock, engine_500(), None)
+    fates = Fates(Fate.NO_TRACE)
+    status = run(engine, RETRYABLE, until_settled=True, fate=fates)
+    assert status is ReportStatus.DELIVERED
+    first, second = engine.times
+    assert second >= first + WINDOW
+
+
+def test_no_lease_a_fail_answered_500_whose_retry_shows_is_not_sent_again(clock: Clock) -> None:
+    engine = Engine(clock, engine_500())
+    seen = threading.Event()
+    job = {"instanceId": "i", "stepExecutionId": "s", "retriesRemaining": 2}
+    check = FateCheck(_ActiveReader(), job, retry_seen=seen.is_set)
+    original_sleep = clock.sleep
+
+    def sleep(seconds: float) -> None:
+        original_sleep(seconds)
+        if clock.now > 1000.3:  # the relay publishes within its 250 ms
+            seen.set()
+
+    clock.sleep = sleep  # type: ignore[method-assign]
+    status = run(engine, RETRYABLE, until_settled=True, fate=check)
+    assert status is ReportStatus.DELIVERED
+    assert len(engine.sent) == 1
+
+
+def test_a_completion_or_a_poll_mode_fail_answered_500_is_not_held_by_the_window(
+    clock: Clock,
+) -> None:
+    engine = Engine(clock, engine_500(), None)
+    assert run(engine, DONE, until_settled=True, fate=Fates(Fate.NO_TRACE)) is (
+        ReportStatus.DELIVERED
+    )
+    first, second = engine.times
+    assert second - first < WINDOW
+
+
 def test_no_lease_a_seen_retry_ends_the_resolution(clock: Clock) -> None:
     engine = Engine(clock, timed_out())
     seen = threading.Event()

@@ -284,10 +284,25 @@ def test_a_failure_of_a_stale_job_is_not_sent() -> None:
 
     def stale() -> StaleVerdict:
         asked.append(True)
-        return StaleVerdict(JobLiveness.STALE, "instance_cancelled", "instance CANCELLED")
+        return StaleVerdict(JobLiveness.STALE, "step_failed", "interrupted by boundary timer")
 
     assert deliver(client, "w", FAILURE_FOR_GOOD, stale_check=stale) is ReportStatus.STALE
-    assert client.fails == [] and asked == [True]
+    assert client.fails == [] and client.completes == [] and asked == [True]
+
+
+@pytest.mark.usefixtures("fast_backoff")
+@pytest.mark.parametrize("reason", ["instance_cancelled", "instance_completed", "instance_failed"])
+def test_a_failure_of_a_job_whose_instance_is_over_retires_the_job(reason: str) -> None:
+    """Pins (found by the chaos suite): a fail withheld because the instance
+    is over left the job locked; the engine handed it out again after every
+    lease. Now an empty completion retires it (harmless there, by the
+    contract), retried like any completion; the status stays STALE."""
+    client = FakeClient(refused())
+    verdict = StaleVerdict(JobLiveness.STALE, reason, "instance over")
+    status = deliver(client, "w", FAILURE_FOR_GOOD, stale_check=lambda: verdict)
+    assert status is ReportStatus.STALE
+    assert client.fails == []
+    assert client.completes == [(FAILURE_FOR_GOOD.job_id, "w", {})] * 2
 
 
 @pytest.mark.parametrize("liveness", ["live", "unknown"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import signal
 from pathlib import Path
 
@@ -129,11 +130,60 @@ def test_a_stale_job_is_dropped_and_its_worker_cancelled_first() -> None:
     running(intake, busy, "j1", 100.0)
     entry = intake.ledger.get("j1")
     assert entry is not None
-    stops.stop_running(busy, entry, StopJob("j1", "stale", "cancelled", "instance_cancelled"), 5.0)
+    stop = StopJob("j1", "stale", "interrupted by boundary timer", "step_failed")
+    stops.stop_running(busy, entry, stop, 5.0)
     assert "j1" not in intake.ledger
     assert source.settled == [("j1", True)]
     assert intake.stats.stale_jobs == 1
     assert (busy.state, busy.term_at, busy.exit_reason) == (SlotState.STOPPING, 6.0, "stale")
+
+
+def test_a_stale_job_of_a_cancelled_instance_is_retired_with_an_empty_completion() -> None:
+    """Pins (found by the chaos suite): instance cancelled while its job runs
+    -> the job was stopped and dropped with nothing reported -> it stayed
+    locked, and the engine handed it out again after every lease, for ever.
+    Now an empty completion is queued; the job stays held until its answer."""
+    busy = idle_slot(1)
+    intake, source = intake_with(busy)
+    desk, stops = helpers(intake)
+    running(intake, busy, "j1", 100.0)
+    entry = intake.ledger.get("j1")
+    assert entry is not None
+    stops.stop_running(busy, entry, StopJob("j1", "stale", "cancelled", "instance_cancelled"), 5.0)
+    assert "j1" in intake.ledger
+    assert source.settled == []
+    assert desk.queued
+    ((outcome, queued_entry),) = desk._outbox
+    assert (outcome.job_id, outcome.succeeded, outcome.variables, outcome.retire) == (
+        "j1",
+        True,
+        {},
+        True,
+    )
+    assert queued_entry is entry
+    assert intake.stats.stale_jobs == 1
+    assert (busy.state, busy.term_at, busy.exit_reason) == (SlotState.STOPPING, 6.0, "stale")
+
+
+def test_a_retired_job_is_reporting_not_running_so_nothing_acts_on_its_slot_again() -> None:
+    """Pins (found by the full chaos run, Kafka mode): the retired job stayed
+    RUNNING in the ledger while its retirement was reported, so its stale
+    checks and time limit went on, and the next stale verdict stopped the
+    worker now in its slot, which ran another job: that job was left RUNNING
+    with no worker for good, the ledger filled up, and the supervisor stopped
+    fetching (partitions stalled, instances never ran; a second retirement
+    overlapped the first)."""
+    busy = idle_slot(1)
+    intake, _ = intake_with(busy)
+    _, stops = helpers(intake)
+    running(intake, busy, "j1", 100.0)
+    entry = intake.ledger.get("j1")
+    assert entry is not None
+    stops.stop_running(busy, entry, StopJob("j1", "stale", "cancelled", "instance_cancelled"), 5.0)
+    assert intake.ledger.running() == []
+    assert entry.state is JobState.REPORTING and entry.slot is None
+    assert intake.ledger.stale_checks_due(math.inf) == []
+    assert intake.ledger.timed_out(math.inf) == []
 
 
 # -- every worker told to go has a deadline (issue 16, bug 4) ----------------------

@@ -42,12 +42,24 @@ class Outcome:
     #: The handler's traceback, when it raised (for the one log line of the
     #: failure, written where the outcome is reported).
     traceback: str = ""
+    #: An empty completion that retires a job of a cancelled or finished
+    #: instance (``retirement``), not the handler's result.
+    retire: bool = False
 
     @classmethod
     def failure(
         cls, job_id: str, job_type: str, message: str, *, retryable: bool, duration: float = 0.0
     ) -> Outcome:
         return cls(job_id, job_type, False, {}, message, retryable, duration)
+
+    @classmethod
+    def retirement(cls, job_id: str, job_type: str) -> Outcome:
+        """An empty completion for a job whose instance was cancelled or
+        finished while it ran. Nothing of it reaches the instance (the
+        contract: such a completion marks only the job and its step), and
+        without it the job stays locked and the engine hands it out again
+        after every lease, for ever."""
+        return cls(job_id, job_type, True, retire=True)
 
 
 def _safe_str(exc: BaseException) -> str:

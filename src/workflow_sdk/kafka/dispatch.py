@@ -129,6 +129,12 @@ def _variables(event: JobDispatchEvent) -> dict[str, Any]:
         raise MalformedDispatch(
             f"dispatch of job {event.job_id}: job_payload is not JSON: {exc}"
         ) from exc
+    except RecursionError as exc:
+        # Nested deeper than the decoder goes: the documented error, not a
+        # RecursionError (found by the property tests).
+        raise MalformedDispatch(
+            f"dispatch of job {event.job_id}: job_payload is nested too deep to decode"
+        ) from exc
     if not isinstance(variables, dict):
         raise MalformedDispatch(
             f"dispatch of job {event.job_id}: job_payload is a JSON "

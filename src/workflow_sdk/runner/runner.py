@@ -99,6 +99,7 @@ from workflow_sdk.runner.watch import (
     WatchedJob,
     reader_of,
 )
+from workflow_sdk.staleness import RETIRE_REASONS
 
 log = logging.getLogger("workflow_sdk.runner")
 
@@ -542,13 +543,32 @@ class Runner:
             return None, ""
         if entry.cancel_reason == CANCEL_STALE:
             self._stats.count(stale=1)
+            retire = entry.stale_reason in RETIRE_REASONS
             log.info(
-                "job %s (%s) no longer matters (%s); its %s is not reported",
+                "job %s (%s) no longer matters (%s); its %s is not reported%s",
                 job["id"],
                 job["jobType"],
                 entry.stale_reason,
                 verb,
+                "; the job is retired with an empty completion" if retire else "",
             )
+            if retire:
+                # Left locked, the engine would hand it out again after every lease.
+                retirement = Outcome.retirement(outcome.job_id, outcome.job_type)
+                self._watch.report_began(retirement)
+                try:
+                    report(
+                        self.client,
+                        self.worker_id,
+                        retirement,
+                        job,
+                        self._stats,
+                        deadline=self.report_deadline,
+                        give_up=self._give_up,
+                        lease_end=lease_end,
+                    )
+                finally:
+                    self._watch.report_ended(retirement)
             return None, ""
         if entry.cancel_reason == CANCEL_SHUTDOWN and not outcome.succeeded:
             # The handler may have failed because it was asked to stop: the

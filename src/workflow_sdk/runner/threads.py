@@ -354,7 +354,9 @@ def report(
         until_settled=until_settled,
         window=window,
     )
-    if status is ReportStatus.DELIVERED:
+    if outcome.retire:
+        pass  # not the handler's result: the caller counted the job as stale
+    elif status is ReportStatus.DELIVERED:
         tally.count(**{"completed" if outcome.succeeded else "failed": 1})
     else:
         tally.count(**{_COUNTER_OF[status]: 1})

@@ -205,7 +205,7 @@ Check = Callable[[Any], "str | None"]
 
 @dataclass(frozen=True)
 class _Spec:
-    kind: str  # "str", "float", "int", "bool", "str-list"
+    kind: str  # "str", "float", "int", "bool", "str-list", "host-list"
     check: Check | None = None
     #: a secret: no message shows its value
     secret: bool = False
@@ -291,7 +291,14 @@ _METRICS: dict[str, _Spec] = {
 }
 _JOB_TYPE: dict[str, _Spec] = {"timeout": _Spec("float", _at_least(0))}
 _KAFKA: dict[str, _Spec] = {
-    "brokers": _Spec("str-list", lambda v: None if v else "must list at least one host:port"),
+    "brokers": _Spec(
+        "host-list",
+        lambda v: (
+            None
+            if v and all(v)
+            else 'must list at least one host:port, e.g. "k1:9092,k2:9092" or ["k1:9092"]'
+        ),
+    ),
     "group": _Spec("str", lambda v: None if v.strip() else "must not be empty"),
     "dedup_window": _Spec("float", _at_least(0)),
     "max_pending_offsets": _Spec("int", _at_least(1)),
@@ -306,6 +313,7 @@ _TYPE_NAMES = {
     "int": "an integer",
     "bool": "true or false",
     "str-list": "a list of strings",
+    "host-list": 'a list of strings or one comma-separated string ("k1:9092,k2:9092")',
 }
 
 
@@ -323,6 +331,12 @@ def _coerce(kind: str, value: Any) -> tuple[Any, bool]:
     if kind == "str-list":
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         return (tuple(value), True) if ok else (value, False)
+    if kind == "host-list":
+        # The string Kafka users write ("k1:9092,k2:9092"), as KafkaRunner takes it.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",")), True
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return (tuple(v.strip() for v in value), True) if ok else (value, False)
     raise AssertionError(kind)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from workflow_sdk.client.rest import RestEngineClient
-from workflow_sdk.testing.server import EngineHTTPServer
+from workflow_sdk.testing.server import ROUTE_NAMES, EngineHTTPServer
 from workflow_sdk.testing.store import EngineState
 
 if TYPE_CHECKING:
@@ -256,6 +256,30 @@ class LocalEngine:
         if seconds < 0:
             raise ValueError(f"fail_answer_delay must be >= 0, got {seconds}")
         self.state.fail_answer_delay = float(seconds)
+
+    def fail_next(
+        self, route: str, count: int = 1, status: int = 503, *, applied: bool = False
+    ) -> None:
+        """Make the next ``count`` requests of ``route`` answer ``status``: a
+        burst of 5xx. ``route`` is ``"poll"``, ``"complete"``, ``"fail"``,
+        ``"heartbeat"``, ``"instance"`` (``GET /v1/instances/{id}``),
+        ``"history"``, ``"start"`` or ``"cancel"``. ``status`` 500 gets the
+        engine's envelope with a timeout reason (``context deadline
+        exceeded``), 502/503/504 a gateway's empty body. With ``applied`` the
+        request is carried out first and only its answer is the error (the
+        engine acted, the client cannot tell); otherwise nothing is done, as
+        when a proxy in front answers. Added to those still pending; counted
+        in ``counters["errors_injected"]`` as they are given."""
+        if route not in ROUTE_NAMES:
+            raise ValueError(
+                f"route must be one of {', '.join(sorted(ROUTE_NAMES))}, got {route!r}"
+            )
+        if status not in (500, 502, 503, 504):
+            raise ValueError(f"status must be 500, 502, 503 or 504, got {status}")
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        with self.state.lock:
+            self.state.error_bursts.setdefault(route, []).extend([(status, applied)] * count)
 
     def add_to_next_poll(self, *items: Any) -> None:
         """Make the next poll answer that claims a job carry ``items`` too,

@@ -10,18 +10,21 @@ The store calls ``enqueue`` under its lock: the record is encoded there (a
 snapshot of the job at that moment) and handed to a relay thread that
 produces it, the local counterpart of the engine's outbox relay. Like the
 engine, it does not create topics: a missing topic is logged and the record
-is counted in ``failed``.
+is counted in ``failed``. A record the broker did not take for another
+reason (down, restarting) is published again, as the outbox relay keeps a
+dispatch until the broker has it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 from collections.abc import Mapping
 from typing import Any, cast
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from workflow_sdk.kafka.dispatch import encode_dispatch, topic_for
 from workflow_sdk.testing.records import Job, UlidFactory
@@ -34,6 +37,10 @@ POLL_GONE_BODY: dict[str, str] = {
     "dispatch_mode": "kafka_outbox",
     "hint": "consume directly from Kafka topic workflow.jobs.<jobType>",
 }
+
+#: Errors after which a dispatch is not published again: the topic does not
+#: exist (the engine does not create topics; an operator must).
+_GIVE_UP = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC})
 
 # (topic, key, value, headers) of one record.
 _Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
@@ -54,6 +61,10 @@ class DispatchPublisher:
         self.enqueued = 0
         self.published = 0
         self.failed = 0
+        #: Dispatches the broker did not take, queued again.
+        self.retried = 0
+        # Relay thread only: records whose delivery failed in the last flush.
+        self._undelivered: list[tuple[_Record, KafkaError]] = []
         self._thread: threading.Thread | None = None
 
     def enqueue(self, job: Job) -> None:
@@ -120,6 +131,7 @@ class DispatchPublisher:
                 for topic, key, value, headers in batch:
                     self._produce(producer, topic, key, value, headers)
                 producer.flush(30)
+                self._retry_undelivered(producer)
                 if record is None:
                     return
         finally:
@@ -140,28 +152,60 @@ class DispatchPublisher:
                     value=value,
                     key=key,
                     headers=cast("list[tuple[str, str | bytes | None]]", headers),
-                    on_delivery=self._delivered,
+                    on_delivery=functools.partial(self._delivered, (topic, key, value, headers)),
                 )
                 return
             except BufferError:
                 producer.poll(0.1)  # the local queue is full: let deliveries drain
 
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        with self._cond:
-            if error is None:
-                self.published += 1
-            else:
-                self.failed += 1
-            self._cond.notify_all()
-        if error is not None:
-            _log.error(
-                "local engine: could not publish a job dispatch to %s: %s%s",
-                message.topic(),
+    def _retry_undelivered(self, producer: Producer) -> None:
+        """As the engine's outbox relay: a dispatch the broker did not take
+        (down, restarting, unreachable past ``message.timeout.ms``) is queued
+        again, not lost (found by the chaos suite); one for a topic that does
+        not exist is given up, logged and counted in ``failed``."""
+        undelivered, self._undelivered = self._undelivered, []
+        for record, error in undelivered:
+            topic = record[0]
+            try:
+                found = producer.list_topics(topic, timeout=5.0).topics.get(topic)
+                missing = found is None or found.error is not None
+            except KafkaException:
+                missing = False  # the broker is not answering: keep the dispatch
+            if missing:
+                self._count_failed(topic, error)
+                continue
+            with self._cond:
+                self.retried += 1
+            _log.warning(
+                "local engine: publishing a job dispatch to %s failed (%s); publishing it again",
+                topic,
                 error.str(),
-                " (the engine does not create topics: create it)"
-                if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-                else "",
             )
+            self._queue.put(record)
+
+    def _delivered(self, record: _Record, error: KafkaError | None, message: Message) -> None:
+        if error is not None and error.code() not in _GIVE_UP:
+            # Sorted out after the flush (``_retry_undelivered``): the broker
+            # may be down, or the topic missing (both time out alike).
+            self._undelivered.append((record, error))
+            return
+        if error is not None:
+            self._count_failed(message.topic() or record[0], error)
+            return
+        with self._cond:
+            self.published += 1
+            self._cond.notify_all()
+
+    def _count_failed(self, topic: str, error: KafkaError) -> None:
+        with self._cond:
+            self.failed += 1
+            self._cond.notify_all()
+        _log.error(
+            "local engine: could not publish a job dispatch to %s: %s "
+            "(the engine does not create topics: create it)",
+            topic,
+            error.str(),
+        )
 
 
 __all__ = ["POLL_GONE_BODY", "DispatchPublisher"]

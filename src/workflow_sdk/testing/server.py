@@ -283,6 +283,20 @@ _ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
 ]
 
 
+#: Names of the routes ``LocalEngine.fail_next`` can make answer an error.
+_ROUTE_NAMES: dict[Handler, str] = {
+    _poll: "poll",
+    _complete_job: "complete",
+    _fail_job: "fail",
+    _heartbeat: "heartbeat",
+    _get_instance: "instance",
+    _history: "history",
+    _start_instance: "start",
+    _cancel: "cancel",
+}
+ROUTE_NAMES = frozenset(_ROUTE_NAMES.values())
+
+
 def route(method: str, path: str, *, heartbeat: bool = False) -> tuple[Handler, list[str]] | int:
     """The handler and path parameters, or 404 / 405. Without ``heartbeat``
     the heartbeat route does not exist (a released engine)."""
@@ -483,6 +497,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         """The handler's (status, answer); None when the answer was sent (an
         error) or must not be (the server is stopping)."""
         state = self.server.state
+        injected = state.take_injected_error(_ROUTE_NAMES.get(handler, ""))
+        if injected is not None and not injected[1]:
+            self._send_injected(injected[0])  # as a gateway in front would: nothing applied
+            return None
         report = params[0] if handler in (_complete_job, _fail_job) else None
         # From arrival to the change: what may overlap with another report of
         # the job (a fail's held answer comes after its change).
@@ -505,7 +523,20 @@ class RequestHandler(BaseHTTPRequestHandler):
         ):
             self.close_connection = True  # the engine is stopping: no answer
             return None
+        if injected is not None:
+            self._send_injected(injected[0])  # applied, and the answer says otherwise
+            return None
         return status, answer
+
+    def _send_injected(self, status: int) -> None:
+        """An injected error answer: the engine's 500 when it runs out of
+        time (its envelope, a reason a client may retry), or a gateway's
+        empty 502/503/504."""
+        if status == 500:
+            reason = "injected fault: context deadline exceeded"
+            self._send(500, _json({"error": "internal-error", "reason": reason}))
+        else:
+            self._send(status, b"", None)
 
     def _send_error(self, exc: EngineError) -> None:
         self._send(exc.status, _json({"error": exc.code, "reason": exc.reason}))
@@ -607,4 +638,4 @@ class EngineHTTPServer(ThreadingHTTPServer):
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
-__all__ = ["EngineHTTPServer", "RequestHandler", "route"]
+__all__ = ["ROUTE_NAMES", "EngineHTTPServer", "RequestHandler", "route"]

@@ -100,6 +100,9 @@ class EngineState:
         #: Raw items the next poll answer that claims a job carries too
         #: (``LocalEngine.add_to_next_poll``).
         self.poll_extras: list[Any] = []
+        #: Route name -> injected error answers still to give, oldest first
+        #: (``LocalEngine.fail_next``): (status, after the change or instead).
+        self.error_bursts: dict[str, list[tuple[int, bool]]] = {}
 
     @property
     def job_listener(self) -> Callable[[Job], None] | None:
@@ -305,6 +308,19 @@ class EngineState:
                 else:
                     del self._reports_in_progress[job_id]
 
+    def take_injected_error(self, route: str) -> tuple[int, bool] | None:
+        """The next injected error answer for ``route`` (and forget it), or
+        None: (status, whether the request is applied before it is given)."""
+        with self.lock:
+            burst = self.error_bursts.get(route)
+            if not burst:
+                return None
+            injected = burst.pop(0)
+            if not burst:
+                del self.error_bursts[route]
+            self._count("errors_injected")
+            return injected
+
     def wait_complete_delay(self, interrupt: threading.Event) -> bool:
         """Wait ``complete_delay`` seconds before a completion is applied, as a
         loaded database would, without the lock (other requests go on).
@@ -470,6 +486,7 @@ class EngineState:
             self._timers.clear()
             self.counters.clear()
             self.chain_errors.clear()
+            self.error_bursts.clear()
             self.changed.notify_all()
 
 

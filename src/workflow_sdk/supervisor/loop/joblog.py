@@ -72,16 +72,19 @@ def failure_kind(outcome: Outcome, entry: JobEntry) -> str:
     return "retryable"
 
 
-def log_stopped(entry: JobEntry, slot: int, stale: bool, detail: str) -> None:
-    """A running job whose worker is stopped, with nothing reported."""
+def log_stopped(
+    entry: JobEntry, slot: int, stale: bool, detail: str, *, retire: bool = False
+) -> None:
+    """A running job whose worker is stopped, with no result reported."""
     log.info(
-        "job %s (%s) of instance %s %s (%s); stopping worker-%d, nothing is reported",
+        "job %s (%s) of instance %s %s (%s); stopping worker-%d, %s",
         entry.job_id,
         entry.job_type,
         entry.instance_id,
         "no longer matters" if stale else "is no longer ours",
         detail,
         slot,
+        "the job is retired with an empty completion" if retire else "nothing is reported",
         extra=job_fields(entry, slot),
     )
 

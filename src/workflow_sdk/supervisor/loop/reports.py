@@ -219,6 +219,8 @@ class ReportDesk:
             if entry is None:
                 continue
             self.intake.settle(entry, result.settled)
+            if result.outcome.retire:
+                continue  # counted as stale when it was stopped
             if result.status is ReportStatus.STALE:
                 self.stats.stale_jobs += 1
             if self.metrics is not None:
@@ -232,6 +234,11 @@ class ReportDesk:
                     stale_reason=result.stale_reason,
                 )
         return results
+
+    def retire(self, entry: JobEntry, slot_no: int) -> None:
+        """Queue an empty completion for a stopped job whose instance is over
+        (``Outcome.retirement``); logged by the caller, counted as stale."""
+        self._outbox.append((Outcome.retirement(entry.job_id, entry.job_type), entry))
 
     def count_stale(self, entry: JobEntry, reason: str) -> None:
         """A job found stale while it ran (nothing is reported for it)."""

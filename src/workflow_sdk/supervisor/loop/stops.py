@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 from workflow_sdk.handler.outcome import Outcome
+from workflow_sdk.staleness import RETIRE_REASONS
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
 from workflow_sdk.supervisor.loop.intake import Intake
 from workflow_sdk.supervisor.loop.joblog import log_stopped
@@ -220,8 +221,9 @@ class Stopper:
 
     def stop_running(self, slot: WorkerSlot, entry: JobEntry, stop: StopJob, now: float) -> None:
         """The job no longer matters, or is no longer ours: stop its worker,
-        report nothing (a fail could fail the instance; the lease's new
-        holder reports the job). A result the worker had already sent is
+        report no result (a fail could fail the instance; the lease's new
+        holder reports the job); a job of a cancelled or finished instance is
+        retired with an empty completion. A result the worker had already sent is
         reported as any other (``finished_meanwhile``), except a fail after a
         lost lease: the job may run elsewhere already."""
         if stop.reason == "lease_lost":
@@ -231,10 +233,19 @@ class Stopper:
             entry.lease_end = min(entry.lease_end, now)
         if self.finished_meanwhile(slot, entry):
             return
-        log_stopped(entry, slot.number, stop.reason == "stale", stop.detail)
-        # Stale: its record is done (nothing will ever report it). Lease lost:
-        # the lease's new holder reports it.
-        self.intake.drop(entry, done=True)
+        retire = stop.reason == "stale" and stop.stale_reason in RETIRE_REASONS
+        log_stopped(entry, slot.number, stop.reason == "stale", stop.detail, retire=retire)
+        if retire:
+            # Its instance is over: an empty completion retires the job (else
+            # the engine hands it out again after every lease). Reported as
+            # any outcome: no longer RUNNING (no stale check or time limit
+            # acts on its slot again), released by the report's answer.
+            self.ledger.finish(entry.job_id, now)
+            self.desk.retire(entry, slot.number)
+        else:
+            # Stale: its record is done (nothing will ever report it). Lease
+            # lost: the lease's new holder reports it.
+            self.intake.drop(entry, done=True)
         if stop.reason == "stale":
             self.desk.count_stale(entry, stop.stale_reason)
         else:
