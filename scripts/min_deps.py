@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXIT_UNREACHABLE = 3
 EXIT_UNINSTALLABLE = 4
 #: What the unit tier needs besides the project (their newest versions).
-TEST_TOOLS = ("pytest", "pytest-timeout", "responses")
+TEST_TOOLS = ("pytest", "pytest-timeout", "responses", "hypothesis")
 _LOWER_BOUND = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*>=\s*([0-9][^,;\s]*)\s*(;.*)?$")
 
 
