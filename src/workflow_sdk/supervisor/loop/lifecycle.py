@@ -11,10 +11,11 @@ counts, and the final reaping. Boot failures end in the pool's verdict
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -31,6 +32,7 @@ from workflow_sdk.supervisor.exposition.stats import SupervisorStats
 from workflow_sdk.supervisor.loop.pool import BootVerdict, RecyclePolicy, WorkerPool
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.loop.stops import KILL_GRACE, Stopper
+from workflow_sdk.supervisor.loop.type_limits import TypeLimits
 from workflow_sdk.supervisor.worker.protocol import Ready
 
 log = logging.getLogger("workflow_sdk.supervisor")
@@ -64,9 +66,14 @@ class MemoryVerdict:
     idle: list[WorkerSlot]
 
 
-def sample_rss(slots: Iterable[WorkerSlot], hard_limit_bytes: float) -> MemoryVerdict:
+def sample_rss(
+    slots: Iterable[WorkerSlot],
+    hard_limit_bytes: float,
+    type_limits: Mapping[str, float] | None = None,
+) -> MemoryVerdict:
     """Read each worker's RSS (recorded in its slot); judge it against the
-    hard limit (0 = none), during jobs too."""
+    hard limit (0 = none), during jobs too: ``type_limits`` (job type ->
+    bytes) for a worker running a type with a limit of its own."""
     kill: list[WorkerSlot] = []
     idle: list[WorkerSlot] = []
     for slot in slots:
@@ -81,7 +88,10 @@ def sample_rss(slots: Iterable[WorkerSlot], hard_limit_bytes: float) -> MemoryVe
         if rss == 0:
             continue  # exited and not yet reaped: keep the last real sample
         slot.sampled(rss)
-        if hard_limit_bytes and slot.job is not None and rss > hard_limit_bytes:
+        limit = hard_limit_bytes
+        if type_limits and slot.job is not None:
+            limit = type_limits.get(slot.job.job_type, hard_limit_bytes)
+        if limit and slot.job is not None and rss > limit:
             kill.append(slot)
         elif slot.state is SlotState.IDLE:
             idle.append(slot)
@@ -137,29 +147,53 @@ class WorkerLifecycle:
         if slot.retiring:
             slot.close_channel(time.monotonic())
 
-    def check_recycle(self, slot: WorkerSlot, settings: SupervisorSection) -> None:
-        """Retire the worker after its current job when a recycle rule says so."""
-        reason = self.pool.recycle_reason(slot, recycle_policy(settings))
+    def check_recycle(
+        self, slot: WorkerSlot, settings: SupervisorSection, limits: TypeLimits | None = None
+    ) -> None:
+        """Retire the worker after its current job when a recycle rule says so
+        (the memory limit of the type of its last job, with ``limits``)."""
+        policy = recycle_policy(settings)
+        setting = "max_memory_mb"
+        if limits is not None and limits.memory_by_type:
+            soft = limits.memory(slot.last_job_type).soft_mb
+            policy = dataclasses.replace(policy, max_memory_mb=soft)
+            setting = limits.memory_setting(setting, slot.last_job_type)
+        reason = self.pool.recycle_reason(slot, policy)
         if reason == "recycle_jobs":
             log.info("worker-%d ran %d jobs; replacing it", slot.number, slot.jobs_done)
         elif reason == "recycle_memory":
             log.warning(
-                "worker-%d uses %.0f MiB, over max_memory_mb = %g; replacing it",
+                "worker-%d uses %.0f MiB, over %s = %g; replacing it",
                 slot.number,
                 slot.rss_bytes / 2**20,
-                settings.max_memory_mb,
+                setting,
+                policy.max_memory_mb,
             )
         if reason is not None:
             slot.retire(reason, time.monotonic())
 
-    def sample_memory(self, now: float, settings: SupervisorSection) -> None:
-        """Read each worker's RSS; enforce the memory limits during jobs too."""
-        verdict = sample_rss(list(self.pool.slots.values()), settings.memory_hard_limit_mb * 2**20)
+    def sample_memory(
+        self, now: float, settings: SupervisorSection, limits: TypeLimits | None = None
+    ) -> None:
+        """Read each worker's RSS; enforce the memory limits during jobs too
+        (a job type's own, with ``limits``)."""
+        by_type = None
+        if limits is not None and limits.memory_by_type:
+            by_type = limits.hard_limits_bytes()
+        hard_mb = settings.memory_hard_limit_mb
+        verdict = sample_rss(list(self.pool.slots.values()), hard_mb * 2**20, by_type)
         for slot in verdict.kill:
-            if slot.job is not None:
-                self.stopper.kill_for_memory(slot, slot.job, now, settings.memory_hard_limit_mb)
+            entry = slot.job
+            if entry is None:
+                continue
+            if by_type and limits is not None:
+                type_hard = limits.memory(entry.job_type).hard_mb
+                setting = limits.memory_setting("max_memory_hard_mb", entry.job_type)
+                self.stopper.kill_for_memory(slot, entry, now, type_hard, setting)
+            else:
+                self.stopper.kill_for_memory(slot, entry, now, hard_mb)
         for slot in verdict.idle:
-            self.check_recycle(slot, settings)
+            self.check_recycle(slot, settings, limits)
         self.next_rss_sample = now + min(RSS_SAMPLE_INTERVAL, settings.memory_check_interval)
 
     def on_exit(self, slot: WorkerSlot, *, draining: bool) -> str | None:

@@ -49,6 +49,7 @@ from workflow_sdk.supervisor.loop.publisher import Publisher, open_metrics
 from workflow_sdk.supervisor.loop.reports import ReportDesk, ReportSink, StartReporter
 from workflow_sdk.supervisor.loop.slots import WorkerSlot
 from workflow_sdk.supervisor.loop.stops import Stopper
+from workflow_sdk.supervisor.loop.type_limits import TypeLimits
 from workflow_sdk.supervisor.loop.watch import RunningJobWatch
 from workflow_sdk.supervisor.worker.main import ENV_PRELOAD_MODULES, WorkerSpec, worker_main
 
@@ -224,12 +225,14 @@ def open_rooms(
     closing: contextlib.ExitStack,
     source: SourceOpener | None = None,
     start_worker: WorkerStarter | None = None,
+    limits: TypeLimits | None = None,
 ) -> Rooms:
     """Build the loop's objects and start its threads (see the module doc).
 
     ``collect``: the arbiter's reading of a worker's channel (the stopper
     reads what a worker sent before it stops it); ``source`` and
-    ``start_worker`` replace the defaults (``default_opener``, the fork server).
+    ``start_worker`` replace the defaults (``default_opener``, the fork server);
+    ``limits``: the per-type settings (default: ``config``'s).
 
     :raises RenewalUnavailableError: lease renewal is required and the engine
         could not be asked (no thread was started); ``ConfigError``: the
@@ -266,6 +269,7 @@ def open_rooms(
         start_reporter=reporter_starter(config, clients),
         wake=wake,
         metrics=metrics,
+        limits=limits or TypeLimits(config),
     )
     closing.callback(desk.close)
     watch = start_watch(config, ledger, wake=wake, reader=reader, renewer=renewer, metrics=metrics)

@@ -169,22 +169,31 @@ class Stopper:
         slot.stop(now, KILL_GRACE)
         self.fail_running(slot, entry, message, "timeout", now)
 
-    def kill_for_memory(self, slot: WorkerSlot, entry: JobEntry, now: float, limit: float) -> None:
+    def kill_for_memory(
+        self,
+        slot: WorkerSlot,
+        entry: JobEntry,
+        now: float,
+        limit: float,
+        setting: str = "max_memory_hard_mb",
+    ) -> None:
+        """``slot``'s memory is over ``limit`` MiB (named ``setting`` in the log)."""
         rss = slot.rss_bytes  # the sample over the limit (a result read now brings its own)
         if self.finished_meanwhile(slot, entry):
             if not slot.retiring:
                 log.warning(
-                    "worker-%d uses %.0f MiB, over max_memory_hard_mb = %g, and has just "
+                    "worker-%d uses %.0f MiB, over %s = %g, and has just "
                     "finished its job (its result is kept); replacing it",
                     slot.number,
                     rss / 2**20,
+                    setting,
                     limit,
                 )
                 slot.retire("recycle_memory", now)
             return
         message = (
             f"worker pid {slot.pid} (worker-{slot.number}) killed: RSS reached "
-            f"{rss / 2**20:.0f} MiB, over max_memory_hard_mb = {limit:g}"
+            f"{rss / 2**20:.0f} MiB, over {setting} = {limit:g}"
         )
         slot.kill()
         self.fail_running(slot, entry, message, "recycle_memory", now)

@@ -19,7 +19,8 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any, NoReturn
@@ -32,6 +33,7 @@ from workflow_sdk.supervisor.exposition import multiproc, titles
 from workflow_sdk.supervisor.exposition.logs import configure_logging
 from workflow_sdk.supervisor.worker import sigpolicy
 from workflow_sdk.supervisor.worker.handlers import load_registry
+from workflow_sdk.supervisor.worker.job_threads import JobThreads
 from workflow_sdk.supervisor.worker.protocol import BootFailed, JobDone, Ready, RunJob
 
 log = logging.getLogger("workflow_sdk.worker")
@@ -63,6 +65,10 @@ class WorkerSpec:
     scrub_env: tuple[str, ...] = ()
     #: prometheus multiprocess directory, or None when metrics are off.
     metrics_dir: str | None = None
+    #: Job type -> the BLAS/OpenMP threads while running it (``[job_types] threads``).
+    type_threads: Mapping[str, int] = field(default_factory=dict)
+    #: The pool's threads per worker (None: the libraries' own sizes).
+    default_threads: int | None = None
 
 
 def current_rss() -> int:
@@ -80,6 +86,8 @@ class Worker:
         self.conn = conn
         #: Set when the parent says the running job no longer matters.
         self.cancel_event = threading.Event()
+        #: The thread pools' size per job type (nothing to do without a type's own).
+        self.threads = JobThreads(spec.type_threads, spec.default_threads)
 
     def _on_cancel(self, signum: int, frame: FrameType | None) -> None:
         # The parent sends this just before SIGTERM when the job went stale
@@ -162,6 +170,8 @@ class Worker:
         if handler is None:
             who = f"worker-{self.spec.number}"
             return no_handler_outcome(context["id"], context["jobType"], who), False
+        if self.threads.by_type:
+            self.threads.before_job(context["jobType"])
         self.cancel_event.clear()
         context["cancelEvent"] = self.cancel_event
         # Plain variables: the supervisor never imports handler code, so it
