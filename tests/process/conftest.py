@@ -157,13 +157,15 @@ def start_supervisor(
         handlers: str = "sv_handlers:registry",
         graceful_timeout: float = 10,
         engine_extra: str = "",
+        *,
+        poll_interval: float = 0.1,
         **env_extra: str,
     ) -> SupervisorProcess:
         config = tmp_path / "supervisor.toml"
         config.write_text(
             f'[engine]\nurl = "{engine.url}"\n{engine_extra or "timeout = 5"}\n'
             f'[supervisor]\nhandlers = ["{handlers}"]\nworkers = {workers}\n'
-            f"poll_interval = 0.1\ngraceful_timeout = {graceful_timeout:g}\n"
+            f"poll_interval = {poll_interval:g}\ngraceful_timeout = {graceful_timeout:g}\n"
             f"{extra}\n"
         )
         env = dict(os.environ)
