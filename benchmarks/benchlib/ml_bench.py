@@ -64,6 +64,7 @@ from benchlib.procs import (
     SupervisorProcess,
     machine_cpu,
     process_cpu,
+    threads_cpu,
     tree_cpu,
     wait_for_quiet,
 )
@@ -249,8 +250,9 @@ def _completed(client: RestEngineClient, def_id: str, count: int) -> list[dict[s
 def matrix_batch(
     workdir: Path, model: Path, workers: int, jobs: int, threads: str
 ) -> dict[str, float]:
-    """ml-matrix jobs/s of ``workers`` workers (steady window), and the CPU
-    other processes used meanwhile."""
+    """ml-matrix jobs/s of ``workers`` workers (steady window); the CPU of
+    the supervisor's parent, of the engine, and of other processes meanwhile
+    (% of one core)."""
     run = Run(workdir, f"matrix-{threads}-x{workers}", model, workers, preload=False,
               threads=threads)  # fmt: skip
     try:
@@ -260,6 +262,7 @@ def matrix_batch(
         supervisor = run.start_supervisor()
         sampler = CpuSampler(
             {
+                "parent": threads_cpu(supervisor.ps),
                 "tree": tree_cpu(supervisor.ps),
                 "engine": process_cpu(run.engine.ps),
                 "bench": process_cpu(psutil.Process()),
@@ -278,7 +281,12 @@ def matrix_batch(
     ours = sum(sampler.cpu_between(name, start, end) for name in ("tree", "engine", "bench"))
     foreign = max(0.0, sampler.cpu_between("machine", start, end) - ours)
     rate = count / (end - start) if end > start else math.inf
-    return {"rate": rate, "foreign_cpu_pct": foreign}
+    return {
+        "rate": rate,
+        "parent_cpu_pct": sampler.cpu_between("parent", start, end),
+        "engine_cpu_pct": sampler.cpu_between("engine", start, end),
+        "foreign_cpu_pct": foreign,
+    }
 
 
 # -- 2. memory -------------------------------------------------------------------------
@@ -378,7 +386,9 @@ def one_repeat(s: MlSettings, workdir: Path, model: Path, index: int) -> dict[st
             quiet()
             result = matrix_batch(workdir, model, workers, jobs, threads)
             say(f"{prefix} numpy {threads:<15} x{workers}: {result['rate']:7.2f} jobs/s "
-                f"(others {result['foreign_cpu_pct']:5.1f}% CPU)")  # fmt: skip
+                f"(parent {result['parent_cpu_pct']:4.1f}%, engine "
+                f"{result['engine_cpu_pct']:4.1f}%, others {result['foreign_cpu_pct']:5.1f}% "
+                "CPU)")  # fmt: skip
             if best is None or result["foreign_cpu_pct"] < best["foreign_cpu_pct"]:
                 best = result
             if result["foreign_cpu_pct"] <= s.max_foreign_cpu:
@@ -453,9 +463,12 @@ def aggregate(repeats: list[dict[str, Any]], s: MlSettings) -> dict[str, Any]:
             "p90_all": percentile(gaps, 90) if gaps else None,
             "count": len(gaps),
         },
-        "foreign_cpu_pct": {
-            key: spread([r[key]["foreign_cpu_pct"] for r in repeats])
-            for key in ("numpy_defaults", "numpy_oversubscribed", "numpy_one_worker")
+        **{
+            f"{what}_cpu_pct": {
+                key: spread([r[key][f"{what}_cpu_pct"] for r in repeats])
+                for key in ("numpy_defaults", "numpy_oversubscribed", "numpy_one_worker")
+            }
+            for what in ("parent", "engine", "foreign")
         },
     }
 
@@ -492,6 +505,15 @@ def table(report: dict[str, Any]) -> str:
         ("one worker, one thread", fmt(numpy["one_worker_one_thread"])),
         ("defaults / oversubscribed", fmt(numpy["ratio_defaults_oversubscribed"], 2)),
         (f"defaults / ({n} x one worker)", fmt(numpy["ratio_defaults_scaling"], 2)),
+        (
+            "supervisor parent / engine CPU during defaults, % of a core",
+            f"{fmt(r['parent_cpu_pct']['numpy_defaults'])} / "
+            f"{fmt(r['engine_cpu_pct']['numpy_defaults'])}",
+        ),
+        (
+            "other processes during the numpy batches, worst, % of a core",
+            fmt(spread([max(v["max"] for v in r["foreign_cpu_pct"].values())])),
+        ),
         (f"**total PSS, MiB ({mem_n} workers + fork server)**", ""),
         ("one worker holding the model (no preload)", fmt(mem["one_worker_holding_the_model"])),
         ("preload_handlers = true", fmt(mem["preload_total"])),
