@@ -460,6 +460,19 @@ def main(argv: list[str] | None = None) -> int:
         "--table-from", metavar="FILE", help="only print the table of an earlier JSON file"
     )
     parser.add_argument(
+        "--ml",
+        action="store_true",
+        help="the ML benchmark instead (benchlib/ml_bench.py: numpy jobs/s with and without "
+        "thread limits, PSS with and without preload, the job-type change gap; needs the ml "
+        "extra; writes <output>-ml.json)",
+    )
+    parser.add_argument(
+        "--ml-memory-workers",
+        type=int,
+        default=0,
+        help="workers of the ML benchmark's memory batches (4; smoke 2)",
+    )
+    parser.add_argument(
         "--dispatch",
         choices=("poll", "kafka", "both"),
         default="poll",
@@ -468,6 +481,13 @@ def main(argv: list[str] | None = None) -> int:
         "--table-from, prints that file's table); both: the two",
     )
     args = parser.parse_args(argv)
+    if args.ml:
+        from benchlib import ml_bench  # noqa: PLC0415
+
+        if args.table_from:
+            print(ml_bench.table(json.loads(Path(args.table_from).read_text())))
+            return 0
+        return ml_bench.run(args)
     if args.dispatch != "poll":
         from benchlib.kafka_bench import compare, print_table  # noqa: PLC0415
 

@@ -165,6 +165,7 @@ def start_supervisor(
         engine_extra: str = "",
         *,
         wrapper: tuple[str, ...] = (),
+        poll_interval: float = 0.1,
         **env_extra: str,
     ) -> SupervisorProcess:
         config = tmp_path / "supervisor.toml"
@@ -173,7 +174,7 @@ def start_supervisor(
         config.write_text(
             f'[engine]\nurl = "{engine.url}"\n{engine_extra or "timeout = 5"}\n'
             f'[supervisor]\nhandlers = ["{handlers}"]\n{workers_line}'
-            f"poll_interval = 0.1\ngraceful_timeout = {graceful_timeout:g}\n"
+            f"poll_interval = {poll_interval:g}\ngraceful_timeout = {graceful_timeout:g}\n"
             f"{extra}\n"
         )
         env = dict(os.environ)

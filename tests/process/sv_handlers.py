@@ -105,6 +105,31 @@ def noop(job: dict[str, Any]) -> None:
     return None
 
 
+@registry.register("span")
+@registry.register("span-other")
+def span(job: dict[str, Any]) -> dict[str, Any]:
+    """Sleep ``seconds``; return when it ran (``time.monotonic()``, one clock
+    for every process of the machine), keyed by job type, and the pid."""
+    started = time.monotonic()
+    time.sleep(float(job["variables"].get("seconds", 0.2)))
+    key = job["jobType"].replace("-", "_")
+    return {f"{key}Start": started, f"{key}End": time.monotonic(), f"{key}Pid": os.getpid()}
+
+
+@registry.register("attempts")
+def attempts(job: dict[str, Any]) -> dict[str, Any]:
+    """Append ``start end`` (monotonic) to ``<piddir>/<instanceId>.attempts``;
+    fail retryable while fewer than ``fail`` attempts are written."""
+    started = time.monotonic()
+    path = Path(job["variables"]["piddir"]) / f"{job['instanceId']}.attempts"
+    done = path.read_text().count("\n") if path.exists() else 0
+    with path.open("a") as out:
+        out.write(f"{started} {time.monotonic()}\n")
+    if done < int(job["variables"].get("fail", 1)):
+        raise ValueError(f"attempt {done + 1} fails")
+    return {"attempts": done + 1}
+
+
 @registry.register("gil")
 def gil(job: dict[str, Any]) -> dict[str, Any]:
     """Hold the GIL in one long C call (a big-integer power), ``exponent`` given."""

@@ -55,7 +55,9 @@ def test_version(tmp_path: Path) -> None:
 def test_check_passes_and_lists_job_types(engine: LocalEngine, tmp_path: Path) -> None:
     result = cli("check", "-c", str(write_config(tmp_path, engine.url)), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "job types: cpu, gil, lifecycle, noop, script" in result.stdout
+    assert (
+        "job types: attempts, cpu, gil, lifecycle, noop, script, span, span-other" in result.stdout
+    )
     assert "healthy" in result.stdout
 
 

@@ -162,6 +162,51 @@ def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     assert leftovers(result) == []
 
 
+def _ml_unavailable() -> str | None:
+    """Why ``benchmarks/bench --ml`` cannot run here (the ml extra missing)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from benchlib.ml_bench import unavailable  # noqa: PLC0415
+
+        return unavailable()
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.mark.timeout(180)
+def test_bench_ml_smoke_run_writes_every_figure(tmp_path: Path) -> None:
+    """``benchmarks/bench --ml --smoke``: numpy jobs/s with and without the
+    thread limits, PSS with and without preload, the job-type change gap;
+    every process it started is gone after it."""
+    why = _ml_unavailable()
+    if why:
+        pytest.skip(f"ML bench skipped: {why}")
+    output = tmp_path / "bench.json"
+    result = run_script(
+        [str(BENCHMARKS / "bench.py"), "--ml", "--smoke", "--output", str(output)], 150, tmp_path
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "ML goals:" in result.stdout
+    assert not output.exists()  # the dispatch benchmark did not run
+    report = json.loads((tmp_path / "bench-ml.json").read_text())
+    results = report["results"]
+    numpy = results["numpy_jobs_per_s"]
+    for key in ("defaults", "oversubscribed", "one_worker_one_thread", "ratio_defaults_scaling"):
+        assert numpy[key]["median"] > 0, key
+    memory = results["memory_pss_mib"]
+    for key in ("one_worker_holding_the_model", "preload_total", "no_preload_total"):
+        assert memory[key]["median"] > 0, key
+    last = memory["last_run"]
+    assert len(last["memory_preload"]["workers"]) == report["settings"]["memory_workers"]
+    assert last["memory_preload"]["fork_server"], "the fork server holds the preloaded model"
+    gap = results["job_type_change_gap_ms"]
+    assert gap["count"] == 2 * report["settings"]["workers"], "two changes per pipeline"
+    assert gap["p50"]["median"] is not None
+    assert len(report["goals"]) == 2
+    assert all(goal["met"] in (True, False) for goal in report["goals"])
+    assert leftovers(result) == []
+
+
 def _kafka_unavailable() -> str | None:
     """Why ``benchmarks/bench --dispatch kafka`` cannot run here (no Java, no extra)."""
     sys.path.insert(0, str(BENCHMARKS))

@@ -11,6 +11,7 @@ from workflow_sdk.cpus import usable_cpus
 from workflow_sdk.errors import ConfigError
 from workflow_sdk.supervisor.config import (
     DEFAULT_JOB_TIMEOUT,
+    JobTypeConfig,
     SupervisorConfig,
     default_worker_count,
     load_config,
@@ -69,6 +70,44 @@ def test_job_type_sections(tmp_path: Path) -> None:
     assert config.job_timeout("other") == 5.0
 
 
+def test_a_job_type_section_without_timeout_keeps_the_pools_job_timeout(tmp_path: Path) -> None:
+    """Pins: a section without ``timeout`` (empty, or setting another key such
+    as ``concurrency``) gave its type the built-in hour instead of the file's
+    ``job_timeout``."""
+    text = (
+        '[supervisor]\nhandlers = ["a"]\njob_timeout = 5\n[job_types."empty"]\n'
+        '[job_types."gpu"]\nconcurrency = 1\n'
+    )
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.job_timeout("empty") == 5.0
+    assert config.job_timeout("gpu") == 5.0
+
+
+def test_job_type_limits(tmp_path: Path) -> None:
+    text = (
+        '[supervisor]\nhandlers = ["a"]\nmax_memory_mb = 500\n'
+        '[job_types."big-model"]\nconcurrency = 1\nmax_memory_mb = 5000\n'
+        "max_memory_hard_mb = 6000\nthreads = 4\nretry_delay = 2.5\n"
+        '[job_types."light"]\ntimeout = 3\n'
+    )
+    config = load_config(write(tmp_path, text), environ={})
+    big, light = config.job_types["big-model"], config.job_types["light"]
+    assert (big.concurrency, big.max_memory_mb, big.max_memory_hard_mb) == (1, 5000.0, 6000.0)
+    assert (big.threads, big.retry_delay, big.timeout) == (4, 2.5, None)
+    assert (light.concurrency, light.max_memory_mb, light.threads, light.retry_delay) == (
+        None,
+        None,
+        None,
+        0.0,
+    )
+
+
+def test_every_job_type_key_is_documented_in_the_example() -> None:
+    text = (REPO / "supervisor.toml.example").read_text()
+    for f in dataclasses.fields(JobTypeConfig):
+        assert f"# {f.name} =" in text or f"{f.name} =" in text, f.name
+
+
 def test_config_is_frozen(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, '[supervisor]\nhandlers = ["a"]\n'), environ={})
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -92,6 +131,26 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         ("[supervisor]\nhandlers = ['not a module']\n", "supervisor.handlers: 'not a module'"),
         ('[job_types."x"]\ntimeout = -2\n', 'job_types."x".timeout: must be >= 0'),
         ('[job_types."x"]\ntimout = 2\n', 'job_types."x".timout: unknown key'),
+        ('[job_types."x"]\nconcurrency = 0\n', 'job_types."x".concurrency: must be >= 1, got 0'),
+        ('[job_types."x"]\nconcurrency = 1.5\n', 'job_types."x".concurrency: must be an integer'),
+        ('[job_types."x"]\nthreads = 0\n', 'job_types."x".threads: must be >= 1, got 0'),
+        ('[job_types."x"]\nthreads = "4"\n', 'job_types."x".threads: must be an integer'),
+        ('[job_types."x"]\nretry_delay = -1\n', 'job_types."x".retry_delay: must be >= 0'),
+        ('[job_types."x"]\nretry_delay = true\n', 'job_types."x".retry_delay: must be a number'),
+        ('[job_types."x"]\nmax_memory_mb = -5\n', 'job_types."x".max_memory_mb: must be >= 0'),
+        (
+            '[job_types."x"]\nmax_memory_hard_mb = -1\n',
+            'job_types."x".max_memory_hard_mb: must be >= 0',
+        ),
+        (
+            '[job_types."x"]\nmax_memory_mb = 500\nmax_memory_hard_mb = 400\n',
+            'job_types."x".max_memory_hard_mb: must be >= max_memory_mb (500), got 400',
+        ),
+        (
+            '[supervisor]\nmax_memory_mb = 500\n[job_types."x"]\nmax_memory_hard_mb = 400\n',
+            'job_types."x".max_memory_hard_mb: must be >= max_memory_mb (the pool\'s) (500), '
+            "got 400",
+        ),
         ("[metrix]\n", "supervisor.toml: metrix: unknown section"),
         ("engine = 3\n", "supervisor.toml: engine: must be a table"),
         ("[engine]\ntoken_env = 'NOPE_NOT_SET'\n", "engine.token_env: environment variable"),

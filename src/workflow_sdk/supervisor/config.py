@@ -131,7 +131,21 @@ class SupervisorSection:
 
 @dataclass(frozen=True)
 class JobTypeConfig:
-    timeout: float = DEFAULT_JOB_TIMEOUT
+    """A ``[job_types."x"]`` section. ``None``: the key is not set, the pool's
+    value applies (``supervisor.type_settings`` resolves them)."""
+
+    #: Seconds a job of this type may run (0 = no limit); None: ``job_timeout``.
+    timeout: float | None = None
+    #: At most this many of the pool's workers run this type at once.
+    concurrency: int | None = None
+    #: ``max_memory_mb`` / ``max_memory_hard_mb`` for a worker running this type.
+    max_memory_mb: float | None = None
+    max_memory_hard_mb: float | None = None
+    #: BLAS/OpenMP threads of a worker while it runs this type.
+    threads: int | None = None
+    #: Seconds a retryable failure is held before it is reported (grows per
+    #: attempt, with jitter, within the lease); 0 = at once.
+    retry_delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -195,7 +209,9 @@ class SupervisorConfig:
     def job_timeout(self, job_type: str) -> float:
         """Seconds a job of ``job_type`` may run; 0 means no limit."""
         section = self.job_types.get(job_type)
-        return section.timeout if section is not None else self.supervisor.job_timeout
+        if section is None or section.timeout is None:
+            return self.supervisor.job_timeout
+        return section.timeout
 
 
 # -- parsing -----------------------------------------------------------------
@@ -289,7 +305,14 @@ _METRICS: dict[str, _Spec] = {
     "bind": _Spec("str", lambda v: None if v.strip() else "must not be empty"),
     "dir": _Spec("str", lambda v: None if v.strip() else "must not be empty"),
 }
-_JOB_TYPE: dict[str, _Spec] = {"timeout": _Spec("float", _at_least(0))}
+_JOB_TYPE: dict[str, _Spec] = {
+    "timeout": _Spec("float", _at_least(0)),
+    "concurrency": _Spec("int", _at_least(1)),
+    "max_memory_mb": _Spec("float", _at_least(0)),
+    "max_memory_hard_mb": _Spec("float", _at_least(0)),
+    "threads": _Spec("int", _at_least(1)),
+    "retry_delay": _Spec("float", _at_least(0)),
+}
 _KAFKA: dict[str, _Spec] = {
     "brokers": _Spec(
         "host-list",
@@ -452,7 +475,9 @@ def parse_config(
         if not isinstance(table, Mapping):
             reader.problem(prefix, "must be a table")
             continue
-        job_types[name] = JobTypeConfig(**reader.section(table, prefix, _JOB_TYPE))
+        settings = reader.section(table, prefix, _JOB_TYPE)
+        _check_type_memory(reader, prefix, settings, soft)
+        job_types[name] = JobTypeConfig(**settings)
 
     kafka = _kafka_section(reader, data, env, engine.get("dispatch", "poll"))
     secret_env.extend(_config_env_names(data))
@@ -484,6 +509,21 @@ def parse_config(
         secret_env=tuple(dict.fromkeys(secret_env)),
         workers_from=cpus.describe() if cpus is not None else "",
     )
+
+
+def _check_type_memory(
+    reader: _Reader, prefix: str, settings: Mapping[str, Any], pool_soft: float
+) -> None:
+    """A type's hard limit below the soft limit in force for it (its own, else
+    the pool's) would kill a worker before the soft one could recycle it."""
+    hard = settings.get("max_memory_hard_mb")
+    soft = settings.get("max_memory_mb", pool_soft)
+    if hard and soft and hard < soft:
+        where = "" if "max_memory_mb" in settings else " (the pool's)"
+        reader.problem(
+            f"{prefix}.max_memory_hard_mb",
+            f"must be >= max_memory_mb{where} ({soft:g}), got {hard:g}",
+        )
 
 
 def _take_token(reader: _Reader, engine: dict[str, Any], token: str, key: str) -> None:

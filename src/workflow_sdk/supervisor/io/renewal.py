@@ -137,7 +137,7 @@ def plan_renewal(config: SupervisorConfig, client: object) -> LeaseRenewer | Non
 def warn_long_limits(config: SupervisorConfig, why: str) -> None:
     """Say once what a time limit beyond the lease means without renewal."""
     lease = DEFAULT_LEASE_SECONDS
-    limits = [config.supervisor.job_timeout] + [t.timeout for t in config.job_types.values()]
+    limits = [config.supervisor.job_timeout] + [config.job_timeout(t) for t in config.job_types]
     if any(limit == 0 or limit > lease for limit in limits):
         log.warning(
             "%s: a job that runs longer than the engine's %g s lease may be handed out "

@@ -67,6 +67,7 @@ from workflow_sdk.supervisor.loop.signals import SignalInbox
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
 from workflow_sdk.supervisor.loop.startup import WorkerStarter, open_rooms
 from workflow_sdk.supervisor.loop.stops import Stopper
+from workflow_sdk.supervisor.loop.type_limits import TypeLimits
 from workflow_sdk.supervisor.loop.waitset import WaitSet
 from workflow_sdk.supervisor.loop.watch import RunningJobWatch
 from workflow_sdk.supervisor.reload import Reload, reload_config
@@ -129,8 +130,10 @@ class Supervisor:
         self.ledger = JobLedger(
             HELD_PER_WORKER * config.supervisor.workers, config.supervisor.stale_check_interval
         )
+        #: What each job type's settings come to (replaced with the configuration).
+        self.limits = TypeLimits(config)
         #: How many jobs to claim: per idle worker, and ahead for short job types.
-        self.claim_policy = ClaimPolicy()
+        self.claim_policy = ClaimPolicy(concurrency=self.limits.concurrency)
         self.signals = SignalInbox()
         #: SIGHUP's reload: the configuration on trial, a SIGHUP queued.
         self.reload = Reload()
@@ -216,6 +219,7 @@ class Supervisor:
                 closing=self._closing,
                 source=self._given_source,
                 start_worker=self._given_starter,
+                limits=self.limits,
             )
         except RenewalUnavailableError as exc:
             self._fatal(EXIT_ERROR, f'lease_renewal = "required": {exc}')
@@ -292,7 +296,7 @@ class Supervisor:
     def _act(self, now: float) -> None:
         self._enforce_deadlines(now)
         if now >= self.life.next_rss_sample:
-            self.life.sample_memory(now, self.config.supervisor)
+            self.life.sample_memory(now, self.config.supervisor, self.limits)
         plan = None
         if self.phase is Phase.DRAINING:
             self._continue_drain(now)
@@ -321,7 +325,7 @@ class Supervisor:
         deadline = min(deadline, self.stopper.next_deadline())
         if self.phase is Phase.DRAINING and now < self.drain.deadline:
             deadline = min(deadline, self.drain.deadline)
-        deadline = min(deadline, self.publisher.next_deadline())
+        deadline = min(deadline, self.publisher.next_deadline(), self.desk.next_due())
         hold_until = self.intake.requested_at + REPORT_HOLD
         if self.desk.queued and hold_until > now:
             deadline = min(deadline, hold_until)
@@ -374,12 +378,14 @@ class Supervisor:
     def _spawn(self, *, surge: bool = False) -> WorkerSlot | None:
         slot_no = self.pool.next_slot_number()
         config = self.reload.config_for(self.config, surge=surge)
+        limits = self.limits if config is self.config else TypeLimits(config)
         spec = worker_setup.worker_spec(
             config,
             slot_no,
             self.registry,
             scrub_env=(*PRIVATE_ENV, *config.secret_env),
             metrics_dir=self.publisher.metrics_dir,
+            type_threads=limits.threads,
         )
         try:
             process, conn = self.start_worker(spec)
@@ -442,7 +448,7 @@ class Supervisor:
         lease = entry.lease_length if entry.lease_end != math.inf else math.inf
         self.claim_policy.observe(entry.job_type, outcome.duration, lease)
         self.desk.report(outcome, entry, slot.number)
-        self.life.check_recycle(slot, self.config.supervisor)
+        self.life.check_recycle(slot, self.config.supervisor, self.limits)
         if slot.retiring and slot.state is SlotState.IDLE:
             slot.close_channel(now)
         elif dispatch and self.phase is not Phase.DRAINING:
@@ -537,6 +543,8 @@ class Supervisor:
         if new is self.config:
             return  # built in code, no file: the workers are replaced, nothing else
         old, self.config = self.config, new
+        self.limits = self.desk.limits = TypeLimits(new)
+        self.claim_policy.concurrency = self.limits.concurrency
         self.intake.poll_interval = new.supervisor.poll_interval
         self._resize(new.supervisor.workers)
         if self.watch.checks_stale:
@@ -587,6 +595,7 @@ class Supervisor:
 
     def _begin_drain(self, why: str) -> None:
         self.phase = Phase.DRAINING
+        self.desk.stop_holding()  # held retryable fails go out now
         self.drain.begin(why, time.monotonic(), self.config.supervisor.graceful_timeout)
         self.announcer.stopping()
 

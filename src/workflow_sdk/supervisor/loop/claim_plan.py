@@ -16,13 +16,26 @@ ahead, and nothing is ever claimed beyond the job ledger's room.
 
 Without a lease (jobs from Kafka: ``lease = inf``) there is no lease to burn;
 any measured job type may be claimed ahead, within the same room.
+
+A job type with a ``concurrency`` limit is claimed only while fewer of its
+jobs are held (claimed or running) than the limit, and a poll that names it
+asks for no more jobs than its room: the engine may answer with jobs of any
+of the poll's types, so a bigger poll could bring more of it than may run.
+
+After a poll that found no job the next one waits ``poll_interval``
+(``EmptyAnswer``), but only while nothing says the engine may have jobs now:
+a poll for a type the empty one did not ask for (an ahead poll asks only for
+the short types; a worker that goes idle serves them all), or a report the
+engine answered since the empty poll was sent (a completion makes the
+instance's next job), goes out at once.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from workflow_sdk.supervisor.loop.ledger import JobLedger, JobState
 from workflow_sdk.supervisor.loop.pool import WorkerPool
@@ -50,9 +63,13 @@ class ClaimPolicy:
         min_samples: int = MIN_SAMPLES,
         smoothing: float = SMOOTHING,
         ahead_batch: int = AHEAD_BATCH,
+        concurrency: Mapping[str, int] | None = None,
     ) -> None:
         if not 0 < smoothing <= 1:
             raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+        #: job type -> the most of its jobs held (claimed or running) at once
+        #: (``[job_types."x"] concurrency``; the arbiter replaces it on SIGHUP)
+        self.concurrency: Mapping[str, int] = MappingProxyType(dict(concurrency or {}))
         self.share = share
         self.min_samples = min_samples
         self.smoothing = smoothing
@@ -127,6 +144,50 @@ class ClaimPolicy:
         return wanted
 
 
+def concurrency_room(
+    job_types: list[str], ledger: JobLedger, limits: Mapping[str, int]
+) -> tuple[list[str], int | None]:
+    """The poll's types without those at their ``concurrency`` limit, and the
+    most jobs the poll may ask for (None: no limit applies): the smallest room
+    of the limited types it still names, since the engine may answer with
+    jobs of any of its types. Next attempts held behind their report count as
+    held: they are claimed once that report is answered."""
+    limited = [t for t in job_types if t in limits]
+    if not limited:
+        return job_types, None
+    held = ledger.by_type(JobState.CLAIMED, JobState.RUNNING)
+    for job_type, count in ledger.attempts_held_by_type().items():
+        held[job_type] = held.get(job_type, 0) + count
+    rooms = {t: limits[t] - held.get(t, 0) for t in limited}
+    kept = [t for t in job_types if rooms.get(t, 1) > 0]
+    if not kept:
+        return [], 0
+    open_rooms = [rooms[t] for t in kept if t in rooms]
+    return kept, min(open_rooms) if open_rooms else None
+
+
+@dataclass(frozen=True)
+class EmptyAnswer:
+    """A poll that found no job: what it asked for, and what was known then."""
+
+    job_types: frozenset[str]
+    #: report answers the main loop had taken when the poll was requested
+    answers_taken: int
+    #: the end of the wait (``poll_interval`` after the answer)
+    until: float
+
+    def holds(self, now: float, job_types: Collection[str], answers_taken: int) -> bool:
+        """Whether a poll for ``job_types`` should still wait: the wait is not
+        over, the poll asks for no type the empty one did not, and no report
+        was answered since that poll was requested (its completion may have
+        made a job the empty poll could not see)."""
+        return (
+            now < self.until
+            and answers_taken <= self.answers_taken
+            and self.job_types.issuperset(job_types)
+        )
+
+
 @dataclass(frozen=True)
 class ArmedPoll:
     """A poll held back by the ledger's room, to go out once report answers free it."""
@@ -149,6 +210,9 @@ class PollPlan:
     unbounded: int
     #: held back: the poll to send once enough report answers have come
     armed: ArmedPoll | None = None
+    #: the most jobs the per-type concurrency limits let this poll ask for
+    #: (None: no limit applies)
+    type_cap: int | None = None
 
     @property
     def held_back(self) -> bool:
@@ -172,13 +236,20 @@ def plan_poll(pool: WorkerPool, ledger: JobLedger, policy: ClaimPolicy) -> PollP
         elif slot.state is SlotState.BUSY:
             busy.append(slot)
     types = pool.job_types(idle) if idle else policy.short_types(pool.job_types(busy))
+    cap: int | None = None
+    if policy.concurrency and types:
+        types, cap = concurrency_room(types, ledger, policy.concurrency)
+
+    def capped(jobs: int) -> int:
+        return jobs if cap is None else min(jobs, cap)
+
     # A retry held behind its previous attempt's report waits for a worker
     # too, once that report is answered.
     waiting = ledger.count(JobState.CLAIMED) + ledger.attempts_held
     ready = len(idle) + len(busy)
     room = ledger.room()
-    wanted = policy.wanted(len(idle), waiting, room, types, workers=ready)
-    unbounded = policy.wanted(len(idle), waiting, ledger.limit, types, workers=ready)
+    wanted = capped(policy.wanted(len(idle), waiting, room, types, workers=ready))
+    unbounded = capped(policy.wanted(len(idle), waiting, ledger.limit, types, workers=ready))
     armed = None
     if wanted == 0 and unbounded > 0:
         # Each report answer releases its job: the poll can go out as soon
@@ -189,11 +260,19 @@ def plan_poll(pool: WorkerPool, ledger: JobLedger, policy: ClaimPolicy) -> PollP
         # as if they came first.
         held_behind = ledger.attempts_held
         for answers in range(1, ledger.count(JobState.REPORTING) - held_behind + 1):
-            later = policy.wanted(len(idle), waiting, room + answers, types, workers=ready)
+            later = capped(policy.wanted(len(idle), waiting, room + answers, types, workers=ready))
             if later > 0:
                 armed = ArmedPoll(answers + held_behind, later)
                 break
-    return PollPlan(wanted, types, len(idle), unbounded, armed)
+    return PollPlan(wanted, types, len(idle), unbounded, armed, cap)
 
 
-__all__ = ["AHEAD_SHARE", "ArmedPoll", "ClaimPolicy", "PollPlan", "plan_poll"]
+__all__ = [
+    "AHEAD_SHARE",
+    "ArmedPoll",
+    "ClaimPolicy",
+    "EmptyAnswer",
+    "PollPlan",
+    "concurrency_room",
+    "plan_poll",
+]

@@ -37,7 +37,7 @@ from workflow_sdk.supervisor.config import SupervisorConfig
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
 from workflow_sdk.supervisor.exposition.status import SourceView
 from workflow_sdk.supervisor.io.source import NOT_OPEN, JobSource, PollResult, SourceOpener
-from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy, PollPlan, plan_poll
+from workflow_sdk.supervisor.loop.claim_plan import ClaimPolicy, EmptyAnswer, PollPlan, plan_poll
 from workflow_sdk.supervisor.loop.kafka_types import types_to_consume
 from workflow_sdk.supervisor.loop.ledger import ClaimVerdict, JobEntry, JobLedger, JobState
 from workflow_sdk.supervisor.loop.phase import Phase
@@ -89,7 +89,14 @@ class Intake:
         self._open = False
         #: ``time.monotonic()`` when the last poll was requested
         self.requested_at = 0.0
+        #: When the next poll is due: after a failure's backoff, or
+        #: ``poll_interval`` after an empty answer (``_empty`` says which and
+        #: when a poll need not wait for it).
         self.next_poll_at = 0.0
+        #: The last poll that found no job, while its wait lasts.
+        self._empty: EmptyAnswer | None = None
+        #: The job types of the request out, and the report answers taken then.
+        self._asked: tuple[frozenset[str], int] = (frozenset(), 0)
         self._backoff = Backoff()
         self._outage = PollOutageLog(log)
         #: Intake paused (``pause``): no request goes to the source.
@@ -226,7 +233,8 @@ class Intake:
 
     def answers_wake_loop(self, phase: Phase, plan: PollPlan | None) -> bool:
         """Whether a report's answer must wake the loop at once: it frees room
-        a held-back poll waits for, or lets a held retry start, or no job
+        a held-back poll waits for, or lets a held retry start, or ends the
+        wait after an empty poll (the answer may mean a new job), or no job
         runs (nothing else wakes the loop soon). Otherwise it waits for the
         next wake-up (a worker's result, a poll's answer): one wake-up fewer
         per job."""
@@ -238,28 +246,47 @@ class Intake:
             return True
         if not self.may_poll(phase):
             return False
-        return (plan or plan_poll(self.pool, self.ledger, self.claims)).held_back
+        plan = plan or plan_poll(self.pool, self.ledger, self.claims)
+        return plan.held_back or (plan.wanted > 0 and self._empty is not None)
+
+    def _waits(self, now: float, plan: PollPlan, answers_taken: int) -> bool:
+        """The poll ``plan`` asks for must wait for ``next_poll_at``: a failure's
+        backoff, or an empty answer that still holds for its types."""
+        if now >= self.next_poll_at:
+            return False
+        empty = self._empty
+        return empty is None or empty.holds(now, plan.job_types, answers_taken)
 
     def maybe_poll(self, now: float, phase: Phase, answers_taken: int) -> PollPlan | None:
         """Request a poll if one is wanted; the plan when it was computed and
         no poll went out (the loop reuses it this tick). ``answers_taken``:
         the report answers the ledger has released so far."""
-        if not self.may_poll(phase) or now < self.next_poll_at:
+        if not self.may_poll(phase):
             return None
+        if now < self.next_poll_at and self._empty is None:
+            return None  # a failure's backoff: no plan needed
         plan = plan_poll(self.pool, self.ledger, self.claims)
-        if plan.wanted < plan.idle:
+        if self._waits(now, plan, answers_taken):
+            return plan
+        if plan.wanted < min(plan.idle, math.inf if plan.type_cap is None else plan.type_cap):
             self.stats.claims_held_back += 1
         if plan.wanted > 0:
-            self.requested_at = now
-            self._source.request(plan.wanted, plan.job_types)
+            self._request(now, plan.wanted, plan.job_types, answers_taken)
             return None
         if plan.armed is not None and phase is Phase.RUNNING:
             # Sent by the source's thread once the answers it needs have come.
-            self.requested_at = now
             after = answers_taken + plan.armed.answers
-            self._source.request(plan.armed.jobs, plan.job_types, after=after)
+            self._request(now, plan.armed.jobs, plan.job_types, answers_taken, after=after)
             return None
         return plan
+
+    def _request(
+        self, now: float, jobs: int, job_types: list[str], answers_taken: int, after: int = 0
+    ) -> None:
+        self.requested_at = now
+        # An armed poll goes out after ``after`` answers: those are known to it.
+        self._asked = (frozenset(job_types), max(answers_taken, after))
+        self._source.request(jobs, job_types, after=after)
 
     def holds_reports(self, now: float) -> bool:
         """A poll is out for less than ``REPORT_HOLD``: reports may wait for it.
@@ -288,7 +315,7 @@ class Intake:
             return PollVerdict.WRONG_DISPATCH
         if result.error is not None:
             wait_s = self._backoff.next_delay()
-            self.next_poll_at = now + wait_s
+            self.next_poll_at, self._empty = now + wait_s, None
             self._outage.failed(result.error, wait_s)
             self.last_error = redact_text(describe_exception(result.error))[:ERROR_TEXT_LIMIT]
             return PollVerdict.FAILED
@@ -297,8 +324,12 @@ class Intake:
             self.metrics.observe_poll(result.latency, len(result.jobs))
         self._outage.succeeded()
         self._backoff.reset()
-        waits = not result.jobs and not result.waited
-        self.next_poll_at = now + self.poll_interval if waits else now
+        if result.jobs or result.waited:
+            self.next_poll_at, self._empty = now, None
+        else:
+            self.next_poll_at = now + self.poll_interval
+            types, answers_taken = self._asked
+            self._empty = EmptyAnswer(types, answers_taken, self.next_poll_at)
         for raw in usable_jobs(result.jobs, log, self.metrics):
             self.claim(raw, result.sent_at, now, result.leased)
         return PollVerdict.CLAIMED
@@ -392,13 +423,15 @@ class Intake:
 
     def dispatch_claimed(self, now: float, config: SupervisorConfig) -> None:
         """Hand claimed jobs to idle workers, oldest claim first. A job no idle
-        worker serves waits (for its lease in poll mode; in Kafka mode until
-        its type is given up, ``follow_types``) without holding back
-        the jobs claimed after it."""
+        worker serves, or whose type runs at its ``concurrency`` limit, waits
+        (for its lease in poll mode; in Kafka mode until its type is given
+        up, ``follow_types``) without holding back the jobs claimed after it."""
         # Asked on most ticks, and mostly no worker is idle: look once.
         idle = self.pool.idle()
         if not idle:
             return
+        limits = self.claims.concurrency
+        running = self.ledger.by_type(JobState.RUNNING) if limits else {}
         for entry in self.ledger.claimed():
             if not any(slot.state is SlotState.IDLE for slot in idle):
                 return
@@ -411,7 +444,11 @@ class Intake:
                     entry.job_type,
                 )
                 continue
-            self._dispatch(entry, now, idle, config)
+            job_type = entry.job_type
+            if job_type in limits and running.get(job_type, 0) >= limits[job_type]:
+                continue
+            if self._dispatch(entry, now, idle, config) and limits:
+                running[job_type] = running.get(job_type, 0) + 1
 
     def _dispatch(
         self, entry: JobEntry, now: float, idle: list[WorkerSlot], config: SupervisorConfig

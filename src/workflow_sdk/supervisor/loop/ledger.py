@@ -192,6 +192,24 @@ class JobLedger:
     def count(self, state: JobState) -> int:
         return sum(1 for e in self._jobs.values() if e.state is state)
 
+    def by_type(self, *states: JobState) -> dict[str, int]:
+        """Jobs in ``states`` per job type (for the per-type concurrency)."""
+        counts: dict[str, int] = {}
+        for entry in self._jobs.values():
+            if entry.state in states:
+                job_type = entry.job_type
+                counts[job_type] = counts.get(job_type, 0) + 1
+        return counts
+
+    def attempts_held_by_type(self) -> dict[str, int]:
+        """Next attempts held behind their previous attempt's report, per job type."""
+        counts: dict[str, int] = {}
+        if self._attempts_held:
+            for entry in self._jobs.values():
+                if entry.next_attempt is not None:
+                    counts[entry.job_type] = counts.get(entry.job_type, 0) + 1
+        return counts
+
     def claimed(self) -> list[JobEntry]:
         """Jobs waiting for a worker, oldest claim first."""
         return [e for e in self._jobs.values() if e.state is JobState.CLAIMED]

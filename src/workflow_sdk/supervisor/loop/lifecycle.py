@@ -17,6 +17,7 @@ reads and their cost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import time
@@ -46,6 +47,7 @@ from workflow_sdk.supervisor.loop.parent_hooks import ParentHooks, WorkerExit
 from workflow_sdk.supervisor.loop.pool import BootVerdict, RecyclePolicy, WorkerPool
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot, describe_exit
 from workflow_sdk.supervisor.loop.stops import KILL_GRACE, Stopper
+from workflow_sdk.supervisor.loop.type_limits import TypeLimits
 from workflow_sdk.supervisor.worker.protocol import Ready
 
 log = logging.getLogger("workflow_sdk.supervisor")
@@ -136,23 +138,33 @@ class WorkerLifecycle:
         if slot.retiring:
             slot.close_channel(time.monotonic())
 
-    def check_recycle(self, slot: WorkerSlot, settings: SupervisorSection) -> None:
+    def check_recycle(
+        self, slot: WorkerSlot, settings: SupervisorSection, limits: TypeLimits | None = None
+    ) -> None:
         """Retire the worker after its current job when a recycle rule says so
-        (and say once that it passed ``memory_warning_mb``)."""
-        full = self.full_reads(settings)
+        (the memory limit of the type of its last job, with ``limits``), and
+        say once that it passed ``memory_warning_mb``."""
+        full = self.full_reads(settings, limits)
         warn = settings.memory_warning_mb
         known = not full or not slot.awaiting_full_read()
         if warn and known and not slot.memory_warned and slot.owned_bytes > warn * 2**20:
             self.warn_memory(slot, settings)
-        reason = self.pool.recycle_reason(slot, recycle_policy(settings, wait_for_uss=full))
+        policy = recycle_policy(settings, wait_for_uss=full)
+        setting = "max_memory_mb"
+        if limits is not None and limits.memory_by_type:
+            soft = limits.memory(slot.last_job_type).soft_mb
+            policy = dataclasses.replace(policy, max_memory_mb=soft)
+            setting = limits.memory_setting(setting, slot.last_job_type)
+        reason = self.pool.recycle_reason(slot, policy)
         if reason == "recycle_jobs":
             log.info("worker-%d ran %d jobs; replacing it", slot.number, slot.jobs_done)
         elif reason == "recycle_memory":
             log.warning(
-                "worker-%d %s, over max_memory_mb = %g; replacing it",
+                "worker-%d %s, over %s = %g; replacing it",
                 slot.number,
                 slot.memory_text(),
-                settings.max_memory_mb,
+                setting,
+                policy.max_memory_mb,
             )
         if reason is not None:
             slot.retire(reason, time.monotonic())
@@ -172,17 +184,29 @@ class WorkerLifecycle:
             limits,
         )
 
-    def full_reads(self, settings: SupervisorSection) -> bool:
+    def full_reads(self, settings: SupervisorSection, limits: TypeLimits | None = None) -> bool:
         """Workers' memory is read in full (USS): the kernel can, and a
-        memory rule or the gauges use it."""
-        return self.reader is not None and uses_full_reads(settings, gauges=self.gauges)
+        memory rule (the pool's or a job type's) or the gauges use it."""
+        by_type = limits is not None and limits.memory_by_type
+        return self.reader is not None and (
+            by_type or uses_full_reads(settings, gauges=self.gauges)
+        )
 
-    def sample_memory(self, now: float, settings: SupervisorSection) -> None:
-        """Read each worker's memory; enforce the memory limits during jobs too.
+    def sample_memory(
+        self, now: float, settings: SupervisorSection, limits: TypeLimits | None = None
+    ) -> None:
+        """Read each worker's memory; enforce the memory limits during jobs too
+        (a job type's own, with ``limits``).
 
         The full reads asked for now are answered on the reader's thread and
         applied at a later round; those answered since the last round first."""
-        rules = memory_rules(settings, full_reads=self.full_reads(settings))
+        by_type = None
+        if limits is not None and limits.memory_by_type:
+            by_type = limits.hard_limits_bytes()
+        hard_mb = settings.memory_hard_limit_mb
+        rules = memory_rules(
+            settings, full_reads=self.full_reads(settings, limits), hard_by_type=by_type
+        )
         slots = list(self.pool.slots.values())
         if self.reader is not None:
             for slot in due_for_full(slots, rules, now):
@@ -192,10 +216,17 @@ class WorkerLifecycle:
         for slot in verdict.warn:
             self.warn_memory(slot, settings)
         for slot in verdict.kill:
-            if slot.job is not None:
-                self.stopper.kill_for_memory(slot, slot.job, now, settings.memory_hard_limit_mb)
+            entry = slot.job
+            if entry is None:
+                continue
+            if by_type and limits is not None:
+                type_hard = limits.memory(entry.job_type).hard_mb
+                setting = limits.memory_setting("max_memory_hard_mb", entry.job_type)
+                self.stopper.kill_for_memory(slot, entry, now, type_hard, setting)
+            else:
+                self.stopper.kill_for_memory(slot, entry, now, hard_mb)
         for slot in verdict.idle:
-            self.check_recycle(slot, settings)
+            self.check_recycle(slot, settings, limits)
         self.next_rss_sample = now + min(RSS_SAMPLE_INTERVAL, settings.memory_check_interval)
 
     def on_exit(self, slot: WorkerSlot, *, draining: bool) -> str | None:

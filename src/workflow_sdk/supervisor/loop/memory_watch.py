@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 
@@ -51,17 +51,26 @@ class MemoryRules:
 
     #: kill a worker running a job past this (``max_memory_hard_mb``)
     hard: float = 0.0
+    #: job type -> its own hard limit (``[job_types."x"] max_memory_hard_mb``)
+    hard_by_type: Mapping[str, float] = field(default_factory=dict)
     #: log once per worker past this (``memory_warning_mb``)
     warn: float = 0.0
     #: seconds between two full reads of one worker (0: none)
     full_every: float = 0.0
 
 
-def memory_rules(settings: SupervisorSection, *, full_reads: bool) -> MemoryRules:
-    """The rules of ``settings``. Full reads only where they can be made
-    (``full_reads``) and something uses them: a memory rule, or the gauges."""
+def memory_rules(
+    settings: SupervisorSection,
+    *,
+    full_reads: bool,
+    hard_by_type: Mapping[str, float] | None = None,
+) -> MemoryRules:
+    """The rules of ``settings`` (and the job types' own hard limits, in
+    bytes). Full reads only where they can be made (``full_reads``) and
+    something uses them: a memory rule, or the gauges."""
     return MemoryRules(
         hard=settings.memory_hard_limit_mb * 2**20,
+        hard_by_type=dict(hard_by_type or {}),
         warn=settings.memory_warning_mb * 2**20,
         full_every=settings.memory_check_interval if full_reads else 0.0,
     )
@@ -131,7 +140,10 @@ def sample_memory(slots: Iterable[WorkerSlot], rules: MemoryRules) -> MemoryVerd
         owned = slot.owned_bytes
         if rules.warn and owned > rules.warn and not slot.memory_warned:
             warn.append(slot)
-        if rules.hard and slot.job is not None and owned > rules.hard:
+        hard = rules.hard
+        if slot.job is not None:
+            hard = rules.hard_by_type.get(slot.job.job_type, hard)
+        if hard and slot.job is not None and owned > hard:
             kill.append(slot)
         elif slot.state is SlotState.IDLE:
             idle.append(slot)

@@ -11,6 +11,17 @@ how many answers came); ``take`` then releases the answered jobs from the
 ledger, settles them with their source (``workflow_sdk.lease.is_settled``)
 and counts them in the metrics. The desk owns its reporter threads.
 
+A retryable failure of a job type with a ``retry_delay`` is held here until
+its due time (``workflow_sdk.retry.delay``: the delay grows per attempt, and
+ends before the lease does) instead of going out at once, so that the
+engine's retry does not run within milliseconds. Its ledger entry stays
+REPORTING meanwhile: its worker is free for other jobs, the bound on what
+the supervisor holds counts it, and a re-delivery of the job is coalesced
+with it. Nothing waits for it on a thread: the main loop's next deadline
+includes the earliest due time (``next_due``), and ``flush`` hands over
+what is due. A drain hands every held report over at once (and holds no
+new one): the stop does not wait for a delay, nor leave a fail unsent.
+
 The desk decides when reports leave and what an answer means for the
 ledger, the source and the metrics; how a report is delivered (retries,
 resends, the lease) is ``workflow_sdk.reporting``'s, on the reporter threads.
@@ -18,8 +29,13 @@ resends, the lease) is ``workflow_sdk.reporting``'s, on the reporter threads.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
+import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from queue import SimpleQueue
@@ -32,13 +48,20 @@ from workflow_sdk.jobcore import record_outcome
 from workflow_sdk.lease import is_settled
 from workflow_sdk.metrics.metrics import Metrics
 from workflow_sdk.reporting import ReportStatus
+from workflow_sdk.retry.delay import RetryDelay, attempt_number
 from workflow_sdk.staleness import InstanceReader, StaleVerdict, check_job
 from workflow_sdk.supervisor.exposition.stats import SupervisorStats
 from workflow_sdk.supervisor.loop.intake import Intake
-from workflow_sdk.supervisor.loop.joblog import log_outcome
+from workflow_sdk.supervisor.loop.joblog import job_fields, log_outcome
 from workflow_sdk.supervisor.loop.ledger import JobEntry, JobLedger
 from workflow_sdk.supervisor.loop.phase import Phase
 from workflow_sdk.supervisor.loop.pool import WorkerPool
+from workflow_sdk.supervisor.loop.type_limits import TypeLimits
+
+log = logging.getLogger("workflow_sdk.supervisor")
+
+#: Job ids whose first retry count is remembered (for the attempt number).
+ATTEMPTS_REMEMBERED = 4096
 
 
 class ReportSink(Protocol):
@@ -86,6 +109,33 @@ class FailCheck:
         return self.verdict
 
 
+class AttemptCounter:
+    """Which attempt of a job a failure is, from the retries it had left.
+
+    The engine's job carries ``retriesRemaining`` but not the step's
+    ``retryCount``: the most retries left seen for a job id stands for its
+    first attempt (each retry carries one less; a re-delivery after a lease,
+    the same). A job whose earlier attempts ran elsewhere counts from the
+    first one seen here: its delay is then shorter, never longer. The ids
+    are forgotten oldest first past ``limit``.
+    """
+
+    def __init__(self, limit: int = ATTEMPTS_REMEMBERED) -> None:
+        self.limit = limit
+        self._most: OrderedDict[str, int] = OrderedDict()
+
+    def attempt(self, job_id: str, retries_remaining: int) -> int:
+        """The 0-based attempt of ``job_id`` that has ``retries_remaining`` left."""
+        most = max(self._most.pop(job_id, retries_remaining), retries_remaining)
+        self._most[job_id] = most
+        while len(self._most) > self.limit:
+            self._most.popitem(last=False)
+        return attempt_number(retries_remaining, retry_count=most)
+
+    def forget(self, job_id: str) -> None:
+        self._most.pop(job_id, None)
+
+
 @dataclass(frozen=True)
 class ReportResult:
     """How one report ended."""
@@ -121,7 +171,11 @@ class ReportDesk:
         start_reporter: StartReporter,
         wake: Callable[[], None],
         metrics: Metrics | None = None,
+        limits: TypeLimits | None = None,
     ) -> None:
+        #: The per-type settings (``retry_delay``); the arbiter replaces them
+        #: on SIGHUP. None: no report is held.
+        self.limits = limits
         self.pool = pool
         self.ledger = ledger
         self.intake = intake
@@ -140,23 +194,83 @@ class ReportDesk:
         self.answers = 0
         self.taken = 0
         self._count_lock = threading.Lock()
+        #: Retryable failures held until their due time: (due, order, outcome, entry).
+        self._held: list[tuple[float, int, Outcome, JobEntry]] = []
+        self._order = itertools.count()
+        self._attempts = AttemptCounter()
+        #: False once the drain began: reports leave at once.
+        self._holding = True
         # Last: the threads may call back at once.
         self._reporter = start_reporter(self.on_status, self.on_retry)
 
     # -- main loop ---------------------------------------------------------------
 
     def report(self, outcome: Outcome, entry: JobEntry, slot_no: int) -> None:
-        """Log the outcome (the one line per job event) and queue its report."""
+        """Log the outcome (the one line per job event) and queue its report,
+        or hold it (a retryable failure of a type with a ``retry_delay``)."""
         self.stats.record_outcome(outcome)
-        log_outcome(outcome, entry, slot_no, time.monotonic())
+        now = time.monotonic()
+        log_outcome(outcome, entry, slot_no, now)
+        delay = self._retry_delay(outcome, entry, now)
+        if delay is not None and delay.seconds > 0:
+            log.debug(
+                "job %s (%s): its fail is reported in %.1f s (%s)",
+                entry.job_id,
+                entry.job_type,
+                delay.seconds,
+                delay.reason,
+                extra=job_fields(entry, slot_no),
+            )
+            heapq.heappush(self._held, (now + delay.seconds, next(self._order), outcome, entry))
+            return
         self._outbox.append((outcome, entry))
+
+    def _retry_delay(self, outcome: Outcome, entry: JobEntry, now: float) -> RetryDelay | None:
+        """How long to hold ``outcome``'s report (None: no rule for it)."""
+        if outcome.succeeded or not outcome.retryable:
+            self._attempts.forget(entry.job_id)
+            return None
+        policy = self.limits.retry_delay(entry.job_type) if self.limits is not None else None
+        if policy is None or not self._holding:
+            return None
+        retries = entry.retries_remaining
+        attempt = self._attempts.attempt(entry.job_id, retries)
+        if retries <= 0:
+            self._attempts.forget(entry.job_id)  # the last attempt: nothing follows
+        lease_left = None if math.isinf(entry.lease_end) else entry.lease_end - now
+        return policy.delay(attempt, lease_left=lease_left, retries_remaining=retries)
 
     @property
     def queued(self) -> bool:
         return bool(self._outbox)
 
+    @property
+    def held(self) -> int:
+        """Retryable failures waiting for their due time."""
+        return len(self._held)
+
+    def next_due(self) -> float:
+        """When the earliest held report is due (``inf``: none is held)."""
+        return self._held[0][0] if self._held else math.inf
+
+    def release_due(self, now: float) -> None:
+        """Queue the held reports that are due at ``now``."""
+        while self._held and self._held[0][0] <= now:
+            _, _, outcome, entry = heapq.heappop(self._held)
+            self._outbox.append((outcome, entry))
+
+    def stop_holding(self) -> None:
+        """The drain began: every held report is queued now, and none is held
+        from now on (the stop neither waits for a delay nor leaves a fail
+        unsent)."""
+        self._holding = False
+        self.release_due(math.inf)
+
     def flush(self, phase: Phase) -> None:
-        """Hand the queued reports to the reporter threads (end of a tick)."""
+        """Hand the queued reports, and the held ones now due, to the
+        reporter threads (end of a tick)."""
+        if self._held:
+            self.release_due(time.monotonic())
         # Reports leave after the poll for the workers they freed: the poll is
         # what an idle worker waits for, and a completion sent at the same
         # moment doubles the poll's round trip (both compete in the engine and
@@ -279,4 +393,12 @@ class ReportDesk:
             self.metrics.report_retry(outcome.job_type)
 
 
-__all__ = ["FailCheck", "ReportDesk", "ReportResult", "ReportSink", "StartReporter"]
+__all__ = [
+    "ATTEMPTS_REMEMBERED",
+    "AttemptCounter",
+    "FailCheck",
+    "ReportDesk",
+    "ReportResult",
+    "ReportSink",
+    "StartReporter",
+]

@@ -90,6 +90,7 @@ class WorkerSlot:
         "jobs_done",
         "kill_at",
         "kill_grace",
+        "last_job_type",
         "max_jobs",
         "memory_warned",
         "next_full_sample",
@@ -137,6 +138,11 @@ class WorkerSlot:
 
         @property
         def jobs_done(self) -> int: ...
+        @property
+        def last_job_type(self) -> str | None:
+            """The type of the last job it finished (its memory limits apply
+            while it is idle after it); None before its first."""
+
         @property
         def max_jobs(self) -> int:
             """Jobs after which this worker is recycled (0 = never), jitter applied."""
@@ -239,6 +245,7 @@ class WorkerSlot:
         _set(self, "job_types", job_types)
         _set(self, "job", None)
         _set(self, "jobs_done", 0)
+        _set(self, "last_job_type", None)
         _set(self, "rss_bytes", 0)
         _set(self, "uss_bytes", None)
         _set(self, "pss_bytes", None)
@@ -312,6 +319,7 @@ class WorkerSlot:
             return None
         _set(self, "job", None)
         _set(self, "jobs_done", self.jobs_done + 1)
+        _set(self, "last_job_type", entry.job_type)
         if self.state is SlotState.BUSY:
             _set(self, "state", SlotState.IDLE)
         return entry

@@ -51,6 +51,7 @@ from workflow_sdk.supervisor.loop.publisher import Publisher, open_metrics
 from workflow_sdk.supervisor.loop.reports import ReportDesk, ReportSink, StartReporter
 from workflow_sdk.supervisor.loop.slots import WorkerSlot
 from workflow_sdk.supervisor.loop.stops import Stopper
+from workflow_sdk.supervisor.loop.type_limits import TypeLimits
 from workflow_sdk.supervisor.loop.watch import RunningJobWatch
 from workflow_sdk.supervisor.loop.worker_setup import parent_hooks, worker_env
 from workflow_sdk.supervisor.worker.main import ENV_PRELOAD_MODULES, WorkerSpec, worker_main
@@ -241,12 +242,14 @@ def open_rooms(
     closing: contextlib.ExitStack,
     source: SourceOpener | None = None,
     start_worker: WorkerStarter | None = None,
+    limits: TypeLimits | None = None,
 ) -> Rooms:
     """Build the loop's objects and start its threads (see the module doc).
 
     ``collect``: the arbiter's reading of a worker's channel (the stopper
     reads what a worker sent before it stops it); ``source`` and
-    ``start_worker`` replace the defaults (``default_opener``, the fork server).
+    ``start_worker`` replace the defaults (``default_opener``, the fork server);
+    ``limits``: the per-type settings (default: ``config``'s).
 
     :raises HooksImportError: ``parent_hooks = true`` and the hooks module
         cannot be imported here (nothing was started);
@@ -289,6 +292,7 @@ def open_rooms(
         start_reporter=reporter_starter(config, clients),
         wake=wake,
         metrics=metrics,
+        limits=limits or TypeLimits(config),
     )
     closing.callback(desk.close)
     watch = start_watch(config, ledger, wake=wake, reader=reader, renewer=renewer, metrics=metrics)

@@ -187,23 +187,32 @@ class Stopper:
         slot.dump_then_terminate(DUMP_SIGNAL, now, DUMP_GRACE)
         self.fail_running(slot, entry, message, "timeout", now)
 
-    def kill_for_memory(self, slot: WorkerSlot, entry: JobEntry, now: float, limit: float) -> None:
+    def kill_for_memory(
+        self,
+        slot: WorkerSlot,
+        entry: JobEntry,
+        now: float,
+        limit: float,
+        setting: str = "max_memory_hard_mb",
+    ) -> None:
+        """``slot``'s memory is over ``limit`` MiB (named ``setting`` in the log)."""
         # The sample over the limit (a result read now brings its own RSS).
         memory = slot.memory_text()
         if self.finished_meanwhile(slot, entry):
             if not slot.retiring:
                 log.warning(
-                    "worker-%d %s, over max_memory_hard_mb = %g, and has just finished its "
+                    "worker-%d %s, over %s = %g, and has just finished its "
                     "job (its result is kept); replacing it",
                     slot.number,
                     memory,
+                    setting,
                     limit,
                 )
                 slot.retire("recycle_memory", now)
             return
         message = (
             f"worker pid {slot.pid} (worker-{slot.number}) killed: it {memory}, "
-            f"over max_memory_hard_mb = {limit:g}"
+            f"over {setting} = {limit:g}"
         )
         slot.kill()
         self.fail_running(slot, entry, message, "memory_kill", now)

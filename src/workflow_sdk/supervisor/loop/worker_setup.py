@@ -94,9 +94,11 @@ def worker_spec(
     *,
     scrub_env: tuple[str, ...],
     metrics_dir: str | None,
+    type_threads: Mapping[str, int] | None = None,
 ) -> WorkerSpec:
     """What worker ``slot_no`` is started with, from ``config`` (the one in
-    effect, or a reload's on trial)."""
+    effect, or a reload's on trial); ``type_threads``: the job types with a
+    thread count of their own (``TypeLimits.threads``)."""
     settings = config.supervisor
     return WorkerSpec(
         number=slot_no,
@@ -110,6 +112,8 @@ def worker_spec(
         threads=settings.threads_per_worker,
         cpu=cpu_for(slot_no, usable_cpu_list()) if settings.cpu_affinity else None,
         hooks=settings.hooks,
+        type_threads=dict(type_threads or {}),
+        default_threads=settings.threads_per_worker,
     )
 
 

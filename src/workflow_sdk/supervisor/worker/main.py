@@ -34,6 +34,7 @@ from workflow_sdk.supervisor.exposition.logs import configure_logging
 from workflow_sdk.supervisor.worker import process_setup, sigpolicy
 from workflow_sdk.supervisor.worker.handlers import load_registry
 from workflow_sdk.supervisor.worker.hooks import WorkerContext, WorkerHooks
+from workflow_sdk.supervisor.worker.job_threads import JobThreads
 from workflow_sdk.supervisor.worker.protocol import BootFailed, JobDone, Ready, RunJob
 
 log = logging.getLogger("workflow_sdk.worker")
@@ -74,6 +75,10 @@ class WorkerSpec:
     cpu: int | None = None
     #: The hooks module (``[supervisor] hooks``), or "".
     hooks: str = ""
+    #: Job type -> the BLAS/OpenMP threads while running it (``[job_types] threads``).
+    type_threads: Mapping[str, int] = field(default_factory=dict)
+    #: The pool's threads per worker (None: the libraries' own sizes).
+    default_threads: int | None = None
 
 
 def current_rss() -> int:
@@ -92,6 +97,8 @@ class Worker:
         #: Set when the parent says the running job no longer matters.
         self.cancel_event = threading.Event()
         self.hooks = WorkerHooks()
+        #: The thread pools' size per job type (nothing to do without a type's own).
+        self.type_threads = JobThreads(spec.type_threads, spec.default_threads)
 
     def _on_cancel(self, signum: int, frame: FrameType | None) -> None:
         # The parent sends this just before SIGTERM when the job went stale
@@ -219,6 +226,8 @@ class Worker:
         if handler is None:
             who = f"worker-{self.spec.number}"
             return no_handler_outcome(context["id"], context["jobType"], who), False
+        if self.type_threads.by_type:
+            self.type_threads.before_job(context["jobType"])
         self.cancel_event.clear()
         context["cancelEvent"] = self.cancel_event
         refused = self.hooks.before_job(context)
