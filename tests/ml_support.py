@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -29,10 +30,19 @@ def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+def native_threads() -> set[int]:
+    """This process's threads that Python did not start (a library's pool):
+    the threads of earlier tests' fixtures (a LocalEngine's server threads...)
+    come and go, and do not count."""
+    tasks = {int(tid) for tid in os.listdir("/proc/self/task")}
+    return tasks - {t.native_id for t in threading.enumerate() if t.native_id is not None}
+
+
 @contextmanager
 def single_threaded() -> Iterator[None]:
-    """One-thread limits in the environment while libraries load; no new thread after."""
-    before = thread_count()
+    """One-thread limits in the environment while libraries load; no new
+    native thread after."""
+    before = native_threads()
     saved = {name: os.environ.get(name) for name in thread_env(1)}
     os.environ.update(thread_env(1))
     try:
@@ -43,7 +53,8 @@ def single_threaded() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    assert thread_count() == before, "loading the libraries started a thread"
+    started = native_threads() - before
+    assert not started, f"loading the libraries started {len(started)} thread(s)"
 
 
 def import_single_threaded(*names: str) -> list[ModuleType]:

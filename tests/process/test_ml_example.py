@@ -83,7 +83,7 @@ def run(module: ModuleType, job_type: str, variables: dict[str, Any]) -> dict[st
 
 
 def test_each_handler_runs_once_and_returns_json(handlers: ModuleType) -> None:
-    threads_before = thread_count()
+    threads_before = native_threads()
     matrix = run(handlers, "ml-matrix", {"seed": 1, "matrixSize": 80})
     assert matrix["matrixRank"] == 80
     assert len(matrix["topSingularValues"]) == 3
@@ -99,7 +99,7 @@ def test_each_handler_runs_once_and_returns_json(handlers: ModuleType) -> None:
     low, high = image["imageExtrema"]
     assert 0 <= low <= image["imageMean"] <= high <= 255
 
-    assert thread_count() == threads_before, "a handler started a thread in pytest's process"
+    assert native_threads() <= threads_before, "a handler started a thread in pytest's process"
 
 
 def test_the_same_seed_gives_the_same_result(handlers: ModuleType) -> None:
