@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ml_support import import_module_single_threaded, import_single_threaded, thread_count
+from ml_support import import_module_single_threaded, import_single_threaded, native_threads
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.handler.outcome import run_handler
 from workflow_sdk.supervisor.config import load_config
