@@ -51,6 +51,10 @@ ENV_PRELOAD_MODULES = "ROCHALLOR_PRELOAD_MODULES"
 CANCEL_SIGNAL = signal.SIGUSR1
 #: Exit status of a worker whose handlers could not be loaded.
 EXIT_BOOT_FAILED = 3
+#: Seconds without a job after which a worker gives the heap its jobs freed
+#: back to the system (``process_setup.release_free_heap``): once per idle
+#: spell, never between two jobs of a busy stream.
+IDLE_BEFORE_TRIM = 0.5
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -96,6 +100,8 @@ class Worker:
         self.conn = conn
         #: Set when the parent says the running job no longer matters.
         self.cancel_event = threading.Event()
+        #: A job ran since the heap was last given back.
+        self.trim_when_idle = False
         self.hooks = WorkerHooks()
         #: The thread pools' size per job type (nothing to do without a type's own).
         self.type_threads = JobThreads(spec.type_threads, spec.default_threads)
@@ -165,6 +171,8 @@ class Worker:
             self.hooks.worker_init(context)
         except Exception as exc:
             raise WorkerInitError(f"worker_init hook ({self.hooks.name}) failed") from exc
+        # What loading the handlers (or worker_init's model) freed goes back.
+        process_setup.release_free_heap()
         return registry
 
     def run(self) -> None:
@@ -205,6 +213,10 @@ class Worker:
         idle = titles.worker_title(self.spec.number, "idle")
         titles.set_title(idle)
         while True:
+            if self.trim_when_idle and not self.conn.poll(IDLE_BEFORE_TRIM):
+                # Idle for a moment: what the last jobs freed goes back.
+                process_setup.release_free_heap()
+                self.trim_when_idle = False
             message = self.conn.recv()
             if not isinstance(message, RunJob):
                 log.error("unexpected message from the supervisor: %r", message)
@@ -214,6 +226,7 @@ class Worker:
             outcome, handler_ran = self._run(registry, context)
             self.conn.send(JobDone(outcome, current_rss(), handler_ran))
             titles.set_title(idle)
+            self.trim_when_idle = True
 
     def _set_busy_title(self, context: dict[str, Any]) -> None:
         started = time.strftime("%H:%M:%S")

@@ -26,6 +26,7 @@ import os
 # Imported first: it sets up the metric value class before a handler module
 # can create a metric (see multiproc.install_value_class).
 from workflow_sdk.supervisor.worker.main import ENV_PRELOAD_MODULES
+from workflow_sdk.supervisor.worker.process_setup import release_free_heap
 
 for _name in filter(None, os.environ.get(ENV_PRELOAD_MODULES, "").split(",")):
     try:
@@ -36,3 +37,7 @@ for _name in filter(None, os.environ.get(ENV_PRELOAD_MODULES, "").split(",")):
 # Collect the garbage of the imports first: frozen garbage would never go.
 gc.collect()
 gc.freeze()
+
+# The heap the imports freed goes back to the system before any worker is
+# forked (see process_setup.release_free_heap).
+release_free_heap()

@@ -28,6 +28,7 @@ in the worker's ``WorkerSpec``.
 
 from __future__ import annotations
 
+import ctypes
 import faulthandler
 import json
 import os
@@ -89,6 +90,25 @@ def limit_thread_pools(threads: int) -> PoolLimitResult:
     return limit_loaded_pools(threads)
 
 
+def release_free_heap() -> bool:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``).
+
+    Called once the handlers are loaded: loading a model leaves tens of MiB
+    freed but still resident (a file's read buffers, the temporaries of
+    unpickling), which glibc keeps for later allocations. In the fork
+    server those pages would be inherited by every worker and counted in
+    each one's RSS and in the PSS total (measured with the ML example's
+    66 MB model: 64 MiB less in total with 4 preloaded workers). False
+    where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def register_stack_dump() -> str:
     """``DUMP_SIGNAL`` writes every thread's stack to stderr. Returns a problem, or ""."""
     try:
@@ -112,4 +132,5 @@ __all__ = [
     "limit_thread_pools",
     "pin_to_cpu",
     "register_stack_dump",
+    "release_free_heap",
 ]
