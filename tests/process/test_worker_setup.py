@@ -359,7 +359,7 @@ def test_a_stack_dump_sent_by_hand_to_a_live_worker_is_logged_and_it_runs_on(
     header = f"worker-1 (pid {pid}) stacks on SIGRTMIN+1, running job {job['id']} (stuck):"
     for count in (1, 2):
         os.kill(pid, DUMP_SIGNAL)
-        wait_for(lambda: len(dump_blocks(sv.log(), header)) == count, 20, f"dump {count}")
+        wait_for(lambda n=count: len(dump_blocks(sv.log(), header)) == n, 20, f"dump {count}")
         blocks = dump_blocks(sv.log(), header)
         assert len(blocks) == count
         assert_one_record(blocks[-1])

@@ -31,7 +31,11 @@ from pathlib import Path
 import pytest
 
 from unit.fakes import StandInConn, desk_for, intake_with, make_slot, running, stopper_for
-from workflow_sdk.supervisor.exposition.logs import BLOCK_INDENT, JsonLineFormatter, TextLineFormatter
+from workflow_sdk.supervisor.exposition.logs import (
+    BLOCK_INDENT,
+    JsonLineFormatter,
+    TextLineFormatter,
+)
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
 from workflow_sdk.supervisor.loop.stack_dumps import (
     MAX_DUMP_BYTES,
@@ -49,7 +53,7 @@ from workflow_sdk.supervisor.worker.process_setup import (
 
 #: Above any pid_max: a stand-in's signals (none are sent here) reach nothing.
 PID = 90_000_001
-DUMP = "Current thread 0x00007f (most recent call first):\n  File \"h.py\", line 3 in stuck\n"
+DUMP = 'Current thread 0x00007f (most recent call first):\n  File "h.py", line 3 in stuck\n'
 
 
 class PidProcess:
@@ -147,9 +151,7 @@ def test_a_dump_sent_by_hand_is_one_record_naming_the_worker_and_its_job(
     assert len(caplog.records) == 1, "logged once"
 
 
-def test_a_dump_of_an_idle_worker_says_so(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_dump_of_an_idle_worker_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     slot = slot_with_pid(2, PID)
     dumps = StackDumps(str(tmp_path))
     write_dump(tmp_path, PID)

@@ -301,7 +301,7 @@ class Supervisor:
         if now >= self.life.next_rss_sample:
             self.life.sample_memory(now, self.config.supervisor, self.limits)
         if now >= self.dumps.next_check:
-            self.dumps.check(now, self.pool.slots.values())  # the stack dumps sent by hand
+            self.dumps.check(now, self.pool.slots.values())  # live workers' stack dumps
         plan = None
         if self.phase is Phase.DRAINING:
             self._continue_drain(now)

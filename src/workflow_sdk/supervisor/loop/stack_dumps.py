@@ -90,7 +90,9 @@ def judge(files: Mapping[int, int], last: Mapping[int, int], live: Collection[in
     remembered at the previous tick; ``live``: the pids of the workers in
     the pool (every other pid has exited and was reaped: a worker joins the
     pool before it can create its file, and leaves it once joined)."""
-    log_and_empty, log_and_remove, remove = [], [], []
+    log_and_empty: list[int] = []
+    log_and_remove: list[int] = []
+    remove: list[int] = []
     sizes: dict[int, int] = {}
     for pid, size in sorted(files.items()):
         if pid not in live:
@@ -233,7 +235,8 @@ class StackDumps:
     def _log(self, pid: int, slot: WorkerSlot | None) -> None:
         """One record: the header, the dump as its block."""
         path = self.path(pid)
-        assert path is not None
+        if path is None:
+            return
         try:
             dump = read_dump(path)
         except OSError as exc:
@@ -241,6 +244,7 @@ class StackDumps:
             return
         expected = self._expected.pop(pid, None)
         number = slot.number if slot is not None else self._numbers.get(pid)
+        entry: JobEntry | None
         if expected is not None:
             number, why, entry = expected.number, expected.why, expected.entry
         else:

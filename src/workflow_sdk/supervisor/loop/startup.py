@@ -306,9 +306,7 @@ def open_rooms(
     # Before ``reap``, so that it runs after it: what the last workers dumped
     # is logged once they are gone, then the directory is removed.
     closing.callback(dumps.close)
-    stopper = Stopper(
-        pool, ledger, intake, desk, stats, watch=watch, collect=collect, dumps=dumps
-    )
+    stopper = Stopper(pool, ledger, intake, desk, stats, watch=watch, collect=collect, dumps=dumps)
     memory_reader = open_memory_reader()
     if memory_reader is not None:
         closing.callback(memory_reader.close)

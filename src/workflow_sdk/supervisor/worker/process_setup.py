@@ -144,8 +144,8 @@ __all__ = [
     "apply_fork_server_env",
     "fork_server_env",
     "limit_thread_pools",
-    "pin_to_cpu",
     "open_stack_file",
+    "pin_to_cpu",
     "register_stack_dump",
     "stack_file",
 ]
