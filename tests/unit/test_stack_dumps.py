@@ -252,10 +252,20 @@ def test_the_directory_is_private_and_removed_at_the_end(
 ) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)
-    dumps = StackDumps.create()
+    dumps = StackDumps.create({})
     assert dumps.directory is not None
     assert Path(dumps.directory).parent == tmp_path
     assert stat.S_IMODE(os.stat(dumps.directory).st_mode) == 0o700
+    dumps.close()
+    assert not os.path.exists(dumps.directory)
+
+
+def test_under_systemd_the_directory_is_in_the_runtime_directory(tmp_path: Path) -> None:
+    """systemd removes ``RuntimeDirectory=`` at stop, even after a SIGKILL."""
+    dumps = StackDumps.create({"RUNTIME_DIRECTORY": f"{tmp_path}:/elsewhere"})
+    assert dumps.directory is not None
+    assert Path(dumps.directory).parent == tmp_path
+    assert Path(dumps.directory).name.startswith("stacks-")
     dumps.close()
     assert not os.path.exists(dumps.directory)
 
@@ -264,7 +274,7 @@ def test_without_a_directory_the_workers_dump_to_stderr_and_nothing_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))
-    dumps = StackDumps.create()
+    dumps = StackDumps.create({})
     assert dumps.directory is None and dumps.path(1) is None
     assert "stack dumps" in caplog.records[0].getMessage()
     dumps.check(0.0, [slot_with_pid(1, PID)])

@@ -150,10 +150,16 @@ class StackDumps:
         self._numbers: dict[int, int] = {}
 
     @classmethod
-    def create(cls) -> StackDumps:
-        """A new private directory (mode 0700, under ``TMPDIR``); without one,
+    def create(cls, environ: Mapping[str, str] | None = None) -> StackDumps:
+        """A new private directory (mode 0700): under systemd's
+        ``RuntimeDirectory=`` (``$RUNTIME_DIRECTORY``, removed at stop even
+        when this process is killed), else under ``TMPDIR``. Without one,
         said once, the workers dump to stderr as the one place left."""
+        env = os.environ if environ is None else environ
+        runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
         try:
+            if runtime:
+                return cls(tempfile.mkdtemp(prefix="stacks-", dir=runtime))
             return cls(tempfile.mkdtemp(prefix="rochallor-stacks-"))
         except OSError as exc:
             log.warning(
