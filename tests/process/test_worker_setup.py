@@ -10,7 +10,9 @@
   ``child_exit`` in the supervisor with ``parent_hooks``; a failing
   ``worker_init`` is a boot failure (exit status 3);
 - a handler stuck past its time limit, or at the drain's deadline, leaves
-  its stack in the log (the function it is stuck in).
+  its stack in the log (the function it is stuck in), as one record of the
+  supervisor naming the worker and the job; so does a dump sent by hand
+  (``kill -s RTMIN+1``) to a live worker, which runs on.
 
 Every supervisor is reaped by the ``start_supervisor`` fixture.
 """
@@ -18,6 +20,8 @@ Every supervisor is reaped by the ``start_supervisor`` fixture.
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import textwrap
 import uuid
@@ -30,6 +34,8 @@ import pytest
 
 from cgroup_support import cgroups, set_quota
 from workflow_sdk.client.rest import RestEngineClient
+from workflow_sdk.supervisor.exposition.logs import BLOCK_INDENT
+from workflow_sdk.supervisor.worker.process_setup import DUMP_SIGNAL
 from workflow_sdk.testing import LocalEngine
 from workflow_sdk.threads_limit import THREAD_ENV_VARS
 
@@ -237,13 +243,37 @@ def test_a_failing_worker_init_is_a_boot_failure_naming_the_hook(
     assert 'raise RuntimeError("no model at' in log, "its traceback is in the log"
 
 
-def stack_of(log: str) -> list[str]:
-    """The lines of ``log`` from its first faulthandler dump on (every thread's
-    frames; the stuck thread's need not come first, and other log lines may
-    come between them)."""
-    start = log.find("(most recent call first):")
-    assert start != -1, log
-    return log[start:].splitlines()
+#: The start of a log record in the text format (``2026-12-03 16:28:03,654 WARNING``).
+RECORD_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+
+
+def dump_blocks(log: str, header: str) -> list[list[str]]:
+    """The dumps logged under a header containing ``header``: for each such
+    record, the lines of its block (every line after the header that starts
+    with the block's indent: the next record, or a line written by anything
+    else, ends it)."""
+    lines = log.splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if header in line and RECORD_START.match(line):
+            block = []
+            for following in lines[i + 1 :]:
+                if not following.startswith(BLOCK_INDENT):
+                    break
+                block.append(following)
+            blocks.append(block)
+    return blocks
+
+
+def assert_one_record(block: list[str]) -> None:
+    """The dump is all in its record's block: the stuck frame among its lines,
+    no log record's start inside any of them."""
+    assert any(
+        "setup_handlers.py" in line and "in stuck_in_named_function" in line for line in block
+    ), block
+    assert any("(most recent call first):" in line for line in block), block
+    inside = [line for line in block if RECORD_START.search(line)]
+    assert not inside, f"a log record inside the dump: {inside}"
 
 
 def test_a_handler_past_its_time_limit_leaves_its_stack_in_the_log(
@@ -253,6 +283,12 @@ def test_a_handler_past_its_time_limit_leaves_its_stack_in_the_log(
     modules: Path,
     piddir: Path,
 ) -> None:
+    """Pins: the job passes its time limit, the worker dumps its stacks, then
+    the parent fails the job and logs it, while (or before) the dump is written.
+    The dump was written from C straight to the shared stderr, so the
+    parent's "failed on worker-1" record could land inside a stack line (CI);
+    now the dump is one record of the parent's, logged when the worker has
+    exited, under a header naming the worker, its pid and the job."""
     upload_single_step(client, "stuck-flow", "stuck", retries=0)
     sv = start_supervisor(
         workers=1,
@@ -261,30 +297,75 @@ def test_a_handler_past_its_time_limit_leaves_its_stack_in_the_log(
         PYTHONPATH=str(modules),
     )
     instance = client.start_instance("stuck-flow", {"piddir": str(piddir)})["id"]
-    read_pid(piddir, instance)
+    pid = read_pid(piddir, instance)
     engine.wait_for_instance(instance, "FAILED", timeout=30)
-    sv.wait_for_log("(most recent call first):")
-    sv.wait_for_log("in stuck_in_named_function")
-    frames = stack_of(sv.log())
-    assert any(
-        "setup_handlers.py" in line and "in stuck_in_named_function" in line for line in frames
-    )
-    assert "timed out after 1 s" in sv.log()
+    (job,) = engine.jobs(instance_id=instance)
+    header = f"worker-1 (pid {pid}) stacks at the time limit of job {job['id']} (stuck):"
+    sv.wait_for_log(header)
+    (block,) = dump_blocks(sv.log(), header)
+    assert_one_record(block)
+    log = sv.log()
+    assert "timed out after 1 s" in log
+    assert "the stacks of its threads are logged when it exits" in log
     sv.signal(signal.SIGTERM)
     assert sv.wait(15) == 0
+    assert sv.log().count("(most recent call first):") == log.count("(most recent call first):")
 
 
 def test_a_handler_still_running_at_the_drain_s_deadline_leaves_its_stack_in_the_log(
-    client: RestEngineClient, start_supervisor: Start, modules: Path, piddir: Path
+    engine: LocalEngine,
+    client: RestEngineClient,
+    start_supervisor: Start,
+    modules: Path,
+    piddir: Path,
 ) -> None:
+    """Pins: the drain's deadline passes with the job running, the worker is
+    told to dump and then to go, and the supervisor ends right after its
+    exit: the dump is still logged, once, as one record."""
     upload_single_step(client, "stuck-flow", "stuck", retries=0)
     sv = start_supervisor(
         workers=1, handlers="setup_handlers", graceful_timeout=1, PYTHONPATH=str(modules)
     )
     instance = client.start_instance("stuck-flow", {"piddir": str(piddir)})["id"]
-    read_pid(piddir, instance)
+    pid = read_pid(piddir, instance)
+    (job,) = engine.jobs(instance_id=instance)
     sv.signal(signal.SIGTERM)
     assert sv.wait(20) == 0
     log = sv.log()
-    assert "still running at shutdown; killing worker-1 (the stacks of its threads first" in log
-    assert any("in stuck_in_named_function" in line for line in stack_of(log))
+    assert "still running at shutdown; killing worker-1 (the stacks of its threads are " in log
+    header = f"worker-1 (pid {pid}) stacks at shutdown, still running job {job['id']} (stuck):"
+    (block,) = dump_blocks(log, header)
+    assert_one_record(block)
+
+
+def test_a_stack_dump_sent_by_hand_to_a_live_worker_is_logged_and_it_runs_on(
+    engine: LocalEngine,
+    client: RestEngineClient,
+    start_supervisor: Start,
+    modules: Path,
+    piddir: Path,
+) -> None:
+    """Pins: an operator sends SIGRTMIN+1 to a worker that seems stuck (docs/
+    operations.md), twice. Each dump is one record naming the worker and
+    its job, logged while the worker lives on (its job still running), and
+    the second holds only the second dump (the file is emptied once logged)."""
+    upload_single_step(client, "stuck-flow", "stuck", retries=0)
+    sv = start_supervisor(
+        workers=1, handlers="setup_handlers", graceful_timeout=1, PYTHONPATH=str(modules)
+    )
+    instance = client.start_instance("stuck-flow", {"piddir": str(piddir)})["id"]
+    pid = read_pid(piddir, instance)
+    (job,) = engine.jobs(instance_id=instance)
+    header = f"worker-1 (pid {pid}) stacks on SIGRTMIN+1, running job {job['id']} (stuck):"
+    for count in (1, 2):
+        os.kill(pid, DUMP_SIGNAL)
+        wait_for(lambda n=count: len(dump_blocks(sv.log(), header)) == n, 20, f"dump {count}")
+        blocks = dump_blocks(sv.log(), header)
+        assert len(blocks) == count
+        assert_one_record(blocks[-1])
+        # One dump: the first one was emptied from the file once logged.
+        assert sum("Current thread" in line for line in blocks[-1]) == 1, blocks[-1]
+    assert psutil.pid_exists(pid) and [w.pid for w in sv.workers()] == [pid]
+    assert [j["status"] for j in engine.jobs(instance_id=instance)] == ["LOCKED"], "it runs on"
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(20) == 0

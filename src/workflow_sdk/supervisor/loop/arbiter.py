@@ -65,6 +65,7 @@ from workflow_sdk.supervisor.loop.publisher import Publisher
 from workflow_sdk.supervisor.loop.reports import ReportDesk
 from workflow_sdk.supervisor.loop.signals import SignalInbox
 from workflow_sdk.supervisor.loop.slots import SlotState, WorkerSlot
+from workflow_sdk.supervisor.loop.stack_dumps import StackDumps
 from workflow_sdk.supervisor.loop.startup import WorkerStarter, open_rooms
 from workflow_sdk.supervisor.loop.stops import Stopper
 from workflow_sdk.supervisor.loop.type_limits import TypeLimits
@@ -157,6 +158,7 @@ class Supervisor:
         self.stopper: Stopper
         self.drain: Drain
         self.life: WorkerLifecycle
+        self.dumps: StackDumps
         self._open_source: SourceOpener
 
     # -- public ------------------------------------------------------------------
@@ -231,6 +233,7 @@ class Supervisor:
         self.watch, self.stopper, self.drain = rooms.watch, rooms.stopper, rooms.drain
         self.life, self.metrics_port, self.control = rooms.life, rooms.metrics_port, rooms.control
         self.start_worker, self._open_source = rooms.start_worker, rooms.open_source
+        self.dumps = rooms.dumps
         log.info(
             "supervisor starting: %s, engine %s, worker id %s",
             worker_setup.start_line(config, self.pool.target),
@@ -297,6 +300,8 @@ class Supervisor:
         self._enforce_deadlines(now)
         if now >= self.life.next_rss_sample:
             self.life.sample_memory(now, self.config.supervisor, self.limits)
+        if now >= self.dumps.next_check:
+            self.dumps.check(now, self.pool.slots.values())  # live workers' stack dumps
         plan = None
         if self.phase is Phase.DRAINING:
             self._continue_drain(now)
@@ -386,6 +391,7 @@ class Supervisor:
             scrub_env=(*PRIVATE_ENV, *config.secret_env),
             metrics_dir=self.publisher.metrics_dir,
             type_threads=limits.threads,
+            stack_dir=self.dumps.directory,
         )
         try:
             process, conn = self.start_worker(spec)
@@ -459,6 +465,7 @@ class Supervisor:
         self._read_messages(slot)
         slot.process.join(0.5)
         boot_error = self.life.on_exit(slot, draining=self.phase is Phase.DRAINING)
+        self.dumps.reaped(slot)
         self.publisher.worker_gone(slot.number)
         if boot_error is not None:
             self._on_boot_failure(slot.number, boot_error, slot.surge)

@@ -433,7 +433,7 @@ class WorkerSlot:
         self, dump_signal: int, now: float, dump_grace: float, kill_grace: float | None = None
     ) -> None:
         """Its job is over (past its time limit, or the drain's): ``dump_signal``
-        now (the worker writes its threads' stacks to its stderr), SIGTERM
+        now (the worker writes its threads' stacks to its dump file), SIGTERM
         ``dump_grace`` seconds later, SIGKILL ``kill_grace`` after that (None:
         the escalation's own grace). It leaves the pool."""
         _set(self, "retiring", True)

@@ -6,7 +6,8 @@ order: the metrics files, the intake, its pause control and the publisher
 server and its preload list), what the engine's client can do (``plan_checks``: lease renewal and
 stale checks, the ledger told which are in effect), the report desk and
 its reporter threads, the watch over running jobs, the stopper, the drain,
-the workers' lifecycle (and its thread of full memory reads), and where
+the workers' lifecycle (and its thread of full memory reads), the
+directory of the workers' stack dumps (``stack_dumps``), and where
 jobs will come from (``default_opener``: the poller, or the Kafka feeder;
 opened with the first ready worker). Each
 thread or server it starts is registered on the caller's ``ExitStack``, so
@@ -50,6 +51,7 @@ from workflow_sdk.supervisor.loop.pool import WorkerPool
 from workflow_sdk.supervisor.loop.publisher import Publisher, open_metrics
 from workflow_sdk.supervisor.loop.reports import ReportDesk, ReportSink, StartReporter
 from workflow_sdk.supervisor.loop.slots import WorkerSlot
+from workflow_sdk.supervisor.loop.stack_dumps import StackDumps
 from workflow_sdk.supervisor.loop.stops import Stopper
 from workflow_sdk.supervisor.loop.type_limits import TypeLimits
 from workflow_sdk.supervisor.loop.watch import RunningJobWatch
@@ -226,6 +228,8 @@ class Rooms:
     drain: Drain
     life: WorkerLifecycle
     open_source: SourceOpener
+    #: the workers' stack dump files, logged by the loop
+    dumps: StackDumps
 
 
 def open_rooms(
@@ -298,7 +302,11 @@ def open_rooms(
     watch = start_watch(config, ledger, wake=wake, reader=reader, renewer=renewer, metrics=metrics)
     closing.callback(watch.close)
     closing.callback(intake.close)
-    stopper = Stopper(pool, ledger, intake, desk, stats, watch=watch, collect=collect)
+    dumps = StackDumps.create()
+    # Before ``reap``, so that it runs after it: what the last workers dumped
+    # is logged once they are gone, then the directory is removed.
+    closing.callback(dumps.close)
+    stopper = Stopper(pool, ledger, intake, desk, stats, watch=watch, collect=collect, dumps=dumps)
     memory_reader = open_memory_reader()
     if memory_reader is not None:
         closing.callback(memory_reader.close)
@@ -323,6 +331,7 @@ def open_rooms(
         drain=Drain(pool, ledger, intake, stopper, desk=desk, stats=stats),
         life=life,
         open_source=source or default_opener(config, clients, renewing=renewer is not None),
+        dumps=dumps,
     )
 
 

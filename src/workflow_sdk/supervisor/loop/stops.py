@@ -31,6 +31,7 @@ from workflow_sdk.supervisor.loop.ledger import ClaimKey, JobEntry, JobLedger
 from workflow_sdk.supervisor.loop.pool import WorkerPool
 from workflow_sdk.supervisor.loop.reports import ReportDesk
 from workflow_sdk.supervisor.loop.slots import EXIT_GRACE, Overdue, WorkerSlot
+from workflow_sdk.supervisor.loop.stack_dumps import StackDumps
 from workflow_sdk.supervisor.loop.watch import RunningJobWatch, StopJob
 from workflow_sdk.supervisor.worker.main import CANCEL_SIGNAL
 from workflow_sdk.supervisor.worker.process_setup import DUMP_SIGNAL, DUMP_SIGNAL_NAME
@@ -48,7 +49,8 @@ CANCEL_GRACE = 1.0
 ABANDON_GRACE = 1.0
 #: Seconds between the stack-dump signal and SIGTERM: the dump is written
 #: from the signal handler at once (milliseconds); this leaves it time to
-#: reach the log before the process is stopped.
+#: reach the worker's dump file before the process is stopped (the parent
+#: logs the file once the worker has exited: ``stack_dumps``).
 DUMP_GRACE = 0.5
 
 
@@ -60,6 +62,8 @@ class Stopper:
         verdicts stop jobs (``take_watch_verdicts``).
     :param collect: takes everything a worker has sent so far, its result
         included (the arbiter's reading of its channel).
+    :param dumps: told why each stack dump is asked for (the job it stops),
+        so that its record names the job (default: nowhere to tell).
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class Stopper:
         *,
         watch: RunningJobWatch,
         collect: Callable[[WorkerSlot], None],
+        dumps: StackDumps | None = None,
     ) -> None:
         self.pool = pool
         self.ledger = ledger
@@ -80,6 +85,7 @@ class Stopper:
         self.stats = stats
         self.watch = watch
         self.collect = collect
+        self.dumps = dumps or StackDumps(None)
 
     def slot_of(self, entry: JobEntry) -> WorkerSlot | None:
         """The worker running ``entry``, if one still is."""
@@ -173,18 +179,18 @@ class Stopper:
             return
         message = (
             f"timed out after {entry.timeout:g} s (worker pid {slot.pid} killed; "
-            f"the stacks of its threads, dumped on {DUMP_SIGNAL_NAME}, are in the log)"
+            "the stacks of its threads are logged when it exits)"
         )
-        # The dump has no header of its own naming the worker: this line does.
         log.warning(
-            "worker-%d (pid %d) passed the time limit of job %s (%s): the stacks of its "
-            "threads follow",
+            "worker-%d (pid %d) passed the time limit of job %s (%s); stopping it (the "
+            "stacks of its threads are logged when it exits)",
             slot.number,
             slot.pid,
             entry.job_id,
             entry.job_type,
         )
         slot.dump_then_terminate(DUMP_SIGNAL, now, DUMP_GRACE)
+        self.dumps.expect(slot, entry, "at the time limit of")
         self.fail_running(slot, entry, message, "timeout", now)
 
     def kill_for_memory(
@@ -274,7 +280,8 @@ class Stopper:
             return
         log.warning(
             "job %s (%s) still running at shutdown; killing worker-%d (the stacks of its "
-            "threads first, on %s) and leaving the job to the engine's lease expiry",
+            "threads are logged when it exits, dumped on %s) and leaving the job to the "
+            "engine's lease expiry",
             entry.job_id,
             entry.job_type,
             slot.number,
@@ -284,6 +291,7 @@ class Stopper:
         self.intake.drop(entry, done=False)
         self.stats.abandoned += 1
         slot.dump_then_terminate(DUMP_SIGNAL, now, DUMP_GRACE, ABANDON_GRACE)
+        self.dumps.expect(slot, entry, "at shutdown, still running")
 
     def abandon_all(self, now: float) -> None:
         """Stop every worker now; their jobs are left to the engine's lease

@@ -95,10 +95,12 @@ def worker_spec(
     scrub_env: tuple[str, ...],
     metrics_dir: str | None,
     type_threads: Mapping[str, int] | None = None,
+    stack_dir: str | None = None,
 ) -> WorkerSpec:
     """What worker ``slot_no`` is started with, from ``config`` (the one in
     effect, or a reload's on trial); ``type_threads``: the job types with a
-    thread count of their own (``TypeLimits.threads``)."""
+    thread count of their own (``TypeLimits.threads``); ``stack_dir``: where
+    it writes its stack dumps (``stack_dumps.StackDumps``)."""
     settings = config.supervisor
     return WorkerSpec(
         number=slot_no,
@@ -114,6 +116,7 @@ def worker_spec(
         hooks=settings.hooks,
         type_threads=dict(type_threads or {}),
         default_threads=settings.threads_per_worker,
+        stack_dir=stack_dir,
     )
 
 

@@ -83,6 +83,8 @@ class WorkerSpec:
     type_threads: Mapping[str, int] = field(default_factory=dict)
     #: The pool's threads per worker (None: the libraries' own sizes).
     default_threads: int | None = None
+    #: The supervisor's private directory for stack dumps (None: stderr).
+    stack_dir: str | None = None
 
 
 def current_rss() -> int:
@@ -132,7 +134,7 @@ class Worker:
         configure_logging(self.spec.log_level, self.spec.log_format)
         titles.set_title(titles.worker_title(self.spec.number, "booting"))
         for problem in (
-            process_setup.register_stack_dump(),
+            process_setup.register_stack_dump(self.spec.stack_dir),
             process_setup.pin_to_cpu(self.spec.cpu),
         ):
             if problem:

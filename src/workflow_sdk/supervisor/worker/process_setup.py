@@ -17,10 +17,14 @@
   variables set, it starts none. So the variables are what counts, and the
   resize is for what loaded without them.
 - The stack dump (``register_stack_dump``): ``DUMP_SIGNAL`` makes the worker
-  write every thread's stack to its stderr (``faulthandler``, from C, so a
-  handler stuck in native code or ``time.sleep`` dumps too). The parent
-  sends it before it kills a worker past its time limit or at the drain's
-  deadline.
+  write every thread's stack (``faulthandler``, from C, so a handler stuck
+  in native code or ``time.sleep`` dumps too) to a file of its own,
+  ``stacks-<pid>.txt`` in the supervisor's private directory
+  (``WorkerSpec.stack_dir``), which the parent logs as one record naming the
+  worker and its job (``loop.stack_dumps``): written to the shared stderr,
+  in many small writes, the dump's lines mixed with the parent's records.
+  The parent sends it before it kills a worker past its time limit or at
+  the drain's deadline; an operator may send it by hand to a live worker.
 
 Nothing here decides what the values are: the parent does, and sends them
 in the worker's ``WorkerSpec``.
@@ -35,10 +39,11 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
+from typing import TextIO
 
 from workflow_sdk.threads_limit import PoolLimitResult, limit_loaded_pools
 
-#: Parent -> worker: write every thread's stack to stderr (the worker goes on).
+#: Parent -> worker: write every thread's stack to the dump file (the worker goes on).
 #: A real-time signal of its own: SIGUSR1 is the worker's cancel signal, and
 #: SIGUSR2 is the supervisor's pause toggle, which workers ignore (so that one
 #: sent to the whole process group pauses intake and nothing else).
@@ -109,17 +114,46 @@ def release_free_heap() -> bool:
     return True
 
 
-def register_stack_dump() -> str:
-    """``DUMP_SIGNAL`` writes every thread's stack to stderr. Returns a problem, or ""."""
+def stack_file(directory: str, pid: int) -> str:
+    """Where worker ``pid`` writes its stack dumps (the parent reads them there)."""
+    return os.path.join(directory, f"stacks-{pid}.txt")
+
+
+def open_stack_file(directory: str) -> int:
+    """This process's dump file, opened for appending: the parent empties it
+    once logged, and the next dump then starts at 0 (a plain write offset
+    would leave a hole of zeros before it). Raises ``OSError``."""
+    return os.open(
+        stack_file(directory, os.getpid()),
+        os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+        0o600,
+    )
+
+
+def register_stack_dump(directory: str | None = None) -> str:
+    """``DUMP_SIGNAL`` writes every thread's stack to this process's file in
+    ``directory`` (None: to stderr). Returns a problem, or "".
+
+    The file's descriptor stays open for the life of the process
+    (faulthandler writes to it from the signal handler, at any time)."""
+    problem = ""
+    target: int | TextIO = sys.stderr
+    if directory is not None:
+        try:
+            target = open_stack_file(directory)
+        except OSError as exc:
+            problem = f"stack dumps on {DUMP_SIGNAL_NAME} go to stderr: {exc}"
     try:
-        faulthandler.register(DUMP_SIGNAL, file=sys.stderr, all_threads=True, chain=False)
+        faulthandler.register(DUMP_SIGNAL, file=target, all_threads=True, chain=False)
     except (AttributeError, ValueError, OSError, RuntimeError) as exc:
         # stderr replaced by something without a file descriptor. The signal
         # must still not end the worker (its default action): the parent's
         # SIGTERM follows it.
         signal.signal(DUMP_SIGNAL, signal.SIG_IGN)
+        if isinstance(target, int):
+            os.close(target)
         return f"no stack dump on {DUMP_SIGNAL_NAME}: {exc}"
-    return ""
+    return problem
 
 
 __all__ = [
@@ -130,7 +164,9 @@ __all__ = [
     "apply_fork_server_env",
     "fork_server_env",
     "limit_thread_pools",
+    "open_stack_file",
     "pin_to_cpu",
     "register_stack_dump",
     "release_free_heap",
+    "stack_file",
 ]
