@@ -168,6 +168,9 @@ class KafkaJobSource:
         #: Partitions paused at the pending bound (read by ``stats`` too).
         self._hold_back = HoldBack(max_pending_per_partition)
         # Driver thread only.
+        #: Per job type, the partitions its consumer has paused in librdkafka,
+        #: assigned or not: librdkafka keeps a partition's pause when the
+        #: partition is revoked or lost, and it comes back paused (see ``_forget``).
         self._paused: dict[str, set[TopicPartitionKey]] = {}
         self._missing_logged: set[str] = set()
         self._rotation = 0
@@ -749,8 +752,13 @@ class KafkaJobSource:
                     self._deferred[job_id] = kept
                 else:
                     del self._deferred[job_id]
-        for paused in self._paused.values():
-            paused.difference_update(keys)
+        # Their pauses stay in ``_paused``: librdkafka keeps a partition's
+        # pause across its revocation, and a partition assigned again comes
+        # back paused. Forgotten here, it was never resumed: its records
+        # stayed in Kafka for good while the workers were idle (found by the
+        # chaos suite). The next fetch with room for the type resumes it,
+        # assigned or not (resuming a partition not assigned only clears
+        # the flag).
         if unfinished:
             log.info(
                 "Kafka partitions revoked with %d records unfinished: running jobs finish "
