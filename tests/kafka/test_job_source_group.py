@@ -9,9 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from workflow_sdk.kafka.consumer import GROUP_DEFAULTS, KafkaJobSource
+from confluent_kafka import Producer
 
-from .kafka_support import create_topics
+from workflow_sdk.kafka.consumer import GROUP_DEFAULTS, KafkaJobSource
+from workflow_sdk.kafka.dispatch import topic_for
+
+from .kafka_support import create_topics, dispatch, fetch_until
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -136,3 +139,53 @@ def test_a_killed_member_s_partitions_move_within_the_session_timeout(
             holder.stdout.close()
         if survivor is not None:
             survivor.close()
+
+
+def _publish_to(bootstrap: str, job_type: str, partition: int, job_ids: list[str]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for job_id in job_ids:
+        value, headers = dispatch(job_type, job_id, f"d-{job_id}")
+        producer.produce(topic_for(job_type), value=value, headers=headers, partition=partition)
+    assert producer.flush(30) == 0
+
+
+def test_a_partition_revoked_while_paused_is_fetched_again_when_it_comes_back(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    """Pins (found by the full chaos run, Kafka mode): librdkafka keeps a
+    partition's pause across its revocation and re-assignment, while the
+    source forgot it was paused when it was revoked. A partition paused (no
+    capacity), revoked (a member joined), then assigned back (it left) while
+    the source fetched with capacity was never resumed: its records stayed in
+    Kafka for good, its workers idle (38 instances stuck, six partitions'
+    offsets behind). Only a ``fetch(0)`` repaired it, and a supervisor with
+    idle workers never makes one."""
+    job_type = f"repause-{unique}"
+    create_topics(kafka_bootstrap, [job_type], partitions=2)
+    first = KafkaJobSource(kafka_bootstrap, [job_type])
+    second: KafkaJobSource | None = None
+    try:
+        # No capacity: both partitions assigned and paused.
+        assert _serve_until([first], lambda: _held(first) == 2, 60.0), first.stats
+        second = KafkaJobSource(kafka_bootstrap, [job_type])
+        assert _serve_until(
+            [first, second], lambda: _held(first) == 1 and _held(second) == 1, 60.0
+        ), (first.stats, second.stats)
+        second.close()
+        second = None
+        # The partition comes back while ``first`` fetches with capacity (its
+        # workers are idle): never a fetch(0) again.
+        deadline = time.monotonic() + 60.0
+        while _held(first) < 2 and time.monotonic() < deadline:
+            assert first.fetch(5, timeout=0.1) == []
+        assert _held(first) == 2, first.stats
+        for partition in (0, 1):
+            _publish_to(
+                kafka_bootstrap, job_type, partition, [f"p{partition}-{n}" for n in range(2)]
+            )
+        jobs = fetch_until(first, 4, timeout=30.0)
+        assert sorted(job["id"] for job in jobs) == ["p0-0", "p0-1", "p1-0", "p1-1"]
+    finally:
+        first.close()
+        if second is not None:
+            second.close()

@@ -36,6 +36,8 @@ class _Partition:
     position: int | None = None
     #: The position last committed, None before any commit.
     committed: int | None = None
+    #: The position of an asynchronous commit sent and not yet answered.
+    sending: int | None = None
 
 
 class OffsetTracker:
@@ -71,20 +73,47 @@ class OffsetTracker:
             part.position = first + 1
         return True
 
-    def committable(self) -> dict[TopicPartitionKey, int]:
-        """Partitions whose commit position moved past the last commit: tp -> offset to commit."""
+    def committable(self, *, in_flight: bool = False) -> dict[TopicPartitionKey, int]:
+        """Partitions whose commit position moved past the last commit: tp ->
+        offset to commit. Not those whose asynchronous commit of that
+        position is still unanswered, unless ``in_flight`` (a synchronous
+        commit, which must not count on an answer that may be a refusal)."""
         return {
             tp: part.position
             for tp, part in self._partitions.items()
             if part.position is not None
             and (part.committed is None or part.position > part.committed)
+            and (in_flight or part.position != part.sending)
         }
 
-    def committed(self, tp: TopicPartitionKey, position: int) -> None:
-        """Record that ``position`` was committed for ``tp``."""
+    def sending(self, tp: TopicPartitionKey, position: int) -> None:
+        """An asynchronous commit of ``position`` went out for ``tp``: not
+        offered again until it is answered (``committed`` or ``commit_failed``)."""
         part = self._partitions.get(tp)
-        if part is not None and (part.committed is None or position > part.committed):
+        if part is not None:
+            part.sending = position
+
+    def committed(self, tp: TopicPartitionKey, position: int) -> None:
+        """Record that the broker took ``position`` for ``tp``."""
+        part = self._partitions.get(tp)
+        if part is None:
+            return
+        if part.committed is None or position > part.committed:
             part.committed = position
+        if part.sending is not None and part.sending <= position:
+            part.sending = None
+
+    def commit_failed(self, tp: TopicPartitionKey, position: int) -> None:
+        """The broker did not take ``position`` for ``tp``: offered again."""
+        part = self._partitions.get(tp)
+        if part is not None and part.sending == position:
+            part.sending = None
+
+    def commits_failed(self) -> None:
+        """An asynchronous commit failed without saying for which partitions:
+        every unanswered one is offered again."""
+        for part in self._partitions.values():
+            part.sending = None
 
     def forget(self, tp: TopicPartitionKey) -> int:
         """Drop a revoked partition; returns how many of its records were unfinished."""
