@@ -231,14 +231,7 @@ class Injector:
         if not busy:
             self._skip(fault, "no busy worker")
             return
-        pid = self.rng.choice(sorted(busy))
-        start = time.time()
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            self._skip(fault, "the busy worker had exited")
-            return
-        self._record(fault, f"pid:{pid}", start, f"worker {pid} of {sup.name}")
+        self._kill_one_of(fault, busy, "busy worker", f"worker {{pid}} of {sup.name}")
 
     def _do_kill_idle_worker(self, fault: Fault) -> None:
         sup = self._sup(fault)
@@ -251,14 +244,18 @@ class Injector:
         if not found:
             self._skip(fault, "no idle worker")
             return
-        pid = self.rng.choice(sorted(found))
+        self._kill_one_of(fault, found, "idle worker", f"idle worker {{pid}} of {sup.name}")
+
+    def _kill_one_of(self, fault: Fault, pids: list[int], what: str, detail: str) -> None:
+        """SIGKILL one of ``pids`` (drawn from the seed); ``detail`` names it ({pid})."""
+        pid = self.rng.choice(sorted(pids))
         start = time.time()
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            self._skip(fault, "the idle worker had exited")
+            self._skip(fault, f"the {what} had exited")
             return
-        self._record(fault, f"pid:{pid}", start, f"idle worker {pid} of {sup.name}")
+        self._record(fault, f"pid:{pid}", start, detail.format(pid=pid))
 
     def _do_kill_parent(self, fault: Fault) -> None:
         sup = self._sup(fault)

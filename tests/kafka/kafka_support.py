@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from process.conftest import SupervisorProcess
 from workflow_sdk.kafka.consumer import KafkaJobSource
 from workflow_sdk.kafka.dispatch import encode_dispatch, topic_for
 
@@ -114,3 +117,23 @@ def read_records(bootstrap: str, topic: str, count: int, timeout: float = 30.0) 
     finally:
         consumer.close()
     return records
+
+
+def start_kafka_supervisor(
+    tmp_path: Path, engine_url: str, bootstrap: str, name: str, handlers_source: str
+) -> SupervisorProcess:
+    """A Kafka-mode supervisor (2 workers, metrics on a free port) running the
+    handler module ``handlers_source``, written as ``<name>.py`` in
+    ``tmp_path``; its groups are ``<name>.<jobType>``. The caller reaps it."""
+    (tmp_path / f"{name}.py").write_text(handlers_source)
+    config = tmp_path / "supervisor.toml"
+    config.write_text(
+        f'[engine]\nurl = "{engine_url}"\ntimeout = 5\ndispatch = "kafka"\n'
+        f'[supervisor]\nhandlers = ["{name}:registry"]\n'
+        "workers = 2\npoll_interval = 0.1\ngraceful_timeout = 20\n"
+        f'[kafka]\nbrokers = ["{bootstrap}"]\ngroup = "{name}.{{job_type}}"\n'
+        "[metrics]\nport = 0\n"
+    )
+    env = dict(os.environ)
+    env.pop("ROCHALLOR_ENGINE_URL", None)
+    return SupervisorProcess(config, tmp_path, env)

@@ -4,7 +4,6 @@ and the records waiting in Kafka run once it resumes."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from process.process_support import metrics_url
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 
-from .kafka_support import create_topics, service_flow
+from .kafka_support import create_topics, service_flow, start_kafka_supervisor
 
 pytestmark = pytest.mark.slow
 
@@ -41,18 +40,11 @@ def start(
     started: list[SupervisorProcess] = []
 
     def run(job_type: str) -> SupervisorProcess:
-        (tmp_path / f"pause_handlers_{unique}.py").write_text(HANDLERS.format(job_type=job_type))
-        config = tmp_path / "supervisor.toml"
-        config.write_text(
-            f'[engine]\nurl = "{kafka_engine.url}"\ntimeout = 5\ndispatch = "kafka"\n'
-            f'[supervisor]\nhandlers = ["pause_handlers_{unique}:registry"]\n'
-            "workers = 2\npoll_interval = 0.1\ngraceful_timeout = 20\n"
-            f'[kafka]\nbrokers = ["{kafka_bootstrap}"]\ngroup = "pause-{unique}.{{job_type}}"\n'
-            "[metrics]\nport = 0\n"
+        handlers = HANDLERS.format(job_type=job_type)
+        name = f"pause_handlers_{unique}"
+        process = start_kafka_supervisor(
+            tmp_path, kafka_engine.url, kafka_bootstrap, name, handlers
         )
-        env = dict(os.environ)
-        env.pop("ROCHALLOR_ENGINE_URL", None)
-        process = SupervisorProcess(config, tmp_path, env)
         started.append(process)
         return process
 
