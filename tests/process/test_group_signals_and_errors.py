@@ -177,6 +177,34 @@ def test_hup_with_busy_workers_finishes_their_jobs_and_replaces_them(
 
 
 @pytest.mark.parametrize("whom", ["main", "group"])
+def test_usr1_is_logged_and_changes_nothing(
+    engine: LocalEngine,
+    client: RestEngineClient,
+    start_shell_job: Start,
+    piddir: Path,
+    whom: str,
+) -> None:
+    """Pins: SIGUSR1 (what gunicorn's operators and logrotate recipes send to
+    reopen logs) killed the supervisor (its default action), and sent to the
+    group it set every running job's cancelEvent (it was the workers' cancel
+    signal). Now the supervisor logs it and goes on; the running job is not
+    cancelled, keeps its worker and completes."""
+    upload_single_step(client, "usr1-flow", "lifecycle", retries=0)
+    sv = start_shell_job(workers=1)
+    instance = client.start_instance("usr1-flow", {"piddir": str(piddir), "seconds": 3})["id"]
+    pid = read_pid(piddir, instance)
+    send(sv, signal.SIGUSR1, whom)
+    sv.wait_for_log("SIGUSR1 ignored")
+    summary = engine.wait_for_instance(instance, "COMPLETED", timeout=30)
+    assert summary["variables"]["lifecycle"] == "done"
+    assert (piddir / f"{instance}.cancelled").read_text() == "clear"
+    assert {w.pid for w in sv.wait_for_workers(1)} == {pid}, "the worker lived on"
+    assert sv.proc.poll() is None
+    sv.signal(signal.SIGTERM)
+    assert sv.wait(15) == 0
+
+
+@pytest.mark.parametrize("whom", ["main", "group"])
 def test_ttin_and_ttou_scale_without_stopping_any_process(
     engine: LocalEngine, client: RestEngineClient, start_shell_job: Start, whom: str
 ) -> None:

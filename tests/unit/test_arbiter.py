@@ -12,6 +12,7 @@ wait set until an event or its deadline.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -186,6 +187,25 @@ def test_sigttin_and_sigttou_resize_the_pool(rig: SupervisorRig) -> None:
     os.kill(os.getpid(), signal.SIGTTOU)
     rig.tick_until(lambda: rig.sup.pool.target == 2, "the pool back to 2")
     rig.tick_until(lambda: any(s.retiring for s in rig.sup.pool.slots.values()), "one retired")
+
+
+def test_sigusr1_is_logged_and_ignored(
+    rig: SupervisorRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pins: SIGUSR1 (gunicorn's "reopen the logs", sent by logrotate recipes
+    written for it) killed the supervisor, its default action. Now it is
+    recorded, logged once per signal, and changes nothing: a running job
+    keeps its worker, no worker starts or stops."""
+    rig.ready_all()
+    dispatched(rig, "j1")
+    started = len(rig.starter.started)
+    caplog.set_level(logging.WARNING, "workflow_sdk.supervisor")
+    os.kill(os.getpid(), signal.SIGUSR1)
+    rig.tick_until(lambda: "SIGUSR1 ignored" in caplog.text, "the warning")
+    assert rig.sup.phase is Phase.RUNNING
+    assert len(rig.starter.started) == started
+    assert [s.job.job_id for s in rig.sup.pool.slots.values() if s.job is not None] == ["j1"]
+    assert not any(s.retiring for s in rig.sup.pool.slots.values())
 
 
 def test_sigterm_drains_and_a_second_one_stops_at_once(rig: SupervisorRig) -> None:

@@ -20,7 +20,7 @@ pytest.importorskip("confluent_kafka", reason="the kafka extra is not installed"
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from unit.test_kafka_fetch_faults import TOPIC, StandInConsumer, StandInMessage
+from unit.kafka_standins import TOPIC, StandInConsumer, StandInMessage
 from workflow_sdk.kafka.consumer import KafkaJobSource
 
 

@@ -93,13 +93,21 @@ SIGNALS: tuple[SignalRow, ...] = (
         "forgets it (the same as `rochallor-supervisor pause`/`resume`; see "
         "[Operations](operations.md))",
     ),
+    SignalRow(
+        ("USR1",),
+        "ignored, with a warning (nothing to reopen: logs go to stderr)",
+        "ignored, with one WARNING: logs go to stderr (journald), so there is no log file "
+        "to reopen as gunicorn does on `USR1`; sent to the whole group it reaches no "
+        "worker's job either (workers ignore it; the parent stops a job with a signal of "
+        "its own, `SIGRTMIN+2`, and dumps a worker's stacks on `SIGRTMIN+1`)",
+    ),
 )
 
 
 #: What a signal sent to the whole process group does (``--help``). The
 #: reference says it per process, from ``worker.sigpolicy``.
 PROCESS_GROUP_BRIEF = (
-    "HUP, INT, TTIN, TTOU and USR2 sent to the whole process group do the same; TERM sent "
+    "HUP, INT, TTIN, TTOU, USR1 and USR2 sent to the whole process group do the same; TERM sent "
     "to the group also reaches the workers and interrupts their jobs (systemd: "
     "KillMode=mixed sends it to the supervisor only)"
 )

@@ -370,6 +370,12 @@ class Supervisor:
                 self.handle_scale(-1)
             elif signum == signal.SIGUSR2:
                 self.control.apply(TOGGLE, self.phase, name)
+            elif signum == signal.SIGUSR1:
+                log.warning(
+                    "SIGUSR1 ignored: it means nothing to the supervisor (logs go to "
+                    "stderr, there is no file to reopen; a worker's stacks: kill -s "
+                    "RTMIN+1 <worker pid>)"
+                )
 
     # -- processes -------------------------------------------------------------------
 

@@ -19,6 +19,10 @@ HANDLED_SIGNALS = (
     signal.SIGTTIN,
     signal.SIGTTOU,
     signal.SIGUSR2,
+    # Means nothing here; recorded so that it is logged and ignored instead
+    # of killing the supervisor (its default action): gunicorn's operators,
+    # and logrotate recipes written for it, send it to reopen log files.
+    signal.SIGUSR1,
 )
 
 

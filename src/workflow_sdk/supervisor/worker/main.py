@@ -48,7 +48,9 @@ if os.environ.get(multiproc.ENV_DIR):
 #: supervisor, read by workflow_sdk.supervisor.worker.preload).
 ENV_PRELOAD_MODULES = "ROCHALLOR_PRELOAD_MODULES"
 #: Parent -> worker: the running job no longer matters (sets ``cancelEvent``).
-CANCEL_SIGNAL = signal.SIGUSR1
+#: A real-time signal of its own, so that a SIGUSR1 sent to the whole process
+#: group (meant for the supervisor) does not cancel every running job.
+CANCEL_SIGNAL = signal.SIGRTMIN + 2
 #: Exit status of a worker whose handlers could not be loaded.
 EXIT_BOOT_FAILED = 3
 #: Seconds without a job after which a worker gives the heap its jobs freed

@@ -44,9 +44,10 @@ from typing import TextIO
 from workflow_sdk.threads_limit import PoolLimitResult, limit_loaded_pools
 
 #: Parent -> worker: write every thread's stack to the dump file (the worker goes on).
-#: A real-time signal of its own: SIGUSR1 is the worker's cancel signal, and
-#: SIGUSR2 is the supervisor's pause toggle, which workers ignore (so that one
-#: sent to the whole process group pauses intake and nothing else).
+#: A real-time signal of its own: SIGUSR1 and SIGUSR2 belong to the supervisor
+#: (workers ignore them, so that one sent to the whole process group does
+#: what it does to the supervisor and nothing else), and SIGRTMIN+2 is the
+#: worker's cancel signal.
 DUMP_SIGNAL = signal.SIGRTMIN + 1
 #: How to send it by hand: ``kill -s RTMIN+1 <worker pid>``.
 DUMP_SIGNAL_NAME = "SIGRTMIN+1"

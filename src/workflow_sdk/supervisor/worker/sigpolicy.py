@@ -15,13 +15,15 @@ from __future__ import annotations
 import signal
 
 #: Acted on by the supervisor only (reload, scale up, scale down, Ctrl-C,
-#: pause or resume intake). SIGUSR1 is not one: it is the worker's cancel signal.
+#: pause or resume intake), and SIGUSR1, which the supervisor only logs (a
+#: worker's cancel signal is a real-time one of its own, ``CANCEL_SIGNAL``).
 PARENT_ONLY: tuple[signal.Signals, ...] = (
     signal.SIGHUP,
     signal.SIGINT,
     signal.SIGTTIN,
     signal.SIGTTOU,
     signal.SIGUSR2,
+    signal.SIGUSR1,
 )
 
 
