@@ -15,6 +15,9 @@ a fresh local engine process per batch. Side by side in one run:
    for the oversubscribed run (the environment has none of the variables).
    Jobs/s between the 10th and 90th percentile completion, as in
    ``benchlib.scenarios``. Goal: defaults >= 0.95 x N x the one-worker rate.
+1b. The same ml-matrix jobs in bare Python processes (N, then one; one BLAS
+   thread each, no supervisor, no engine): the machine's own scaling, printed
+   beside the goal, and what the supervisor and the engine cost against it.
 2. Memory: the total PSS (``workflow_sdk.memory.read_memory``: the workers
    and the fork server) of ``--ml-memory-workers`` workers (4) with and
    without ``preload_handlers``, after each worker has run the pipeline's
@@ -289,6 +292,65 @@ def matrix_batch(
     }
 
 
+# -- 1b. the machine's own ceiling: the same jobs in bare processes ---------------------
+
+#: One bare process: load the handlers (the model too, as a worker does), say
+#: ready, wait for "go", run ``count`` ml-matrix jobs from seed ``first``,
+#: print each one's end (wall clock, as the engine's completedAt).
+_BARE = """
+import sys, time
+from examples.ml import handlers
+count, first = int(sys.argv[1]), int(sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()
+ends = []
+for seed in range(first, first + count):
+    handlers.matrix({"variables": {"seed": seed}})
+    ends.append(time.time())
+print(" ".join(map(repr, ends)), flush=True)
+"""
+
+
+def bare_batch(model: Path, processes: int, jobs: int) -> float:
+    """ml-matrix jobs/s of ``processes`` plain Python processes, one BLAS
+    thread each, no supervisor or engine: what the machine itself gives, so
+    that the scaling goal can be read against the machine's own (two
+    processes on two CPUs share caches, memory bandwidth and, on SMT
+    machines, cores)."""
+    env = dict(os.environ)
+    env.update({k: v for k, v in child_changes(model, DEFAULTS).items() if v is not None})
+    for name in THREAD_ENV_VARS:
+        env[name] = "1"
+    per = max(2, jobs // processes)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BARE, str(per), str(k * per)],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        for k in range(processes)
+    ]  # fmt: skip
+    try:
+        for child in children:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("a bare process could not load the handlers")
+        ends: list[float] = []
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        for child in children:
+            out, _ = child.communicate(timeout=120.0 + per * 2.0)
+            ends += [float(x) for x in out.split()]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+    start, end, count = steady_window(ends)
+    return count / (end - start) if end > start else math.inf
+
+
 # -- 2. memory -------------------------------------------------------------------------
 
 
@@ -400,6 +462,10 @@ def one_repeat(s: MlSettings, workdir: Path, model: Path, index: int) -> dict[st
     numpy("numpy_defaults", n, s.jobs, DEFAULTS)
     numpy("numpy_oversubscribed", n, max(2, s.jobs // 2), OVERSUBSCRIBED)
     numpy("numpy_one_worker", 1, max(2, s.jobs // n), DEFAULTS)
+    for key, processes, jobs in (("bare_n", n, s.jobs), ("bare_one", 1, max(2, s.jobs // n))):
+        quiet()
+        out[key] = bare_batch(model, processes, jobs)
+        say(f"{prefix} numpy bare processes  x{processes}: {out[key]:7.2f} jobs/s")
     for key, workers, preload in (
         ("memory_one_worker", 1, False),
         ("memory_preload", s.memory_workers, True),
@@ -426,6 +492,8 @@ def aggregate(repeats: list[dict[str, Any]], s: MlSettings) -> dict[str, Any]:
         rates("numpy_oversubscribed"),
         rates("numpy_one_worker"),
     )
+    bare_n = [r["bare_n"] for r in repeats]
+    bare_one = [r["bare_one"] for r in repeats]
     one_pss = [
         r["memory_one_worker"]["total_pss_mib"]
         - sum(m["pss_mib"] for m in r["memory_one_worker"]["fork_server"])
@@ -445,6 +513,14 @@ def aggregate(repeats: list[dict[str, Any]], s: MlSettings) -> dict[str, Any]:
             ),
             "ratio_defaults_scaling": spread(
                 [d / (s.workers * o) for d, o in zip(defaults, one, strict=True) if o > 0]
+            ),
+            "bare_n": spread(bare_n),
+            "bare_one": spread(bare_one),
+            "ratio_bare_scaling": spread(
+                [b / (s.workers * o) for b, o in zip(bare_n, bare_one, strict=True) if o > 0]
+            ),
+            "ratio_defaults_bare": spread(
+                [d / b for d, b in zip(defaults, bare_n, strict=True) if b > 0]
             ),
         },
         "memory_pss_mib": {
@@ -505,6 +581,15 @@ def table(report: dict[str, Any]) -> str:
         ("one worker, one thread", fmt(numpy["one_worker_one_thread"])),
         ("defaults / oversubscribed", fmt(numpy["ratio_defaults_oversubscribed"], 2)),
         (f"defaults / ({n} x one worker)", fmt(numpy["ratio_defaults_scaling"], 2)),
+        (
+            f"bare processes (no supervisor, no engine): {n}; one",
+            f"{fmt(numpy['bare_n'])}; {fmt(numpy['bare_one'])}",
+        ),
+        (f"the machine's own: bare {n} / ({n} x bare one)", fmt(numpy["ratio_bare_scaling"], 2)),
+        (
+            f"defaults / bare {n} (what the supervisor and engine cost)",
+            fmt(numpy["ratio_defaults_bare"], 2),
+        ),
         (
             "supervisor parent / engine CPU during defaults, % of a core",
             f"{fmt(r['parent_cpu_pct']['numpy_defaults'])} / "
