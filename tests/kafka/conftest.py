@@ -13,14 +13,18 @@ import importlib.util
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
+
+if TYPE_CHECKING:
+    from process.conftest import SupervisorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,3 +102,32 @@ def client(kafka_engine: LocalEngine) -> Iterator[RestEngineClient]:
 def unique() -> str:
     """A short unique suffix for topic, group and job type names of one test."""
     return uuid.uuid4().hex[:10]
+
+
+#: Starts a Kafka-mode supervisor for a job type: ``(job_type, handlers
+#: template with {job_type}, module name prefix)``.
+StartKafkaSupervisor = Callable[[str, str, str], "SupervisorProcess"]
+
+
+@pytest.fixture
+def start_kafka_supervisor_for(
+    tmp_path: Path, kafka_engine: LocalEngine, kafka_bootstrap: str, unique: str
+) -> Iterator[StartKafkaSupervisor]:
+    """Kafka-mode supervisors (``kafka_support.start_kafka_supervisor``) for
+    one test, each running the handler template filled in with its job
+    type; every one is reaped at the end."""
+    # Here, not at the top: it needs the kafka extra (confluent_kafka).
+    from .kafka_support import start_kafka_supervisor  # noqa: PLC0415
+
+    started: list[SupervisorProcess] = []
+
+    def start(job_type: str, handlers: str, prefix: str) -> SupervisorProcess:
+        source = handlers.format(job_type=job_type)
+        name = f"{prefix}_handlers_{unique}"
+        process = start_kafka_supervisor(tmp_path, kafka_engine.url, kafka_bootstrap, name, source)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.reap()

@@ -7,19 +7,18 @@ the rule on families recorded only on rarer events)."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from ops_kit import check_dashboard_names
-from process.conftest import SupervisorProcess, wait_for
+from process.conftest import wait_for
 from process.process_support import metrics_url, sample
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 
-from .kafka_support import create_topics, service_flow, start_kafka_supervisor
+from .conftest import StartKafkaSupervisor
+from .kafka_support import create_topics, service_flow
 
 pytestmark = pytest.mark.slow
 
@@ -40,30 +39,10 @@ def work(job):
 """
 
 
-@pytest.fixture
-def start(
-    tmp_path: Path, kafka_engine: LocalEngine, kafka_bootstrap: str, unique: str
-) -> Iterator[Callable[[str], SupervisorProcess]]:
-    started: list[SupervisorProcess] = []
-
-    def run(job_type: str) -> SupervisorProcess:
-        handlers = HANDLERS.format(job_type=job_type)
-        name = f"dash_handlers_{unique}"
-        process = start_kafka_supervisor(
-            tmp_path, kafka_engine.url, kafka_bootstrap, name, handlers
-        )
-        started.append(process)
-        return process
-
-    yield run
-    for process in started:
-        process.reap()
-
-
 def test_every_dashboard_query_uses_metrics_of_a_kafka_mode_supervisor(
     kafka_engine: LocalEngine,
     client: RestEngineClient,
-    start: Callable[[str], SupervisorProcess],
+    start_kafka_supervisor_for: StartKafkaSupervisor,
     kafka_bootstrap: str,
     unique: str,
 ) -> None:
@@ -73,7 +52,7 @@ def test_every_dashboard_query_uses_metrics_of_a_kafka_mode_supervisor(
     ok = client.start_instance("dash-flow", {})["id"]
     retried = client.start_instance("dash-flow", {"action": "raise_first"})["id"]
     failed = client.start_instance("dash-flow", {"action": "nonretryable"})["id"]
-    sv = start(job_type)
+    sv = start_kafka_supervisor_for(job_type, HANDLERS, "dash")
     url = metrics_url(sv)
     kafka_engine.wait_for_instances([ok, retried], "COMPLETED", timeout=60)
     kafka_engine.wait_for_instances([failed], "FAILED", timeout=60)

@@ -5,19 +5,18 @@ and the records waiting in Kafka run once it resumes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from process.conftest import SupervisorProcess, wait_for
+from process.conftest import wait_for
 from process.process_support import metrics_url
 from workflow_sdk.client.rest import RestEngineClient
 from workflow_sdk.testing import LocalEngine
 
-from .kafka_support import create_topics, service_flow, start_kafka_supervisor
+from .conftest import StartKafkaSupervisor
+from .kafka_support import create_topics, service_flow
 
 pytestmark = pytest.mark.slow
 
@@ -33,30 +32,10 @@ def work(job):
 """
 
 
-@pytest.fixture
-def start(
-    tmp_path: Path, kafka_engine: LocalEngine, kafka_bootstrap: str, unique: str
-) -> Iterator[Callable[[str], SupervisorProcess]]:
-    started: list[SupervisorProcess] = []
-
-    def run(job_type: str) -> SupervisorProcess:
-        handlers = HANDLERS.format(job_type=job_type)
-        name = f"pause_handlers_{unique}"
-        process = start_kafka_supervisor(
-            tmp_path, kafka_engine.url, kafka_bootstrap, name, handlers
-        )
-        started.append(process)
-        return process
-
-    yield run
-    for process in started:
-        process.reap()
-
-
 def test_a_paused_kafka_supervisor_fetches_nothing_and_resume_runs_what_waited(
     kafka_engine: LocalEngine,
     client: RestEngineClient,
-    start: Callable[[str], SupervisorProcess],
+    start_kafka_supervisor_for: StartKafkaSupervisor,
     kafka_bootstrap: str,
     unique: str,
 ) -> None:
@@ -66,7 +45,7 @@ def test_a_paused_kafka_supervisor_fetches_nothing_and_resume_runs_what_waited(
     job_type = f"pause-{unique}"
     create_topics(kafka_bootstrap, [job_type])
     client.upload_definition(service_flow("pause-flow", job_type))
-    sv = start(job_type)
+    sv = start_kafka_supervisor_for(job_type, HANDLERS, "pause")
     base = metrics_url(sv).removesuffix("/metrics")
 
     def status() -> dict[str, Any]:
