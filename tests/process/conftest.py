@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -124,6 +126,9 @@ class SupervisorProcess:
             except ProcessLookupError:
                 pass
         wait_for(group_gone, 10, "the supervisor's process group to exit")
+        # A supervisor killed here cannot remove its stack-dump directory.
+        for left in Path(tempfile.gettempdir()).glob(f"rochallor-stacks-{self.pid}-*"):
+            shutil.rmtree(left, ignore_errors=True)
         log = self.log()
         # scripts/test sets PYTHONWARNINGS so that the warning is printed.
         assert "use of fork() may lead to deadlocks" not in log, log

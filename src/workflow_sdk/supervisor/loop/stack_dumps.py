@@ -160,7 +160,10 @@ class StackDumps:
         try:
             if runtime:
                 return cls(tempfile.mkdtemp(prefix="stacks-", dir=runtime))
-            return cls(tempfile.mkdtemp(prefix="rochallor-stacks-"))
+            # The pid in the name says whose it is (a killed supervisor
+            # leaves it behind: nothing but systemd's RuntimeDirectory
+            # removes a directory after a SIGKILL).
+            return cls(tempfile.mkdtemp(prefix=f"rochallor-stacks-{os.getpid()}-"))
         except OSError as exc:
             log.warning(
                 "cannot create a directory for the workers' stack dumps (%s): they go to "
