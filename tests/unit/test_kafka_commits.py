@@ -119,3 +119,19 @@ def test_an_unanswered_commit_is_not_sent_again_but_a_synchronous_one_includes_i
     assert consumer.sent[-1] == ([(TOPIC, 0, 2)], True)
     source._on_revoke(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
     assert consumer.sent[-1] == ([(TOPIC, 0, 2)], False)
+
+
+def test_a_commit_answered_twice_is_counted_once(source: KafkaJobSource) -> None:
+    """Pins: a synchronous commit was counted when it returned and again when
+    librdkafka handed its answer to ``on_commit`` (it queues the answers of
+    synchronous commits too): the commits counter of /metrics ran ahead.
+    Only an answer that moves the committed position counts."""
+    consumer = _consumer(source, 1)
+    [job] = source.fetch(5)
+    source.mark_done(job)
+    assert source.commit(asynchronous=False) == 1
+    assert source.stats.commits == 1
+    consumer.answer(None)  # the same commit's answer, served by the next poll
+    assert source.fetch(5) == []
+    assert source.stats.commits == 1
+    assert source.commit() == 0

@@ -726,10 +726,10 @@ class KafkaJobSource:
                     # record after it kept its old offset for good (found by
                     # the chaos suite: refusals in every rebalance).
                     self._tracker.sending(key, tp.offset)
-                else:
-                    self._tracker.committed(key, tp.offset)
-            if not asynchronous:
-                self._bump(commits=len(offsets))
+                elif self._tracker.committed(key, tp.offset):
+                    # Counted where the position moves: librdkafka may
+                    # also hand this commit's answer to ``_on_commit``.
+                    self._bump(commits=1)
         return len(offsets)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
@@ -743,8 +743,8 @@ class KafkaJobSource:
             for tp in partitions or []:
                 key = (tp.topic, tp.partition)
                 if error is None and tp.error is None:
-                    self._tracker.committed(key, tp.offset)
-                    self._bump(commits=1)
+                    if self._tracker.committed(key, tp.offset):
+                        self._bump(commits=1)
                 else:
                     self._tracker.commit_failed(key, tp.offset)
                     failed.append(f"{tp.topic}[{tp.partition}]@{tp.offset}")

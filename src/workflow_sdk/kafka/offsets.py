@@ -93,15 +93,19 @@ class OffsetTracker:
         if part is not None:
             part.sending = position
 
-    def committed(self, tp: TopicPartitionKey, position: int) -> None:
-        """Record that the broker took ``position`` for ``tp``."""
+    def committed(self, tp: TopicPartitionKey, position: int) -> bool:
+        """Record that the broker took ``position`` for ``tp``. True when it
+        moved the committed position (a second answer for the same commit,
+        or one for a partition no longer ours, does not)."""
         part = self._partitions.get(tp)
         if part is None:
-            return
-        if part.committed is None or position > part.committed:
-            part.committed = position
+            return False
         if part.sending is not None and part.sending <= position:
             part.sending = None
+        if part.committed is None or position > part.committed:
+            part.committed = position
+            return True
+        return False
 
     def commit_failed(self, tp: TopicPartitionKey, position: int) -> None:
         """The broker did not take ``position`` for ``tp``: offered again."""
