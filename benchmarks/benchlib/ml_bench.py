@@ -289,7 +289,26 @@ def matrix_batch(
         "parent_cpu_pct": sampler.cpu_between("parent", start, end),
         "engine_cpu_pct": sampler.cpu_between("engine", start, end),
         "foreign_cpu_pct": foreign,
+        "between_jobs_ms": between_jobs_ms(items),
     }
+
+
+def between_jobs_ms(items: list[dict[str, Any]]) -> float | None:
+    """Mean time in a worker from one ml-matrix job's end to the next one's
+    start (the handlers' own stamps): what the supervisor adds per job."""
+    spans: dict[Any, list[tuple[float, float]]] = {}
+    for item in items:
+        v = item.get("variables") or {}
+        if "ml_matrixStart" in v and "ml_matrixEnd" in v:
+            spans.setdefault(v.get("matrixWorkerPid"), []).append(
+                (v["ml_matrixStart"], v["ml_matrixEnd"])
+            )
+    gaps = [
+        (b[0] - a[1]) * 1000.0
+        for runs in spans.values()
+        for a, b in itertools.pairwise(sorted(runs))
+    ]
+    return sum(gaps) / len(gaps) if gaps else None
 
 
 # -- 1b. the machine's own ceiling: the same jobs in bare processes ---------------------
@@ -514,6 +533,9 @@ def aggregate(repeats: list[dict[str, Any]], s: MlSettings) -> dict[str, Any]:
             "ratio_defaults_scaling": spread(
                 [d / (s.workers * o) for d, o in zip(defaults, one, strict=True) if o > 0]
             ),
+            "between_jobs_ms": spread(
+                [g for r in repeats if (g := r["numpy_defaults"].get("between_jobs_ms"))]
+            ),
             "bare_n": spread(bare_n),
             "bare_one": spread(bare_one),
             "ratio_bare_scaling": spread(
@@ -584,6 +606,10 @@ def table(report: dict[str, Any]) -> str:
         (
             f"bare processes (no supervisor, no engine): {n}; one",
             f"{fmt(numpy['bare_n'])}; {fmt(numpy['bare_one'])}",
+        ),
+        (
+            "in a worker, one job's end to the next one's start, mean ms",
+            fmt(numpy["between_jobs_ms"], 1),
         ),
         (f"the machine's own: bare {n} / ({n} x bare one)", fmt(numpy["ratio_bare_scaling"], 2)),
         (
