@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import functools
 import json
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from workflow_sdk.threads_limit import PoolLimitResult, limit_loaded_pools
@@ -107,12 +108,21 @@ def release_free_heap() -> bool:
     66 MB model: 64 MiB less in total with 4 preloaded workers). False
     where the C library is not glibc.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
+    trim = _malloc_trim()
+    if trim is None:
         return False
+    trim(0)
     return True
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, looked up once per process; None elsewhere."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
 
 
 def stack_file(directory: str, pid: int) -> str:
